@@ -1,0 +1,357 @@
+"""The load engine: sends streaming requests on schedule and stamps every SSE package.
+
+Network only: no statistics, no files. One step is run by ``run_step``; each finished request
+becomes an immutable ``RequestRecord`` handed to ``sink`` at once (so an interrupted run keeps it).
+
+Timing rules (DESIGN.md): one clock, ``perf_counter_ns``. A request's t0 is its *scheduled* time —
+the absolute deadline (open loop) or the moment its slot freed (closed loop) — and the lag until it
+actually left is kept as ``sent_ns - scheduled_ns`` (queue time). A package is stamped when the
+read that completes it returns, before any JSON is parsed; events are interpreted only after the
+stream ends, so the per-package path is: read, stamp, split lines, append.
+
+A failed request never raises out of here: it is a record with a reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import aiohttp
+
+from perfbench import records as R
+from perfbench.apis.openai import ApiAdapter, StreamContent, interpret_events
+from perfbench.records import RequestRecord
+from perfbench.schedule import arrival_offsets_s
+from perfbench.sse import SSEParser
+from perfbench.tokens import Tokenizer
+
+log = logging.getLogger(__name__)
+
+_ERROR_BODY_BYTES = 500  # how much of an error answer to keep in the record
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedRequest:
+    """A ready-made request: the body is encoded before the run so the send path stays short."""
+
+    body: bytes  # the JSON body, encoded
+    input_tokens: int | None  # prompt tokens when known before sending (tokenizer / synthetic)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where requests go and how to read what comes back."""
+
+    url: str  # the full endpoint URL
+    api: ApiAdapter  # builds bodies, interprets events
+    headers: dict[str, str]  # sent with every request (Authorization included; never logged)
+
+
+@dataclass(frozen=True, slots=True)
+class StepPlan:
+    """One load step. Either ``number`` or ``duration_s`` bounds it."""
+
+    step: int  # index of the step in the run
+    concurrency: int  # closed loop: requests in flight; open loop: the cap
+    number: int | None  # requests to send
+    duration_s: float | None  # or: stop sending new requests after this long
+    rate_req_s: float | None = None  # None: closed loop; else the open-loop mean rate
+    arrivals: str = "poisson"  # open loop: "poisson" (gamma with burstiness) or "constant"
+    burstiness: float = 1.0  # gamma shape for open-loop intervals; 1 = Poisson
+    ramp_up_s: float = 0.0  # open loop: linear rate ramp-up
+    warmup: int = 0  # requests sent first, marked warm-up, excluded from statistics
+    seed: int = 0  # arrival-time seed
+
+
+@dataclass(slots=True)
+class LiveCounters:
+    """Counters a live display reads from another thread; updated once per request, never per package."""
+
+    sent: int = 0
+    in_flight: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    output_tokens: int = 0
+    ttft_ms_sum: float = 0.0
+    step: int = 0
+    step_expected: int | None = None
+    step_done: int = 0
+
+    def start_step(self, step: int, expected: int | None) -> None:
+        self.step, self.step_expected, self.step_done = step, expected, 0
+
+
+RecordSink = Callable[[RequestRecord], None]
+
+
+def make_session(max_connections: int, timeout_s: float, connect_timeout_s: float) -> aiohttp.ClientSession:
+    """A pooled session: keep-alive connections are reused across requests and steps."""
+    connector = aiohttp.TCPConnector(limit=max_connections, limit_per_host=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+    timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect_timeout_s)
+    return aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False, read_bufsize=2**16)
+
+
+class Engine:
+    """Sends one step's requests through a shared session and emits a record per request."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        target: Target,
+        requests: Sequence[PreparedRequest],
+        sink: RecordSink,
+        *,
+        tokenizer: Tokenizer | None = None,
+        counters: LiveCounters | None = None,
+    ) -> None:
+        if not requests:
+            raise ValueError("no requests to send")
+        self._session = session
+        self._target = target
+        self._requests = requests
+        self._sink = sink
+        self._tokenizer = tokenizer
+        self.counters = counters or LiveCounters()
+        self._next_request = 0  # cycles through `requests` across steps
+
+    async def run_step(self, plan: StepPlan) -> None:
+        """Run warm-up (if any) then the step; returns when every request of it has a record."""
+        if plan.warmup:
+            self.counters.start_step(plan.step, plan.warmup)
+            await self._closed_loop(plan, plan.warmup, None, warmup=True)
+        expected = plan.number
+        if plan.rate_req_s is not None:
+            offsets = arrival_offsets_s(
+                rate_req_s=plan.rate_req_s,
+                count=plan.number,
+                duration_s=None if plan.number is not None else plan.duration_s,
+                arrivals=plan.arrivals,
+                burstiness=plan.burstiness,
+                ramp_up_s=plan.ramp_up_s,
+                seed=plan.seed,
+            )
+            self.counters.start_step(plan.step, len(offsets))
+            await self._open_loop(plan, offsets)
+        else:
+            self.counters.start_step(plan.step, expected)
+            await self._closed_loop(plan, plan.number, plan.duration_s, warmup=False)
+
+    def _take_request(self) -> PreparedRequest:
+        request = self._requests[self._next_request % len(self._requests)]
+        self._next_request += 1
+        return request
+
+    async def _closed_loop(self, plan: StepPlan, number: int | None, duration_s: float | None, *, warmup: bool) -> None:
+        start_ns = time.perf_counter_ns()
+        stop_ns = start_ns + int(duration_s * 1e9) if duration_s is not None else None
+        claimed = 0
+
+        async def worker() -> None:
+            nonlocal claimed
+            due_ns = start_ns  # every slot is free at the start
+            while True:
+                if number is not None and claimed >= number:
+                    return
+                if stop_ns is not None and due_ns >= stop_ns:
+                    return
+                index = claimed
+                claimed += 1
+                record = await self._send(plan.step, index, warmup, due_ns, self._take_request())
+                due_ns = record.end_ns  # the slot freed when the previous request ended
+
+        workers = plan.concurrency if number is None else min(plan.concurrency, number)
+        await _gather_or_cancel([worker() for _ in range(workers)])
+
+    async def _open_loop(self, plan: StepPlan, offsets_s: Sequence[float]) -> None:
+        start_ns = time.perf_counter_ns()
+        slots = asyncio.Semaphore(plan.concurrency)
+        tasks: list[asyncio.Task[Any]] = []
+
+        async def capped(index: int, due_ns: int, request: PreparedRequest) -> None:
+            async with slots:  # waiting here is client lag: it shows in queue time
+                await self._send(plan.step, index, False, due_ns, request)
+
+        try:
+            for index, offset_s in enumerate(offsets_s):
+                due_ns = start_ns + int(offset_s * 1e9)
+                delay_ns = due_ns - time.perf_counter_ns()
+                if delay_ns > 0:
+                    await asyncio.sleep(delay_ns / 1e9)
+                tasks.append(asyncio.ensure_future(capped(index, due_ns, self._take_request())))
+            await _gather_or_cancel(tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def _send(self, step: int, index: int, warmup: bool, scheduled_ns: int, request: PreparedRequest) -> RequestRecord:
+        counters = self.counters
+        counters.sent += 1
+        counters.in_flight += 1
+        try:
+            record = await self._exchange(step, index, warmup, scheduled_ns, request)
+        finally:
+            counters.in_flight -= 1
+        if record.ok:
+            counters.succeeded += 1
+            counters.output_tokens += record.output_tokens or 0
+            counters.ttft_ms_sum += (record.package_times_ns[0] - record.scheduled_ns) / 1e6
+        else:
+            counters.failed += 1
+        counters.step_done += 1
+        self._sink(record)
+        return record
+
+    async def _exchange(self, step: int, index: int, warmup: bool, scheduled_ns: int, request: PreparedRequest) -> RequestRecord:
+        """One request, start to end; every outcome becomes a record."""
+        times: list[int] = []
+        events: list[Any] = []
+        http_status: int | None = None
+        failure: tuple[str, str] | None = None
+        sent_ns = time.perf_counter_ns()
+        try:
+            async with self._session.post(self._target.url, data=request.body, headers=self._target.headers) as response:
+                http_status = response.status
+                if response.status >= 300:
+                    body = await response.content.read(_ERROR_BODY_BYTES)
+                    failure = (R.HTTP_ERROR, f"HTTP {response.status}: {_one_line(body)}")
+                elif not _is_event_stream(response.headers.get("Content-Type", "")):
+                    body = await response.content.read(_ERROR_BODY_BYTES)
+                    failure = (
+                        R.BAD_RESPONSE,
+                        f"not an SSE stream (Content-Type {response.headers.get('Content-Type')!r}): {_one_line(body)}",
+                    )
+                else:
+                    parser = SSEParser()
+                    feed = parser.feed
+                    async for chunk in response.content.iter_any():
+                        now = time.perf_counter_ns()
+                        new = feed(chunk)
+                        if new:
+                            events.extend(new)
+                            times.extend([now] * len(new))
+                    tail = parser.flush()
+                    if tail:
+                        now = time.perf_counter_ns()
+                        events.extend(tail)
+                        times.extend([now] * len(tail))
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            failure = (R.TIMEOUT, _timeout_message(exc, http_status))
+        except aiohttp.ClientConnectorError as exc:
+            failure = (R.CONNECT_ERROR, f"cannot connect: {exc.os_error or exc}")
+        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            reason = R.CUT_STREAM if http_status is not None else R.CONNECT_ERROR
+            failure = (reason, f"connection closed early: {_one_line(str(exc).encode()) or type(exc).__name__}")
+        except aiohttp.ClientError as exc:
+            failure = (R.BAD_RESPONSE, f"{type(exc).__name__}: {_one_line(str(exc).encode())}")
+        end_ns = time.perf_counter_ns()
+        return self._record(step, index, warmup, scheduled_ns, sent_ns, end_ns, http_status, failure, times, events, request)
+
+    def _record(
+        self,
+        step: int,
+        index: int,
+        warmup: bool,
+        scheduled_ns: int,
+        sent_ns: int,
+        end_ns: int,
+        http_status: int | None,
+        failure: tuple[str, str] | None,
+        times: list[int],
+        events: list[Any],
+        request: PreparedRequest,
+    ) -> RequestRecord:
+        content = interpret_events(self._target.api, events) if events else StreamContent()
+        if failure is None:
+            if content.error is not None:
+                failure = (R.ERROR_EVENT, f"error event: {_one_line(content.error.encode())}")
+            elif content.malformed is not None and not content.output_events:
+                failure = (R.BAD_RESPONSE, f"event is not JSON: {_one_line(content.malformed.encode())}")
+            elif not content.output_events:
+                failure = (R.NO_OUTPUT, "the stream ended without output tokens")
+        package_times = tuple(times[i] for i in content.output_events)
+        output_tokens, source = self._output_tokens(content)
+        return RequestRecord(
+            step=step,
+            index=index,
+            warmup=warmup,
+            status=failure[0] if failure else R.OK,
+            http_status=http_status,
+            error=failure[1] if failure else None,
+            scheduled_ns=scheduled_ns,
+            sent_ns=sent_ns,
+            end_ns=end_ns,
+            package_times_ns=package_times,
+            package_tokens=split_tokens(output_tokens, content.output_chars) if output_tokens else (),
+            input_tokens=content.prompt_tokens if content.prompt_tokens is not None else request.input_tokens,
+            output_tokens=output_tokens,
+            token_source=source,
+        )
+
+    def _output_tokens(self, content: StreamContent) -> tuple[int | None, str | None]:
+        if content.completion_tokens is not None:
+            return content.completion_tokens, R.TOKENS_FROM_USAGE
+        if not content.output_events:
+            return None, None
+        if self._tokenizer is not None:
+            return self._tokenizer.count("".join(content.output_text)), R.TOKENS_FROM_TOKENIZER
+        return len(content.output_events), R.TOKENS_FROM_PACKAGES
+
+
+def split_tokens(total: int, chars: Sequence[int]) -> tuple[int, ...]:
+    """Share a request's output tokens among its packages, for ITL.
+
+    One token per package when the counts match (the common case). Otherwise the tokens are
+    shared in proportion to each package's characters (largest remainder), each package getting
+    at least one while there are enough: a server sending k tokens per package gets k each.
+    """
+    n = len(chars)
+    if n == 0:
+        return ()
+    if total == n:
+        return (1,) * n
+    if total < n:
+        # More packages than tokens (e.g. usage counted without reasoning): one each, the rest none.
+        return tuple(1 if i < total else 0 for i in range(n))
+    spare = total - n
+    weights = chars if any(chars) else [1] * n
+    weight_sum = sum(weights)
+    shares = [spare * w / weight_sum for w in weights]
+    whole = [int(s) for s in shares]
+    short = spare - sum(whole)
+    for i in sorted(range(n), key=lambda i: whole[i] - shares[i])[:short]:
+        whole[i] += 1
+    return tuple(1 + w for w in whole)
+
+
+async def _gather_or_cancel(aws: Sequence[Any]) -> None:
+    """Await all; if we are cancelled (Ctrl-C), cancel the rest and wait for them to finish."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+def _is_event_stream(content_type: str) -> bool:
+    # Some servers omit the header; treat a missing one as a stream and let the parser judge.
+    return not content_type or content_type.split(";")[0].strip().lower() == "text/event-stream"
+
+
+def _one_line(body: bytes, limit: int = 300) -> str:
+    text = " ".join(body.decode("utf-8", "replace").split())
+    return text[:limit] + ("…" if len(text) > limit else "")
+
+
+def _timeout_message(exc: BaseException, http_status: int | None) -> str:
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return "connect timeout"
+    if http_status is None:
+        return "timed out before the server answered"
+    return "timed out while streaming (--timeout)"
