@@ -1,0 +1,289 @@
+"""The typed run configuration: built once from flags (over a scenario file), validated with
+messages that name the fix, then read by every later stage and never changed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+from urllib.parse import urlsplit, urlunsplit
+
+from perfbench.apis import API_NAMES, get_adapter
+from perfbench.errors import ConfigError
+from perfbench.slo import Slos, parse_slos
+
+DEFAULT_NUMBER = 100  # requests per step when neither --number nor --duration is given
+_SECRET_HEADERS = {"authorization", "api-key", "x-api-key", "proxy-authorization", "cookie"}
+
+
+@dataclass(frozen=True, slots=True)
+class LoadStep:
+    """One rung of the load ladder."""
+
+    concurrency: int  # closed loop: in flight; open loop: the cap
+    number: int | None  # requests, or None when bounded by duration
+    rate_req_s: float | None  # None: closed loop
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs; ``public_dict`` is what summary.json records (no secrets)."""
+
+    # target
+    url: str | None = None  # full endpoint URL (resolved); None: perfbench starts a server
+    api: str = "openai-chat"  # which API adapter
+    model: str | None = None  # model name sent in requests / model to serve
+    engine: str = "transformers"  # local server engine when --model and no --url
+    engine_args: str = ""  # extra arguments for the local server
+    device: str = "auto"  # local transformers server device
+    dtype: str = "auto"  # local transformers server dtype
+    headers: Mapping[str, str] = field(default_factory=dict)  # extra HTTP headers
+    api_key: str | None = None  # sent as a Bearer token; never written anywhere
+    # load
+    steps: tuple[LoadStep, ...] = ()  # the ladder, one entry per step
+    duration_s: float | None = None  # per-step duration instead of a request count
+    warmup: int = 0  # warm-up requests before the first step
+    arrivals: str = "poisson"  # open-loop arrivals: poisson (gamma by burstiness) or constant
+    burstiness: float = 1.0  # gamma shape for open-loop intervals
+    ramp_up_s: float = 0.0  # open-loop linear ramp-up
+    timeout_s: float = 600.0  # per-request total timeout
+    connect_timeout_s: float = 10.0  # per-request connect timeout
+    max_failure_rate: float | None = None  # stop a ladder after a step failing more than this
+    search: str | None = None  # "concurrency" | "rate": max-load search instead of a ladder
+    search_start: float = 1.0  # first load the search probes
+    search_max: float = 1024.0  # highest load the search probes
+    search_precision: float = 0.1  # relative precision of the search result
+    # workload
+    prompts: str | None = None  # prompts file
+    input_tokens: str | None = None  # synthetic prompt length distribution (tokens)
+    output_tokens: str | None = None  # exact output length distribution (tokens)
+    max_tokens: int | None = None  # cap on output tokens
+    ignore_eos: bool = False  # ask the server to ignore EOS (vLLM-style servers)
+    extra_body: Mapping[str, Any] = field(default_factory=dict)  # merged into every request body
+    shared_prefix_tokens: int = 0  # synthetic prompts share a prefix of this many tokens
+    prefix_groups: int = 1  # number of distinct shared prefixes
+    tokenizer: str | None = None  # local tokenizer (exact synthetic lengths, token counts without usage)
+    seed: int = 0  # prompts and arrivals
+    # checks and outputs
+    slos: Slos | None = None  # --slo
+    slo_text: str | None = None  # --slo as given, for the record
+    name: str | None = None  # run name (output folder, history)
+    output_dir: str | None = None  # where files go
+    tags: Mapping[str, str] = field(default_factory=dict)  # history labels
+    baseline: str | None = None  # compare against this run after the run
+    thresholds: str | None = None  # regression thresholds for --baseline
+    store: str | None = None  # history store path
+    junit: str | None = None  # JUnit XML of the checks
+    metrics_url: str | None = None  # Prometheus endpoint to sample during the run
+    telemetry: bool = True  # sample GPU / server metrics
+    plots: bool = True  # write plots and report.html
+    live: bool = True  # live progress display
+
+    @property
+    def simulated(self) -> bool:
+        return self.url is None and self.model is None
+
+    def public_dict(self) -> dict[str, Any]:
+        """The config as summary.json records it: secrets removed, header values redacted."""
+        out = asdict(self)
+        out.pop("api_key")
+        out.pop("slos")
+        out["headers"] = {k: ("<redacted>" if k.lower() in _SECRET_HEADERS else v) for k, v in self.headers.items()}
+        out["steps"] = [asdict(s) for s in self.steps]
+        return out
+
+
+def resolve_url(url: str, api: str | None) -> tuple[str, str]:
+    """Return (full endpoint URL, API name) for a full endpoint or a base URL.
+
+    ``http://h:p/v1/chat/completions`` -> chat; ``.../v1/completions`` -> completions;
+    ``http://h:p`` or ``http://h:p/v1`` -> the path of ``api`` (default chat).
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"--url {url!r} is not a valid URL ({exc}); use e.g. http://127.0.0.1:8000/v1/chat/completions") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"--url {url!r} is not an http(s) URL; use e.g. http://127.0.0.1:8000/v1/chat/completions")
+    del port
+    path = parts.path.rstrip("/")
+    inferred = None
+    if path.endswith("/chat/completions"):
+        inferred = "openai-chat"
+    elif path.endswith("/completions"):
+        inferred = "openai-completions"
+    if inferred is not None:
+        if api is not None and api != inferred:
+            raise ConfigError(f"--url ends in {path.rsplit('/v1', 1)[-1]!r} but --api is {api}; drop --api or fix the URL")
+        return urlunsplit(parts._replace(path=path)), inferred
+    api = api or "openai-chat"
+    endpoint = get_adapter(api).path
+    if path.endswith("/v1"):
+        path = path[: -len("/v1")]
+    return urlunsplit(parts._replace(path=path + endpoint)), api
+
+
+def build_steps(
+    concurrency: list[int] | None, number: list[int] | None, rate: list[float] | None, duration_s: float | None
+) -> tuple[LoadStep, ...]:
+    """Pair the ladder lists: one value applies to every step; equal lengths pair up."""
+    if number is not None and duration_s is not None:
+        raise ConfigError("--number and --duration both bound a step; give one of them")
+    if number is None and duration_s is None:
+        number = [DEFAULT_NUMBER]
+    for flag, values in (("--concurrency", concurrency), ("--number", number), ("--rate", rate)):
+        if values is not None and not values:
+            raise ConfigError(f"{flag} is empty; give a number or a comma-separated list like 1,4,16")
+        for v in values or ():
+            if v <= 0:
+                raise ConfigError(f"{flag} values must be positive (got {v:g})")
+    ladder = rate if rate is not None else (concurrency or [1])
+    count = len(ladder)
+    for flag, values in (("--concurrency", concurrency), ("--number", number)):
+        if values is not None and len(values) not in (1, count):
+            lead = "--rate" if rate is not None else "--concurrency"
+            raise ConfigError(f"{flag} has {len(values)} values but {lead} has {count}; give one value or {count}")
+
+    def pick(values: list[Any] | None, i: int, default: Any) -> Any:
+        if values is None:
+            return default
+        return values[i] if len(values) > 1 else values[0]
+
+    steps = []
+    for i in range(count):
+        if rate is not None:
+            cap = pick(concurrency, i, 1_000_000)  # open loop: no cap unless given
+            steps.append(LoadStep(concurrency=cap, number=pick(number, i, None), rate_req_s=float(rate[i])))
+        else:
+            steps.append(LoadStep(concurrency=int(ladder[i]), number=pick(number, i, None), rate_req_s=None))
+    return tuple(steps)
+
+
+def parse_int_list(text: str, flag: str) -> list[int]:
+    try:
+        return [int(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"{flag} {text!r}: expected an integer or a comma-separated list like 1,4,16") from None
+
+
+def parse_float_list(text: str, flag: str) -> list[float]:
+    try:
+        return [float(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"{flag} {text!r}: expected a number or a comma-separated list like 1,2.5,10") from None
+
+
+def parse_headers(values: list[str] | Mapping[str, str] | None) -> dict[str, str]:
+    if not values:
+        return {}
+    if isinstance(values, Mapping):
+        return {str(k): str(v) for k, v in values.items()}
+    headers = {}
+    for item in values:
+        name, sep, value = item.partition(":")
+        if not sep or not name.strip():
+            raise ConfigError(f"--header {item!r}: expected 'Name: value'")
+        headers[name.strip()] = value.strip()
+    return headers
+
+
+def parse_tags(values: list[str] | Mapping[str, str] | None) -> dict[str, str]:
+    if not values:
+        return {}
+    if isinstance(values, Mapping):
+        return {str(k): str(v) for k, v in values.items()}
+    tags = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--tag {item!r}: expected key=value")
+        tags[key] = value
+    return tags
+
+
+_NAME_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_name(text: str) -> str:
+    """A folder-safe version of a run or model name."""
+    return _NAME_SAFE.sub("-", text).strip("-")[:60] or "run"
+
+
+def config_from_settings(settings: Mapping[str, Any]) -> RunConfig:
+    """Validate merged settings (scenario values under flags, keyed by argparse dest) into a RunConfig."""
+    s = dict(settings)
+
+    def positive(key: str, flag: str, *, allow_zero: bool = False) -> None:
+        v = s.get(key)
+        if v is None:
+            return
+        if v < 0 or (v == 0 and not allow_zero):
+            raise ConfigError(f"{flag} must be {'>= 0' if allow_zero else 'positive'} (got {v})")
+
+    for key, flag in (("duration_s", "--duration"), ("timeout_s", "--timeout"), ("connect_timeout_s", "--connect-timeout"),
+                      ("max_tokens", "--max-tokens"), ("burstiness", "--burstiness"), ("search_precision", "--search-precision"),
+                      ("search_max", "--search-max"), ("search_start", "--search-start")):
+        positive(key, flag)
+    for key, flag in (("warmup", "--warmup"), ("ramp_up_s", "--ramp-up"), ("shared_prefix_tokens", "--shared-prefix-tokens")):
+        positive(key, flag, allow_zero=True)
+
+    def as_list(key: str, flag: str, parse: Any) -> list[Any] | None:
+        v = s.get(key)
+        if v is None:
+            return None
+        if isinstance(v, (list, tuple)):
+            return [parse(str(x), flag)[0] for x in v]
+        return parse(str(v), flag)
+
+    steps = build_steps(
+        as_list("concurrency", "--concurrency", parse_int_list),
+        as_list("number", "--number", parse_int_list),
+        as_list("rate", "--rate", parse_float_list),
+        s.get("duration_s"),
+    )
+    url, api = s.get("url"), s.get("api")
+    if api is not None and api not in API_NAMES:
+        raise ConfigError(f"unknown --api {api!r}; use {' or '.join(API_NAMES)}")
+    if url:
+        url, api = resolve_url(url, api)
+    api = api or "openai-chat"
+    if s.get("search") not in (None, "concurrency", "rate"):
+        raise ConfigError(f"--search {s['search']!r}: use concurrency or rate")
+    slo_text = s.get("slo")
+    slos = parse_slos(slo_text) if isinstance(slo_text, str) and slo_text else None
+    if isinstance(slo_text, Mapping):
+        slos = Slos.from_mapping(slo_text)
+        slo_text = ",".join(f"{k}={v}" for k, v in slo_text.items())
+    if s.get("search") and (slos is None or not slos.step_limits):
+        raise ConfigError("--search needs step-limit SLOs to judge each load, e.g. --slo ttft_p99=500,tpot_p99=50")
+    if s.get("engine") not in (None, "transformers", "vllm"):
+        raise ConfigError(f"--engine {s['engine']!r}: use transformers or vllm")
+    if s.get("arrivals") not in (None, "poisson", "constant"):
+        raise ConfigError(f"--arrivals {s['arrivals']!r}: use poisson or constant")
+    for key, flag in (("input_tokens", "--input-tokens"), ("output_tokens", "--output-tokens")):
+        if s.get(key) is not None:
+            from perfbench.lengths import LengthDistribution
+
+            s[key] = str(LengthDistribution.parse(s[key]) if not isinstance(s[key], Mapping) else LengthDistribution.from_mapping(s[key]))
+    if s.get("prompts") and s.get("input_tokens"):
+        raise ConfigError("--prompts and --input-tokens both choose the prompts; give one of them")
+    api_key = s.get("api_key") or os.environ.get("OPENAI_API_KEY") or None
+    mfr = s.get("max_failure_rate")
+    if mfr is not None and not 0 <= mfr <= 1:
+        raise ConfigError(f"max_failure_rate must be between 0 and 1 (got {mfr})")
+    known = {f for f in RunConfig.__dataclass_fields__}
+    direct = {k: v for k, v in s.items() if k in known and v is not None}
+    direct.update(
+        url=url,
+        api=api,
+        steps=steps,
+        slos=slos,
+        slo_text=slo_text,
+        headers=parse_headers(s.get("headers")),
+        tags=parse_tags(s.get("tags")),
+        api_key=api_key,
+    )
+    return RunConfig(**direct)

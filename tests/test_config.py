@@ -1,0 +1,76 @@
+"""Config validation: URL forms, ladders, and one-line errors that name the fix."""
+
+import pytest
+
+from perfbench.config import LoadStep, build_steps, config_from_settings, resolve_url
+from perfbench.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    "url, api, expected",
+    [
+        ("http://127.0.0.1:8000/v1/chat/completions", None, ("http://127.0.0.1:8000/v1/chat/completions", "openai-chat")),
+        ("http://127.0.0.1:8000/v1/completions", None, ("http://127.0.0.1:8000/v1/completions", "openai-completions")),
+        ("http://127.0.0.1:8000", None, ("http://127.0.0.1:8000/v1/chat/completions", "openai-chat")),
+        ("http://127.0.0.1:8000/v1/", "openai-completions", ("http://127.0.0.1:8000/v1/completions", "openai-completions")),
+        ("https://h.example/prefix", "openai-chat", ("https://h.example/prefix/v1/chat/completions", "openai-chat")),
+    ],
+)
+def test_resolve_url_full_and_base_forms(url, api, expected):
+    assert resolve_url(url, api) == expected
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:8000", "ftp://h/x", "http://", "http://h:notaport/v1"])
+def test_malformed_urls_name_the_fix(url):
+    with pytest.raises(ConfigError, match="--url") as info:
+        resolve_url(url, None)
+    assert "\n" not in str(info.value)
+
+
+def test_url_and_api_disagree():
+    with pytest.raises(ConfigError, match="drop --api"):
+        resolve_url("http://h/v1/completions", "openai-chat")
+
+
+def test_ladder_pairs_numbers_with_concurrencies():
+    steps = build_steps([1, 4, 16], [50, 200, 800], None, None)
+    assert steps == (LoadStep(1, 50, None), LoadStep(4, 200, None), LoadStep(16, 800, None))
+
+
+def test_one_number_applies_to_every_step():
+    assert [s.number for s in build_steps([1, 4], [10], None, None)] == [10, 10]
+
+
+def test_rate_ladder_uses_concurrency_as_cap():
+    steps = build_steps([8], None, [1.0, 2.0], 30.0)
+    assert steps == (LoadStep(8, None, 1.0), LoadStep(8, None, 2.0))
+
+
+@pytest.mark.parametrize(
+    "settings, match",
+    [
+        ({"concurrency": "1,2", "number": "1,2,3"}, "--number has 3 values"),
+        ({"concurrency": "0"}, "positive"),
+        ({"concurrency": "a"}, "comma-separated"),
+        ({"number": "10", "duration_s": 5.0}, "give one of them"),
+        ({"timeout_s": -1.0}, "--timeout"),
+        ({"search": "concurrency"}, "step-limit SLOs"),
+        ({"slo": "ttf=5"}, "ttft"),
+        ({"api": "grpc"}, "--api"),
+        ({"prompts": "x.txt", "input_tokens": "5"}, "give one of them"),
+        ({"input_tokens": "lots"}, "."),
+    ],
+)
+def test_bad_settings_raise_one_line_config_errors(settings, match):
+    with pytest.raises(ConfigError, match=match) as info:
+        config_from_settings(settings)
+    assert "\n" not in str(info.value)
+
+
+def test_public_dict_drops_secrets(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env-123")
+    config = config_from_settings({"url": "http://127.0.0.1:1", "headers": ["Authorization: Bearer sk-hdr-456", "X-Team: a"]})
+    assert config.api_key == "sk-from-env-123"
+    text = repr(config.public_dict())
+    assert "sk-from-env-123" not in text and "sk-hdr-456" not in text
+    assert config.public_dict()["headers"] == {"Authorization": "<redacted>", "X-Team": "a"}
