@@ -1,0 +1,413 @@
+"""Continuous batching for a Hugging Face causal LM: one thread, many sequences, shared forward passes.
+
+``BatchGenerator`` owns a model and runs a loop in a dedicated thread. Each iteration it drops
+cancelled and finished sequences, prefills newly submitted prompts (one left-padded forward pass
+for the group) and merges them into the running batch, then runs ONE decode forward pass for every
+running sequence. So requests join and leave between steps and concurrent requests share every
+forward pass.
+
+The running batch is a left-padded ``DynamicCache``: all rows have the same cache length, padding
+is masked out by a 2-D attention mask, and explicit ``position_ids`` keep each row's positions
+right. Joining pads the shorter cache on the left; leaving selects the remaining rows and trims
+columns that have become padding for every row. ``DynamicCache`` itself grows by concatenation
+each step, so the re-batching copies cost no more than the cache already does.
+
+Tokens go back to the caller through the ``emit`` callback given at submission, called on the
+generator thread with a ``Delta``; the server turns it into ``loop.call_soon_threadsafe``.
+Text is detokenised incrementally (vLLM/TGI offsets) so a delta never holds half a UTF-8
+character, and stop strings are held back until they are ruled out, so they never leak into a
+stream.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+logger = logging.getLogger(__name__)
+
+FINISH_STOP = "stop"  # EOS or a stop string
+FINISH_LENGTH = "length"  # max_tokens or the model's context length reached
+FINISH_ERROR = "error"  # the forward pass failed (e.g. out of memory); Delta.error says why
+
+# Prompt tokens kept in front of the generated ids when detokenising, so tokenizers that drop a
+# leading space at the start of a decode (SentencePiece) still produce the right first delta.
+_DETOKENISE_PREFIX_TOKENS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingParams:
+    """What one request asks of generation (OpenAI/vLLM request fields)."""
+
+    max_tokens: int  # exact number of tokens unless EOS or a stop string comes first
+    temperature: float = 1.0  # 0 = greedy
+    top_p: float = 1.0  # nucleus sampling mass, 1 = off
+    seed: int | None = None  # per-request RNG seed; same seed + same prompt = same output
+    stop: tuple[str, ...] = ()  # stop strings; the text ends before the first one found
+    ignore_eos: bool = False  # keep generating past EOS (fixed-length benchmarks)
+    min_tokens: int = 0  # EOS and stop strings are ignored until this many tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """New output of one sequence since its previous Delta."""
+
+    text: str  # new text (may be empty while a character or a possible stop string is incomplete)
+    new_tokens: int  # tokens generated since the previous Delta
+    completion_tokens: int  # tokens generated so far
+    finish_reason: str | None  # None while running, else FINISH_*
+    error: str | None = None  # set with FINISH_ERROR
+
+
+@dataclass(eq=False)
+class Sequence:
+    """One request's generation state; mutated only by the generator thread (except ``cancelled``)."""
+
+    prompt_ids: list[int]
+    params: SamplingParams
+    emit: Callable[[Delta], None]
+    cancelled: bool = False  # set by the submitter; the loop drops the row before its next step
+    generated_ids: list[int] = field(default_factory=list)
+    rng: Any = None  # torch.Generator, seeded
+    # Incremental detokenisation state: ids = prompt tail + generated ids.
+    detok_ids: list[int] = field(default_factory=list)
+    prefix_offset: int = 0
+    read_offset: int = 0
+    text: str = ""  # decoded output text so far (not yet cut at a stop string)
+    emitted_chars: int = 0  # how much of ``text`` has been sent
+    pending_tokens: int = 0  # tokens generated but not yet reported in a Delta
+    finished: bool = False
+
+
+class BatchGenerator:
+    """Continuous-batching generation loop for one model, run in its own thread."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        max_batch_size: int = 64,
+        max_prefill_tokens: int = 8192,
+        max_model_len: int | None = None,
+    ) -> None:
+        import torch
+
+        self._torch = torch
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = next(model.parameters()).device
+        self.max_batch_size = max_batch_size
+        self.max_prefill_tokens = max_prefill_tokens
+        self.max_model_len = max_model_len or _model_max_len(model)
+        self.eos_token_ids = _eos_token_ids(model, tokenizer)
+        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        # transformers 5 renamed the forward argument `past_key_values` to `cache`; support both.
+        forward_args = inspect.signature(model.forward).parameters
+        self._cache_arg = "cache" if "cache" in forward_args else "past_key_values"
+        self.forward_passes = 0  # prefill + decode passes run so far (tests check sharing)
+        self.decode_steps = 0
+        self.max_rows_seen = 0  # largest batch a decode step ran with
+        self._waiting: deque[Sequence] = deque()
+        self._wake = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        # The running batch (row i of every tensor belongs to self._rows[i]).
+        self._rows: list[Sequence] = []
+        self._cache: Any = None
+        self._mask: Any = None  # [B, T] long, 0 = padding
+        self._next_pos: Any = None  # [B] position of the next input token
+        self._last_ids: Any = None  # [B] the token to feed next
+
+    # -- submitter side (any thread) ------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="perfbench-generate", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def submit(self, prompt_ids: list[int], params: SamplingParams, emit: Callable[[Delta], None]) -> Sequence:
+        """Queue a prompt; ``emit`` is called on the generator thread with each Delta."""
+        seq = Sequence(prompt_ids=list(prompt_ids), params=params, emit=emit)
+        with self._wake:
+            self._waiting.append(seq)
+            self._wake.notify()
+        return seq
+
+    @staticmethod
+    def cancel(seq: Sequence) -> None:
+        """Stop generating for ``seq``; its row is freed before the next step. No more Deltas."""
+        seq.cancelled = True
+
+    @property
+    def running(self) -> int:
+        return len(self._rows)
+
+    # -- generator thread -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        with self._torch.inference_mode():
+            while True:
+                with self._wake:
+                    while not self._stopping and not self._rows and not self._waiting:
+                        self._wake.wait()
+                    if self._stopping:
+                        return
+                    new = self._admit()
+                try:
+                    self._drop_done()
+                    if new:
+                        self._prefill(new)
+                    if self._rows:
+                        self._decode_step()
+                except Exception as exc:  # noqa: BLE001 - fail the requests, keep serving
+                    logger.exception("generation step failed")
+                    self._fail_all(new, f"generation failed: {type(exc).__name__}: {exc}")
+
+    def _admit(self) -> list[Sequence]:
+        """Take waiting sequences while slots and the prefill token budget allow (lock held)."""
+        free = self.max_batch_size - len(self._rows)
+        new: list[Sequence] = []
+        longest = 0
+        while self._waiting and len(new) < free:
+            seq = self._waiting[0]
+            if seq.cancelled:
+                self._waiting.popleft()
+                continue
+            longest_if = max(longest, len(seq.prompt_ids))
+            if new and longest_if * (len(new) + 1) > self.max_prefill_tokens:
+                break
+            self._waiting.popleft()
+            longest = longest_if
+            new.append(seq)
+        return new
+
+    def _fail_all(self, new: list[Sequence], message: str) -> None:
+        for seq in {*self._rows, *new}:
+            if not seq.finished and not seq.cancelled:
+                seq.finished = True
+                seq.emit(Delta("", 0, len(seq.generated_ids), FINISH_ERROR, message))
+        self._rows, self._cache = [], None
+
+    def _drop_done(self) -> None:
+        keep = [i for i, seq in enumerate(self._rows) if not (seq.finished or seq.cancelled)]
+        if len(keep) == len(self._rows):
+            return
+        if not keep:
+            self._rows, self._cache = [], None
+            return
+        torch = self._torch
+        index = torch.tensor(keep, device=self.device)
+        self._rows = [self._rows[i] for i in keep]
+        self._mask = self._mask.index_select(0, index)
+        self._next_pos = self._next_pos.index_select(0, index)
+        self._last_ids = self._last_ids.index_select(0, index)
+        # Columns that are padding in every remaining row (a long sequence left) are dead weight.
+        first_used = int(self._mask.any(dim=0).nonzero()[0])
+        for layer in self._cache.layers:
+            layer.keys = layer.keys.index_select(0, index)[..., first_used:, :]
+            layer.values = layer.values.index_select(0, index)[..., first_used:, :]
+        self._mask = self._mask[:, first_used:]
+
+    def _prefill(self, new: list[Sequence]) -> None:
+        from transformers import DynamicCache
+
+        torch = self._torch
+        longest = max(len(s.prompt_ids) for s in new)
+        ids = torch.full((len(new), longest), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(new), longest), dtype=torch.long)
+        for row, seq in enumerate(new):
+            n = len(seq.prompt_ids)
+            ids[row, longest - n :] = torch.tensor(seq.prompt_ids, dtype=torch.long)
+            mask[row, longest - n :] = 1
+            self._init_sequence(seq)
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache()
+        out = self.model(
+            input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
+            **{self._cache_arg: cache},
+        )  # fmt: skip
+        self.forward_passes += 1
+        tokens = self._sample(out.logits[:, -1, :], new)
+        next_pos = mask.sum(-1)
+        self._merge(new, cache, mask, next_pos, tokens)
+        self._accept(new, tokens)
+
+    def _init_sequence(self, seq: Sequence) -> None:
+        torch = self._torch
+        seq.rng = torch.Generator(device=self.device)
+        seed = seq.params.seed if seq.params.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
+        seq.rng.manual_seed(seed)
+        tail = seq.prompt_ids[-_DETOKENISE_PREFIX_TOKENS:]
+        seq.detok_ids = list(tail)
+        seq.prefix_offset = 0
+        seq.read_offset = len(tail)
+
+    def _merge(self, new: list[Sequence], cache: Any, mask: Any, next_pos: Any, tokens: Any) -> None:
+        torch = self._torch
+        if not self._rows:
+            self._rows, self._cache, self._mask, self._next_pos, self._last_ids = list(new), cache, mask, next_pos, tokens
+            return
+        width = max(self._mask.shape[1], mask.shape[1])
+
+        def pad_left(t: Any, dim: int) -> Any:
+            missing = width - t.shape[dim]
+            if missing == 0:
+                return t
+            shape = list(t.shape)
+            shape[dim] = missing
+            return torch.cat([t.new_zeros(shape), t], dim=dim)
+
+        for old_layer, new_layer in zip(self._cache.layers, cache.layers):
+            old_layer.keys = torch.cat([pad_left(old_layer.keys, -2), pad_left(new_layer.keys, -2)], dim=0)
+            old_layer.values = torch.cat([pad_left(old_layer.values, -2), pad_left(new_layer.values, -2)], dim=0)
+        self._mask = torch.cat([pad_left(self._mask, 1), pad_left(mask, 1)], dim=0)
+        self._next_pos = torch.cat([self._next_pos, next_pos])
+        self._last_ids = torch.cat([self._last_ids, tokens])
+        self._rows.extend(new)
+
+    def _decode_step(self) -> None:
+        torch = self._torch
+        batch = len(self._rows)
+        self._mask = torch.cat([self._mask, self._mask.new_ones((batch, 1))], dim=1)
+        out = self.model(
+            input_ids=self._last_ids[:, None],
+            attention_mask=self._mask,
+            position_ids=self._next_pos[:, None],
+            use_cache=True,
+            **{self._cache_arg: self._cache},
+        )
+        self.forward_passes += 1
+        self.decode_steps += 1
+        self.max_rows_seen = max(self.max_rows_seen, batch)
+        self._next_pos = self._next_pos + 1
+        tokens = self._sample(out.logits[:, -1, :], self._rows)
+        self._last_ids = tokens
+        self._accept(self._rows, tokens)
+
+    def _sample(self, logits: Any, rows: list[Sequence]) -> Any:
+        """One token per row: greedy for temperature 0, else temperature + top-p with the row's RNG."""
+        torch = self._torch
+        logits = logits.float()
+        for i, seq in enumerate(rows):
+            if len(seq.generated_ids) < seq.params.min_tokens and self.eos_token_ids:
+                logits[i, self.eos_token_ids] = float("-inf")
+        tokens = logits.argmax(dim=-1)
+        sampled = [i for i, seq in enumerate(rows) if seq.params.temperature > 0]
+        if sampled:
+            index = torch.tensor(sampled, device=logits.device)
+            temps = torch.tensor([rows[i].params.temperature for i in sampled], device=logits.device)
+            probs = torch.softmax(logits.index_select(0, index) / temps[:, None], dim=-1)
+            top_ps = [rows[i].params.top_p for i in sampled]
+            if any(p < 1.0 for p in top_ps):
+                probs = _top_p_filter(torch, probs, torch.tensor(top_ps, device=logits.device))
+            for j, i in enumerate(sampled):
+                tokens[i] = torch.multinomial(probs[j], 1, generator=rows[i].rng)[0]
+        return tokens
+
+    def _accept(self, rows: list[Sequence], tokens: Any) -> None:
+        for seq, token in zip(rows, tokens.tolist()):
+            if seq.finished or seq.cancelled:
+                continue
+            seq.generated_ids.append(token)
+            seq.pending_tokens += 1
+            finish = self._finish_reason(seq, token)
+            seq.text += self._detokenise(seq, token, final=finish is not None)
+            finish = self._check_stop_strings(seq) or finish
+            self._emit(seq, finish)
+
+    def _finish_reason(self, seq: Sequence, token: int) -> str | None:
+        params = seq.params
+        count = len(seq.generated_ids)
+        if token in self.eos_token_ids and not params.ignore_eos and count >= params.min_tokens:
+            return FINISH_STOP
+        if count >= params.max_tokens or len(seq.prompt_ids) + count >= self.max_model_len:
+            return FINISH_LENGTH
+        return None
+
+    def _detokenise(self, seq: Sequence, token: int, *, final: bool) -> str:
+        """New complete text since the last call (TGI/vLLM prefix/read offsets)."""
+        seq.detok_ids.append(token)
+        decode = self.tokenizer.decode
+        prefix_text = decode(seq.detok_ids[seq.prefix_offset : seq.read_offset], skip_special_tokens=True)
+        new_text = decode(seq.detok_ids[seq.prefix_offset :], skip_special_tokens=True)
+        # A trailing U+FFFD means the last token ended inside a multi-byte character: wait for more.
+        if len(new_text) > len(prefix_text) and (final or not new_text.endswith("\ufffd")):
+            seq.prefix_offset = seq.read_offset
+            seq.read_offset = len(seq.detok_ids)
+            return new_text[len(prefix_text) :]
+        return ""
+
+    def _check_stop_strings(self, seq: Sequence) -> str | None:
+        """Cut the text at the first stop string; returns FINISH_STOP when one was found."""
+        stops = seq.params.stop
+        if not stops or len(seq.generated_ids) < seq.params.min_tokens:
+            return None
+        longest = max(len(s) for s in stops)
+        window_start = max(0, seq.emitted_chars - longest)
+        found = [i for i in (seq.text.find(s, window_start) for s in stops) if i >= 0]
+        if found:
+            seq.text = seq.text[: min(found)]
+            return FINISH_STOP
+        return None
+
+    def _emit(self, seq: Sequence, finish: str | None) -> None:
+        end = len(seq.text)
+        if finish is None and seq.params.stop and len(seq.generated_ids) >= seq.params.min_tokens:
+            end -= _stop_prefix_length(seq.text, seq.params.stop)
+        if finish is None and end <= seq.emitted_chars:
+            return  # nothing to say yet; the tokens are reported with the next text
+        text = seq.text[seq.emitted_chars : max(end, seq.emitted_chars)]
+        seq.emitted_chars = max(end, seq.emitted_chars)
+        if finish is not None:
+            seq.finished = True
+        seq.emit(Delta(text, seq.pending_tokens, len(seq.generated_ids), finish))
+        seq.pending_tokens = 0
+
+
+def _stop_prefix_length(text: str, stops: tuple[str, ...]) -> int:
+    """Length of the longest end of ``text`` that could still grow into a stop string."""
+    best = 0
+    for stop in stops:
+        for n in range(min(len(stop) - 1, len(text)), best, -1):
+            if text.endswith(stop[:n]):
+                best = n
+                break
+    return best
+
+
+def _top_p_filter(torch: Any, probs: Any, top_ps: Any) -> Any:
+    """Zero the tail of each row outside its top-p mass (the first token always stays)."""
+    sorted_probs, order = probs.sort(dim=-1, descending=True)
+    outside = sorted_probs.cumsum(dim=-1) - sorted_probs > top_ps[:, None]
+    sorted_probs = sorted_probs.masked_fill(outside, 0.0)
+    return torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+
+
+def _eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    ids: set[int] = set()
+    config = getattr(model, "generation_config", None)
+    for source in (getattr(config, "eos_token_id", None), tokenizer.eos_token_id):
+        if isinstance(source, int):
+            ids.add(source)
+        elif source:
+            ids.update(int(i) for i in source)
+    return sorted(ids)
+
+
+def _model_max_len(model: Any) -> int:
+    config = model.config
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return int(getattr(text_config, "max_position_embeddings", None) or 4096)

@@ -1,0 +1,81 @@
+"""``perfbench serve``: parse its flags and run one local server in the foreground.
+
+``--engine transformers`` serves the model in this process (perfbench/servers/transformers_server.py);
+``--engine vllm`` replaces this process with ``vllm serve`` (perfbench/servers/vllm_launcher.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import re
+from typing import NoReturn
+
+from perfbench.errors import ConfigError
+
+ENGINES = ("transformers", "vllm")
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises ConfigError (one line, exit 2 via the CLI) instead of exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"perfbench serve: {message}; see perfbench serve --help")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="perfbench serve", description="Start a local OpenAI-compatible server for a model.")
+    parser.add_argument("--model", required=True, help="model directory or Hugging Face name in the local cache")
+    parser.add_argument("--engine", choices=ENGINES, default="transformers", help="serving engine (default: %(default)s)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on (default: %(default)s)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (transformers; default: auto)")
+    parser.add_argument("--dtype", choices=DTYPES, default="auto", help="weights dtype (transformers; default: auto)")
+    parser.add_argument(
+        "--max-batch-size", type=int, default=64, help="most sequences decoded together (transformers; default: 64)"
+    )
+    parser.add_argument("--engine-args", default="", help='extra arguments for vllm serve, one string: "--max-model-len 4096"')
+    parser.add_argument("--served-model-name", default=None, help="model name in the API (default: --model)")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    """Run ``perfbench serve`` with ``argv`` (the words after ``serve``); returns the exit code."""
+    args = build_parser().parse_args(argv)
+    if not 0 < args.port < 65536:
+        raise ConfigError(f"--port {args.port} is not a TCP port; use 1-65535")
+    if args.max_batch_size < 1:
+        raise ConfigError(f"--max-batch-size {args.max_batch_size} must be at least 1")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", args.device):
+        raise ConfigError(f"--device {args.device!r} is not one of auto, cpu, cuda, cuda:N")
+    if args.engine == "vllm":
+        from perfbench.servers.vllm_launcher import vllm_command
+
+        command = vllm_command(args.model, host=args.host, port=args.port, engine_args=args.engine_args)
+        if args.served_model_name:
+            command += ["--served-model-name", args.served_model_name]
+        os.execvp(command[0], command)  # vllm takes over this process: its signals, its exit code
+    if args.engine_args:
+        raise ConfigError("--engine-args is for --engine vllm; the transformers engine takes --device/--dtype/--max-batch-size")
+    from perfbench.servers.transformers_server import serve
+
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(
+            serve(
+                args.model,
+                host=args.host,
+                port=args.port,
+                device=args.device,
+                dtype=args.dtype,
+                max_batch_size=args.max_batch_size,
+                served_model_name=args.served_model_name,
+            )
+        )
+    except KeyboardInterrupt:
+        pass
+    return 0
