@@ -59,7 +59,8 @@ class HFTokenizer:
         return len(self.encode(text, add_special_tokens=add_special_tokens))
 
     def encode(self, text: str, *, add_special_tokens: bool = False) -> list[int]:
-        return list(self.hf.encode(text, add_special_tokens=add_special_tokens))
+        # verbose=False: counting a long output is not feeding a model; no max-length warning.
+        return list(self.hf.encode(text, add_special_tokens=add_special_tokens, verbose=False))
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.hf.decode(list(ids), skip_special_tokens=True)
