@@ -79,8 +79,9 @@ class SearchResult:
 
 
 def throughput_req_s(summary: StepSummary) -> float:
-    """The step's request throughput (succeeded requests/s), the search's capacity measure."""
-    return float(summary.request_throughput_req_s)
+    """The step's request throughput (succeeded requests/s), the search's capacity measure; NaN if none."""
+    value = summary.request_throughput_req_s
+    return math.nan if value is None else float(value)  # None: nothing succeeded / no duration
 
 
 def latency_p50_ms(summary: StepSummary) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from dataclasses import dataclass
 
@@ -209,3 +210,66 @@ async def test_bad_arguments() -> None:
     with pytest.raises(ValueError):
         await search_max_load(server, dimension="rate", start=4, max_load=2, precision=0.1, passes=bool)
     assert isinstance(SearchResult("rate", None, None, 0.1, ()).to_dict(), dict)
+
+
+# ---------------------------------------------------------------- end to end: the real mock
+
+MOCK_SLOTS = 4  # K: at most 4 requests generate at once, the rest queue
+MOCK_TTFT_MS = 30.0
+MOCK_ITL_MS = 5.0
+MOCK_TOKENS = 20  # service time S = 30 + 19 * 5 = 125 ms per request
+
+
+async def test_search_against_mock_with_capacity_finds_k() -> None:
+    """Closed loop against the mock with capacity K: below K nothing queues (TTFT = 30 ms); above
+    K a request waits a whole service time (>= 125 ms) for a slot, so p99 TTFT <= 80 ms holds
+    exactly up to K, and throughput stops rising at K while latency climbs: the knee is K too.
+    """
+    from perfbench.apis import get_adapter
+    from perfbench.engine import Engine, PreparedRequest, StepPlan, Target, make_session
+    from perfbench.metrics import summarize_step
+    from perfbench.prompts import Prompt
+    from perfbench.servers.mock import MockConfig, MockServer
+    from perfbench.slo import parse_slos
+
+    server = MockServer(
+        MockConfig(ttft_ms=MOCK_TTFT_MS, itl_ms=MOCK_ITL_MS, output_tokens=MOCK_TOKENS, capacity=MOCK_SLOTS)
+    )
+    base_url = await server.start()
+    api = get_adapter("openai-chat")
+    body = api.build_body(Prompt(text="how many slots", messages=None, input_tokens=None), model="mock", max_tokens=MOCK_TOKENS, extra={})
+    slos = parse_slos(f"ttft_p99={MOCK_TTFT_MS + 50:g}")
+    records: list = []
+    try:
+        async with make_session(64, timeout_s=10, connect_timeout_s=5) as session:
+            engine = Engine(session, Target(base_url + api.path, api, {}), [PreparedRequest(body, None)], records.append)
+
+            async def probe(concurrency: float) -> object:
+                step = len({r.step for r in records})
+                c = int(concurrency)
+                # 3 waves of requests per slot in use: short, yet every request past K queues.
+                plan = StepPlan(step=step, concurrency=c, number=3 * c, duration_s=None, warmup=0)
+                await engine.run_step(plan)
+                mine = [r for r in records if r.step == step]
+                return summarize_step(mine, concurrency=c, rate_req_s=None, requests_expected=3 * c, slos=slos)
+
+            result = await asyncio.wait_for(
+                search_max_load(
+                    probe, dimension="concurrency", start=1, max_load=64, precision=0.1, passes=lambda s: bool(s.slo_passed)
+                ),
+                timeout=20,
+            )
+    finally:
+        await server.stop()
+
+    assert result.max_passing == MOCK_SLOTS, result.to_dict()
+    assert result.knee == MOCK_SLOTS, result.to_dict()
+    # 1, 2, 4 pass; 8 fails; bisection: 6, 5 fail.
+    assert [p.load for p in result.probes] == [1, 2, 4, 8, 6, 5]
+    assert all(r.ok for r in records)
+    # The summaries behind the knee: throughput flat past K, p50 latency about c/K service times.
+    by_load = {p.load: p.summary for p in result.probes}
+    service_s = (MOCK_TTFT_MS + (MOCK_TOKENS - 1) * MOCK_ITL_MS) / 1000
+    assert by_load[4].request_throughput_req_s == pytest.approx(MOCK_SLOTS / service_s, rel=0.25)
+    assert by_load[8].request_throughput_req_s == pytest.approx(MOCK_SLOTS / service_s, rel=0.25)
+    assert by_load[8].latency_ms.p50 > 1.5 * by_load[4].latency_ms.p50
