@@ -1,0 +1,204 @@
+"""The transformers server over real HTTP on 127.0.0.1: SSE shape, usage, lengths, chat template, cancellation, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.request
+
+import aiohttp
+import pytest
+
+from perfbench.errors import ConfigError
+from perfbench.servers.generation import BatchGenerator
+from perfbench.servers.transformers_server import create_app, load_model, resolve_device
+from tests.tiny_llama import shared_tiny_llama
+
+MODEL = "tiny-llama"
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    return load_model(str(shared_tiny_llama()), device="cpu")
+
+
+@pytest.fixture
+def generator(loaded):
+    gen = BatchGenerator(loaded.model, loaded.tokenizer, max_batch_size=16)
+    gen.start()
+    yield gen
+    gen.stop()
+
+
+@pytest.fixture
+async def base_url(aiohttp_server, generator):
+    server = await aiohttp_server(create_app(generator, MODEL))  # the test server cancels handlers on disconnect, as serve() does
+    return f"http://127.0.0.1:{server.port}"
+
+
+async def sse_events(response: aiohttp.ClientResponse) -> list[str]:
+    """The `data:` payloads of an SSE body, read as raw bytes (no SSE library)."""
+    body = (await response.read()).decode()
+    assert body.endswith("\n\n")
+    events = [block for block in body.split("\n\n") if block]
+    assert all(block.startswith("data: ") for block in events)
+    return [block[len("data: ") :] for block in events]
+
+
+async def post(base_url: str, path: str, body: dict) -> tuple[int, list[str] | dict]:
+    async with aiohttp.ClientSession() as session:
+        async with session.post(base_url + path, json=body, timeout=aiohttp.ClientTimeout(total=30)) as r:
+            if r.headers.get("Content-Type", "").startswith("text/event-stream"):
+                return r.status, await sse_events(r)
+            return r.status, await r.json()
+
+
+async def test_chat_stream_is_openai_sse_with_usage(base_url):
+    status, events = await post(
+        base_url,
+        "/v1/chat/completions",
+        {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 12, "ignore_eos": True,
+         "temperature": 0, "stream": True, "stream_options": {"include_usage": True}},
+    )  # fmt: skip
+    assert status == 200 and events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert all(c["object"] == "chat.completion.chunk" and c["model"] == MODEL for c in chunks)
+    assert len({c["id"] for c in chunks}) == 1
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    content = chunks[1:-1]
+    assert all(c["choices"][0]["delta"].keys() == {"content"} for c in content)
+    assert [c["choices"][0]["finish_reason"] for c in content] == [None] * (len(content) - 1) + ["length"]
+    usage_chunk = chunks[-1]
+    assert usage_chunk["choices"] == []
+    assert usage_chunk["usage"]["completion_tokens"] == 12
+    assert usage_chunk["usage"]["total_tokens"] == usage_chunk["usage"]["prompt_tokens"] + 12
+
+
+async def test_completions_stream_matches_non_stream_and_is_exact(base_url):
+    body = {"model": MODEL, "prompt": "the model server", "max_tokens": 41, "ignore_eos": True, "temperature": 0}
+    status, events = await post(base_url, "/v1/completions", {**body, "stream": True})
+    assert status == 200 and events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert all(c["object"] == "text_completion" and "usage" not in c for c in chunks)  # no include_usage
+    streamed = "".join(c["choices"][0]["text"] for c in chunks)
+    status, reply = await post(base_url, "/v1/completions", body)
+    assert status == 200 and reply["object"] == "text_completion"
+    assert reply["choices"][0]["text"] == streamed
+    assert reply["choices"][0]["finish_reason"] == "length"
+    assert reply["usage"]["completion_tokens"] == 41
+
+
+async def test_chat_applies_the_chat_template(base_url, loaded):
+    messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "explain the queue"}]
+    status, reply = await post(base_url, "/v1/chat/completions", {"messages": messages, "max_tokens": 3})
+    assert status == 200 and reply["object"] == "chat.completion"
+    assert reply["choices"][0]["message"]["role"] == "assistant"
+    templated = loaded.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert templated.startswith("<s><<SYS>>") and "[INST]" in templated
+    expected = len(loaded.tokenizer.encode(templated, add_special_tokens=False))
+    assert reply["usage"]["prompt_tokens"] == expected
+    assert expected > len(loaded.tokenizer.encode("be brief explain the queue")) + 5
+
+
+async def test_stop_strings_and_seed_over_http(base_url):
+    body = {"prompt": "history of science", "max_tokens": 30, "ignore_eos": True, "temperature": 0.8, "seed": 3}
+    _, first = await post(base_url, "/v1/completions", body)
+    _, again = await post(base_url, "/v1/completions", body)
+    text = first["choices"][0]["text"]
+    assert again["choices"][0]["text"] == text
+    stop = text[8:11]
+    _, cut = await post(base_url, "/v1/completions", {**body, "stop": stop})
+    assert cut["choices"][0]["text"] == text[: text.find(stop)]
+    assert cut["choices"][0]["finish_reason"] == "stop"
+
+
+async def test_models_and_health(base_url):
+    async with aiohttp.ClientSession() as session:
+        async with session.get(base_url + "/health") as r:
+            assert r.status == 200
+        async with session.get(base_url + "/v1/models") as r:
+            models = await r.json()
+    assert [m["id"] for m in models["data"]] == [MODEL]
+    assert models["data"][0]["max_model_len"] == 1024
+
+
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        ({"prompt": "hi", "max_tokens": 5000}, "maximum context length"),
+        ({"prompt": "hi", "n": 2}, "'n'"),
+        ({"prompt": 42}, "'prompt'"),
+        ({"prompt": "hi", "temperature": "hot"}, "'temperature'"),
+    ],
+)
+async def test_bad_requests_get_400(base_url, body, fragment):
+    status, reply = await post(base_url, "/v1/completions", body)
+    assert status == 400 and fragment in reply["error"]["message"]
+
+
+async def test_client_disconnect_cancels_and_frees_the_slot(base_url, generator):
+    body = {"prompt": "a long one", "max_tokens": 1000, "ignore_eos": True, "stream": True}
+    async with aiohttp.ClientSession() as session:
+        async with session.post(base_url + "/v1/completions", json=body) as r:
+            await r.content.readuntil(b"\n\n")
+            assert generator.running == 1
+    deadline = time.monotonic() + 10
+    while generator.running and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    assert generator.running == 0
+
+
+async def test_concurrent_requests_are_batched(base_url, generator):
+    body = {"prompt": "batch", "max_tokens": 30, "ignore_eos": True, "stream": True}
+    results = await asyncio.gather(*(post(base_url, "/v1/completions", body) for _ in range(8)))
+    assert all(status == 200 and events[-1] == "[DONE]" for status, events in results)
+    assert generator.max_rows_seen >= 4
+    assert generator.decode_steps < 8 * 29 / 3
+
+
+def test_missing_model_is_a_one_line_config_error(tmp_path):
+    for name in (str(tmp_path / "no-such-model"), "nobody-perfbench/no-such-model"):
+        with pytest.raises(ConfigError) as err:
+            load_model(name, device="cpu")
+        assert "\n" not in str(err.value) and name in str(err.value)
+
+
+def test_device_selection():
+    import torch
+
+    if torch.cuda.is_available():
+        assert resolve_device("auto").startswith("cuda")
+        return
+    assert resolve_device("auto") == "cpu"
+    with pytest.raises(ConfigError, match="no CUDA GPU"):
+        resolve_device("cuda")
+    with pytest.raises(ConfigError, match="no CUDA GPU"):
+        resolve_device("cuda:1")
+    with pytest.raises(ConfigError, match="not one of"):
+        resolve_device("tpu")
+
+
+def test_start_local_server_serves_and_stops(tmp_path):
+    """`perfbench serve` as a child process: ready, answers, and is gone afterwards."""
+    from perfbench.servers.local import start_local_server
+
+    progress: list[str] = []
+    with start_local_server(
+        str(shared_tiny_llama()), log_path=tmp_path / "server.log", device="cpu", startup_timeout_s=120,
+        on_progress=progress.append,
+    ) as server:  # fmt: skip
+        pid = server._process.pid
+        request = urllib.request.Request(
+            server.base_url + "/v1/completions",
+            data=json.dumps({"model": server.model_name, "prompt": "hi", "max_tokens": 5, "ignore_eos": True}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            assert json.load(reply)["usage"]["completion_tokens"] == 5
+    assert server._process is None
+    with pytest.raises(ProcessLookupError):
+        import os
+
+        os.kill(pid, 0)
+    assert "loaded" in (tmp_path / "server.log").read_text()
