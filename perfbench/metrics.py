@@ -1,0 +1,483 @@
+"""Request records -> statistics: every metric of DESIGN.md defined once, as a numpy function.
+
+Notation (fields of ``RequestRecord``): ``t0`` = ``scheduled_ns`` (the clock starts at the due
+time, so client lag is inside every latency and shown apart as ``queue_ms``); ``t_first`` /
+``t_last`` = first / last of ``package_times_ns`` (arrivals of output-carrying packages);
+``n_pkg`` = number of those packages; ``n_out`` = ``output_tokens``; ``package_tokens[j]`` =
+tokens package j carries (when missing or of the wrong length: 1 per package).
+
+Per-request metrics are computed column-wise over many records at once (``_Columns``); the
+public one-record functions (``ttft_ms`` ...) run the same code on a single record, so each
+formula exists once. A metric that does not apply has no value: ``None`` in Python, NaN inside
+arrays, and never 0 (``np.mean(x or 0)`` would report 0 ms for "no data").
+
+A step's statistics (``summarize_step``) use succeeded, non-warm-up records only; failed records
+count in ``requests_failed`` / ``failure_reasons``; warm-up records count nowhere.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from itertools import chain, repeat
+from typing import Any, Callable
+
+import numpy as np
+
+from perfbench.records import RequestRecord
+from perfbench.slo import Slos, StepLimit
+
+_NS_PER_MS = 1e6
+_NS_PER_S = 1e9
+_PERCENTILES = (50.0, 90.0, 95.0, 99.0)
+
+
+# --- statistics ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """Summary of one distribution (DESIGN.md's statistics object); None where count is 0."""
+
+    count: int  # number of values
+    mean: float | None  # arithmetic mean
+    std: float | None  # population standard deviation (ddof=0)
+    min: float | None  # smallest value
+    p50: float | None  # percentiles: linear interpolation between closest ranks
+    p90: float | None
+    p95: float | None
+    p99: float | None
+    max: float | None  # largest value
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{count, mean, std, min, p50, p90, p95, p99, max}``, JSON-ready."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Stats:
+        """Inverse of ``to_dict``."""
+        return cls(**{f.name: d[f.name] for f in fields(cls)})
+
+
+def describe(values: Iterable[float | None] | np.ndarray) -> Stats:
+    """Count, mean, std, min, p50/p90/p95/p99, max of ``values``; NaN and None mean "no value".
+
+    Percentiles use linear interpolation between closest ranks (numpy's default, the same as
+    vLLM and AIPerf report), kept at full precision. ``std`` is the *population* standard
+    deviation (ddof=0), as numpy computes it by default.
+    """
+    array = np.asarray(values if isinstance(values, np.ndarray) else list(values), dtype=np.float64)
+    array = array[~np.isnan(array)]
+    if array.size == 0:
+        return Stats(0, None, None, None, None, None, None, None, None)
+    low, high = float(array.min()), float(array.max())
+    # Rounding can put the mean of equal values one ulp outside [min, max]; the true mean is inside.
+    mean = min(max(float(array.mean()), low), high)
+    p50, p90, p95, p99 = (float(p) for p in np.percentile(array, _PERCENTILES))
+    return Stats(int(array.size), mean, float(array.std()), low, p50, p90, p95, p99, high)
+
+
+# --- per-request metrics (column-wise) --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Columns:
+    """Records as columns; packages of all records flattened, record by record."""
+
+    scheduled_ns: np.ndarray  # int64, t0 per record
+    sent_ns: np.ndarray  # int64 per record
+    end_ns: np.ndarray  # int64 per record
+    n_pkg: np.ndarray  # int64 per record
+    first_ns: np.ndarray  # int64 per record, t_first (0 where n_pkg == 0)
+    last_ns: np.ndarray  # int64 per record, t_last (0 where n_pkg == 0)
+    input_tokens: np.ndarray  # float64 per record, NaN when unknown
+    output_tokens: np.ndarray  # float64 per record, NaN when unknown
+    pkg_ns: np.ndarray  # int64 per package: arrival
+    pkg_tokens: np.ndarray  # int64 per package: tokens carried
+    pkg_start: np.ndarray  # int64 per record: index of its first package in pkg_ns
+
+    @classmethod
+    def of(cls, records: Sequence[RequestRecord]) -> _Columns:
+        n = len(records)
+
+        def ints(values: Iterable[int], count: int = n) -> np.ndarray:
+            return np.fromiter(values, dtype=np.int64, count=count)
+
+        def counts(values: Iterable[int | None]) -> np.ndarray:
+            return np.fromiter((math.nan if v is None else v for v in values), dtype=np.float64, count=n)
+
+        n_pkg = ints(len(r.package_times_ns) for r in records)
+        total = int(n_pkg.sum())
+        pkg_ns = ints(chain.from_iterable(r.package_times_ns for r in records), total)
+        pkg_tokens = ints(
+            chain.from_iterable(
+                r.package_tokens if len(r.package_tokens) == len(r.package_times_ns) else repeat(1, len(r.package_times_ns))
+                for r in records
+            ),
+            total,
+        )
+        pkg_stop = np.cumsum(n_pkg)
+        pkg_start = pkg_stop - n_pkg
+        has = n_pkg > 0
+        first_ns = np.zeros(n, dtype=np.int64)
+        last_ns = np.zeros(n, dtype=np.int64)
+        first_ns[has] = pkg_ns[pkg_start[has]]
+        last_ns[has] = pkg_ns[pkg_stop[has] - 1]
+        return cls(
+            scheduled_ns=ints(r.scheduled_ns for r in records),
+            sent_ns=ints(r.sent_ns for r in records),
+            end_ns=ints(r.end_ns for r in records),
+            n_pkg=n_pkg,
+            first_ns=first_ns,
+            last_ns=last_ns,
+            input_tokens=counts(r.input_tokens for r in records),
+            output_tokens=counts(r.output_tokens for r in records),
+            pkg_ns=pkg_ns,
+            pkg_tokens=np.maximum(pkg_tokens, 0),
+            pkg_start=pkg_start,
+        )
+
+
+def _span_ms(later_ns: np.ndarray, earlier_ns: np.ndarray, where: np.ndarray, divisor: np.ndarray | float = 1.0) -> np.ndarray:
+    """``(later - earlier) / divisor`` in ms where ``where``, NaN elsewhere (int64 ns differences are exact)."""
+    out = np.full(len(later_ns), np.nan)
+    diff_ms = (later_ns - earlier_ns) / _NS_PER_MS
+    np.divide(diff_ms, divisor, out=out, where=where)
+    return out
+
+
+def _latency_ms(c: _Columns) -> np.ndarray:
+    """Latency (end-to-end), ms: ``t_last - t0``. No value without output packages."""
+    return _span_ms(c.last_ns, c.scheduled_ns, c.n_pkg > 0)
+
+
+def _ttft_ms(c: _Columns) -> np.ndarray:
+    """TTFT (time to first token), ms: ``t_first - t0``. No value without output packages."""
+    return _span_ms(c.first_ns, c.scheduled_ns, c.n_pkg > 0)
+
+
+def _tpot_ms(c: _Columns) -> np.ndarray:
+    """TPOT (time per output token after the first), ms: ``(t_last - t_first) / (n_out - 1)``.
+
+    Defined for ``n_out >= 2`` (and at least one package); TTFT is never part of it.
+    """
+    n_out = c.output_tokens
+    defined = (c.n_pkg > 0) & (np.nan_to_num(n_out) >= 2)
+    return _span_ms(c.last_ns, c.first_ns, defined, np.where(defined, n_out - 1, 1.0))
+
+
+def _time_per_package_ms(c: _Columns) -> np.ndarray:
+    """Time per package, ms: ``(t_last - t_first) / (n_pkg - 1)``, for ``n_pkg >= 2``."""
+    defined = c.n_pkg >= 2
+    return _span_ms(c.last_ns, c.first_ns, defined, np.where(defined, c.n_pkg - 1, 1).astype(np.float64))
+
+
+def _queue_ms(c: _Columns) -> np.ndarray:
+    """Queue time (client lag), ms: ``sent - t0``, how late the request left after it was due."""
+    return (c.sent_ns - c.scheduled_ns) / _NS_PER_MS
+
+
+def _itl(c: _Columns) -> tuple[np.ndarray, np.ndarray]:
+    """ITL (inter-token latency), ms: per-token gaps between consecutive output packages.
+
+    For consecutive token-carrying packages j-1, j of one request, every one of the
+    ``package_tokens[j]`` tokens of package j gets an equal share of the gap:
+    ``(t_j - t_{j-1}) / package_tokens[j]``, repeated ``package_tokens[j]`` times. A package
+    counted as 0 tokens is skipped, so its gap flows into the next package's tokens. The
+    first package's tokens get no sample (their wait is TTFT).
+
+    Returns:
+        (samples pooled over all records in record order, each record's largest sample or NaN)
+    """
+    n = len(c.n_pkg)
+    keep = c.pkg_tokens > 0
+    record_start = np.zeros(len(c.pkg_ns), dtype=bool)  # marks each record's first package
+    record_start[c.pkg_start[c.n_pkg > 0]] = True
+    times, tokens = c.pkg_ns, c.pkg_tokens
+    kept_per_record = c.n_pkg
+    if not keep.all():
+        # A record's first kept package starts its segment even if its first package was dropped.
+        seen = np.concatenate(([0], np.cumsum(keep)))
+        kept_per_record = seen[c.pkg_start + c.n_pkg] - seen[c.pkg_start]
+        record_start = np.zeros(int(keep.sum()), dtype=bool)
+        record_start[(seen[c.pkg_start])[kept_per_record > 0]] = True
+        times, tokens = times[keep], tokens[keep]
+    pair = ~record_start[1:]  # (j-1, j) both belong to the same record
+    pair_tokens = tokens[1:][pair]
+    per_token_ms = (np.diff(times)[pair] / _NS_PER_MS) / pair_tokens
+    samples = per_token_ms if (pair_tokens == 1).all() else np.repeat(per_token_ms, pair_tokens)
+    pairs_per_record = np.maximum(kept_per_record - 1, 0)
+    largest_ms = np.full(n, np.nan)
+    has_pairs = pairs_per_record > 0
+    if has_pairs.any():
+        segment_start = (np.cumsum(pairs_per_record) - pairs_per_record)[has_pairs]
+        largest_ms[has_pairs] = np.maximum.reduceat(per_token_ms, segment_start)
+    return samples, largest_ms
+
+
+def _one(metric: Callable[[_Columns], np.ndarray], record: RequestRecord) -> float | None:
+    value = float(metric(_Columns.of([record]))[0])
+    return None if math.isnan(value) else value
+
+
+def latency_ms(record: RequestRecord) -> float | None:
+    """Latency (end-to-end) of one request, ms: ``t_last - t0``; None without output."""
+    return _one(_latency_ms, record)
+
+
+def ttft_ms(record: RequestRecord) -> float | None:
+    """TTFT of one request, ms: ``t_first - t0``; None without output."""
+    return _one(_ttft_ms, record)
+
+
+def tpot_ms(record: RequestRecord) -> float | None:
+    """TPOT of one request, ms: ``(t_last - t_first) / (n_out - 1)``; None unless ``n_out >= 2``."""
+    return _one(_tpot_ms, record)
+
+
+def time_per_package_ms(record: RequestRecord) -> float | None:
+    """Time per package of one request, ms: ``(t_last - t_first) / (n_pkg - 1)``; None unless ``n_pkg >= 2``."""
+    return _one(_time_per_package_ms, record)
+
+
+def queue_ms(record: RequestRecord) -> float | None:
+    """Queue time (client lag) of one request, ms: ``sent - t0``."""
+    return _one(_queue_ms, record)
+
+
+def itl_ms(record: RequestRecord) -> np.ndarray:
+    """ITL samples of one request, ms, one per token after the first package (see ``_itl``); empty when none."""
+    return _itl(_Columns.of([record]))[0]
+
+
+def per_request_ms(records: Sequence[RequestRecord]) -> dict[str, np.ndarray]:
+    """Per-request metrics of many records at once, as float64 arrays (NaN = no value).
+
+    Keys: ``ttft_ms``, ``latency_ms``, ``tpot_ms``, ``time_per_package_ms``, ``queue_ms`` and
+    ``itl_max_ms`` (a request's largest per-token ITL). For plots and per-request SLO checks.
+    """
+    return _per_request(_Columns.of(records))[0]
+
+
+def _per_request(c: _Columns) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """(``per_request_ms``'s columns, the pooled ITL samples)."""
+    itl_samples_ms, itl_max_ms = _itl(c)
+    columns = {
+        "ttft_ms": _ttft_ms(c),
+        "latency_ms": _latency_ms(c),
+        "tpot_ms": _tpot_ms(c),
+        "time_per_package_ms": _time_per_package_ms(c),
+        "queue_ms": _queue_ms(c),
+        "itl_max_ms": itl_max_ms,
+    }
+    return columns, itl_samples_ms
+
+
+# --- a step --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SloResult:
+    """One step limit checked against a step: passed when ``value_ms <= limit_ms``."""
+
+    name: str  # the limit as written, e.g. "ttft_p99"
+    limit_ms: float  # the limit, ms
+    value_ms: float | None  # the step's statistic, ms; None when the step has no values (fails)
+    passed: bool  # value_ms is not None and value_ms <= limit_ms
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "limit_ms": self.limit_ms, "value_ms": self.value_ms, "passed": self.passed}
+
+
+_STATS_KEYS = (
+    "latency_ms",
+    "ttft_ms",
+    "tpot_ms",
+    "itl_ms",
+    "queue_ms",
+    "time_per_package_ms",
+    "packages_per_request",
+    "input_tokens_per_request",
+    "output_tokens_per_request",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StepSummary:
+    """One load step's numbers: DESIGN.md's STEP object, plus its SLO verdict."""
+
+    concurrency: int  # the step's concurrency cap
+    rate_req_s: float | None  # the step's request rate, None for closed loop
+    requests_expected: int  # requests the step was to send (warm-up excluded)
+    requests_completed: int  # requests that finished, either way (succeeded + failed)
+    requests_succeeded: int  # requests with status "ok"
+    requests_failed: int  # requests with a failure reason
+    failure_reasons: dict[str, int]  # {reason: count}, reasons sorted
+    duration_s: float | None  # first scheduled send to last request finished
+    request_throughput_req_s: float | None  # succeeded requests / duration
+    output_throughput_tok_s: float | None  # output tokens of succeeded requests / duration
+    total_throughput_tok_s: float | None  # (input + output) tokens of succeeded requests / duration
+    goodput_req_s: float | None  # succeeded requests meeting every per-request SLO / duration
+    concurrency_achieved: float | None  # time-average of requests in flight
+    latency_ms: Stats  # end-to-end latency per request
+    ttft_ms: Stats  # time to first token per request
+    tpot_ms: Stats  # time per output token per request
+    itl_ms: Stats  # per-token inter-token latency, pooled over requests
+    queue_ms: Stats  # client lag per request
+    time_per_package_ms: Stats  # mean gap between output packages per request
+    packages_per_request: Stats  # output-carrying packages per request
+    input_tokens_per_request: Stats  # prompt tokens per request
+    output_tokens_per_request: Stats  # generated tokens per request
+    slo_passed: bool | None  # every step limit passed; None without step limits
+    slo_results: tuple[SloResult, ...]  # one per step limit
+
+    def to_dict(self) -> dict[str, Any]:
+        """The STEP object of summary.json (JSON-ready), plus ``slo_passed`` and ``slo_results``."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Stats):
+                value = value.to_dict()
+            elif f.name == "slo_results":
+                value = [result.to_dict() for result in value]
+            elif f.name == "failure_reasons":
+                value = dict(value)
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> StepSummary:
+        """Inverse of ``to_dict`` (reports re-read summary.json)."""
+        values: dict[str, Any] = {f.name: d.get(f.name) for f in fields(cls)}
+        for key in _STATS_KEYS:
+            values[key] = Stats.from_dict(d[key])
+        values["failure_reasons"] = dict(d.get("failure_reasons") or {})
+        values["slo_results"] = tuple(SloResult(**result) for result in d.get("slo_results") or ())
+        return cls(**values)
+
+
+def _duration_s(records: Sequence[RequestRecord]) -> float | None:
+    """Duration, s: first scheduled send to last request finished,
+    ``max(end_ns) - min(scheduled_ns)`` over the step's non-warm-up records (failed included).
+    None when there are none or the span is not positive (no rate can be formed from it).
+    """
+    if not records:
+        return None
+    span_ns = max(r.end_ns for r in records) - min(r.scheduled_ns for r in records)
+    return span_ns / _NS_PER_S if span_ns > 0 else None
+
+
+def _concurrency_achieved(records: Sequence[RequestRecord], duration_s: float | None) -> float | None:
+    """Concurrency achieved: time-average of requests in flight, ``sum(end - sent) / duration``,
+    over the step's non-warm-up records (a failed request was in flight too)."""
+    if duration_s is None:
+        return None
+    return sum(r.end_ns - r.sent_ns for r in records) / _NS_PER_S / duration_s
+
+
+def _per_second(amount: float | None, duration_s: float | None) -> float | None:
+    """A throughput: ``amount / duration``; None when either is unknown."""
+    return None if amount is None or duration_s is None else amount / duration_s
+
+
+def _total_tokens(c: _Columns) -> float | None:
+    """Input + output tokens of the given records; None unless every input count is known
+    (a total over some requests only would read as a lower throughput)."""
+    if np.isnan(c.input_tokens).any():
+        return None
+    return float(c.input_tokens.sum() + np.nansum(c.output_tokens))
+
+
+def _good(per_request: Mapping[str, np.ndarray], limits_ms: Mapping[str, float]) -> np.ndarray:
+    """Which requests meet every per-request limit (``value <= limit``).
+
+    ``itl`` is checked on the request's largest per-token ITL. A limit on a metric the request
+    has no value for counts as met for ``tpot`` (``n_out < 2``) and ``itl`` (fewer than two
+    token-carrying packages), and as missed for ``ttft`` and ``latency`` (no output at all).
+    """
+    column = {"ttft": "ttft_ms", "latency": "latency_ms", "tpot": "tpot_ms", "itl": "itl_max_ms"}
+    good = np.ones(len(per_request["ttft_ms"]), dtype=bool)
+    for metric, limit_ms in limits_ms.items():
+        values = per_request[column[metric]]
+        met = values <= limit_ms  # NaN compares False
+        if metric in ("tpot", "itl"):
+            met |= np.isnan(values)
+        good &= met
+    return good
+
+
+def _check(limit: StepLimit, values: np.ndarray) -> SloResult:
+    """A step limit: the stat (``mean`` or ``pNN``) of the step's values must be <= the limit;
+    with no values there is nothing to show it was met, so it fails."""
+    values = values[~np.isnan(values)]
+    value_ms: float | None = None
+    if values.size:
+        q = limit.percentile
+        value_ms = float(values.mean() if q is None else np.percentile(values, q))
+    passed = value_ms is not None and value_ms <= limit.limit_ms
+    return SloResult(limit.name, limit.limit_ms, value_ms, passed)
+
+
+def summarize_step(
+    records: Sequence[RequestRecord],
+    *,
+    concurrency: int,
+    rate_req_s: float | None,
+    requests_expected: int,
+    slos: Slos | None = None,
+) -> StepSummary:
+    """All of one step's numbers from its records (any order; from any number of workers).
+
+    Warm-up records are ignored. Latency and token statistics use succeeded records only;
+    duration and concurrency achieved use every non-warm-up record.
+    """
+    measured = [r for r in records if not r.warmup]
+    succeeded = [r for r in measured if r.ok]
+    failure_reasons = Counter(r.status for r in measured if not r.ok)
+    duration_s = _duration_s(measured)
+
+    c = _Columns.of(succeeded)
+    per_request, itl_samples_ms = _per_request(c)
+    distributions = {
+        "ttft": per_request["ttft_ms"],
+        "latency": per_request["latency_ms"],
+        "tpot": per_request["tpot_ms"],
+        "itl": itl_samples_ms,
+    }
+
+    goodput_req_s = None
+    slo_results: tuple[SloResult, ...] = ()
+    if slos is not None:
+        if slos.per_request_ms:
+            good = int(_good(per_request, slos.per_request_ms).sum())
+            goodput_req_s = _per_second(good, duration_s)
+        slo_results = tuple(_check(limit, distributions[limit.metric]) for limit in slos.step_limits)
+
+    return StepSummary(
+        concurrency=concurrency,
+        rate_req_s=rate_req_s,
+        requests_expected=requests_expected,
+        requests_completed=len(measured),
+        requests_succeeded=len(succeeded),
+        requests_failed=len(measured) - len(succeeded),
+        failure_reasons=dict(sorted(failure_reasons.items())),
+        duration_s=duration_s,
+        request_throughput_req_s=_per_second(len(succeeded), duration_s),
+        output_throughput_tok_s=_per_second(float(np.nansum(c.output_tokens)), duration_s),
+        total_throughput_tok_s=_per_second(_total_tokens(c), duration_s),
+        goodput_req_s=goodput_req_s,
+        concurrency_achieved=_concurrency_achieved(measured, duration_s),
+        latency_ms=describe(per_request["latency_ms"]),
+        ttft_ms=describe(per_request["ttft_ms"]),
+        tpot_ms=describe(per_request["tpot_ms"]),
+        itl_ms=describe(itl_samples_ms),
+        queue_ms=describe(per_request["queue_ms"]),
+        time_per_package_ms=describe(per_request["time_per_package_ms"]),
+        packages_per_request=describe(c.n_pkg.astype(np.float64)),
+        input_tokens_per_request=describe(c.input_tokens),
+        output_tokens_per_request=describe(c.output_tokens),
+        slo_passed=all(r.passed for r in slo_results) if slo_results else None,
+        slo_results=slo_results,
+    )
