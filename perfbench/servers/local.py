@@ -190,12 +190,35 @@ def _stop_group(process: subprocess.Popen, grace_s: float) -> None:
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
         process.poll()  # reap the leader, so a zombie does not keep the group alive
-        if process.returncode is not None and not _signal_group(pgid, 0):
+        if process.returncode is not None and not _group_alive(pgid):
             return
         time.sleep(0.05)
     logger.warning("server process group %d ignored SIGTERM for %.0f s; sending SIGKILL", pgid, grace_s)
     _signal_group(pgid, signal.SIGKILL)
     process.wait()
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a live (not zombie) process is still in the group.
+
+    Orphaned workers are re-parented to PID 1, which in a container may never reap them; a
+    zombie-only group must count as empty or every stop would wait out the grace period.
+    """
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return _signal_group(pgid, 0)
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses, so split after it.
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            return True
+    return False
 
 
 def _signal_group(pgid: int, sig: int) -> bool:
