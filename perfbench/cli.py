@@ -1,0 +1,301 @@
+"""The command line: argument parsing, wiring of the stages, one-line errors and exit codes.
+
+Exit codes: 0 run completed (failed requests included), 1 a regression check failed,
+2 bad usage or configuration, 3 the target could not be reached or a local server failed.
+Heavy modules are imported only after parsing, so ``perfbench --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, NoReturn, Sequence
+
+from perfbench import __version__
+from perfbench.errors import ConfigError, PerfbenchError
+
+SUBCOMMANDS = {
+    "mock": ("perfbench.servers.mock", "run the built-in mock server (ground truth, fault injection)"),
+    "serve": ("perfbench.servers.serve", "start a local OpenAI-compatible server for a model"),
+    "report": ("perfbench.report.html", "rebuild report.html and plots of a run directory"),
+    "plot": ("perfbench.report.plots", "rebuild the plots of a run directory"),
+    "compare": ("perfbench.compare", "compare two runs; exit 1 on regression"),
+    "history": ("perfbench.history", "list recorded runs and metric trends"),
+}
+
+EPILOG = "subcommands:\n" + "\n".join(f"  perfbench {name:<8} {help_}" for name, (_, help_) in SUBCOMMANDS.items()) + """
+
+examples:
+  perfbench                                   # a demo run against the built-in mock (simulated)
+  perfbench --url http://127.0.0.1:8000/v1/chat/completions --model m --concurrency 8 --number 200
+  perfbench --url http://127.0.0.1:8000 --api openai-completions --concurrency 1,4,16 --number 50,200,800
+  perfbench --url http://127.0.0.1:8000 --rate 4 --duration 60 --slo ttft_p99=500,tpot_p99=50
+  perfbench --model ./my-model --concurrency 16 --number 500    # starts a local server for the model
+"""
+
+SIMULATED_DEMO = {"concurrency": "8", "number": "100"}  # a no-flag run: about 9 s against the mock
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line instead of usage + message
+        raise ConfigError(f"{message}; see '{self.prog} --help'")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="perfbench",
+        description="Load-test an OpenAI-compatible LLM server with streaming requests and exact TTFT/ITL/TPOT metrics.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        argument_default=None,
+    )
+    p.add_argument("--version", action="version", version=f"perfbench {__version__}")
+    t = p.add_argument_group("target")
+    t.add_argument("--url", help="endpoint (…/v1/chat/completions, …/v1/completions) or base URL (http://host:port[/v1]); "
+                   "without it, perfbench starts a server: for --model, else the built-in mock (simulated)")
+    t.add_argument("--api", choices=("openai-chat", "openai-completions"), help="API for a base URL (default openai-chat)")
+    t.add_argument("--model", help="model name sent in requests; without --url, the model (directory or HF cache name) to serve")
+    t.add_argument("--engine", choices=("transformers", "vllm"), help="local server engine for --model without --url (default transformers)")
+    t.add_argument("--engine-args", help="extra arguments for the local server (vllm serve …)")
+    t.add_argument("--device", help="local transformers server device: auto, cpu, cuda[:N] (default auto)")
+    t.add_argument("--dtype", help="local transformers server dtype: auto, bfloat16, float16, float32")
+    t.add_argument("--header", dest="headers", action="append", metavar="'NAME: VALUE'", help="extra HTTP header (repeatable)")
+    t.add_argument("--api-key", help="sent as 'Authorization: Bearer …' (default $OPENAI_API_KEY); never written to any output")
+    l = p.add_argument_group("load")
+    l.add_argument("--concurrency", "-c", help="requests in flight (closed loop), or the cap with --rate; a list like 1,4,16 runs one step each")
+    l.add_argument("--number", "-n", help="requests per step (default 100); a list pairs with --concurrency/--rate")
+    l.add_argument("--rate", help="open loop: requests/s (Poisson arrivals); a list runs one step each")
+    l.add_argument("--duration", dest="duration_s", type=float, metavar="S", help="per-step duration in seconds instead of --number")
+    l.add_argument("--warmup", type=int, metavar="K", help="warm-up requests before the first step, excluded from statistics")
+    l.add_argument("--arrivals", choices=("poisson", "constant"), help="open-loop arrival process (default poisson)")
+    l.add_argument("--burstiness", type=float, help="gamma shape of open-loop intervals: 1 Poisson, <1 burstier, >1 smoother")
+    l.add_argument("--ramp-up", dest="ramp_up_s", type=float, metavar="S", help="open loop: raise the rate linearly over S seconds")
+    l.add_argument("--timeout", dest="timeout_s", type=float, metavar="S", help="per-request total timeout (default 600)")
+    l.add_argument("--connect-timeout", dest="connect_timeout_s", type=float, metavar="S", help="per-request connect timeout (default 10)")
+    l.add_argument("--max-failure-rate", type=float, metavar="F", help="stop a ladder after a step whose failed fraction exceeds F")
+    l.add_argument("--search", choices=("concurrency", "rate"), help="find the highest load meeting the step-limit SLOs")
+    l.add_argument("--search-start", type=float, help="first load the search tries (default 1)")
+    l.add_argument("--search-max", type=float, help="highest load the search tries (default 1024)")
+    l.add_argument("--search-precision", type=float, help="relative precision of the search (default 0.1)")
+    w = p.add_argument_group("workload")
+    w.add_argument("--prompts", metavar="FILE", help="prompts: text (one per line), JSONL (prompt or messages), or ShareGPT JSON")
+    w.add_argument("--input-tokens", metavar="DIST", help="synthetic prompts of this many tokens: 128, uniform:64-256, normal:128,32")
+    w.add_argument("--output-tokens", metavar="DIST", help="exact output length (sets max_tokens=min_tokens and ignore_eos)")
+    w.add_argument("--max-tokens", type=int, help="cap on output tokens per request (default 128)")
+    w.add_argument("--ignore-eos", action="store_const", const=True, help="ask the server to ignore EOS (vLLM-style servers)")
+    w.add_argument("--extra-body", metavar="JSON", help="JSON object merged into every request body, e.g. '{\"temperature\": 0}'")
+    w.add_argument("--shared-prefix-tokens", type=int, metavar="K", help="synthetic prompts share a K-token prefix (prefix caching)")
+    w.add_argument("--prefix-groups", type=int, metavar="N", help="number of distinct shared prefixes (default 1)")
+    w.add_argument("--tokenizer", metavar="PATH", help="local tokenizer: exact synthetic lengths, token counts when the server sends no usage")
+    w.add_argument("--seed", type=int, help="seed for prompts and arrivals (default 0)")
+    o = p.add_argument_group("checks and output")
+    o.add_argument("--slo", help="limits in ms: ttft=500 (per request, gives goodput) or ttft_p99=500 (per step); comma-separated")
+    o.add_argument("--scenario", metavar="FILE", help="scenario YAML (flags override its values)")
+    o.add_argument("--output-dir", metavar="DIR", help="where files go (default runs/<UTC time>-<name>/)")
+    o.add_argument("--name", help="run name (output folder, history)")
+    o.add_argument("--tag", dest="tags", action="append", metavar="KEY=VALUE", help="label the run in the history store (repeatable)")
+    o.add_argument("--baseline", metavar="DIR|RUN_ID|last|tag:K=V", help="compare against this run afterwards; exit 1 on regression")
+    o.add_argument("--threshold", dest="thresholds", metavar="SPEC", help="regression thresholds, e.g. ttft_ms.p99=+10%%,output_throughput_tok_s=-5%%")
+    o.add_argument("--store", metavar="PATH", help="history store (SQLite; default in the user data dir)")
+    o.add_argument("--junit", metavar="FILE", help="write the baseline checks as JUnit XML")
+    o.add_argument("--metrics-url", help="Prometheus /metrics to sample during the run (default: the target's, when it answers)")
+    o.add_argument("--no-telemetry", dest="telemetry", action="store_const", const=False, help="no GPU or server metrics sampling")
+    o.add_argument("--no-plots", dest="plots", action="store_const", const=False, help="skip plots and report.html")
+    o.add_argument("--no-live", dest="live", action="store_const", const=False, help="no live progress display")
+    o.add_argument("--debug", action="store_true", help="log debug messages and show tracebacks")
+    return p
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Scenario values, overridden by every flag given on the command line."""
+    from perfbench.config import RunConfig
+
+    settings: dict[str, Any] = {}
+    if args.scenario:
+        from perfbench.scenario import load_scenario
+
+        settings.update(load_scenario(args.scenario))
+    flags = {k: v for k, v in vars(args).items() if v is not None and k not in ("scenario", "debug")}
+    if flags.get("extra_body") is not None:
+        try:
+            flags["extra_body"] = json.loads(flags["extra_body"])
+        except ValueError:
+            raise ConfigError("--extra-body is not valid JSON; give an object like '{\"temperature\": 0}'") from None
+        if not isinstance(flags["extra_body"], dict):
+            raise ConfigError("--extra-body must be a JSON object like '{\"temperature\": 0}'")
+    settings.update(flags)
+    unknown = set(settings) - set(RunConfig.__dataclass_fields__) - {"concurrency", "number", "rate", "slo", "search_start"}
+    for key in unknown:
+        settings.pop(key)
+    if not settings.get("url") and not settings.get("model"):
+        load_keys = ("concurrency", "number", "rate", "duration_s")
+        if not any(settings.get(k) is not None for k in load_keys) and not settings.get("search"):
+            settings.update(SIMULATED_DEMO)
+    return settings
+
+
+def run_main(argv: Sequence[str]) -> int:
+    args = build_parser().parse_args(list(argv))
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    from rich.console import Console
+
+    from perfbench.config import config_from_settings, resolve_url
+    from perfbench.engine import LiveCounters
+    from perfbench.report.terminal import LiveDisplay, render_summary
+    from perfbench.run import default_run_dir, execute, make_run_dir
+
+    config = config_from_settings(_settings(args))
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        console.width = max(console.width, 140)  # logs and pipes: don't squeeze the tables
+    tokenizer = None
+    if config.tokenizer:
+        from perfbench.tokens import load_tokenizer
+
+        tokenizer = load_tokenizer(config.tokenizer)
+    label = "simulated" if config.simulated else (config.model or "run")
+    run_dir = make_run_dir(Path(config.output_dir) if config.output_dir else default_run_dir(config, label))
+
+    with ExitStack() as stack:
+        endpoint = config.url
+        model = config.model
+        if config.simulated:
+            from perfbench.servers.mock import MockConfig, MockInThread
+
+            mock = stack.enter_context(MockInThread(MockConfig(ttft_ms=50, itl_ms=5)))
+            endpoint, _ = resolve_url(mock.base_url, config.api)
+            model = "mock"
+            console.print(f"[yellow]No --url or --model: running against the built-in mock server at {mock.base_url} — SIMULATED numbers.[/]")
+        elif endpoint is None:
+            from perfbench.servers.local import start_local_server
+
+            assert config.model is not None
+            server = stack.enter_context(
+                start_local_server(
+                    config.model, engine=config.engine, log_path=run_dir / "server.log", engine_args=config.engine_args,
+                    device=config.device, dtype=config.dtype,
+                    on_progress=lambda line: console.print(f"[dim]server: {line}[/]"),
+                )
+            )
+            endpoint, _ = resolve_url(server.base_url, config.api)
+            model = server.model_name
+            console.print(f"Local {config.engine} server for {config.model} ready at {server.base_url} (log: {run_dir / 'server.log'})")
+        if model and model != config.model:
+            config = _with_model(config, model)
+
+        counters = LiveCounters()
+        display = stack.enter_context(LiveDisplay(console, counters, steps=len(config.steps), enabled=config.live))
+
+        def on_step_done(summary: Any) -> None:
+            if not display.active:
+                console.print(
+                    f"step done: concurrency {summary.concurrency} rate {summary.rate_req_s}: "
+                    f"{summary.requests_succeeded} ok, {summary.requests_failed} failed in {summary.duration_s or 0:.2f} s"
+                )
+
+        telemetry = _telemetry_factory(config, endpoint) if config.telemetry else None
+        outcome = execute(
+            config, endpoint_url=endpoint, model=model, run_dir=run_dir, counters=counters, tokenizer=tokenizer,
+            on_step_start=display.step_started, on_step_done=on_step_done, telemetry=telemetry,
+        )
+    render_summary(console, outcome.summary)
+    return _after_run(config, outcome, console)
+
+
+def _with_model(config: Any, model: str) -> Any:
+    from dataclasses import replace
+
+    return replace(config, model=model)
+
+
+def _telemetry_factory(config: Any, endpoint: str) -> Any:
+    """A factory for the telemetry sampler, or None when that module is not available."""
+    try:
+        from perfbench.telemetry.gpu import nvml_source
+        from perfbench.telemetry.prometheus import metrics_url_for
+        from perfbench.telemetry.sampler import TelemetrySampler
+    except ImportError:
+        return None
+    metrics_url = config.metrics_url or metrics_url_for(endpoint)
+    gpu = nvml_source()
+
+    def factory(run_start_ns: int) -> Any:
+        return TelemetrySampler(run_start_ns=run_start_ns, gpu=gpu, metrics_url=metrics_url)
+
+    return factory
+
+
+def _after_run(config: Any, outcome: Any, console: Any) -> int:
+    """Plots, report, history and the baseline check; returns the exit code."""
+    run_dir = outcome.run_dir
+    exit_code = 0
+    baseline_dir = None
+    store = None
+    if config.baseline or config.store or config.tags:
+        from perfbench.store import RunStore, default_store_path
+
+        store = RunStore(Path(config.store) if config.store else default_store_path())
+    if config.baseline:
+        from perfbench.compare import DEFAULT_THRESHOLDS, compare_runs, parse_thresholds, render_comparison
+        from perfbench.store import resolve_baseline
+
+        assert store is not None
+        baseline_dir = resolve_baseline(config.baseline, store)
+        thresholds = parse_thresholds(config.thresholds) if config.thresholds else DEFAULT_THRESHOLDS
+        comparison = compare_runs(baseline_dir, run_dir, thresholds)
+        render_comparison(comparison, console)
+        (run_dir / "comparison.json").write_text(json.dumps(comparison.to_dict(), indent=2) + "\n", encoding="utf-8")
+        if config.junit:
+            from perfbench.junit import write_junit
+
+            write_junit(comparison, Path(config.junit))
+        if comparison.regressed:
+            console.print("[bold red]Regression against the baseline.[/]")
+            exit_code = 1
+    if config.plots and outcome.summary["steps"]:
+        from perfbench.report.html import write_html_report
+        from perfbench.report.plots import write_plots
+
+        write_plots(run_dir)
+        report = write_html_report(run_dir, baseline_dir=baseline_dir)
+        console.print(f"Report: {report}")
+    if store is not None and not outcome.interrupted:
+        run_id = store.record_run(run_dir, config.tags)
+        console.print(f"Recorded in history as {run_id}")
+    console.print(f"Files: {run_dir}/ (summary.json, summary.csv, requests.jsonl)")
+    if outcome.interrupted:
+        console.print("[yellow]Interrupted: the summary covers the requests that finished.[/]")
+        return 130 if exit_code == 0 else exit_code
+    return exit_code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        if argv and argv[0] in SUBCOMMANDS:
+            import importlib
+
+            module = importlib.import_module(SUBCOMMANDS[argv[0]][0])
+            return int(module.main(argv[1:]) or 0)
+        return run_main(argv)
+    except PerfbenchError as exc:
+        if debug:
+            raise
+        print(f"perfbench: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("perfbench: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        os._exit(1)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

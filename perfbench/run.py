@@ -1,0 +1,353 @@
+"""One benchmark run: prepare the requests, drive the engine step by step, summarise, write files.
+
+The stages stay apart: this module wires config -> schedule/engine -> records -> metrics -> files.
+Records reach requests.jsonl the moment they finish; summary.json is written from whatever
+finished, also after Ctrl-C or a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import platform
+import socket
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from perfbench import __version__
+from perfbench.apis import ApiAdapter, get_adapter
+from perfbench.config import LoadStep, RunConfig, safe_name
+from perfbench.engine import Engine, LiveCounters, PreparedRequest, StepPlan, Target, make_session
+from perfbench.errors import ConfigError, TargetError
+from perfbench.lengths import LengthDistribution
+from perfbench.metrics import StepSummary, summarize_step
+from perfbench.prompts import Prompt, load_prompts, synthetic_prompts
+from perfbench.records import CONNECT_ERROR, RequestRecord
+from perfbench.report.files import SUMMARY_SCHEMA, RecordWriter, write_summary
+from perfbench.tokens import Tokenizer, count_chat_tokens, count_prompt_tokens
+
+log = logging.getLogger(__name__)
+
+DEFAULT_INPUT_TOKENS = "fixed:128"  # synthetic prompt length when no prompts are given
+DEFAULT_MAX_TOKENS = 128  # output cap when neither --max-tokens nor --output-tokens is given
+MAX_DISTINCT_PROMPTS = 10_000  # more requests than this reuse prompts cyclically
+
+
+@dataclass
+class RunState:
+    """What a run has produced so far; survives an interrupted ``asyncio.run``."""
+
+    records: dict[int, list[RequestRecord]] = field(default_factory=lambda: defaultdict(list))
+    steps: list[tuple[int, LoadStep, int | None]] = field(default_factory=list)  # (step index, load, expected)
+    search: dict[str, Any] | None = None
+    stopped_early: str | None = None
+
+    def add(self, record: RequestRecord) -> None:
+        self.records[record.step].append(record)
+
+
+def default_run_dir(config: RunConfig, label: str) -> Path:
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return Path("runs") / f"{stamp}-{safe_name(config.name or label)}"
+
+
+def make_run_dir(path: Path) -> Path:
+    if (path / "requests.jsonl").exists() or (path / "summary.json").exists():
+        raise ConfigError(f"output dir {path} already holds a run; choose another --output-dir")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create output dir {path}: {exc.strerror}; choose another --output-dir") from None
+    return path
+
+
+def check_reachable(url: str, timeout_s: float = 5.0) -> None:
+    """Fail fast (exit 3) when nothing listens at the target's host and port."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise TargetError(f"cannot reach {parts.hostname}:{port} ({reason}); is the server running? check --url") from None
+
+
+def _total_requests(config: RunConfig) -> int:
+    total = config.warmup
+    for step in config.steps:
+        if step.number is not None:
+            total += step.number
+        elif step.rate_req_s is not None and config.duration_s:
+            total += int(step.rate_req_s * config.duration_s * 1.2) + 1
+        else:
+            total += MAX_DISTINCT_PROMPTS
+    return max(1, min(total, MAX_DISTINCT_PROMPTS))
+
+
+def load_workload(config: RunConfig, tokenizer: Tokenizer | None) -> list[Prompt]:
+    """The prompts of the run: a prompts file, or synthetic prompts of the requested lengths."""
+    if config.prompts:
+        return load_prompts(config.prompts)
+    return synthetic_prompts(
+        _total_requests(config),
+        LengthDistribution.parse(config.input_tokens or DEFAULT_INPUT_TOKENS),
+        tokenizer=tokenizer,
+        seed=config.seed,
+        shared_prefix_tokens=config.shared_prefix_tokens,
+        prefix_groups=config.prefix_groups,
+    )
+
+
+def prepare_requests(config: RunConfig, api: ApiAdapter, prompts: list[Prompt], tokenizer: Tokenizer | None) -> list[PreparedRequest]:
+    """Encode every request body before the run, so the send path only writes bytes."""
+    count = len(prompts) if config.prompts else min(len(prompts), MAX_DISTINCT_PROMPTS)
+    lengths = None
+    if config.output_tokens:
+        lengths = LengthDistribution.parse(config.output_tokens).sample(count, np.random.default_rng(config.seed + 1))
+    requests = []
+    for i in range(count):
+        prompt = prompts[i]
+        extra: dict[str, Any] = {}
+        if config.ignore_eos:
+            extra["ignore_eos"] = True
+        max_tokens = config.max_tokens or prompt.max_tokens or DEFAULT_MAX_TOKENS
+        if lengths is not None:
+            # An exact output length: the vLLM/SGLang/TGI-style fields that stop early EOS.
+            max_tokens = int(lengths[i])
+            extra.update(min_tokens=max_tokens, ignore_eos=True)
+        extra.update(config.extra_body)
+        input_tokens = prompt.input_tokens
+        if input_tokens is None and tokenizer is not None:
+            if prompt.messages and api.name == "openai-chat":
+                input_tokens = count_chat_tokens(tokenizer, prompt.messages)
+            else:
+                input_tokens = count_prompt_tokens(tokenizer, prompt.text or "")
+        body = api.build_body(prompt, model=config.model, max_tokens=max_tokens, extra=extra)
+        requests.append(PreparedRequest(body=body, input_tokens=input_tokens))
+    return requests
+
+
+def _headers(config: RunConfig) -> dict[str, str]:
+    headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+    if config.api_key:
+        headers["Authorization"] = f"Bearer {config.api_key}"
+    headers.update(config.headers)
+    return headers
+
+
+def _plan(config: RunConfig, index: int, load: LoadStep) -> StepPlan:
+    return StepPlan(
+        step=index,
+        concurrency=load.concurrency,
+        number=load.number,
+        duration_s=config.duration_s if load.number is None else None,
+        rate_req_s=load.rate_req_s,
+        arrivals=config.arrivals,
+        burstiness=config.burstiness,
+        ramp_up_s=config.ramp_up_s,
+        warmup=config.warmup if index == 0 else 0,
+        seed=config.seed + index,
+    )
+
+
+def summarize(config: RunConfig, state: RunState) -> list[StepSummary]:
+    summaries = []
+    for index, load, expected in state.steps:
+        summaries.append(
+            summarize_step(
+                state.records.get(index, []),
+                concurrency=load.concurrency,
+                rate_req_s=load.rate_req_s,
+                requests_expected=expected if expected is not None else len(state.records.get(index, [])),
+                slos=config.slos,
+            )
+        )
+    return summaries
+
+
+StepCallback = Callable[[StepSummary], None]
+
+
+async def drive(
+    config: RunConfig,
+    target: Target,
+    requests: list[PreparedRequest],
+    state: RunState,
+    sink: Callable[[RequestRecord], None],
+    counters: LiveCounters,
+    tokenizer: Tokenizer | None,
+    on_step_start: Callable[[], None],
+    on_step_done: StepCallback,
+) -> None:
+    """Run the ladder (or the max-load search) through one pooled session."""
+    max_in_flight = max(s.concurrency for s in config.steps) if not config.search else int(config.search_max)
+    max_in_flight = min(max_in_flight, 4096)
+    async with make_session(max_in_flight, config.timeout_s, config.connect_timeout_s) as session:
+        engine = Engine(session, target, requests, sink, tokenizer=tokenizer, counters=counters)
+
+        async def run_load(index: int, load: LoadStep) -> StepSummary:
+            plan = _plan(config, index, load)
+            expected = plan.number
+            state.steps.append((index, load, expected))
+            on_step_start()
+            await engine.run_step(plan)
+            if expected is None:
+                state.steps[-1] = (index, load, counters.step_expected)
+            summary = summarize_step(
+                state.records.get(index, []), concurrency=load.concurrency, rate_req_s=load.rate_req_s,
+                requests_expected=state.steps[-1][2] or len(state.records.get(index, [])), slos=config.slos,
+            )
+            on_step_done(summary)
+            return summary
+
+        if config.search:
+            await _search(config, state, run_load)
+            return
+        for index, load in enumerate(config.steps):
+            summary = await run_load(index, load)
+            if _all_unreachable(state.records.get(index, [])):
+                raise TargetError(f"every request of step {index + 1} failed to connect to {target.url}; is the server running?")
+            if config.max_failure_rate is not None and summary.requests_completed:
+                rate = summary.requests_failed / summary.requests_completed
+                if rate > config.max_failure_rate:
+                    state.stopped_early = f"step {index + 1} failed {rate:.0%} of its requests (limit {config.max_failure_rate:.0%})"
+                    return
+
+
+async def _search(config: RunConfig, state: RunState, run_load: Callable[[int, LoadStep], Any]) -> None:
+    from perfbench.search import search_max_load
+
+    base = config.steps[0]
+    probes = 0
+
+    async def probe(load: float) -> StepSummary:
+        nonlocal probes
+        if config.search == "concurrency":
+            step = LoadStep(concurrency=int(load), number=base.number, rate_req_s=None)
+        else:
+            step = LoadStep(concurrency=base.concurrency, number=base.number, rate_req_s=float(load))
+        probes += 1
+        return await run_load(probes - 1, step)
+
+    def passes(summary: StepSummary) -> bool:
+        return bool(summary.slo_passed)
+
+    result = await search_max_load(
+        probe,
+        dimension=config.search or "concurrency",
+        start=config.search_start,
+        max_load=config.search_max,
+        precision=config.search_precision,
+        passes=passes,
+    )
+    state.search = result.to_dict()
+
+
+def _all_unreachable(records: list[RequestRecord]) -> bool:
+    return bool(records) and all(r.status == CONNECT_ERROR for r in records)
+
+
+def build_summary(
+    config: RunConfig,
+    *,
+    target_url: str,
+    model: str | None,
+    started_at: str,
+    steps: list[StepSummary],
+    state: RunState,
+    interrupted: bool,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    summary: dict[str, Any] = {
+        "schema": SUMMARY_SCHEMA,
+        "perfbench_version": __version__,
+        "started_at": started_at,
+        "target": {"url": target_url, "api": config.api, "model": model, "simulated": config.simulated},
+        "config": config.public_dict(),
+        "environment": {"host": platform.node(), "python": platform.python_version(), "platform": platform.platform()},
+        "interrupted": interrupted,
+        "stopped_early": state.stopped_early,
+        "steps": [s.to_dict() for s in steps],
+    }
+    if state.search is not None:
+        summary["search"] = state.search
+    summary.update(extra or {})
+    return summary
+
+
+@dataclass
+class RunOutcome:
+    summary: dict[str, Any]
+    run_dir: Path
+    interrupted: bool
+
+
+def execute(
+    config: RunConfig,
+    *,
+    endpoint_url: str,
+    model: str | None,
+    run_dir: Path,
+    counters: LiveCounters,
+    tokenizer: Tokenizer | None,
+    on_step_start: Callable[[], None] = lambda: None,
+    on_step_done: StepCallback = lambda s: None,
+    telemetry: Any = None,
+) -> RunOutcome:
+    """Run the benchmark against ``endpoint_url``; files land in ``run_dir`` as it goes.
+
+    ``telemetry`` is an optional factory ``(run_start_ns) -> async context manager`` sampling
+    GPU/server metrics during the run; whatever it returns is asked for ``summary(tokens)`` and
+    ``write(path)`` at the end.
+    """
+    api = get_adapter(config.api)
+    prompts = load_workload(config, tokenizer)
+    requests = prepare_requests(config, api, prompts, tokenizer)
+    target = Target(url=endpoint_url, api=api, headers=_headers(config))
+    check_reachable(endpoint_url)
+    started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    run_start_ns = time.perf_counter_ns()
+    writer = RecordWriter(run_dir / "requests.jsonl", run_start_ns)
+    state = RunState()
+    sampler_box: list[Any] = []
+
+    def sink(record: RequestRecord) -> None:
+        state.add(record)
+        writer.write(record)
+
+    async def main() -> None:
+        load = drive(config, target, requests, state, sink, counters, tokenizer, on_step_start, on_step_done)
+        if telemetry is None:
+            await load
+            return
+        async with telemetry(run_start_ns) as sampler:
+            sampler_box.append(sampler)
+            await load
+
+    interrupted = False
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        writer.close()
+        steps = summarize(config, state)
+        extra: dict[str, Any] = {"run_start_unix_s": time.time() - (time.perf_counter_ns() - run_start_ns) / 1e9}
+        if sampler_box:
+            sampler = sampler_box[0]
+            sampler.write(run_dir / "telemetry.jsonl")
+            extra["telemetry"] = sampler.summary(sum(int(s.output_throughput_tok_s * s.duration_s) for s in steps if s.output_throughput_tok_s and s.duration_s))
+        summary = build_summary(
+            config, target_url=endpoint_url, model=model, started_at=started_at, steps=steps, state=state,
+            interrupted=interrupted, extra=extra,
+        )
+        write_summary(run_dir, summary)
+    return RunOutcome(summary=summary, run_dir=run_dir, interrupted=interrupted)
