@@ -309,7 +309,7 @@ def _take(words: Iterator[str], n: int) -> str:
     return " ".join(next(words) for _ in range(n))
 
 
-_MAX_ATTEMPTS = 4  # fresh word pools tried before giving up on an exact length
+_MAX_ATTEMPTS = 4  # fresh word pools tried before the last resort
 
 
 def _exact_text(tokenizer: Tokenizer | None, head: str, words: Iterator[str], target: int) -> str:
@@ -322,9 +322,11 @@ def _exact_text(tokenizer: Tokenizer | None, head: str, words: Iterator[str], ta
     if tokenizer is None:
         return head + sep + _take(words, target - len(head.split()))
     need = target - (tokenizer.count(head) if head else 0)
+    below = head  # the longest text found that is still short of the target
+    below_n = target - need
     for _ in range(_MAX_ATTEMPTS):
         pool = tokenizer.encode(_take(words, need + 8))
-        while len(pool) < need + 8:  # words of one token each are rare, but be sure
+        while len(pool) < need + 8:  # almost every word is >= 1 token, but be sure
             pool = tokenizer.encode(tokenizer.decode(pool) + " " + _take(words, need + 8))
         tried: set[int] = set()
         k = need
@@ -336,9 +338,18 @@ def _exact_text(tokenizer: Tokenizer | None, head: str, words: Iterator[str], ta
             n = tokenizer.count(text)
             if n == target:
                 return text
+            if below_n < n < target:
+                below, below_n = text, n
             k += target - n
             if k in tried or not 0 < k <= len(pool):
                 k = next((c for c in candidates if c not in tried and 0 < c <= len(pool)), k)
+    # Last resort, for tokenizers whose pieces span word ends (a lone "▁" token, "the▁"): end the
+    # best short text with one word in another form.
+    for word in WORDS:
+        for ending in (word, word.capitalize(), word + " ", word.capitalize() + " "):
+            text = below + (" " if below else "") + ending
+            if tokenizer.count(text) == target:
+                return text
     raise ConfigError(
         f"could not build a prompt of exactly {target} tokens with this tokenizer; "
         "use --prompts FILE instead of synthetic prompts"
