@@ -111,10 +111,11 @@ class _Columns:
         n_pkg = ints(len(r.package_times_ns) for r in records)
         total = int(n_pkg.sum())
         pkg_ns = ints(chain.from_iterable(r.package_times_ns for r in records), total)
+        # Token counts missing or not one per package: 1 token per package.
         pkg_tokens = ints(
             chain.from_iterable(
-                r.package_tokens if len(r.package_tokens) == len(r.package_times_ns) else repeat(1, len(r.package_times_ns))
-                for r in records
+                r.package_tokens if len(r.package_tokens) == k else repeat(1, k)
+                for r, k in zip(records, n_pkg.tolist())
             ),
             total,
         )
@@ -140,7 +141,9 @@ class _Columns:
         )
 
 
-def _span_ms(later_ns: np.ndarray, earlier_ns: np.ndarray, where: np.ndarray, divisor: np.ndarray | float = 1.0) -> np.ndarray:
+def _span_ms(
+    later_ns: np.ndarray, earlier_ns: np.ndarray, where: np.ndarray, divisor: np.ndarray | float = 1.0
+) -> np.ndarray:
     """``(later - earlier) / divisor`` in ms where ``where``, NaN elsewhere (int64 ns differences are exact)."""
     out = np.full(len(later_ns), np.nan)
     diff_ms = (later_ns - earlier_ns) / _NS_PER_MS
