@@ -1,0 +1,166 @@
+"""perfbench.compare: thresholds, the noise-aware rule, the bootstrap, and `perfbench compare`."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from perfbench.compare import (
+    DEFAULT_THRESHOLDS,
+    Threshold,
+    _boot_statistics,
+    _itl_gaps,
+    _resample_counts,
+    compare_runs,
+    main,
+    parse_thresholds,
+    render_comparison,
+)
+from perfbench.errors import ConfigError
+from run_fixtures import StepSpec, write_run
+
+
+def test_parse_thresholds_signs_and_defaults_direction() -> None:
+    assert parse_thresholds("ttft_ms.p99=+10%,output_throughput_tok_s=-5%") == (
+        Threshold("ttft_ms.p99", 10.0),
+        Threshold("output_throughput_tok_s", -5.0),
+    )
+    # unsigned: the metric's bad direction (latency rises, throughput falls)
+    assert parse_thresholds(" itl_ms.p50 = 7.5 , request_throughput_req_s=3%") == (
+        Threshold("itl_ms.p50", 7.5),
+        Threshold("request_throughput_req_s", -3.0),
+    )
+
+
+@pytest.mark.parametrize(
+    "text", ["ttft_ms.p99", "ttft_ms.p99=+x%", "ttft.p99=+10%", "ttft_ms.p42=+10%", "bogus=5%", " , ", ""]
+)
+def test_parse_thresholds_rejects_bad_input(text: str) -> None:
+    with pytest.raises(ConfigError):
+        parse_thresholds(text)
+
+
+def test_default_thresholds_cover_headline_metrics() -> None:
+    metrics = {t.metric: t.max_change_pct for t in DEFAULT_THRESHOLDS}
+    for name in ("ttft_ms", "tpot_ms", "itl_ms", "latency_ms"):
+        assert metrics[f"{name}.p50"] == metrics[f"{name}.p99"] == 10.0
+    assert metrics["output_throughput_tok_s"] == -5.0
+
+
+def test_weighted_bootstrap_equals_explicit_resampling() -> None:
+    rng = np.random.default_rng(1)
+    values = rng.lognormal(size=120)
+    owners = rng.integers(0, 50, size=120)  # several samples per request, like ITL gaps
+    counts = _resample_counts(50, 20, rng)
+    boot = _boot_statistics(values, owners, counts, ["mean", "p50", "p90", "p99"], rng)
+    for b in range(20):
+        resample = np.repeat(values, counts[b, owners])
+        assert boot["mean"][b] == pytest.approx(resample.mean())
+        for stat in ("p50", "p90", "p99"):
+            assert boot[stat][b] == pytest.approx(np.percentile(resample, float(stat[1:])))
+
+
+def test_itl_gaps_are_divided_over_the_tokens_of_the_package() -> None:
+    # request 0: packages at 1, 3, 7 ms, the last carrying 2 tokens -> gaps 2, 2, 2
+    # request 1: one package -> no gap; request 2: no token counts -> one token each
+    gaps, owners = _itl_gaps([[1.0, 3.0, 7.0], [2.0], [0.0, 10.0]], [[1, 1, 2], [1], []], [0, 1, 2])
+    assert gaps.tolist() == [2.0, 2.0, 2.0, 10.0]
+    assert owners.tolist() == [0, 0, 0, 2]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path]]:
+    root = tmp_path_factory.mktemp("runs")
+    return {
+        "base": [write_run(root / f"base{s}", seed=1000 + s) for s in range(20)],
+        "same": [write_run(root / f"same{s}", seed=2000 + s) for s in range(20)],
+        "slow": [write_run(root / f"slow{s}", [StepSpec(slowdown=1.2)], seed=3000 + s) for s in range(5)],
+    }
+
+
+def test_same_server_rarely_flags_a_regression(runs: dict[str, list[Path]]) -> None:
+    # 20 pairs of runs drawn from one distribution (300 requests, lognormal TTFT and ITL)
+    comparisons = [compare_runs(b, n, seed=s) for s, (b, n) in enumerate(zip(runs["base"], runs["same"]))]
+    regressed = [c.regressed for c in comparisons]
+    assert sum(regressed) <= 2, regressed
+    # the point change alone would raise false alarms: p99s of 300 requests move > 10 % often
+    noisy = sum(any(r.threshold and abs(r.change_pct) > 10 for r in c.rows) for c in comparisons)
+    assert noisy > sum(regressed) + 3
+
+
+def test_a_20_percent_slowdown_regresses(runs: dict[str, list[Path]]) -> None:
+    for seed, (base, slow) in enumerate(zip(runs["base"], runs["slow"])):
+        comparison = compare_runs(base, slow, seed=seed)
+        assert comparison.regressed
+        rows = {row.metric: row for row in comparison.rows}
+        for metric in ("ttft_ms.p50", "tpot_ms.p50", "itl_ms.p50", "latency_ms.p50", "output_throughput_tok_s"):
+            assert rows[metric].regressed, rows[metric].describe()
+        assert 12 < rows["latency_ms.p50"].change_pct < 30
+        assert rows["latency_ms.p50"].ci_low_pct > 0
+        # the slower run is better the other way round: no regression
+        assert not compare_runs(slow, base, seed=seed).regressed
+
+
+def test_threshold_must_be_passed_not_just_significance(runs: dict[str, list[Path]]) -> None:
+    comparison = compare_runs(runs["base"][0], runs["slow"][0], parse_thresholds("latency_ms.p50=+50%"))
+    row = next(r for r in comparison.rows if r.metric == "latency_ms.p50")
+    assert row.significant and not row.regressed and not comparison.regressed
+    # metrics without a threshold are shown, never checked
+    assert all(r.threshold is None for r in comparison.rows if r.metric != "latency_ms.p50")
+
+
+def test_failures_lower_throughput_and_regress(tmp_path: Path) -> None:
+    base = write_run(tmp_path / "base", [StepSpec(requests=200)], seed=1)
+    new = write_run(tmp_path / "new", [StepSpec(requests=200, failures=60, failure_ms=1000.0)], seed=2)
+    rows = {r.metric: r for r in compare_runs(base, new).rows}
+    assert rows["request_throughput_req_s"].regressed
+    assert rows["request_throughput_req_s"].ci_high_pct < 0
+
+
+def test_steps_are_matched_by_concurrency(tmp_path: Path) -> None:
+    base = write_run(tmp_path / "base", [StepSpec(concurrency=1, requests=60), StepSpec(concurrency=8, requests=80)])
+    new = write_run(
+        tmp_path / "new", [StepSpec(concurrency=8, requests=80, slowdown=1.3), StepSpec(concurrency=2, requests=60)], seed=5
+    )
+    comparison = compare_runs(base, new)
+    assert {r.step for r in comparison.rows} == {"concurrency=8"}
+    assert comparison.unmatched_steps == ("new concurrency=2", "base concurrency=1")
+    assert comparison.regressed
+
+
+def test_compare_is_fast_for_10k_requests(tmp_path: Path) -> None:
+    base = write_run(tmp_path / "base", [StepSpec(concurrency=64, requests=10_000, output_tokens=20)], seed=1)
+    new = write_run(tmp_path / "new", [StepSpec(concurrency=64, requests=10_000, output_tokens=20)], seed=2)
+    start = time.perf_counter()
+    compare_runs(base, new)
+    assert time.perf_counter() - start < 4.0  # ~1 s measured; generous for a loaded CI machine
+
+
+def test_render_comparison_shows_the_table(runs: dict[str, list[Path]]) -> None:
+    out = io.StringIO()
+    render_comparison(compare_runs(runs["base"][0], runs["slow"][0]), Console(file=out, width=160, color_system=None))
+    text = out.getvalue()
+    assert "ttft_ms.p99" in text and "REGRESSED" in text and "regression(s)" in text
+
+
+def test_main_exit_codes_and_outputs(runs: dict[str, list[Path]], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    base, same, slow = runs["base"][0], runs["same"][0], runs["slow"][0]
+    assert main([str(base), str(same)]) == 0
+    junit, report = tmp_path / "junit.xml", tmp_path / "cmp.json"
+    assert main([str(base), str(slow), "--junit", str(junit), "--json", str(report)]) == 1
+    data = json.loads(report.read_text())
+    assert data["regressed"] is True and any(row["regressed"] for row in data["rows"])
+    suite = ET.parse(junit).getroot()
+    assert int(suite.get("failures")) > 0
+    assert main([str(base), str(slow), "--threshold", "ttft_ms.p50=+90%"]) == 0
+    assert main([str(base), str(slow), "--threshold", "ttft_ms.p50=ten"]) == 2
+    assert "perfbench: error: bad threshold" in capsys.readouterr().err
+    assert main([str(tmp_path), str(slow)]) == 2  # not a run directory
+    assert main([str(base)]) == 2  # missing argument
