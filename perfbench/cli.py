@@ -186,8 +186,8 @@ def run_main(argv: Sequence[str]) -> int:
             endpoint, _ = resolve_url(server.base_url, config.api)
             model = server.model_name
             console.print(f"Local {config.engine} server for {config.model} ready at {server.base_url} (log: {run_dir / 'server.log'})")
-        if model and model != config.model:
-            config = _with_model(config, model)
+        if not config.simulated and model != config.model:
+            config = _with_model(config, model)  # the local server's served name goes into requests
 
         counters = LiveCounters()
         display = stack.enter_context(LiveDisplay(console, counters, steps=len(config.steps), enabled=config.live))

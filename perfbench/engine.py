@@ -227,15 +227,15 @@ class Engine:
                 else:
                     parser = SSEParser()
                     feed = parser.feed
+                    now = sent_ns
                     async for chunk in response.content.iter_any():
                         now = time.perf_counter_ns()
                         new = feed(chunk)
                         if new:
                             events.extend(new)
                             times.extend([now] * len(new))
-                    tail = parser.flush()
+                    tail = parser.flush()  # an event without its blank line: its bytes came with the last read
                     if tail:
-                        now = time.perf_counter_ns()
                         events.extend(tail)
                         times.extend([now] * len(tail))
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:

@@ -1,0 +1,208 @@
+"""The command line end to end: real runs against the mock on 127.0.0.1, files, errors, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from perfbench.cli import main
+from perfbench.servers.mock import MockConfig, MockInThread
+
+PERFBENCH = [sys.executable, "-m", "perfbench"]
+
+
+@pytest.fixture(scope="module")
+def mock_url():
+    with MockInThread(MockConfig(ttft_ms=10, itl_ms=2)) as mock:
+        yield mock.base_url
+
+
+def read_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def run_cli(*args: str) -> int:
+    return main([*args, "--no-plots", "--no-live", "--no-telemetry"])
+
+
+def test_chat_run_writes_every_file(mock_url, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = run_cli("--url", f"{mock_url}/v1/chat/completions", "--model", "m", "-c", "4", "-n", "20", "--max-tokens", "16", "--output-dir", str(out))
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["schema"] == "perfbench.summary/1"
+    assert summary["target"] == {"url": f"{mock_url}/v1/chat/completions", "api": "openai-chat", "model": "m", "simulated": False}
+    [step] = summary["steps"]
+    assert (step["concurrency"], step["requests_expected"], step["requests_succeeded"], step["requests_failed"]) == (4, 20, 20, 0)
+    assert step["output_tokens_per_request"]["mean"] == 16
+    lines = read_lines(out / "requests.jsonl")
+    assert len(lines) == 20 and all(line["status"] == "ok" and line["packages"] == 16 for line in lines)
+    assert (out / "summary.csv").read_text().splitlines()[0].startswith("concurrency,")
+    shown = capsys.readouterr().out
+    assert "TTFT" in shown and "Output throughput" in shown and "SIMULATED" not in shown
+
+
+def test_base_url_with_completions_api_and_a_ladder(mock_url, tmp_path):
+    out = tmp_path / "run"
+    assert run_cli("--url", mock_url, "--api", "openai-completions", "-c", "1,3", "-n", "4,9", "--max-tokens", "4", "--output-dir", str(out)) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["target"]["url"].endswith("/v1/completions")
+    assert [(s["concurrency"], s["requests_succeeded"]) for s in summary["steps"]] == [(1, 4), (3, 9)]
+    assert len(read_lines(out / "requests.jsonl")) == 13
+
+
+def test_rate_duration_and_warmup(mock_url, tmp_path):
+    out = tmp_path / "run"
+    assert run_cli("--url", f"{mock_url}/v1", "--rate", "40", "--duration", "1", "--warmup", "3", "--max-tokens", "4",
+                   "--output-dir", str(out)) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    [step] = summary["steps"]
+    assert step["rate_req_s"] == 40
+    lines = read_lines(out / "requests.jsonl")
+    assert sum(line["warmup"] for line in lines) == 3
+    assert step["requests_completed"] == len(lines) - 3 == step["latency_ms"]["count"]
+    assert 20 <= step["requests_completed"] <= 70  # about 40 in one second
+
+
+def test_simulated_run_is_labelled(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_cli("-c", "4", "-n", "8", "--max-tokens", "8", "--output-dir", str(out)) == 0
+    assert json.loads((out / "summary.json").read_text())["target"]["simulated"] is True
+    assert "SIMULATED" in capsys.readouterr().out
+
+
+def test_api_key_never_lands_in_outputs(mock_url, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-env-secret-0042")
+    out = tmp_path / "run"
+    assert run_cli("--url", mock_url, "-n", "3", "--max-tokens", "4", "--header", "X-Api-Key: hdr-secret-77",
+                   "--api-key", "sk-flag-secret-0099", "--output-dir", str(out), "--debug") == 0
+    shown = capsys.readouterr()
+    for secret in ("sk-env-secret-0042", "sk-flag-secret-0099", "hdr-secret-77"):
+        assert secret not in shown.out + shown.err
+        for path in out.iterdir():
+            assert secret not in path.read_text(), path
+
+
+def test_sends_the_key_as_a_bearer_token(tmp_path):
+    from perfbench.servers.mock import MockServer
+
+    from aiohttp import web
+
+    seen: list[str | None] = []
+    server = MockServer(MockConfig(ttft_ms=1, itl_ms=1))
+
+    @web.middleware
+    async def capture(request, handler):
+        seen.append(request.headers.get("Authorization"))
+        return await handler(request)
+
+    server.app.middlewares.append(capture)
+    # MockInThread builds its own server; run this one on a thread the same way
+    import asyncio
+    import threading
+
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    base = asyncio.run_coroutine_threadsafe(server.start(), loop).result(10)
+    try:
+        assert run_cli("--url", base, "-n", "2", "--max-tokens", "2", "--api-key", "sk-abc", "--output-dir", str(tmp_path / "r")) == 0
+    finally:
+        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+    assert seen == ["Bearer sk-abc", "Bearer sk-abc"]
+
+
+def cli(*args: str, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([*PERFBENCH, *args], capture_output=True, text=True, timeout=timeout, **kw)
+
+
+@pytest.mark.parametrize(
+    "args, fix",
+    [
+        (["--concurrency", "x"], "comma-separated"),
+        (["--url", "localhost:8000"], "http"),
+        (["--prompts", "/nonexistent/prompts.txt"], "prompts"),
+        (["--no-such-flag"], "--help"),
+        (["--slo", "ttft=fast"], "slo"),
+        (["--rate", "1", "--number", "2", "--duration", "3"], "give one of them"),
+        (["--tokenizer", "/nonexistent/tok"], "tokenizer"),
+        (["--extra-body", "{bad"], "JSON"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(args, fix, tmp_path):
+    result = cli(*args, "--output-dir", str(tmp_path / "r"))
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("perfbench: error:"), result.stderr
+    assert fix.lower() in lines[0].lower()
+    assert "Traceback" not in result.stderr
+
+
+def test_unreachable_target_exits_3_quickly(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = time.monotonic()
+    result = cli("--url", f"http://127.0.0.1:{port}", "-n", "5", "--output-dir", str(tmp_path / "r"))
+    assert result.returncode == 3
+    assert time.monotonic() - start < 15
+    assert "cannot reach 127.0.0.1" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_help_is_fast_and_lists_subcommands():
+    start = time.monotonic()
+    result = cli("--help")
+    assert result.returncode == 0 and time.monotonic() - start < 5
+    for word in ("--url", "--concurrency", "--rate", "--slo", "perfbench mock", "perfbench compare"):
+        assert word in result.stdout
+
+
+def test_client_run_imports_neither_torch_nor_vllm(mock_url, tmp_path):
+    code = (
+        "import sys; from perfbench.cli import main; "
+        f"rc = main(['--url', {mock_url!r}, '-n', '2', '--max-tokens', '2', '--no-live', '--no-plots', '--no-telemetry', '--output-dir', {str(tmp_path / 'r')!r}]); "
+        "assert rc == 0, rc; bad = [m for m in ('torch', 'vllm', 'transformers') if m in sys.modules]; assert not bad, bad"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def test_ctrl_c_keeps_every_finished_record(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mock = subprocess.Popen([*PERFBENCH, "mock", "--port", str(port), "--ttft-ms", "5", "--itl-ms", "10"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        out = tmp_path / "run"
+        run = subprocess.Popen([*PERFBENCH, "--url", f"http://127.0.0.1:{port}", "-c", "4", "-n", "10000", "--max-tokens", "10",
+                                "--no-live", "--no-plots", "--no-telemetry", "--output-dir", str(out)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(3)
+        run.send_signal(signal.SIGINT)
+        stdout, stderr = run.communicate(timeout=30)
+    finally:
+        mock.send_signal(signal.SIGINT)
+        mock.wait(timeout=10)
+    assert run.returncode == 130, stderr
+    lines = read_lines(out / "requests.jsonl")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] is True
+    assert len(lines) > 10
+    assert summary["steps"][0]["requests_completed"] == len(lines)
+    assert "Traceback" not in stderr
