@@ -8,10 +8,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from tiny_models import build_tiny_tokenizer
+from tiny_models import BOS_TOKEN, build_tiny_tokenizer
 
 from perfbench.errors import ConfigError
 from perfbench.tokens import (
+    FileTokenizer,
     HFTokenizer,
     Tokenizer,
     count_chat_tokens,
@@ -28,11 +29,23 @@ def tok_dir(tmp_path_factory) -> Path:
     return build_tiny_tokenizer(tmp_path_factory.mktemp("tiny-tokenizer"))
 
 
-@pytest.fixture(scope="module")
-def tok(tok_dir) -> HFTokenizer:
-    t = load_tokenizer(str(tok_dir))
-    assert isinstance(t, HFTokenizer)
-    return t
+BOS_ID = 1  # tiny_models puts <pad>, <s>, </s> first
+
+
+def _hf(directory: Path) -> HFTokenizer:
+    from transformers import AutoTokenizer
+
+    return HFTokenizer(AutoTokenizer.from_pretrained(str(directory), local_files_only=True), str(directory))
+
+
+@pytest.fixture(scope="module", params=["file", "transformers"])
+def tok(request, tok_dir):
+    """The same tiny tokenizer through both loaders: tokenizer.json alone, and AutoTokenizer."""
+    if request.param == "file":
+        t = load_tokenizer(str(tok_dir))
+        assert isinstance(t, FileTokenizer)
+        return t
+    return _hf(tok_dir)
 
 
 def test_loaded_tokenizer_satisfies_protocol(tok):
@@ -43,9 +56,9 @@ def test_count_excludes_special_tokens(tok):
     text = "the model server"
     ids = tok.encode(text)
     assert tok.count(text) == len(ids) > 0
-    assert tok.hf.bos_token_id not in ids
+    assert BOS_ID not in ids
     # The tiny tokenizer adds BOS like Llama does; counting text must not include it.
-    assert tok.hf.encode(text) == [tok.hf.bos_token_id, *ids]
+    assert tok.encode(text, add_special_tokens=True) == [BOS_ID, *ids]
     assert count_prompt_tokens(tok, text) == len(ids) + 1
 
 
@@ -63,11 +76,10 @@ def test_count_is_not_a_word_count(tok):
 
 def test_chat_tokens_use_the_template(tok):
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is a token?"}]
-    rendered = tok.hf.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    assert rendered.startswith("<s><<SYS>>")
-    # The template's BOS is a special token string; the ids must hold exactly one BOS.
+    # The template writes BOS as text; the ids must hold exactly one BOS, at the start.
     ids = tok.encode_chat(messages)
-    assert ids.count(tok.hf.bos_token_id) == 1
+    assert ids[0] == BOS_ID and ids.count(BOS_ID) == 1
+    assert tok.decode(ids).startswith("<<SYS>>\nBe brief.\n<</SYS>>\n\n[INST] What is a token? [/INST]")
     assert count_chat_tokens(tok, messages) == len(ids)
     assert count_chat_tokens(tok, messages) > tok.count("Be brief.") + tok.count("What is a token?")
 
@@ -93,6 +105,33 @@ def test_message_text_content_parts():
     assert message_text({"role": "assistant", "content": None}) == ""
     parts = [{"type": "text", "text": "a"}, {"type": "image_url", "image_url": {"url": "x"}}, {"type": "text", "text": "b"}]
     assert message_text({"role": "user", "content": parts}) == "ab"
+
+
+@pytest.mark.parametrize("style", ["byte-level", "sentencepiece"])
+def test_file_loader_matches_transformers(tmp_path, style):
+    directory = build_tiny_tokenizer(tmp_path, style=style)
+    fast, hf = load_tokenizer(str(directory)), _hf(directory)
+    assert isinstance(fast, FileTokenizer)
+    texts = ["", "the model server", " Explain the queue latency (1990): 42 tokens, é!", "a\n\nb  c", BOS_TOKEN + " x"]
+    for text in texts:
+        for special in (False, True):
+            assert fast.encode(text, add_special_tokens=special) == hf.encode(text, add_special_tokens=special)
+        ids = fast.encode(text)
+        assert fast.decode(ids) == hf.decode(ids)
+        assert count_prompt_tokens(fast, text) == count_prompt_tokens(hf, text)
+    chats = [
+        [{"role": "user", "content": "hi"}],
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is a token?"}],
+        [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}, {"role": "user", "content": "q2"}],
+    ]
+    for messages in chats:
+        assert fast.encode_chat(messages) == hf.encode_chat(messages)
+
+
+def test_corrupt_tokenizer_json(tmp_path):
+    (tmp_path / "tokenizer.json").write_text("{not json")
+    with pytest.raises(ConfigError, match=r"^cannot load tokenizer .*\(.*\); pass a directory with valid tokenizer files$"):
+        load_tokenizer(str(tmp_path))
 
 
 @pytest.mark.parametrize("name", ["/nonexistent/tokenizer-dir", "no-such-org/no-such-model"])
@@ -125,6 +164,20 @@ def test_import_does_not_import_transformers():
     )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
+
+
+def test_client_run_with_tokenizer_does_not_import_torch(tok_dir):
+    r = _run(
+        f"""
+        import sys
+        from perfbench.tokens import count_chat_tokens, load_tokenizer
+        t = load_tokenizer({str(tok_dir)!r})
+        n = count_chat_tokens(t, [{{"role": "user", "content": "hello there"}}]) + t.count("hello")
+        print(n > 0, "torch" in sys.modules)
+        """
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["True", "False"]
 
 
 def test_missing_transformers_names_the_install_command():
