@@ -313,6 +313,48 @@ async def test_stall_fraction_pauses_halfway_then_continues(mock, session):
     assert stalled.completion_tokens == 6 and stalled.finished_ns is not None
 
 
+async def test_pings_continue_while_queued_and_stalled(mock, session):
+    server, url = await mock(ttft_ms=5, itl_ms=1, capacity=1, stall_fraction=0.5, stall_s=0.3, ping_interval_ms=30)
+    tasks = []
+    for _ in range(3):  # request 1 stalls 300 ms halfway; request 2 waits in the queue behind it
+        tasks.append(asyncio.create_task(post(session, url + CHAT, chat_body(max_tokens=4))))
+        await asyncio.sleep(0.03)
+    replies = await asyncio.gather(*tasks)
+    assert [e.fault for e in server.log] == [None, "stall", None]
+    assert all(r.data()[-1] == b"[DONE]" for r in replies)
+    kinds = [[b"ping" if b == b": ping" else b"out" if b'"content":" ' in b else b"other" for b in r.blocks()] for r in replies]
+    assert b"ping" not in kinds[0]
+    stalled, queued = kinds[1], kinds[2]
+    # Stalled: two output packages, pings through the 300 ms stall, then the last two.
+    assert stalled[:3] == [b"other", b"out", b"out"]
+    assert 7 <= stalled.count(b"ping") <= 11 and stalled.index(b"ping") == 3
+    assert [k for k in stalled if k != b"ping"] == [b"other", b"out", b"out", b"out", b"out", b"other"]  # role ... [DONE]
+    # Queued: the role chunk, pings while waiting for the slot, then the output.
+    assert queued[0] == b"other" and queued[1] == b"ping" and queued.count(b"ping") >= 5
+
+
+async def test_non_streaming_faults(mock, session):
+    server, url = await mock(ttft_ms=5, itl_ms=2, cut_fraction=0.25, error_event_fraction=0.25, stall_fraction=0.25, stall_s=0.2)
+    t_send = time.perf_counter_ns()
+    replies = await asyncio.gather(*(post(session, url + COMPLETIONS, completions_body(stream=False)) for _ in range(4)))
+    by_fault = {server.log[i].fault: replies[i] for i in range(4)}  # gathered in order: index i is the i-th sent
+    assert set(by_fault) == {None, "cut", "error_event", "stall"}
+    assert by_fault["cut"].error is not None and len(by_fault["cut"].raw) > 0
+    assert by_fault["error_event"].status == 500
+    assert json.loads(by_fault["stall"].raw)["usage"]["completion_tokens"] == 8
+    assert (by_fault["stall"].reads[-1][0] - t_send) / MS >= 200 + 5 + 14
+    assert json.loads(by_fault[None].raw)["choices"][0]["finish_reason"] == "length"
+
+
+async def test_zero_output_tokens_sends_only_the_finish_chunk(mock, session):
+    server, url = await mock(ttft_ms=20, itl_ms=1, output_tokens=0)
+    reply = await post(session, url + CHAT, chat_body(stream_options={"include_usage": True}))
+    role, finish = reply.chunks()
+    assert finish["choices"][0]["delta"] == {"content": ""} and finish["choices"][0]["finish_reason"] == "length"
+    assert finish["usage"]["completion_tokens"] == 0
+    assert server.log[0].package_sent_ns == [] and server.log[0].finished_ns is not None
+
+
 async def test_all_faults_together_hit_their_exact_counts(mock, session):
     server, url = await mock(ttft_ms=0, itl_ms=0, http_error_fraction=0.1, bad_body_fraction=0.1,
                              cut_fraction=0.1, error_event_fraction=0.1, stall_fraction=0.1, stall_s=0.01)  # fmt: skip
