@@ -1,0 +1,270 @@
+"""The run history: a SQLite file recording every run for nightly comparisons and trends.
+
+One row per run (its summary, config, labels, version, target, model, host and GPU) and one
+row per tag. The run directory stays the source of per-request data; the store keeps enough
+(summary.json) to list runs and draw trends even after a run directory is gone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import sqlite3
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping
+
+from perfbench.errors import ConfigError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    recorded_at TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    run_dir TEXT NOT NULL,
+    perfbench_version TEXT,
+    target_url TEXT,
+    api TEXT,
+    model TEXT,
+    simulated INTEGER NOT NULL DEFAULT 0,
+    host TEXT,
+    gpu_name TEXT,
+    gpu_driver TEXT,
+    summary_json TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tags (
+    run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (run_id, key)
+);
+CREATE INDEX IF NOT EXISTS runs_started ON runs(started_at);
+CREATE INDEX IF NOT EXISTS tags_kv ON tags(key, value);
+"""
+
+
+def default_store_path() -> Path:
+    """$XDG_DATA_HOME/perfbench/history.sqlite, else ~/.local/share/perfbench/history.sqlite."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "perfbench" / "history.sqlite"
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """One recorded run."""
+
+    run_id: str  # "20240501T020000Z-1a2b3c": start time plus a random suffix
+    recorded_at: str  # ISO UTC time the run was recorded
+    started_at: str  # ISO UTC time the run started (summary.json)
+    run_dir: Path  # where its files were (may since have been deleted)
+    perfbench_version: str | None
+    target_url: str | None
+    api: str | None
+    model: str | None
+    simulated: bool  # run against the built-in mock
+    host: str | None  # machine that ran the client
+    gpu_name: str | None  # GPU of the server machine, when telemetry saw one
+    gpu_driver: str | None
+    tags: dict[str, str] = field(default_factory=dict)  # --tag labels
+    summary: dict[str, Any] = field(default_factory=dict, repr=False)  # summary.json
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.summary.get("config") or {}
+
+
+def parse_tags(items: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """``["branch=main", "gpu=h100"]`` -> dict; ConfigError naming the bad item."""
+    tags: dict[str, str] = {}
+    for item in items:
+        for part in item.split(","):
+            key, sep, value = part.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"bad tag {part!r}; write KEY=VALUE, e.g. --tag branch=main")
+            tags[key.strip()] = value.strip()
+    return tags
+
+
+def _gpu_from_run(run_dir: Path, summary: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """GPU name and driver from the run's telemetry summary or telemetry.jsonl."""
+    telemetry = summary.get("telemetry") or {}
+    if telemetry.get("gpu_name"):
+        return telemetry.get("gpu_name"), telemetry.get("gpu_driver")
+    path = run_dir / "telemetry.jsonl"
+    if path.exists():
+        with path.open(encoding="utf-8") as fh:
+            for line in fh:
+                try:
+                    sample = json.loads(line)
+                except ValueError:
+                    continue
+                if sample.get("source") == "gpu" and sample.get("name"):
+                    return sample["name"], sample.get("driver")
+    return None, None
+
+
+class RunStore:
+    """The SQLite run history. Each method opens its own short transaction."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path)
+            self._db.execute("PRAGMA foreign_keys = ON")
+            self._db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(f"cannot open run store {self.path}: {exc}; pass a writable --store PATH") from None
+        self._db.row_factory = sqlite3.Row
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> "RunStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def record_run(self, run_dir: Path, tags: Mapping[str, str] | None = None) -> str:
+        """Record the run in ``run_dir`` and return its id.
+
+        Recording the same run directory again (same start time) updates its tags and
+        summary and keeps its id, so ``perfbench report`` after a run does not duplicate it.
+        """
+        from perfbench.compare import load_summary
+
+        run_dir = Path(run_dir).resolve()
+        summary = load_summary(run_dir)
+        target = summary.get("target") or {}
+        started_at = str(summary.get("started_at") or datetime.now(timezone.utc).isoformat())
+        environment = summary.get("environment") or {}
+        host = environment.get("host") or socket.gethostname()
+        gpu_name, gpu_driver = _gpu_from_run(run_dir, summary)
+        if gpu_name is None and host == socket.gethostname():
+            from perfbench.telemetry.gpu import local_gpu_info
+
+            gpu_name, gpu_driver = local_gpu_info()
+        existing = self._db.execute(
+            "SELECT run_id FROM runs WHERE run_dir = ? AND started_at = ?", (str(run_dir), started_at)
+        ).fetchone()
+        run_id = existing["run_id"] if existing else _new_run_id(started_at)
+        row = (
+            run_id, datetime.now(timezone.utc).isoformat(timespec="seconds"), started_at, str(run_dir),
+            summary.get("perfbench_version"), target.get("url"), target.get("api"), target.get("model"),
+            int(bool(target.get("simulated"))), host, gpu_name, gpu_driver, json.dumps(summary),
+        )
+        with self._db:
+            self._db.execute("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+            self._db.execute("DELETE FROM tags WHERE run_id = ?", (run_id,))
+            self._db.executemany(
+                "INSERT INTO tags VALUES (?, ?, ?)", [(run_id, k, str(v)) for k, v in (tags or {}).items()]
+            )
+        return run_id
+
+    def _query(self, where: str, params: list[Any], tag: Mapping[str, str] | None, order: str, limit: int | None):
+        clauses = [where] if where else []
+        for key, value in (tag or {}).items():
+            clauses.append("run_id IN (SELECT run_id FROM tags WHERE key = ? AND value = ?)")
+            params += [key, value]
+        sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(clauses) if clauses else "")
+        sql += f" ORDER BY started_at {order}, recorded_at {order}"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        rows = self._db.execute(sql, params).fetchall()
+        return [self._info(row) for row in rows]
+
+    def _info(self, row: sqlite3.Row) -> RunInfo:
+        tags = dict(self._db.execute("SELECT key, value FROM tags WHERE run_id = ? ORDER BY key", (row["run_id"],)).fetchall())
+        return RunInfo(
+            run_id=row["run_id"], recorded_at=row["recorded_at"], started_at=row["started_at"],
+            run_dir=Path(row["run_dir"]), perfbench_version=row["perfbench_version"], target_url=row["target_url"],
+            api=row["api"], model=row["model"], simulated=bool(row["simulated"]), host=row["host"],
+            gpu_name=row["gpu_name"], gpu_driver=row["gpu_driver"], tags=tags, summary=json.loads(row["summary_json"]),
+        )
+
+    def list_runs(self, *, tag: Mapping[str, str] | None = None, limit: int = 50) -> list[RunInfo]:
+        """The newest ``limit`` runs (newest first), only those carrying every tag in ``tag``."""
+        return self._query("", [], tag, "DESC", limit)
+
+    def get(self, run_id: str) -> RunInfo:
+        """The run with this id (a unique prefix will do); ConfigError when there is none."""
+        rows = self._query("run_id LIKE ? ESCAPE '\\'", [_like_prefix(run_id)], None, "DESC", 2)
+        exact = [r for r in rows if r.run_id == run_id]
+        if exact:
+            return exact[0]
+        if len(rows) == 1:
+            return rows[0]
+        what = "matches several runs" if rows else "is not in the run store"
+        raise ConfigError(f"run id {run_id!r} {what} ({self.path}); list runs with `perfbench history`")
+
+    def last_run(self, *, tag: Mapping[str, str] | None = None, exclude_run_id: str | None = None) -> RunInfo | None:
+        """The most recently started run (with ``tag``), skipping ``exclude_run_id``."""
+        where, params = ("run_id != ?", [exclude_run_id]) if exclude_run_id else ("", [])
+        rows = self._query(where, params, tag, "DESC", 1)
+        return rows[0] if rows else None
+
+    def metric_trend(
+        self, metric: str, *, tag: Mapping[str, str] | None = None, concurrency: int | None = None
+    ) -> list[tuple[RunInfo, float | None]]:
+        """``metric`` ("ttft_ms.p99", "output_throughput_tok_s") of every run, oldest first.
+
+        The value is taken from the step with ``concurrency`` (default: the run's first step);
+        None when the run has no such step or metric.
+        """
+        trend = []
+        for info in self._query("", [], tag, "ASC", None):
+            steps = info.summary.get("steps") or []
+            if concurrency is not None:
+                steps = [s for s in steps if s.get("concurrency") == concurrency]
+            trend.append((info, _metric_value(steps[0], metric) if steps else None))
+        return trend
+
+
+def _metric_value(step: Mapping[str, Any], metric: str) -> float | None:
+    name, _, stat = metric.partition(".")
+    value = step.get(name)
+    if stat:
+        value = value.get(stat) if isinstance(value, Mapping) else None
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _like_prefix(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _new_run_id(started_at: str) -> str:
+    try:
+        stamp = datetime.fromisoformat(started_at.replace("Z", "+00:00")).astimezone(timezone.utc)
+    except ValueError:
+        stamp = datetime.now(timezone.utc)
+    return f"{stamp:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def resolve_baseline(spec: str, store: RunStore, *, exclude_run_id: str | None = None) -> Path:
+    """The run directory a baseline spec names.
+
+    ``spec`` is a run directory, a run id (or unique prefix), ``last`` (the last recorded run
+    other than ``exclude_run_id``) or ``tag:KEY=VALUE`` (the last run with that tag).
+    ConfigError when no run matches or its directory is gone.
+    """
+    if Path(spec).is_dir():
+        return Path(spec)
+    if spec == "last":
+        info = store.last_run(exclude_run_id=exclude_run_id)
+        if info is None:
+            raise ConfigError(f"no run recorded in {store.path} yet; run once without --baseline, or pass a run directory")
+    elif spec.startswith("tag:"):
+        tag = parse_tags([spec[4:]])
+        info = store.last_run(tag=tag, exclude_run_id=exclude_run_id)
+        if info is None:
+            raise ConfigError(f"no run with tag {spec[4:]} in {store.path}; tag a good run with --tag {spec[4:]}")
+    else:
+        info = store.get(spec)
+    if not (info.run_dir / "summary.json").exists():
+        raise ConfigError(f"baseline run {info.run_id} was in {info.run_dir}, which is gone; pick another run")
+    return info.run_dir
