@@ -135,31 +135,32 @@ async def test_timing_is_exact_and_does_not_drift(mock, session):
     assert entry.package_tokens == [1] * 200 and entry.completion_tokens == 200
     # The first output package leaves ttft after the request came in (admission is immediate).
     assert 0 <= entry.admitted_ns - entry.received_ns < 2 * MS
-    assert 40 * MS <= entry.package_sent_ns[0] - entry.received_ns < 55 * MS
+    assert 40 * MS <= entry.package_sent_ns[0] - entry.received_ns < 60 * MS
     lateness_ms = [(s - d) / MS for s, d in zip(entry.package_sent_ns, deadlines_ns(entry, 40, 5))]
     assert min(lateness_ms) >= 0  # never early
     # A few ms of wake-up jitter (bounds are loose: CI machines are shared and busy).
-    assert sorted(lateness_ms)[180] < 5 and max(lateness_ms) < 60
+    assert _median(lateness_ms) < 4 and sorted(lateness_ms)[180] < 12 and max(lateness_ms) < 80
     # No drift: the last packages are as punctual as the first ones; the 200th is due at 40 + 199*5 = 1035 ms.
-    assert _median(lateness_ms[-50:]) < 3 and _median(lateness_ms[-50:]) < _median(lateness_ms[:50]) + 2
-    assert 1035 <= (entry.package_sent_ns[-1] - entry.admitted_ns) / MS < 1035 + 60
+    assert _median(lateness_ms[-50:]) < 5 and _median(lateness_ms[-50:]) < _median(lateness_ms[:50]) + 4
+    assert 1035 <= (entry.package_sent_ns[-1] - entry.admitted_ns) / MS < 1035 + 80
     # The client sees the same: the first content ~40 ms after sending, the last ~1035 ms.
     first = reply.arrival_ns(b'"content":" ')
     assert 40 <= (first - t_send) / MS < 100
-    assert 1035 <= (reply.reads[-1][0] - t_send) / MS < 1150
+    assert 1035 <= (reply.reads[-1][0] - t_send) / MS < 1200
 
 
 async def test_tokens_per_package(mock, session):
-    server, url = await mock(ttft_ms=20, itl_ms=4, tokens_per_package=3)
+    server, url = await mock(ttft_ms=20, itl_ms=10, tokens_per_package=3)
     reply = await post(session, url + COMPLETIONS, completions_body(max_tokens=10))
     (entry,) = server.log
     assert entry.package_tokens == [3, 3, 3, 1]
     texts = [c["choices"][0]["text"] for c in reply.chunks()]
     assert [len(re.findall(r" \w+|[,.]", t)) for t in texts] == [3, 3, 3, 1]  # one word per token
-    gaps_ms = [(b - a) / MS for a, b in zip(entry.package_sent_ns, entry.package_sent_ns[1:])]
-    # A package of k tokens follows the previous one by k*itl: 12, 12, 4 ms.
-    assert gaps_ms == pytest.approx([12, 12, 4], abs=3)
-    assert (entry.package_sent_ns[-1] - entry.admitted_ns) / MS == pytest.approx(20 + 28, abs=4)
+    # A package of k tokens follows the previous one by k*itl: due at 20, 50, 80, 90 ms.
+    due_ms = [(d - entry.admitted_ns) / MS for d in deadlines_ns(entry, 20, 10)]
+    assert due_ms == pytest.approx([20, 50, 80, 90], abs=1e-6)
+    lateness_ms = sorted((s - d) / MS for s, d in zip(entry.package_sent_ns, deadlines_ns(entry, 20, 10)))
+    assert lateness_ms[0] >= 0 and lateness_ms[2] < 6 and lateness_ms[3] < 40
 
 
 async def test_role_chunk_goes_out_at_once_and_is_not_output(mock, session):
@@ -374,8 +375,9 @@ async def test_capacity_queues_fifo_and_waiting_counts_into_ttft(mock, session):
     for entry in log[:2]:  # admitted at once
         assert entry.admitted_ns - entry.received_ns < 10 * MS
     for entry in log[2:]:  # the last 3 start only after one of the first finished (90 ms of work each)
-        assert entry.admitted_ns >= first_done[0]
-        assert (entry.package_sent_ns[0] - entry.received_ns) / MS >= 50 + 90 - 5
+        assert entry.admitted_ns >= first_done[0] and entry.admitted_ns - entry.received_ns > 20 * MS
+        # ttft counts from admission, so the wait adds to the ttft the client sees.
+        assert 50 <= (entry.package_sent_ns[0] - entry.admitted_ns) / MS < 80
     # FIFO: admitted in arrival order.
     assert [e.index for e in log] == sorted(e.index for e in log)
 
