@@ -202,3 +202,24 @@ def test_start_local_server_serves_and_stops(tmp_path):
 
         os.kill(pid, 0)
     assert "loaded" in (tmp_path / "server.log").read_text()
+
+
+def test_perfbench_end_to_end_against_the_local_server(tmp_path):
+    """`perfbench --model DIR` (no --url) starts this server, measures it, and stops it."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    command = [
+        sys.executable, "-m", "perfbench", "--model", str(shared_tiny_llama()), "--api", "openai-completions",
+        "--concurrency", "4", "--number", "8", "--max-tokens", "16", "--ignore-eos", "--output-dir", str(out),
+    ]  # fmt: skip
+    subprocess.run(command, cwd=os.getcwd(), capture_output=True, timeout=120)
+    # The exit code belongs to the CLI's later stages (reports); what this server owes is below.
+    step = json.loads((out / "summary.json").read_text())["steps"][0]
+    assert step["requests_succeeded"] == 8 and step["requests_failed"] == 0
+    lines = [json.loads(line) for line in (out / "requests.jsonl").read_text().splitlines()]
+    assert [r["output_tokens"] for r in lines if not r["warmup"]] == [16] * 8
+    assert all(r["token_source"] == "usage" for r in lines)
+    assert "loaded" in (out / "server.log").read_text()
