@@ -7,6 +7,8 @@ and prints aggregate output tokens/s. Batching works when concurrency 16 gives s
 concurrency-1 throughput.
 
     python benchmarks/local_server.py [--model DIR] [--device cpu] [--concurrency 1,4,16]
+    # on a GPU: a random ~1B Llama (TinyLlama's shape, built locally), beside plain batched generate()
+    python benchmarks/local_server.py --random-1b --device cuda --concurrency 1,8,32 --compare-generate
 """
 
 from __future__ import annotations
@@ -61,6 +63,51 @@ async def closed_loop(url: str, model: str, concurrency: int, requests: int, max
         return total_tokens, time.perf_counter() - start
 
 
+def build_random_1b(directory: Path) -> Path:
+    """A randomly initialised Llama of TinyLlama-1.1B's shape (vocabulary: the tiny tokenizer's), in bf16."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from tests.tiny_models import build_tiny_tokenizer
+
+    build_tiny_tokenizer(directory)
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(directory))
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
+        num_attention_heads=32, num_key_value_heads=4, max_position_embeddings=2048,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(str(directory))
+    return directory
+
+
+def generate_baseline(model_dir: str, device: str, dtype: str, concurrencies: list[int], max_tokens: int) -> None:
+    """Plain ``model.generate`` on a static batch of ``c`` prompts: the no-server reference."""
+    import torch
+
+    from perfbench.servers.transformers_server import load_model
+
+    loaded = load_model(model_dir, device=device, dtype=dtype)
+    tokenizer = loaded.tokenizer
+    tokenizer.padding_side = "left"
+    print(f"{'generate() batch':>16} {'tokens':>8} {'seconds':>8} {'output tok/s':>12}")
+    for concurrency in concurrencies:
+        batch = tokenizer(["benchmark the throughput of the server"] * concurrency, return_tensors="pt").to(loaded.device)
+        for warm_up in (True, False):
+            start = time.perf_counter()
+            with torch.inference_mode():
+                out = loaded.model.generate(
+                    **batch, max_new_tokens=max_tokens, min_new_tokens=max_tokens, do_sample=False,
+                    pad_token_id=tokenizer.pad_token_id,
+                )  # fmt: skip
+            if loaded.device.startswith("cuda"):
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - start
+        tokens = (out.shape[1] - batch["input_ids"].shape[1]) * concurrency
+        print(f"{concurrency:>16} {tokens:>8} {seconds:>8.2f} {tokens / seconds:>12.0f}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="model directory (default: build the tiny test Llama)")
@@ -70,10 +117,15 @@ def main() -> int:
     parser.add_argument("--requests-per-slot", type=int, default=8, help="requests = this x concurrency")
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--max-batch-size", type=int, default=64)
+    parser.add_argument("--random-1b", action="store_true", help="build and serve a random ~1B Llama (for GPUs)")
+    parser.add_argument("--compare-generate", action="store_true", help="also time plain batched model.generate()")
     args = parser.parse_args()
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model
-        if model is None:
+        if args.random_1b:
+            model = str(build_random_1b(Path(tmp) / "random-1b"))
+        elif model is None:
             from tests.tiny_llama import build_tiny_llama
 
             model = str(build_tiny_llama(Path(tmp) / "tiny-llama"))
@@ -84,12 +136,14 @@ def main() -> int:
             url = server.base_url + "/v1/completions"
             base = None
             print(f"{'concurrency':>11} {'requests':>8} {'tokens':>8} {'seconds':>8} {'output tok/s':>12} {'vs c=1':>7}")
-            for concurrency in (int(c) for c in args.concurrency.split(",")):
+            for concurrency in concurrencies:
                 requests = concurrency * args.requests_per_slot
                 tokens, seconds = asyncio.run(closed_loop(url, server.model_name, concurrency, requests, args.max_tokens))
                 rate = tokens / seconds
                 base = base or rate
                 print(f"{concurrency:>11} {requests:>8} {tokens:>8} {seconds:>8.2f} {rate:>12.0f} {rate / base:>6.1f}x")
+        if args.compare_generate:
+            generate_baseline(model, args.device, args.dtype, concurrencies, args.max_tokens)
     return 0
 
 
