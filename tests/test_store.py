@@ -34,8 +34,8 @@ def test_default_store_path_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_pat
 def test_round_trip(tmp_path: Path) -> None:
     run = write_run(tmp_path / "run", [StepSpec(requests=20)], model="llama-<b>")
     (run / "telemetry.jsonl").write_text(
-        json.dumps({"t_s": 0.0, "source": "prometheus", "metrics": {}}) + "\n"
-        + json.dumps({"t_s": 0.5, "source": "gpu", "index": 0, "name": "NVIDIA H100", "driver": "550.54"}) + "\n"
+        json.dumps({"t_s": 0.0, "source": "prometheus", "vllm:num_requests_running": 1.0}) + "\n"
+        + json.dumps({"t_s": 0.5, "source": "gpu", "gpu": 0, "name": "NVIDIA H100", "driver": "550.54"}) + "\n"
     )
     store = RunStore(tmp_path / "db" / "history.sqlite")
     run_id = store.record_run(run, {"branch": "main", "gpu": "h100"})

@@ -94,7 +94,7 @@ async def test_sampler_with_fake_gpu(tmp_path: Path) -> None:
     async with TelemetrySampler(run_start_ns=run_start_ns, interval_s=0.05, gpu=fake, metrics_url=None) as sampler:
         await asyncio.sleep(0.5)
     elapsed_s = (time.perf_counter_ns() - run_start_ns) / 1e9
-    gpu0 = [s for s in sampler.samples if s["source"] == "gpu" and s["index"] == 0]
+    gpu0 = [s for s in sampler.samples if s["source"] == "gpu" and s["gpu"] == 0]
     assert 5 <= len(gpu0) <= 13  # ~11 ticks in 0.5 s plus the closing sample; generous on a busy machine
     times = [s["t_s"] for s in gpu0]
     assert times == sorted(times) and 0 <= times[0] < 0.2 and times[-1] <= elapsed_s
@@ -118,8 +118,8 @@ def test_summary_without_gpu_or_tokens() -> None:
     summary = summarize_telemetry([], output_tokens=0)
     assert summary["energy_j"] is None and summary["gpu_count"] == 0 and summary["j_per_output_token"] is None
     # power-only integration by the trapezoid rule: 100 W then 200 W over 2 s = 300 J
-    samples = [{"t_s": 0.0, "source": "gpu", "index": 0, "power_w": 100.0, "energy_mj": None},
-               {"t_s": 2.0, "source": "gpu", "index": 0, "power_w": 200.0, "energy_mj": None}]
+    samples = [{"t_s": 0.0, "source": "gpu", "gpu": 0, "power_w": 100.0, "energy_mj": None},
+               {"t_s": 2.0, "source": "gpu", "gpu": 0, "power_w": 200.0, "energy_mj": None}]
     summary = summarize_telemetry(samples, output_tokens=600)
     assert summary["energy_j"] == 300.0 and summary["energy_source"] == "power"
     assert summary["j_per_output_token"] == 0.5 and summary["output_tokens_per_j"] == 2.0
@@ -146,8 +146,8 @@ async def test_sampler_scrapes_the_mock_metrics_while_it_serves() -> None:
         await server.stop()
     scrapes = [s for s in sampler.samples if s["source"] == "prometheus"]
     assert len(scrapes) >= 5
-    running = [v for s in scrapes for k, v in s["metrics"].items() if k.startswith("vllm:num_requests_running")]
-    waiting = [v for s in scrapes for k, v in s["metrics"].items() if k.startswith("vllm:num_requests_waiting")]
+    running = [v for s in scrapes for k, v in s.items() if k.startswith("vllm:num_requests_running")]
+    waiting = [v for s in scrapes for k, v in s.items() if k.startswith("vllm:num_requests_waiting")]
     assert max(running) == 2  # capacity 2: two generate, the rest wait
     assert max(waiting) >= 1
     summary = sampler.summary(output_tokens=100)

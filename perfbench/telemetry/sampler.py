@@ -3,11 +3,13 @@
 telemetry.jsonl holds one JSON object per line, ``t_s`` being seconds since the run's start
 (the same clock as requests.jsonl):
 
-- ``{"t_s", "source": "gpu", "index", "name", "driver", "util_pct", "mem_used_mib",
+- ``{"t_s", "source": "gpu", "gpu": index, "name", "driver", "util_pct", "mem_used_mib",
   "mem_total_mib", "power_w", "energy_mj"}``: one line per GPU per sample; ``energy_mj`` is
   NVML's cumulative counter (None where unsupported).
-- ``{"t_s", "source": "prometheus", "metrics": {key: value}}``: one scrape of ``/metrics``,
-  keys as ``parse_prometheus`` folds them.
+- ``{"t_s", "source": "prometheus", KEY: value, ...}``: one scrape of ``/metrics``, one field
+  per series, keys as ``parse_prometheus`` folds them (``vllm:num_requests_running{...}``).
+
+Every other field is a numeric series over ``t_s``, so plots can draw them generically.
 
 Sampling runs on the run's event loop at absolute deadlines (``start + k * interval``); NVML
 calls block, so they go to a thread. A sampler never fails a run: a source that errors is
@@ -108,7 +110,9 @@ class TelemetrySampler:
             log.warning("GPU telemetry failed (%s); GPU telemetry off for the rest of the run", exc)
             self.gpu = None
             return
-        self.samples.extend({"t_s": t_s, "source": "gpu", **reading} for reading in readings)
+        for reading in readings:
+            fields = {k: v for k, v in reading.items() if k != "index"}
+            self.samples.append({"t_s": t_s, "source": "gpu", "gpu": reading.get("index", 0), **fields})
 
     async def _scrape(self) -> None:
         url, session = self.metrics_url, self._session
@@ -129,7 +133,7 @@ class TelemetrySampler:
                 log.debug("scrape of %s failed: %s", url, exc)
             return
         self._scraped_once = True
-        self.samples.append({"t_s": t_s, "source": "prometheus", "metrics": parse_prometheus(text)})
+        self.samples.append({"t_s": t_s, "source": "prometheus", **parse_prometheus(text)})
 
     def write(self, path: Path) -> None:
         """Write the samples as telemetry.jsonl."""
@@ -152,6 +156,11 @@ def load_telemetry(path: Path) -> list[dict[str, Any]]:
             except ValueError:
                 continue
     return samples
+
+
+def server_series(sample: dict[str, Any]) -> dict[str, float]:
+    """The series values of one prometheus sample (its fields but ``t_s`` and ``source``)."""
+    return {k: v for k, v in sample.items() if k not in ("t_s", "source") and isinstance(v, (int, float))}
 
 
 def _energy_j(readings: list[dict[str, Any]]) -> tuple[float | None, str | None]:
@@ -183,7 +192,7 @@ def summarize_telemetry(samples: list[dict[str, Any]], output_tokens: int) -> di
     by_gpu: dict[int, list[dict[str, Any]]] = {}
     for sample in samples:
         if sample.get("source") == "gpu":
-            by_gpu.setdefault(int(sample.get("index", 0)), []).append(sample)
+            by_gpu.setdefault(int(sample.get("gpu", 0)), []).append(sample)
     energy = [_energy_j(sorted(readings, key=lambda r: r["t_s"])) for readings in by_gpu.values()]
     energy_j = None
     sources = {source for _, source in energy}
@@ -191,7 +200,7 @@ def summarize_telemetry(samples: list[dict[str, Any]], output_tokens: int) -> di
         energy_j = sum(e for e, _ in energy)
     gpu_samples = [s for readings in by_gpu.values() for s in readings]
     first = gpu_samples[0] if gpu_samples else {}
-    scrapes = [s.get("metrics") or {} for s in samples if s.get("source") == "prometheus"]
+    scrapes = [server_series(s) for s in samples if s.get("source") == "prometheus"]
     series: dict[str, dict[str, float]] = {}
     for key in dict.fromkeys(k for scrape in scrapes for k in scrape):
         if _HEADLINE_SERIES.search(key.partition("{")[0]):
