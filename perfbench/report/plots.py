@@ -1,0 +1,601 @@
+"""Plots of a run directory, rebuilt from its files alone (summary.json, requests.jsonl, telemetry.jsonl).
+
+``write_plots(run_dir)`` writes PNGs into ``run_dir/plots/``:
+
+- ``capacity.png`` (two or more steps): TTFT, TPOT and latency (p50, p99) against output
+  throughput, one point per step labelled with its load, SLO limits as lines, the knee marked
+  (the search's, else ``find_knee`` over the steps) and steps that failed their SLOs crossed.
+- ``percentiles.png``: TTFT and TPOT p50/p90/p99 per step, with the SLO limits.
+- ``latency_cdf.png``: the distribution (CDF) of TTFT and latency per step.
+- ``timeline.png``: requests in flight, output tok/s and each request's TTFT over the run,
+  steps shaded.
+- ``telemetry.png`` (when telemetry.jsonl exists): every sampled series over the run.
+
+``perfbench plot DIR`` runs ``main``. matplotlib is imported inside the functions (it costs
+~0.3 s) and only its object API is used (``Figure``, Agg by file type), never pyplot's global state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+import numpy as np
+
+from perfbench.errors import ConfigError
+from perfbench.records import RequestRecord
+from perfbench.search import find_knee
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+log = logging.getLogger(__name__)
+
+PLOTS_DIR = "plots"
+_DPI = 110
+_SLO_COLOR = "#d62728"
+_KNEE_COLOR = "#ff7f0e"
+_PCT_STYLES = {"p50": ("-", "o"), "p90": (":", "^"), "p99": ("--", "s")}
+_TIME_KEYS = ("t_s", "time_s", "elapsed_s")  # relative time of a telemetry sample
+_TAG_KEYS = ("source", "gpu", "labels")  # what a telemetry sample is of: prefixes its series names
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One summary.json step with what the plots need."""
+
+    index: int  # position in summary.json (= records' step)
+    label: str  # "c=8" or "4 req/s"
+    load: float  # concurrency or requests/s
+    data: dict[str, Any]  # the STEP object
+
+    def stat(self, metric: str, stat: str) -> float:
+        value = (self.data.get(metric) or {}).get(stat)
+        return math.nan if value is None else float(value)
+
+    def value(self, key: str) -> float:
+        value = self.data.get(key)
+        return math.nan if value is None else float(value)
+
+
+@dataclass(frozen=True)
+class _Limit:
+    """A step-limit SLO, e.g. ttft_p99 <= 500 ms."""
+
+    metric: str  # "ttft", "tpot", "itl", "latency"
+    stat: str  # "p99", "mean", ...
+    limit_ms: float
+
+    @property
+    def label(self) -> str:
+        return f"SLO {self.metric}_{self.stat} ≤ {self.limit_ms:g} ms"
+
+
+def write_plots(run_dir: Path) -> list[Path]:
+    """Write the run's plots into ``run_dir/plots/``; returns the files written.
+
+    Raises:
+        ConfigError: ``run_dir`` has no readable summary.json.
+    """
+    run_dir = Path(run_dir)
+    summary = _read_summary(run_dir)
+    records = _read_records(run_dir / "requests.jsonl")
+    steps = _steps(summary)
+    out_dir = run_dir / PLOTS_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    title = _title(summary, run_dir)
+    step_limits, per_request_ms = _slos(summary)
+
+    figures: list[tuple[str, Figure | None]] = []
+    if len(steps) >= 2:
+        knee, knee_source = _knee(summary, steps)
+        max_passing = (summary.get("search") or {}).get("max_passing")
+        figures.append(("capacity.png", _capacity_figure(steps, step_limits, knee, knee_source, max_passing, title)))
+    if steps:
+        figures.append(("percentiles.png", _percentiles_figure(steps, step_limits, title)))
+    measured = [r for r in records if r.ok and not r.warmup and r.package_times_ns]
+    if measured:
+        figures.append(("latency_cdf.png", _cdf_figure(measured, steps, step_limits, per_request_ms, title)))
+    if records:
+        figures.append(("timeline.png", _timeline_figure(records, steps, title)))
+    telemetry = _read_telemetry(run_dir / "telemetry.jsonl")
+    if telemetry:
+        figures.append(("telemetry.png", _telemetry_figure(telemetry, records, steps, title)))
+
+    written = []
+    for name, figure in figures:
+        if figure is None:
+            continue
+        path = out_dir / name
+        figure.savefig(path, dpi=_DPI)
+        written.append(path)
+        log.debug("wrote %s", path)
+    return written
+
+
+def main(argv: Sequence[str]) -> int:
+    """``perfbench plot DIR``: rebuild the plots of a run directory and list them."""
+    parser = argparse.ArgumentParser(prog="perfbench plot", description="Rebuild the plots of a run directory.")
+    parser.add_argument("run_dir", metavar="DIR", type=Path, help="a run directory (holds summary.json)")
+    args = parser.parse_args(list(argv))
+    written = write_plots(args.run_dir)
+    for path in written:
+        print(path)
+    if not written:
+        print(f"{args.run_dir}: nothing to plot (no steps, no requests)")
+    return 0
+
+
+# ------------------------------------------------------------------ reading
+
+
+def _read_summary(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "summary.json"
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{run_dir}: no summary.json here; give a run directory written by perfbench") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc}); give a complete run directory") from None
+    if not isinstance(summary, dict) or not isinstance(summary.get("steps"), list):
+        raise ConfigError(f"{path}: not a perfbench summary (no 'steps' list); give a run directory written by perfbench")
+    return summary
+
+
+def _read_records(path: Path) -> list[RequestRecord]:
+    """requests.jsonl's records, times relative to the run's start; a torn last line is skipped."""
+    if not path.exists():
+        return []
+    records = []
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(RequestRecord.from_json(json.loads(line)))
+            except (ValueError, KeyError, TypeError):
+                log.warning("%s:%d: unreadable record skipped", path, number)
+    return records
+
+
+def _read_telemetry(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Numeric series of telemetry.jsonl: {series name: (times s, values)}.
+
+    A line is one sample: a time (``t_s``) plus either ``name``/``value`` or named numeric
+    fields; a ``source``/``gpu``/``labels`` tag, when given, prefixes the series name.
+    """
+    if not path.exists():
+        return {}
+    series: dict[str, tuple[list[float], list[float]]] = {}
+    with path.open(encoding="utf-8") as lines:
+        for line in lines:
+            try:
+                sample = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(sample, dict):
+                continue
+            t_s = next((sample[k] for k in _TIME_KEYS if isinstance(sample.get(k), (int, float))), None)
+            if t_s is None:
+                continue
+            prefix = ".".join(str(sample[k]) for k in _TAG_KEYS if sample.get(k) not in (None, "", {}))
+            if "name" in sample and isinstance(sample.get("value"), (int, float)):
+                values = {str(sample["name"]): sample["value"]}
+            else:
+                values = {
+                    k: v for k, v in sample.items()
+                    if k not in _TIME_KEYS and k not in _TAG_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)
+                }  # fmt: skip
+            for key, value in values.items():
+                name = f"{prefix}: {key}" if prefix else key
+                times, vals = series.setdefault(name, ([], []))
+                times.append(float(t_s))
+                vals.append(float(value))
+    return {name: (np.array(t), np.array(v)) for name, (t, v) in series.items() if len(t) >= 2}
+
+
+def _steps(summary: dict[str, Any]) -> list[_Step]:
+    steps = []
+    for index, data in enumerate(summary["steps"]):
+        rate = data.get("rate_req_s")
+        if rate is not None:
+            steps.append(_Step(index, f"{rate:g} req/s", float(rate), data))
+        else:
+            concurrency = data.get("concurrency") or 0
+            steps.append(_Step(index, f"c={concurrency}", float(concurrency), data))
+    labels = [s.label for s in steps]
+    if len(set(labels)) < len(labels):  # repeated loads: tell them apart by step number
+        steps = [_Step(s.index, f"#{s.index + 1} {s.label}", s.load, s.data) for s in steps]
+    return steps
+
+
+def _slos(summary: dict[str, Any]) -> tuple[list[_Limit], dict[str, float]]:
+    """Step limits (from the steps' verdicts, else the config) and per-request limits (config)."""
+    limits: dict[str, _Limit] = {}
+    for step in summary["steps"]:
+        for result in step.get("slo_results") or ():
+            metric, _, stat = str(result.get("name", "")).partition("_")
+            if stat and isinstance(result.get("limit_ms"), (int, float)):
+                limits.setdefault(result["name"], _Limit(metric, stat, float(result["limit_ms"])))
+    per_request: dict[str, float] = {}
+    config = summary.get("config") or {}
+    text = config.get("slo_text") or config.get("slo")
+    if isinstance(text, str) and text:
+        from perfbench.slo import parse_slos
+
+        try:
+            slos = parse_slos(text)
+        except ConfigError:
+            log.warning("summary.json config slo %r unreadable; plotting without it", text)
+        else:
+            per_request = dict(slos.per_request_ms)
+            for limit in slos.step_limits:
+                limits.setdefault(limit.name, _Limit(limit.metric, limit.stat, limit.limit_ms))
+    return list(limits.values()), per_request
+
+
+def _knee(summary: dict[str, Any], steps: list[_Step]) -> tuple[float | None, str]:
+    search = summary.get("search")
+    if isinstance(search, dict):
+        return search.get("knee"), "search"
+    knee = find_knee(
+        [s.load for s in steps],
+        [s.value("request_throughput_req_s") for s in steps],
+        [s.stat("latency_ms", "p50") for s in steps],
+    )
+    return knee, "estimated"
+
+
+def _title(summary: dict[str, Any], run_dir: Path) -> str:
+    config = summary.get("config") or {}
+    target = summary.get("target") or {}
+    name = config.get("name") or run_dir.name
+    model = target.get("model")
+    parts = [str(name)]
+    if model:
+        parts.append(f"model {model}")
+    if target.get("simulated"):
+        parts.append("simulated (built-in mock)")
+    return " · ".join(parts)
+
+
+# ------------------------------------------------------------------ figures
+
+
+def _new_figure(rows: int, cols: int, width: float, height: float, title: str, **kwargs: Any) -> tuple[Figure, Any]:
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), layout="constrained")
+    axes = figure.subplots(rows, cols, squeeze=False, **kwargs)
+    figure.suptitle(title, fontsize=11)
+    for ax in axes.flat:
+        ax.grid(True, alpha=0.3)
+    return figure, axes
+
+
+def _by_load(steps: Iterable[_Step]) -> list[_Step]:
+    return sorted(steps, key=lambda s: (s.load, s.index))
+
+
+def _capacity_figure(
+    steps: list[_Step], limits: list[_Limit], knee: float | None, knee_source: str, max_passing: float | None, title: str
+) -> Figure | None:
+    """2x2: throughput vs load, latency vs throughput, TTFT and TPOT vs load."""
+    ordered = _by_load(steps)
+    use_tokens = any(not math.isnan(s.value("output_throughput_tok_s")) for s in ordered)
+    thr_key, thr_label = (
+        ("output_throughput_tok_s", "Output throughput (tok/s)") if use_tokens
+        else ("request_throughput_req_s", "Request throughput (req/s)")
+    )  # fmt: skip
+    throughput = np.array([s.value(thr_key) for s in ordered])
+    if np.isnan(throughput).all():
+        return None
+    rate = any(s.data.get("rate_req_s") is not None for s in ordered)
+    load_label = "Offered load (req/s)" if rate else "Concurrency (requests in flight)"
+    load = np.array([s.load for s in ordered])
+    failed = np.array([s.data.get("slo_passed") is False for s in ordered])
+    knee_step = next((s for s in ordered if knee is not None and s.load == knee), None)
+    figure, axes = _new_figure(2, 2, 13, 8.5, f"Capacity across steps — {title}")
+    (thr_ax, curve_ax), (ttft_ax, tpot_ax) = axes
+
+    thr_ax.plot(load, throughput, marker="o", color="#2ca02c", label=thr_label.split(" (")[0].lower())
+    thr_ax.set_ylabel(thr_label)
+    thr_ax.set_title("Throughput vs load")
+
+    for stat, color in (("p50", "#1f77b4"), ("p99", "#9467bd")):
+        latency = np.array([s.stat("latency_ms", stat) for s in ordered])
+        line, marker = _PCT_STYLES[stat]
+        curve_ax.plot(throughput, latency, linestyle=line, marker=marker, color=color, markersize=5, label=f"latency {stat}")
+    _annotate_loads(curve_ax, throughput, [s.stat("latency_ms", "p50") for s in ordered], [s.label for s in ordered])
+    _limit_lines(curve_ax, limits, "latency")
+    if knee_step is not None:
+        curve_ax.plot(knee_step.value(thr_key), knee_step.stat("latency_ms", "p50"), "o", markersize=14, markerfacecolor="none",
+                      markeredgecolor=_KNEE_COLOR, markeredgewidth=2, label=f"knee ({knee_source}): {knee_step.label}")  # fmt: skip
+    curve_ax.set_xlabel(thr_label)
+    curve_ax.set_ylabel("Latency, end to end (ms)")
+    curve_ax.set_title("Latency vs throughput (each point a step)")
+
+    for ax, metric, key, y_label in ((ttft_ax, "ttft", "ttft_ms", "TTFT (ms)"), (tpot_ax, "tpot", "tpot_ms", "TPOT (ms)")):
+        for stat, color in (("p50", "#1f77b4"), ("p99", "#9467bd")):
+            values = np.array([s.stat(key, stat) for s in ordered])
+            line, marker = _PCT_STYLES[stat]
+            ax.plot(load, values, linestyle=line, marker=marker, color=color, markersize=5, label=stat)
+        _limit_lines(ax, limits, metric)
+        ax.set_ylabel(y_label)
+        ax.set_title(f"{metric.upper()} vs load")
+
+    for ax in (thr_ax, ttft_ax, tpot_ax):
+        if failed.any():
+            for s in (s for s, bad in zip(ordered, failed) if bad):
+                ax.axvspan(*_cell(load, s.load), color=_SLO_COLOR, alpha=0.07, linewidth=0)
+            ax.plot([], [], "s", color=_SLO_COLOR, alpha=0.25, label="step failed its SLOs")
+        if knee_step is not None:
+            ax.axvline(knee_step.load, color=_KNEE_COLOR, linewidth=1.5, label=f"knee ({knee_source}): {knee_step.label}")
+        if max_passing is not None:
+            ax.axvline(max_passing, color="#2ca02c", linestyle=":", linewidth=2, label=f"max passing load: {max_passing:g}")
+        _load_axis(ax, load, load_label)
+    for ax in axes.flat:
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.1)  # headroom: flat lines do not sit on the frame
+        ax.legend(fontsize=8, loc="best")
+    curve_ax.set_xlim(0, np.nanmax(throughput) * 1.15)  # room for the last point's label
+    return figure
+
+
+def _limit_lines(ax: Axes, limits: list[_Limit], metric: str) -> None:
+    for limit in limits:
+        if limit.metric == metric:
+            ax.axhline(limit.limit_ms, color=_SLO_COLOR, linestyle="-.", linewidth=1.2, label=limit.label)
+
+
+def _cell(loads: np.ndarray, load: float) -> tuple[float, float]:
+    """The span around ``load`` halfway (geometrically on a log axis) to its neighbours."""
+    others = np.unique(loads)
+    i = int(np.searchsorted(others, load))
+    log_axis = others[0] > 0 and others[-1] / others[0] >= 8
+    mid = (lambda a, b: math.sqrt(a * b)) if log_axis else (lambda a, b: (a + b) / 2)
+    lo = mid(others[i - 1], load) if i > 0 else (load / 1.2 if log_axis else load - 0.5)
+    hi = mid(load, others[i + 1]) if i + 1 < len(others) else (load * 1.2 if log_axis else load + 0.5)
+    return lo, hi
+
+
+def _load_axis(ax: Axes, loads: np.ndarray, label: str) -> None:
+    """Log scale when the loads span 8x or more (ladders double); ticks at the loads probed."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    distinct = np.unique(loads)
+    if distinct[0] > 0 and distinct[-1] / distinct[0] >= 8:
+        ax.set_xscale("log")
+    if len(distinct) <= 12:
+        ax.xaxis.set_major_locator(FixedLocator(distinct))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.set_xlabel(label)
+
+
+def _annotate_loads(ax: Axes, x: np.ndarray, y: Sequence[float], labels: Sequence[str]) -> None:
+    """Label points with their load, skipping a label that would sit on top of one already drawn."""
+    points = [(xi, yi, label) for xi, yi, label in zip(x, y, labels) if not (math.isnan(xi) or math.isnan(yi))]
+    if not points:
+        return
+    span_x = max(p[0] for p in points) or 1.0
+    span_y = max(p[1] for p in points) or 1.0
+    placed: list[tuple[float, float]] = []
+    for xi, yi, label in points:
+        if any(abs(xi - px) / span_x < 0.06 and abs(yi - py) / span_y < 0.06 for px, py in placed):
+            continue
+        placed.append((xi, yi))
+        ax.annotate(label, (xi, yi), textcoords="offset points", xytext=(4, -11), fontsize=7, color="#444444")
+
+
+def _percentiles_figure(steps: list[_Step], limits: list[_Limit], title: str) -> Figure | None:
+    ordered = _by_load(steps)
+    if all(math.isnan(s.stat("ttft_ms", "p50")) for s in ordered):
+        return None
+    width = min(16.0, max(9.0, 1.1 * len(ordered) + 4))
+    figure, axes = _new_figure(1, 2, width, 4.6, f"TTFT and TPOT percentiles per step — {title}")
+    stats = ("p50", "p90", "p99")
+    colors = ("#9ecae1", "#4292c6", "#08519c")
+    positions = np.arange(len(ordered))
+    bar_width = 0.8 / len(stats)
+    for ax, (metric, key, y_label) in zip(axes[0], (("ttft", "ttft_ms", "TTFT (ms)"), ("tpot", "tpot_ms", "TPOT (ms)"))):
+        for i, (stat, color) in enumerate(zip(stats, colors)):
+            values = [s.stat(key, stat) for s in ordered]
+            bars = ax.bar(positions + (i - 1) * bar_width, values, bar_width, color=color, label=stat)
+            if len(ordered) <= 4:  # few bars: print their values
+                ax.bar_label(bars, fmt="%.3g", fontsize=7, padding=2)
+        for limit in limits:
+            if limit.metric == metric:
+                ax.axhline(limit.limit_ms, color=_SLO_COLOR, linestyle="-.", linewidth=1.2, label=limit.label)
+        ax.set_xticks(positions, [s.label for s in ordered], rotation=30 if len(ordered) > 6 else 0)
+        ax.set_xlim(-0.5 - 0.5 / len(ordered) ** 0.5, len(ordered) - 0.5 + 0.5 / len(ordered) ** 0.5)
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.25)  # room for the legend above the bars
+        ax.set_xlabel("Step (load)")
+        ax.set_ylabel(y_label)
+        ax.set_title(f"{metric.upper()} percentiles")
+        ax.legend(fontsize=8, loc="upper left", ncols=4)
+        ax.grid(False, axis="x")
+    return figure
+
+
+def _cdf_figure(
+    records: list[RequestRecord], steps: list[_Step], step_limits: list[_Limit], per_request_ms: dict[str, float], title: str
+) -> Figure:
+    from matplotlib import colormaps
+
+    labels = {s.index: s.label for s in steps}
+    order = {s.index: rank for rank, s in enumerate(_by_load(steps))}
+    by_step: dict[int, list[RequestRecord]] = {}
+    for record in records:
+        by_step.setdefault(record.step, []).append(record)
+    cmap = colormaps["viridis"]
+    figure, axes = _new_figure(1, 2, 12, 4.6, f"Distribution per step — {title}")
+    panels = (
+        ("ttft", "TTFT (ms)", lambda r: (r.package_times_ns[0] - r.scheduled_ns) / 1e6),
+        ("latency", "Latency, end to end (ms)", lambda r: (r.package_times_ns[-1] - r.scheduled_ns) / 1e6),
+    )
+    for ax, (metric, x_label, value) in zip(axes[0], panels):
+        lowest, highest = math.inf, 0.0
+        for step in sorted(by_step, key=lambda k: order.get(k, k)):
+            values = np.sort([value(r) for r in by_step[step]])
+            share = np.arange(1, len(values) + 1) / len(values)
+            color = cmap(order.get(step, 0) / max(1, len(by_step) - 1) * 0.9)
+            ax.step(values, share, where="post", color=color, label=f"{labels.get(step, step)} (n={len(values)})")
+            lowest, highest = min(lowest, float(values[0])), max(highest, float(values[-1]))
+        if metric in per_request_ms:
+            ax.axvline(per_request_ms[metric], color=_SLO_COLOR, linestyle="-.", label=f"SLO {metric} ≤ {per_request_ms[metric]:g} ms")
+        for limit in step_limits:  # a percentile limit is a point the CDF must pass left of
+            if limit.metric == metric and limit.stat.startswith("p"):
+                ax.plot(limit.limit_ms, float(limit.stat[1:]) / 100, marker="X", markersize=10, linestyle="none",
+                        color=_SLO_COLOR, label=limit.label)  # fmt: skip
+        if lowest > 0 and highest / lowest > 50:  # spans orders of magnitude: a log axis shows every step
+            from matplotlib.ticker import FuncFormatter
+
+            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.set_xlabel(x_label)
+        ax.set_ylabel("Share of requests ≤ x")
+        ax.set_ylim(0, 1.02)
+        ax.set_title(f"{'TTFT' if metric == 'ttft' else 'Latency'} CDF")
+        ax.legend(fontsize=8, loc="lower right")
+    return figure
+
+
+def _bin_s(duration_s: float) -> float:
+    """A round bin width giving 100 to 250 bins (at least 10 ms)."""
+    target = max(duration_s / 250, 0.01)
+    for exponent in range(-2, 5):
+        for base in (1, 2, 5):
+            width = base * 10.0**exponent
+            if width >= target:
+                return width
+    return target  # runs of more than a day: bins of 1/250 of the run
+
+
+def _timeline_figure(records: list[RequestRecord], steps: list[_Step], title: str) -> Figure:
+    sent_s = np.array([r.sent_ns for r in records]) / 1e9
+    end_s = np.array([r.end_ns for r in records]) / 1e9
+    start_s = float(min(np.min(sent_s), min(r.scheduled_ns for r in records) / 1e9, 0.0))
+    stop_s = float(np.max(end_s))
+    figure, axes = _new_figure(3, 1, 12, 8, f"Timeline — {title}", sharex=True)
+    in_flight_ax, tokens_ax, ttft_ax = axes[:, 0]
+
+    # Requests in flight, time-averaged per bin (the exact count flickers between requests).
+    width_s = _bin_s(stop_s - start_s)
+    edges = np.arange(start_s, stop_s + width_s, width_s)
+    if len(edges) < 2:
+        edges = np.array([start_s, start_s + width_s])
+    in_flight = np.diff(_busy_time_s(sent_s, end_s, edges)) / width_s
+    in_flight_ax.stairs(in_flight, edges, color="#1f77b4", linewidth=1.5, label=f"in flight (mean per {width_s:g} s)")
+    failed = [r for r in records if not r.ok]
+    if failed:
+        in_flight_ax.plot([r.end_ns / 1e9 for r in failed], np.zeros(len(failed)), "|", color=_SLO_COLOR,
+                          markersize=12, label=f"failed request ({len(failed)})")  # fmt: skip
+    in_flight_ax.set_ylabel("Requests in flight")
+    in_flight_ax.set_ylim(bottom=0)
+    in_flight_ax.legend(fontsize=8, loc="upper left")
+
+    # Output tokens per second, from each package's arrival and token count.
+    package_s, tokens = _package_tokens(records)
+    counts, _ = np.histogram(package_s, bins=edges, weights=tokens)
+    tokens_ax.stairs(counts / width_s, edges, fill=True, color="#2ca02c", alpha=0.7, label=f"output tok/s ({width_s:g} s bins)")
+    tokens_ax.set_ylabel("Output tokens / s")
+    tokens_ax.legend(fontsize=8, loc="upper left")
+
+    # Each request's TTFT at its scheduled time: queueing shows as a rising cloud.
+    ok = [r for r in records if r.ok and r.package_times_ns]
+    ttft_ax.scatter([r.scheduled_ns / 1e9 for r in ok], [(r.package_times_ns[0] - r.scheduled_ns) / 1e6 for r in ok],
+                    s=4, alpha=0.5, color="#9467bd", label="TTFT of a request (at its scheduled time)")  # fmt: skip
+    ttft_ax.set_ylabel("TTFT (ms)")
+    ttft_ax.set_xlabel("Time since run start (s)")
+    ttft_ax.set_ylim(bottom=0)
+    ttft_ax.legend(fontsize=8, loc="upper left")
+
+    _shade_steps(axes[:, 0], records, steps)
+    return figure
+
+
+def _busy_time_s(start_s: np.ndarray, end_s: np.ndarray, at_s: np.ndarray) -> np.ndarray:
+    """For each time t in ``at_s``: the summed time requests spent in flight before t.
+
+    sum_i clip(t - start_i, 0, end_i - start_i) = sum_{start_i < t} (t - start_i) - sum_{end_i < t} (t - end_i),
+    computed with sorted prefix sums; its difference over a bin is the bin's request-seconds.
+    """
+
+    def below(points: np.ndarray) -> np.ndarray:
+        points = np.sort(points)
+        prefix = np.concatenate([[0.0], np.cumsum(points)])
+        count = np.searchsorted(points, at_s, side="left")
+        return count * at_s - prefix[count]
+
+    return below(start_s) - below(end_s)
+
+
+def _package_tokens(records: list[RequestRecord]) -> tuple[np.ndarray, np.ndarray]:
+    """Arrival (s) and output tokens of every package; without per-package counts, spread evenly."""
+    times: list[np.ndarray] = []
+    tokens: list[np.ndarray] = []
+    for r in records:
+        if not r.package_times_ns:
+            continue
+        times.append(np.asarray(r.package_times_ns, dtype=np.float64) / 1e9)
+        if len(r.package_tokens) == len(r.package_times_ns):
+            tokens.append(np.asarray(r.package_tokens, dtype=np.float64))
+        else:
+            total = r.output_tokens if r.output_tokens else len(r.package_times_ns)
+            tokens.append(np.full(len(r.package_times_ns), total / len(r.package_times_ns)))
+    if not times:
+        return np.array([]), np.array([])
+    return np.concatenate(times), np.concatenate(tokens)
+
+
+def _shade_steps(axes: Iterable[Axes], records: list[RequestRecord], steps: list[_Step]) -> None:
+    """Shade each step's span (warm-up grey) and name it above the top panel."""
+    spans: dict[Any, list[float]] = {}
+    for r in records:
+        key = "warm-up" if r.warmup else r.step
+        span = spans.setdefault(key, [math.inf, -math.inf])
+        span[0] = min(span[0], r.scheduled_ns / 1e9)
+        span[1] = max(span[1], r.end_ns / 1e9)
+    labels = {s.index: s.label for s in steps}
+    axes = list(axes)
+    for number, (key, (lo, hi)) in enumerate(sorted(spans.items(), key=lambda item: item[1][0])):
+        color = "#bbbbbb" if key == "warm-up" else ("#1f77b4" if number % 2 else "#ff7f0e")
+        for ax in axes:
+            ax.axvspan(lo, hi, color=color, alpha=0.08, linewidth=0)
+        label = "warm-up" if key == "warm-up" else labels.get(key, f"step {key}")
+        axes[0].annotate(label, ((lo + hi) / 2, 1.0), xycoords=("data", "axes fraction"), xytext=(0, 2),
+                         textcoords="offset points", ha="center", va="bottom", fontsize=7, color="#444444")  # fmt: skip
+
+
+def _telemetry_figure(
+    series: dict[str, tuple[np.ndarray, np.ndarray]], records: list[RequestRecord], steps: list[_Step], title: str
+) -> Figure:
+    names = sorted(series)
+    figure, axes = _new_figure(len(names), 1, 12, 1.9 * len(names) + 1.2, f"Telemetry — {title}", sharex=True)
+    for ax, name in zip(axes[:, 0], names):
+        times, values = series[name]
+        ax.plot(times, values, color="#8c564b", linewidth=1.2)
+        ax.set_ylabel(_wrap(name), fontsize=8)
+    axes[-1, 0].set_xlabel("Time since run start (s)")
+    if records:
+        _shade_steps(axes[:, 0], records, steps)
+    return figure
+
+
+def _wrap(text: str, width: int = 22) -> str:
+    """Break a long series name over lines so y labels stay readable."""
+    words, lines, line = text.replace("_", "_\u200b").split(), [], ""
+    for word in words:
+        if line and len(line) + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    lines.append(line)
+    return "\n".join(lines).replace("\u200b", "")

@@ -1,0 +1,205 @@
+"""Plots: built from a run directory's files alone; which figures appear, and the numbers behind them."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from perfbench.errors import ConfigError
+from perfbench.metrics import summarize_step
+from perfbench.records import HTTP_ERROR, OK, RequestRecord
+from perfbench.report import plots
+from perfbench.report.files import RecordWriter
+from perfbench.slo import parse_slos
+
+MS = 1_000_000  # ns
+
+
+def record(step: int, index: int, start_ms: float, ttft_ms: float, tokens: int, itl_ms: float, *, warmup: bool = False,
+           status: str = OK) -> RequestRecord:  # fmt: skip
+    """A request sent at ``start_ms`` streaming ``tokens`` one-token packages, ``itl_ms`` apart."""
+    t0 = round(start_ms * MS)
+    times = tuple(t0 + round((ttft_ms + k * itl_ms) * MS) for k in range(tokens)) if status == OK else ()
+    return RequestRecord(
+        step=step, index=index, warmup=warmup, status=status, http_status=200 if status == OK else 500,
+        error=None if status == OK else "HTTP 500", scheduled_ns=t0, sent_ns=t0,
+        end_ns=times[-1] if times else t0 + 5 * MS, package_times_ns=times, package_tokens=(1,) * len(times),
+        input_tokens=10, output_tokens=tokens if status == OK else None, token_source="usage" if status == OK else None,
+    )  # fmt: skip
+
+
+def closed_loop_step(step: int, concurrency: int, slots: int, start_ms: float, waves: int = 4) -> list[RequestRecord]:
+    """``concurrency`` clients against ``slots`` slots, 10 tokens at 5 ms after a 20 ms TTFT (65 ms each)."""
+    service_ms = 20 + 9 * 5
+    out = []
+    for k in range(concurrency * waves):
+        wave, client = divmod(k, concurrency)
+        queue_ms = (client // slots) * service_ms  # clients past the slots wait a service time per rank
+        cycle_ms = service_ms * -(-concurrency // slots)
+        out.append(record(step, k, start_ms + wave * cycle_ms, 20 + queue_ms, 10, 5))
+    return out
+
+
+def write_run(run_dir: Path, steps: list[list[RequestRecord]], *, slo: str | None = None, search: dict | None = None,
+              loads: list[tuple[int, float | None]] | None = None) -> Path:  # fmt: skip
+    """A run directory as perfbench writes it: requests.jsonl via RecordWriter, summary.json of StepSummary dicts."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    writer = RecordWriter(run_dir / "requests.jsonl", run_start_ns=0)
+    for records in steps:
+        for r in records:
+            writer.write(r)
+    writer.close()
+    slos = parse_slos(slo) if slo else None
+    loads = loads or [(max(1, len({r.index for r in rs if not r.warmup}) // 4), None) for rs in steps]
+    summaries = [
+        summarize_step(rs, concurrency=c, rate_req_s=rate, requests_expected=len(rs), slos=slos).to_dict()
+        for rs, (c, rate) in zip(steps, loads)
+    ]
+    summary = {
+        "schema": "perfbench.summary/1",
+        "target": {"url": "http://127.0.0.1:1/v1/chat/completions", "api": "openai-chat", "model": "m", "simulated": True},
+        "config": {"name": "plot-test", "slo_text": slo},
+        "steps": summaries,
+    }
+    if search is not None:
+        summary["search"] = search
+    (run_dir / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+    return run_dir
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return struct.unpack(">II", data[16:24])
+
+
+def ladder(tmp_path: Path) -> Path:
+    steps = []
+    start_ms = 0.0
+    for index, c in enumerate((1, 2, 4, 8, 16)):
+        records = closed_loop_step(index, c, slots=4, start_ms=start_ms)
+        steps.append(records)
+        start_ms = max(r.end_ns for r in records) / MS + 10
+    loads = [(c, None) for c in (1, 2, 4, 8, 16)]
+    return write_run(tmp_path / "run", steps, slo="ttft_p99=60,tpot_p99=20,latency=200", loads=loads)
+
+
+def test_ladder_gets_every_figure(tmp_path: Path) -> None:
+    run_dir = ladder(tmp_path)
+    written = plots.write_plots(run_dir)
+    assert [p.name for p in written] == ["capacity.png", "percentiles.png", "latency_cdf.png", "timeline.png"]
+    for path in written:
+        assert path.parent == run_dir / "plots"
+        width, height = png_size(path)
+        assert width >= 800 and height >= 400
+        assert path.stat().st_size > 20_000  # drawn, not blank
+
+
+def test_single_step_skips_cross_step_plot(tmp_path: Path) -> None:
+    run_dir = write_run(tmp_path / "one", [closed_loop_step(0, 4, slots=4, start_ms=0)], loads=[(4, None)])
+    names = [p.name for p in plots.write_plots(run_dir)]
+    assert names == ["percentiles.png", "latency_cdf.png", "timeline.png"]
+
+
+def test_knee_from_search_or_estimated_from_ladder(tmp_path: Path) -> None:
+    run_dir = ladder(tmp_path)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    steps = plots._steps(summary)
+    assert [s.label for s in steps] == ["c=1", "c=2", "c=4", "c=8", "c=16"]
+    assert plots._knee(summary, steps) == (4.0, "estimated")  # throughput flat past 4 slots
+    summary["search"] = {"dimension": "concurrency", "max_passing": 4, "knee": 8, "precision": 0.1}
+    assert plots._knee(summary, steps) == (8, "search")
+
+
+def test_slo_limits_read_from_steps_and_config(tmp_path: Path) -> None:
+    summary = json.loads((ladder(tmp_path) / "summary.json").read_text())
+    limits, per_request = plots._slos(summary)
+    assert {(x.metric, x.stat, x.limit_ms) for x in limits} == {("ttft", "p99", 60.0), ("tpot", "p99", 20.0)}
+    assert per_request == {"latency": 200.0}
+    assert [s["slo_passed"] for s in summary["steps"]] == [True, True, True, False, False]
+
+
+def test_search_run_and_rate_steps_plot(tmp_path: Path) -> None:
+    # Probes in search order (not sorted), open-loop steps labelled by rate.
+    steps, loads, start_ms = [], [], 0.0
+    for index, rate in enumerate((2.0, 4.0, 8.0, 6.0)):
+        records = [record(index, k, start_ms + k * 1000 / rate, 20 + (rate > 5) * 100 * k, 10, 5) for k in range(8)]
+        steps.append(records)
+        loads.append((64, rate))
+        start_ms = max(r.end_ns for r in records) / MS
+    search = {"dimension": "rate", "max_passing": 4.0, "knee": 4.0, "precision": 0.1}
+    run_dir = write_run(tmp_path / "search", steps, slo="ttft_p99=100", search=search, loads=loads)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert [s.label for s in plots._by_load(plots._steps(summary))] == ["2 req/s", "4 req/s", "6 req/s", "8 req/s"]
+    assert "capacity.png" in [p.name for p in plots.write_plots(run_dir)]
+
+
+def test_failures_warmup_and_torn_last_line(tmp_path: Path) -> None:
+    records = [record(0, k, k * 10, 20, 5, 5, warmup=True) for k in range(2)]
+    records += [record(0, k, 100 + k * 10, 20, 5, 5) for k in range(6)]
+    records += [record(0, 6, 200, 0, 0, 0, status=HTTP_ERROR)]
+    run_dir = write_run(tmp_path / "f", [records], loads=[(2, None)])
+    with (run_dir / "requests.jsonl").open("a") as f:
+        f.write('{"step": 0, "index": 7, "stat')  # an interrupted run's last line
+    assert len(plots._read_records(run_dir / "requests.jsonl")) == 9
+    assert "timeline.png" in [p.name for p in plots.write_plots(run_dir)]
+
+
+def test_all_failed_step_plots_what_it_can(tmp_path: Path) -> None:
+    records = [record(0, k, k * 10, 0, 0, 0, status=HTTP_ERROR) for k in range(4)]
+    run_dir = write_run(tmp_path / "bad", [records], loads=[(1, None)])
+    assert [p.name for p in plots.write_plots(run_dir)] == ["timeline.png"]
+
+
+def test_telemetry_series(tmp_path: Path) -> None:
+    run_dir = ladder(tmp_path)
+    lines = [
+        {"t_s": t * 0.1, "source": "gpu", "gpu": 0, "utilization_pct": 50 + t, "power_w": 200.0 + t} for t in range(20)
+    ] + [{"t_s": t * 0.2, "source": "prometheus", "name": "vllm:num_requests_running", "value": t % 5} for t in range(10)]
+    (run_dir / "telemetry.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\nnot json\n")
+    series = plots._read_telemetry(run_dir / "telemetry.jsonl")
+    assert sorted(series) == ["gpu.0: power_w", "gpu.0: utilization_pct", "prometheus: vllm:num_requests_running"]
+    times, values = series["gpu.0: power_w"]
+    assert times[1] == pytest.approx(0.1) and values[-1] == 219.0
+    assert plots.write_plots(run_dir)[-1].name == "telemetry.png"
+
+
+def test_busy_time_matches_brute_force() -> None:
+    rng = np.random.default_rng(1)
+    start = rng.uniform(0, 10, 200)
+    end = start + rng.uniform(0, 3, 200)
+    at = np.linspace(-1, 14, 61)
+    brute = np.array([np.clip(t - start, 0, end - start).sum() for t in at])
+    assert plots._busy_time_s(start, end, at) == pytest.approx(brute)
+    # one request in flight from 1 s to 3 s: a 1 s bin over [1.5, 2.5] holds one request on average
+    assert np.diff(plots._busy_time_s(np.array([1.0]), np.array([3.0]), np.array([1.5, 2.5]))) == pytest.approx([1.0])
+
+
+@pytest.mark.parametrize(("duration_s", "width_s"), [(0.5, 0.01), (14, 0.1), (43, 0.2), (600, 5), (3600, 20)])
+def test_bin_width(duration_s: float, width_s: float) -> None:
+    assert plots._bin_s(duration_s) == width_s
+
+
+def test_main_lists_files_and_rejects_a_dir_without_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = ladder(tmp_path)
+    assert plots.main([str(run_dir)]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == str(run_dir / "plots" / "capacity.png")
+    with pytest.raises(ConfigError, match="no summary.json here; give a run directory"):
+        plots.main([str(tmp_path / "empty")])
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "summary.json").write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="not a perfbench summary"):
+        plots.write_plots(tmp_path / "junk")
+
+
+def test_module_import_does_not_load_matplotlib() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, perfbench.report.plots; print('matplotlib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "False"
