@@ -88,6 +88,8 @@ _N_WORDS = len(_WORDS)
 
 _JSON_HEADERS = {"Content-Type": "application/json"}
 _SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+_BAD_BODY_HTML = "<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>\n"
+_METRICS_HEADERS = {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
 
 
 @dataclass(slots=True)
@@ -151,7 +153,8 @@ class _Slots:
 class _Templates:
     """Pre-encoded pieces of one response's chunks; a package is ``head + open + text + close``."""
 
-    __slots__ = ("response_id", "created", "eol", "end", "head", "open_content", "open_reasoning", "close", "close_final", "usage_head")
+    __slots__ = ("response_id", "created", "eol", "end", "head", "role", "open_content", "open_reasoning",
+                 "close", "close_final", "usage_head")  # fmt: skip
 
     def __init__(self, api: str, response_id: str, created: int, model: str, crlf: bool) -> None:
         self.response_id = response_id  # with its API's prefix: "chatcmpl-..." / "cmpl-..."
@@ -159,7 +162,8 @@ class _Templates:
         self.eol = b"\r\n" if crlf else b"\n"
         self.end = b"}" + self.eol + self.eol  # closes a chunk's JSON object and its event
         obj = "chat.completion.chunk" if api == API_CHAT else "text_completion"
-        prefix = f'data: {{"id":"{response_id}","object":"{obj}","created":{created},"model":{json.dumps(model)},'.encode()
+        prefix = f'data: {{"id":"{response_id}","object":"{obj}","created":{created},"model":{json.dumps(model)},'
+        prefix_b = prefix.encode()
         if api == API_CHAT:
             self.open_content = b'"delta":{"content":"'
             self.open_reasoning = b'"delta":{"reasoning_content":"'
@@ -167,8 +171,12 @@ class _Templates:
         else:
             self.open_content = self.open_reasoning = b'"text":"'
             tail = b'","logprobs":null,"finish_reason":'
-        self.head = prefix + b'"choices":[{"index":0,'
-        self.usage_head = prefix + b'"choices":[],"usage":'
+        self.head = prefix_b + b'"choices":[{"index":0,'
+        # vLLM's (and OpenAI's) role chunk carries an empty content: still not output.
+        self.role = (
+            self.head + b'"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]' + self.end
+        )
+        self.usage_head = prefix_b + b'"choices":[],"usage":'
         self.close = tail + b"null}]" + self.end
         # The finish chunk may carry usage before its closing brace; callers add `end`.
         self.close_final = tail + b'"length","stop_reason":null}]'
@@ -232,7 +240,8 @@ class MockServer:
             await site.start()
         except OSError as exc:
             await runner.cleanup()
-            raise TargetError(f"mock server cannot listen on {host}:{port}: {exc.strerror or exc}; pick another --port") from exc
+            reason = exc.strerror or exc
+            raise TargetError(f"mock server cannot listen on {host}:{port}: {reason}; pick another --port") from exc
         self._runner = runner
         bound_host, bound_port = runner.addresses[0][:2]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
@@ -255,18 +264,24 @@ class MockServer:
         return web.json_response({"object": "list", "data": [model]})
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        return web.Response(body=self.metrics_text().encode(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+        return web.Response(body=self.metrics_text().encode(), headers=_METRICS_HEADERS)
 
     def metrics_text(self) -> str:
         """The /metrics page: vLLM's names, Prometheus text format 0.0.4."""
-        label = 'model_name="' + self.config.model.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+        escaped = self.config.model.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        label = f'model_name="{escaped}"'
         cache = min(1.0, self._cache_tokens / KV_CACHE_TOKENS)
         rows = (
-            ("vllm:num_requests_running", "gauge", "Number of requests in model execution batches.", label, self._running),
-            ("vllm:num_requests_waiting", "gauge", "Number of requests waiting to be processed.", label, self._waiting),
-            ("vllm:gpu_cache_usage_perc", "gauge", "GPU KV-cache usage. 1 means 100 percent usage.", label, cache),
-            ("vllm:prompt_tokens_total", "counter", "Number of prefill tokens processed.", label, self._prompt_tokens_total),
-            ("vllm:generation_tokens_total", "counter", "Number of generation tokens processed.", label, self._generation_tokens_total),
+            ("vllm:num_requests_running", "gauge", "Number of requests in model execution batches.",
+             label, self._running),
+            ("vllm:num_requests_waiting", "gauge", "Number of requests waiting to be processed.",
+             label, self._waiting),
+            ("vllm:gpu_cache_usage_perc", "gauge", "GPU KV-cache usage. 1 means 100 percent usage.",
+             label, cache),
+            ("vllm:prompt_tokens_total", "counter", "Number of prefill tokens processed.",
+             label, self._prompt_tokens_total),
+            ("vllm:generation_tokens_total", "counter", "Number of generation tokens processed.",
+             label, self._generation_tokens_total),
             ("vllm:request_success_total", "counter", "Count of successfully processed requests.",
              'finished_reason="length",' + label, self._success_total),
         )  # fmt: skip
@@ -293,14 +308,17 @@ class MockServer:
         entry = MockRequestLog(index=index, api=api, stream=job.stream, received_ns=received_ns, admitted_ns=None,
                                fault=self._faults.fault_for(index), prompt_tokens=job.prompt_tokens)  # fmt: skip
         self.log.append(entry)
+        if entry.fault is not None:
+            log.debug("mock request %d (%s): fault %s", index, api, entry.fault)
         if entry.fault == FAULT_HTTP_ERROR:
-            return await self._finish_at_once(request, entry, _error_response(500, "InternalServerError", "mock: injected server error"))
+            error = _error_response(500, "InternalServerError", "mock: injected server error")
+            return await self._finish_at_once(request, entry, error)
         if entry.fault == FAULT_BAD_BODY:
-            html = "<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>\n"
-            return await self._finish_at_once(request, entry, web.Response(status=200, text=html, content_type="text/html"))
+            html = web.Response(status=200, text=_BAD_BODY_HTML, content_type="text/html")
+            return await self._finish_at_once(request, entry, html)
 
         # A deterministic, random-looking id (a multiplicative hash of seed and index).
-        response_hex = f"{(((self.config.seed << 32) + index + 1) * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF:016x}"
+        response_hex = f"{(((self.config.seed << 32) + index + 1) * 0x9E3779B97F4A7C15) & (2**64 - 1):016x}"
         response_id = ("chatcmpl-" if api == API_CHAT else "cmpl-") + response_hex
         templates = _Templates(api, response_id, int(time.time()), job.model, self.config.crlf)
         waiter = self._slots.request()
@@ -316,7 +334,7 @@ class MockServer:
                 resp.enable_chunked_encoding()
                 await resp.prepare(request)
                 if api == API_CHAT and self.config.role_chunk:
-                    await resp.write(templates.head + b'"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}' + self._eol + self._eol)
+                    await resp.write(templates.role)
             if waiter is not None:
                 await self._wait_admission(resp, waiter, entry)
                 self._waiting -= 1
@@ -324,7 +342,7 @@ class MockServer:
                 self._admit(entry)
             if job.stream:
                 assert resp is not None
-                await self._stream(resp, entry, job, templates)
+                await self._stream(request, resp, entry, job, templates)
             else:
                 resp = await self._whole(request, entry, job, templates)
         except ConnectionResetError:
@@ -391,7 +409,9 @@ class MockServer:
             prompt_tokens=prompt_tokens,
         )
 
-    async def _wait_admission(self, resp: web.StreamResponse | None, waiter: asyncio.Future[None], entry: MockRequestLog) -> None:
+    async def _wait_admission(
+        self, resp: web.StreamResponse | None, waiter: asyncio.Future[None], entry: MockRequestLog
+    ) -> None:
         """Wait in the queue for a slot, sending pings meanwhile when the stream is open."""
         if resp is None or self._ping_ns == 0:
             await waiter
@@ -432,8 +452,11 @@ class MockServer:
         return deadlines
 
     def _usage(self, job: _Job, completion_tokens: int) -> bytes:
-        usage: dict[str, Any] = {"prompt_tokens": job.prompt_tokens, "total_tokens": job.prompt_tokens + completion_tokens,
-                                 "completion_tokens": completion_tokens}  # fmt: skip
+        usage: dict[str, Any] = {
+            "prompt_tokens": job.prompt_tokens,
+            "total_tokens": job.prompt_tokens + completion_tokens,
+            "completion_tokens": completion_tokens,
+        }
         if job.reasoning_tokens:
             usage["completion_tokens_details"] = {"reasoning_tokens": job.reasoning_tokens}
         return json.dumps(usage, separators=(",", ":")).encode()
@@ -442,60 +465,64 @@ class MockServer:
         start = self.config.seed + entry.index * 7 + first_token
         return b"".join([_WORD_BYTES[(start + t) % _N_WORDS] for t in range(n)])
 
-    async def _stream(self, resp: web.StreamResponse, entry: MockRequestLog, job: _Job, tpl: _Templates) -> None:
+    async def _stream(
+        self, request: web.Request, resp: web.StreamResponse, entry: MockRequestLog, job: _Job, tpl: _Templates
+    ) -> None:
+        """Send the output packages at their deadlines, then the finish extras; or the halfway fault."""
         plan = self._package_plan(job)
         deadlines = self._deadlines(entry, job, plan)
         n_packages = len(plan)
         fault_at = n_packages // 2 if entry.fault in (FAULT_CUT, FAULT_ERROR_EVENT) else -1
-        send_usage = job.include_usage and self.config.usage != "none"
-        eol2 = tpl.eol + tpl.eol
         next_ping_ns = (entry.received_ns + self._ping_ns) if self._ping_ns else None
-        sent_packages = 0
+        sent = 0  # packages sent
         sent_tokens = 0
         while True:
-            if sent_packages == fault_at:
-                next_ping_ns = await self._sleep_until(resp, deadlines[sent_packages], next_ping_ns)
-                await self._inject(resp, entry, tpl)
+            next_ping_ns = await self._sleep_until(resp, deadlines[sent], next_ping_ns)
+            if sent == fault_at:
+                await self._inject(request, resp, entry, tpl)
                 return
-            next_ping_ns = await self._sleep_until(resp, deadlines[sent_packages], next_ping_ns)
-            # Everything due by now goes out in one write (a late wake-up must not add up).
+            # Everything due by now goes out in one write, so a late wake-up does not add up.
             now = perf_ns()
             parts = []
-            p = sent_packages
+            p = sent
             while True:
-                tokens = plan[p] if n_packages else 0
-                last = p >= n_packages - 1
-                is_reasoning = sent_tokens < job.reasoning_tokens
+                tokens = plan[p] if n_packages else 0  # no packages: the finish chunk alone, empty
+                open_ = tpl.open_reasoning if sent_tokens < job.reasoning_tokens else tpl.open_content
                 text = self._text(entry, sent_tokens, tokens)
-                if last:
-                    usage = b',"usage":' + self._usage(job, sent_tokens + tokens) if send_usage and self.config.usage == "last" else b""
-                    parts.append(tpl.head + (tpl.open_reasoning if is_reasoning else tpl.open_content) + text + tpl.close_final + usage + tpl.end)
-                    if send_usage and self.config.usage == "separate":
-                        parts.append(tpl.usage_head + self._usage(job, sent_tokens + tokens) + b"}" + eol2)
-                    if self.config.send_done:
-                        parts.append(self._done)
-                else:
-                    parts.append(tpl.head + (tpl.open_reasoning if is_reasoning else tpl.open_content) + text + tpl.close)
                 sent_tokens += tokens
                 p += 1
+                if p < n_packages:
+                    parts.append(tpl.head + open_ + text + tpl.close)
+                else:
+                    parts += self._finish(job, tpl, open_ + text, sent_tokens)
                 if p >= n_packages or p == fault_at or deadlines[p] > now:
                     break
             await resp.write(b"".join(parts))
             written_ns = perf_ns()
-            new_packages = min(p, n_packages) - sent_packages
-            if new_packages > 0:
-                new_tokens = plan[sent_packages:sent_packages + new_packages]
-                entry.package_sent_ns += [written_ns] * new_packages
-                entry.package_tokens += new_tokens
-                entry.completion_tokens += sum(new_tokens)
-                self._generation_tokens_total += sum(new_tokens)
-                self._cache_tokens += sum(new_tokens)
-            sent_packages = p
-            if p >= n_packages:
+            new_tokens = plan[sent:p]
+            entry.package_sent_ns += [written_ns] * len(new_tokens)
+            entry.package_tokens += new_tokens
+            entry.completion_tokens += sum(new_tokens)
+            self._generation_tokens_total += sum(new_tokens)
+            self._cache_tokens += sum(new_tokens)
+            sent = p
+            if sent >= n_packages:
                 break
         await resp.write_eof()
         entry.finished_ns = perf_ns()
         self._success_total += 1
+
+    def _finish(self, job: _Job, tpl: _Templates, opened_text: bytes, completion_tokens: int) -> list[bytes]:
+        """The finish chunk (last output, finish_reason "length"), usage where configured, [DONE]."""
+        placement = self.config.usage if job.include_usage else "none"
+        usage = self._usage(job, completion_tokens)
+        in_finish = b',"usage":' + usage if placement == "last" else b""
+        parts = [tpl.head + opened_text + tpl.close_final + in_finish + tpl.end]
+        if placement == "separate":
+            parts.append(tpl.usage_head + usage + tpl.end)
+        if self.config.send_done:
+            parts.append(self._done)
+        return parts
 
     async def _sleep_until(self, resp: web.StreamResponse, due_ns: int, next_ping_ns: int | None) -> int | None:
         """Sleep until ``due_ns`` (absolute), writing pings due before it; returns the next ping time."""
@@ -512,17 +539,21 @@ class MockServer:
             else:
                 await asyncio.sleep((due_ns - now) / 1e9)
 
-    async def _inject(self, resp: web.StreamResponse, entry: MockRequestLog, tpl: _Templates) -> None:
+    async def _inject(
+        self, request: web.Request, resp: web.StreamResponse, entry: MockRequestLog, tpl: _Templates
+    ) -> None:
         """The halfway fault of a stream: cut the connection, or send an error event and end."""
         if entry.fault == FAULT_CUT:
-            await _abort(resp)
+            await _abort(request)
             return
         error = {"error": {"message": "mock: injected error event", "type": "InternalServerError", "code": 500}}
         await resp.write(b"data: " + json.dumps(error).encode() + tpl.eol + tpl.eol)
         await resp.write_eof()
         entry.finished_ns = perf_ns()
 
-    async def _whole(self, request: web.Request, entry: MockRequestLog, job: _Job, tpl: _Templates) -> web.StreamResponse:
+    async def _whole(
+        self, request: web.Request, entry: MockRequestLog, job: _Job, tpl: _Templates
+    ) -> web.StreamResponse:
         """A non-streaming answer: one JSON body when the last package would have been sent."""
         plan = self._package_plan(job)
         deadlines = self._deadlines(entry, job, plan)
@@ -545,14 +576,15 @@ class MockServer:
         else:
             choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": "length", "stop_reason": None}
             obj = "text_completion"
-        body = {"id": tpl.response_id, "object": obj, "created": tpl.created, "model": job.model, "choices": [choice], "usage": usage}
+        body = {"id": tpl.response_id, "object": obj, "created": tpl.created, "model": job.model,
+                "choices": [choice], "usage": usage}  # fmt: skip
         payload = json.dumps(body).encode()
         resp = web.StreamResponse(status=200, headers=_JSON_HEADERS)
         resp.content_length = len(payload)
         await resp.prepare(request)
         if entry.fault == FAULT_CUT:
             await resp.write(payload[: len(payload) // 2])
-            await _abort(resp)
+            await _abort(request)
             return resp
         await resp.write(payload)
         await resp.write_eof()
@@ -589,9 +621,9 @@ async def _sleep_until_ns(due_ns: int) -> None:
         await asyncio.sleep(left_ns / 1e9)
 
 
-async def _abort(resp: web.StreamResponse) -> None:
+async def _abort(request: web.Request) -> None:
     """Abort the TCP connection once what was written so far has left (a cut, not a clean close)."""
-    transport = resp._req.transport if resp._req is not None else None  # noqa: SLF001 (aiohttp keeps it there)
+    transport = request.transport
     if transport is None:
         return
     for _ in range(100):  # bounded: up to 0.1 s for the kernel to take the buffered bytes
@@ -626,7 +658,8 @@ class MockInThread:
         thread.start()
         self._loop, self._thread = loop, thread
         try:
-            self.base_url = asyncio.run_coroutine_threadsafe(self.server.start(self._host, self._port), loop).result(timeout=30)
+            starting = asyncio.run_coroutine_threadsafe(self.server.start(self._host, self._port), loop)
+            self.base_url = starting.result(timeout=30)
         except BaseException:
             self._close_loop()
             raise
@@ -659,31 +692,35 @@ class _ArgumentParser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _ArgumentParser(prog="perfbench mock", description="Serve the built-in mock: an OpenAI-compatible streaming server "
-                        "with exact timings and injected faults (the ground truth perfbench is tested against).")  # fmt: skip
+    p = _ArgumentParser(
+        prog="perfbench mock",
+        description="Serve the built-in mock: an OpenAI-compatible streaming server with exact timings and "
+        "injected faults (the ground truth perfbench is tested against). Faults hit exact fractions by arrival order.",
+    )
     d = MockConfig()
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
-    p.add_argument("--port", type=int, default=8000, help="port to listen on, 0 for any free one (default %(default)s)")
-    p.add_argument("--ttft-ms", type=float, default=d.ttft_ms, help="admission to first output package, ms (default %(default)s)")
-    p.add_argument("--itl-ms", type=float, default=d.itl_ms, help="time per output token, ms (default %(default)s)")
-    p.add_argument("--output-tokens", type=int, default=None, help="fixed output length (default: the request's max_tokens, else 128)")
-    p.add_argument("--tokens-per-package", type=int, default=d.tokens_per_package, help="tokens per SSE package (default %(default)s)")
-    p.add_argument("--no-role-chunk", action="store_true", help="chat: no role-only first chunk")
-    p.add_argument("--reasoning-tokens", type=int, default=0, help="chat: the first N tokens go out as reasoning_content")
-    p.add_argument("--no-done", action="store_true", help="do not end streams with data: [DONE]")
-    p.add_argument("--usage", choices=USAGE_PLACEMENTS, default=d.usage,
-                   help="where streamed usage goes when the request asks for it (default %(default)s)")  # fmt: skip
-    p.add_argument("--crlf", action="store_true", help="\\r\\n line endings")
-    p.add_argument("--ping-ms", type=float, default=0.0, help="send ': ping' comments this often, ms (0 = never)")
-    p.add_argument("--capacity", type=int, default=None, help="at most K requests generate at once; the rest queue")
-    p.add_argument("--http-error-rate", type=float, default=0.0, help="fraction of requests answered HTTP 500")
-    p.add_argument("--cut-rate", type=float, default=0.0, help="fraction of streams whose connection is cut halfway")
-    p.add_argument("--error-event-rate", type=float, default=0.0, help="fraction of streams ending with an error event halfway")
-    p.add_argument("--stall-rate", type=float, default=0.0, help="fraction of streams that stall halfway for --stall-s")
-    p.add_argument("--stall-s", type=float, default=d.stall_s, help="length of a stall, s (default %(default)s)")
-    p.add_argument("--bad-body-rate", type=float, default=0.0, help="fraction of requests answered 200 with an HTML body")
-    p.add_argument("--seed", type=int, default=0, help="varies ids and token words (faults are by arrival order)")
-    p.add_argument("--model", default=d.model, help="model name served (default %(default)s)")
+    add = p.add_argument
+    add("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    add("--port", type=int, default=8000, help="port to listen on, 0 for any free one (default %(default)s)")
+    add("--ttft-ms", type=float, default=d.ttft_ms, help="admission to first output package, ms (default %(default)s)")
+    add("--itl-ms", type=float, default=d.itl_ms, help="time per output token, ms (default %(default)s)")
+    add("--output-tokens", type=int, default=None, help="fixed output length (default: max_tokens, else 128)")
+    add("--tokens-per-package", type=int, default=d.tokens_per_package, help="tokens per SSE package (default 1)")
+    add("--no-role-chunk", action="store_true", help="chat: no role-only first chunk")
+    add("--reasoning-tokens", type=int, default=0, help="chat: the first N tokens go out as reasoning_content")
+    add("--no-done", action="store_true", help="do not end streams with data: [DONE]")
+    add("--usage", choices=USAGE_PLACEMENTS, default=d.usage,
+        help="where streamed usage goes when the request asks for it (default %(default)s)")  # fmt: skip
+    add("--crlf", action="store_true", help="\\r\\n line endings")
+    add("--ping-ms", type=float, default=0.0, help="send ': ping' comments this often, ms (0 = never)")
+    add("--capacity", type=int, default=None, help="at most K requests generate at once; the rest queue (FIFO)")
+    add("--http-error-rate", type=float, default=0.0, help="fraction of requests answered HTTP 500")
+    add("--cut-rate", type=float, default=0.0, help="fraction of streams whose connection is cut halfway")
+    add("--error-event-rate", type=float, default=0.0, help="fraction of streams ending in an error event halfway")
+    add("--stall-rate", type=float, default=0.0, help="fraction of streams that stall halfway for --stall-s")
+    add("--stall-s", type=float, default=d.stall_s, help="length of a stall, s (default %(default)s)")
+    add("--bad-body-rate", type=float, default=0.0, help="fraction of requests answered 200 with an HTML body")
+    add("--seed", type=int, default=0, help="varies ids and token words (faults go by arrival order)")
+    add("--model", default=d.model, help="model name served (default %(default)s)")
     return p
 
 
@@ -722,7 +759,8 @@ def main(argv: list[str]) -> int:
     async def serve() -> None:
         server = MockServer(config)
         url = await server.start(args.host, args.port)
-        print(f"perfbench mock: serving {url} (ttft {config.ttft_ms:g} ms, itl {config.itl_ms:g} ms); Ctrl-C stops", flush=True)
+        timings = f"ttft {config.ttft_ms:g} ms, itl {config.itl_ms:g} ms"
+        print(f"perfbench mock: serving {url} ({timings}); Ctrl-C stops", flush=True)
         try:
             await asyncio.Event().wait()
         finally:
