@@ -602,7 +602,7 @@ def main(argv: list[str]) -> int:
         if not 0.5 <= args.confidence < 1.0:
             raise ConfigError(f"--confidence {args.confidence} out of range; give a level in [0.5, 1), e.g. 0.99")
         thresholds = parse_thresholds(args.threshold) if args.threshold is not None else DEFAULT_THRESHOLDS
-        base_dir = _resolve_base(args.base, args.store)
+        base_dir = resolve_base(args.base, args.store)
         comparison = compare_runs(base_dir, args.new, thresholds, seed=args.seed, confidence=args.confidence)
     except PerfbenchError as exc:
         Console(stderr=True).print(f"perfbench: error: {exc}", markup=False, highlight=False, soft_wrap=True)
@@ -617,7 +617,7 @@ def main(argv: list[str]) -> int:
     return 1 if comparison.regressed else 0
 
 
-def _resolve_base(spec: str, store_path: Path | None) -> Path:
+def resolve_base(spec: str, store_path: Path | None) -> Path:
     """A directory as is (no store touched); anything else is looked up in the run store."""
     if Path(spec).is_dir():
         return Path(spec)

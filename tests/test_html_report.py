@@ -1,0 +1,120 @@
+"""perfbench.report.html: self-contained, offline, escaped; `perfbench report`."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from perfbench.report.html import main, write_html_report
+from run_fixtures import StepSpec, write_run
+
+EVIL = "<script>alert('x')</script>"
+PNG_1x1 = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+)
+
+
+class _Collect(HTMLParser):
+    """Every tag with its attributes, and the text, as a browser's parser sees them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def _parse(page: str) -> _Collect:
+    parser = _Collect()
+    parser.feed(page)
+    return parser
+
+
+def _evil_run(path: Path) -> Path:
+    run = write_run(
+        path,
+        [StepSpec(requests=40, failures=5, error=f"upstream said {EVIL}")],
+        model=f"model{EVIL}",
+        config={"prompt": EVIL, "max_tokens": 32},
+    )
+    summary = json.loads((run / "summary.json").read_text())
+    summary["tags"] = {"branch": EVIL}
+    summary["target"]["url"] = f"http://127.0.0.1:1/v1?{EVIL}"
+    (run / "summary.json").write_text(json.dumps(summary))
+    (run / "plots").mkdir()
+    (run / "plots" / "latency_cdf.png").write_bytes(PNG_1x1)
+    (run / "telemetry.jsonl").write_text(
+        "\n".join(
+            json.dumps(s)
+            for s in [
+                {"t_s": 0.0, "source": "gpu", "gpu": 0, "name": f"GPU{EVIL}", "driver": "550", "util_pct": 80.0,
+                 "mem_used_mib": 100.0, "mem_total_mib": 1000.0, "power_w": 200.0, "energy_mj": 1000.0},
+                {"t_s": 2.0, "source": "gpu", "gpu": 0, "name": f"GPU{EVIL}", "driver": "550", "util_pct": 60.0,
+                 "mem_used_mib": 300.0, "mem_total_mib": 1000.0, "power_w": 200.0, "energy_mj": 401000.0},
+                {"t_s": 1.0, "source": "prometheus", f'vllm:num_requests_running{{model_name="{EVIL}"}}': 3.0},
+            ]
+        )
+    )
+    return run
+
+
+def test_report_is_self_contained_escaped_and_complete(tmp_path: Path) -> None:
+    run = _evil_run(tmp_path / "run")
+    path = write_html_report(run)
+    assert path == run / "report.html"
+    page = path.read_text(encoding="utf-8")
+    parsed = _parse(page)
+    # no script at all, nothing loaded from elsewhere
+    assert "script" not in [tag for tag, _ in parsed.tags]
+    for tag, attrs in parsed.tags:
+        for name in ("src", "href"):
+            value = attrs.get(name) or ""
+            assert not re.match(r"\s*(https?:)?//", value), (tag, attrs)
+    assert not re.search(r"@import|url\(", page)
+    assert "alert('x')</script>" not in page and EVIL not in page
+    text = "".join(parsed.text)
+    # the user's text is there, as text: prompt (config), error, tag, model, GPU name, series
+    assert text.count(EVIL) >= 6
+    assert f"upstream said {EVIL}" in text and "http_error" in text
+    # images are embedded
+    images = [attrs["src"] for tag, attrs in parsed.tags if tag == "img"]
+    assert images == ["data:image/png;base64," + base64.b64encode(PNG_1x1).decode()]
+    # summary per step, telemetry, config and environment
+    assert "concurrency=4" in text and "35 / 5" in text
+    assert "400.0 J (counter)" in text  # (401000 - 1000) mJ
+    assert "vllm:num_requests_running" in text
+    assert '"max_tokens": 32' in text and "perfbench" in text
+
+
+def test_report_with_baseline_shows_the_comparison(tmp_path: Path) -> None:
+    base = write_run(tmp_path / "base", [StepSpec(requests=150)], seed=1)
+    slow = write_run(tmp_path / "slow", [StepSpec(requests=150, slowdown=1.3)], seed=2)
+    text = "".join(_parse(write_html_report(slow, baseline_dir=base).read_text()).text)
+    assert "Comparison with the baseline" in text and "Regression against the baseline" in text
+    assert "ttft_ms.p99" in text and "regressed" in text
+    # without plots, failures or telemetry the page says so instead of breaking
+    assert "No plots" in text and "every request succeeded" in text and "No telemetry" in text
+
+
+def test_report_main(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    base = write_run(tmp_path / "base", [StepSpec(requests=60)], seed=1)
+    new = write_run(tmp_path / "new", [StepSpec(requests=60)], seed=2)
+    assert main([str(new), "--baseline", str(base)]) == 0
+    # plots.write_plots ran first, and its PNGs are embedded
+    pngs = sorted((new / "plots").glob("*.png"))
+    assert pngs
+    assert (new / "report.html").read_text().count("data:image/png;base64,") == len(pngs)
+    assert "report.html" in capsys.readouterr().out
+    assert main([str(tmp_path / "nope")]) == 2
+    assert "perfbench: error: no summary.json" in capsys.readouterr().err
+    assert main([str(new), "--baseline", "tag:x=y", "--store", str(tmp_path / "h.sqlite")]) == 2
