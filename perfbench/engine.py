@@ -26,7 +26,7 @@ from perfbench import records as R
 from perfbench.apis.openai import ApiAdapter, StreamContent, interpret_events
 from perfbench.records import RequestRecord
 from perfbench.schedule import arrival_offsets_s
-from perfbench.sse import SSEParser
+from perfbench.sse import parse_recorded
 from perfbench.tokens import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -207,8 +207,8 @@ class Engine:
 
     async def _exchange(self, step: int, index: int, warmup: bool, scheduled_ns: int, request: PreparedRequest) -> RequestRecord:
         """One request, start to end; every outcome becomes a record."""
-        times: list[int] = []
-        events: list[Any] = []
+        chunks: list[bytes] = []  # every read of the body, as it came
+        read_ns: list[int] = []  # when each read returned
         http_status: int | None = None
         failure: tuple[str, str] | None = None
         sent_ns = time.perf_counter_ns()
@@ -225,19 +225,11 @@ class Engine:
                         f"not an SSE stream (Content-Type {response.headers.get('Content-Type')!r}): {_one_line(body)}",
                     )
                 else:
-                    parser = SSEParser()
-                    feed = parser.feed
-                    now = sent_ns
+                    # The hot path: stamp each read and keep its bytes; events are parsed after the stream.
+                    append_chunk, append_ns, clock = chunks.append, read_ns.append, time.perf_counter_ns
                     async for chunk in response.content.iter_any():
-                        now = time.perf_counter_ns()
-                        new = feed(chunk)
-                        if new:
-                            events.extend(new)
-                            times.extend([now] * len(new))
-                    tail = parser.flush()  # an event without its blank line: its bytes came with the last read
-                    if tail:
-                        events.extend(tail)
-                        times.extend([now] * len(tail))
+                        append_ns(clock())
+                        append_chunk(chunk)
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
             failure = (R.TIMEOUT, _timeout_message(exc, http_status))
         except aiohttp.ClientConnectorError as exc:
@@ -248,6 +240,8 @@ class Engine:
         except aiohttp.ClientError as exc:
             failure = (R.BAD_RESPONSE, f"{type(exc).__name__}: {_one_line(str(exc).encode())}")
         end_ns = time.perf_counter_ns()
+        events, completed_by = parse_recorded(chunks) if chunks else ([], [])
+        times = [read_ns[i] for i in completed_by]
         return self._record(step, index, warmup, scheduled_ns, sent_ns, end_ns, http_status, failure, times, events, request)
 
     def _record(
@@ -272,7 +266,7 @@ class Engine:
                 failure = (R.BAD_RESPONSE, f"event is not JSON: {_one_line(content.malformed.encode())}")
             elif not content.output_events:
                 failure = (R.NO_OUTPUT, "the stream ended without output tokens")
-        package_times = tuple(times[i] for i in content.output_events)
+        package_times = tuple([times[i] for i in content.output_events])
         output_tokens, source = self._output_tokens(content)
         return RequestRecord(
             step=step,

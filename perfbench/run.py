@@ -129,7 +129,7 @@ def prepare_requests(config: RunConfig, api: ApiAdapter, prompts: list[Prompt], 
             if prompt.messages and api.name == "openai-chat":
                 input_tokens = count_chat_tokens(tokenizer, prompt.messages)
             else:
-                input_tokens = count_prompt_tokens(tokenizer, prompt.text or "")
+                input_tokens = count_prompt_tokens(tokenizer, prompt.completion_text)
         body = api.build_body(prompt, model=config.model, max_tokens=max_tokens, extra=extra)
         requests.append(PreparedRequest(body=body, input_tokens=input_tokens))
     return requests

@@ -45,3 +45,60 @@ def test_error_event_by_type_and_by_body():
 def test_malformed_event_is_reported():
     content = interpret_events(get_adapter("openai-completions"), events(b"data: {not json\n\n"))
     assert content.malformed == "{not json" and not content.output_events
+
+
+def test_one_bad_event_does_not_hide_the_others():
+    raw = (b'data: {"choices":[{"delta":{"content":"a"}}]}\n\n'
+           b'data: 1,2\n\n'
+           b'data: {"choices":[{"delta":{"content":"b"}}]}\n\n'
+           b'data: [DONE]\n\n')
+    content = interpret_events(get_adapter("openai-chat"), events(raw))
+    assert content.output_events == [0, 2] and content.malformed == "1,2" and content.saw_done
+
+
+def _slow_path(adapter, evs):
+    """Reference: decode every event fully (no skeleton reuse)."""
+    from perfbench.apis import openai as oa
+
+    out = []
+    for e in evs:
+        obj = oa._decode(e.data)
+        if isinstance(obj, dict) and e.event is None and obj.get("error") is None and obj.get("choices"):
+            text = adapter.output_text(obj["choices"][0])
+            if text:
+                out.append(text)
+    return out
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_texts = st.text(st.characters(blacklist_categories=("Cs",)), max_size=6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["content", "reasoning_content", "both", "tool", "role", "usage", "decoy"]), _texts), min_size=1, max_size=12))
+def test_skeleton_reuse_reads_exactly_what_full_decoding_reads(items):
+    # Streams whose chunks share skeletons, with escapes, unicode, decoy keys and mixed fields.
+    chunks = []
+    for kind, text in items:
+        if kind == "content":
+            delta = {"content": text}
+        elif kind == "reasoning_content":
+            delta = {"reasoning_content": text, "content": ""}
+        elif kind == "both":
+            delta = {"content": text, "reasoning_content": "r"}
+        elif kind == "tool":
+            delta = {"tool_calls": [{"index": 0, "function": {"arguments": text}}]}
+        elif kind == "role":
+            delta = {"role": "assistant", "content": ""}
+        elif kind == "decoy":
+            chunks.append({"content": text, "choices": [{"index": 0, "delta": {"content": "fixed"}}]})
+            continue
+        else:
+            chunks.append({"choices": [{"index": 0, "delta": {"content": text}}], "usage": {"prompt_tokens": 1, "completion_tokens": 2}})
+            continue
+        chunks.append({"id": "c1", "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+    raw = b"".join(b"data: " + json.dumps(c, ensure_ascii=bool(len(chunks) % 2)).encode() + b"\n\n" for c in chunks)
+    adapter = get_adapter("openai-chat")
+    evs = events(raw)
+    assert interpret_events(adapter, evs).output_text == _slow_path(adapter, evs)

@@ -241,3 +241,51 @@ def test_openai_style_streams_round_trip(payloads, cuts):
     stream = b"".join(b"data: " + p + b"\r\n\r\n" for p in payloads) + b"data: [DONE]\r\n\r\n"
     events = parse(*_split(stream, cuts))
     assert events == [SSEEvent(p, None) for p in payloads] + [SSEEvent(b"[DONE]", None)]
+
+
+# --- parse_recorded: the whole-stream path the engine uses -----------------------------------
+
+from perfbench.sse import parse_recorded  # noqa: E402
+
+
+def _incremental(chunks: list[bytes]) -> tuple[list[SSEEvent], list[int]]:
+    parser = SSEParser()
+    events, completed_by = [], []
+    for index, chunk in enumerate(chunks):
+        new = parser.feed(chunk)
+        events += new
+        completed_by += [index] * len(new)
+    tail = parser.flush()
+    return events + tail, completed_by + [len(chunks) - 1] * len(tail)
+
+
+_simple_piece = st.one_of(
+    st.builds(lambda v: b"data: " + v, st.binary(max_size=30).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b""))),
+    st.builds(lambda v: b"data:" + v, st.sampled_from([b"", b"x", b" y", b'{"a":1}'])),
+    st.sampled_from([b": ping", b":", b"event: error\ndata: {}", b"data: a\ndata: b", b"", b"id: 1"]),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    pieces=st.lists(_simple_piece, max_size=20),
+    tail=st.sampled_from([b"", b"data: unterminated", b"data: x\n", b"\r\n"]),
+    cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=10),
+)
+def test_parse_recorded_equals_feeding_chunk_by_chunk(pieces, tail, cuts):
+    stream = b"".join(p + b"\n\n" for p in pieces) + tail
+    chunks = _split(stream, cuts)
+    assert parse_recorded(chunks) == _incremental(chunks)
+
+
+@settings(max_examples=200, deadline=None)
+@given(stream=_stream, cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=12))
+def test_parse_recorded_on_any_stream(stream, cuts):
+    chunks = _split(stream, cuts)
+    assert parse_recorded(chunks) == _incremental(chunks)
+
+
+def test_parse_recorded_names_the_completing_chunk():
+    chunks = [b"data: a\n", b"\ndata: b\n\nda", b"ta: c\n\n"]
+    events, completed_by = parse_recorded(chunks)
+    assert [e.data for e in events] == [b"a", b"b", b"c"] and completed_by == [1, 1, 2]
