@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from perfbench.metrics import summarize_step
 from perfbench.records import OK, RequestRecord
 
 RUN_START_NS = 1_000_000_000
@@ -59,38 +60,9 @@ def simulate_step(step: int, spec: StepSpec, rng: np.random.Generator) -> list[R
     return records
 
 
-def _stats(values: Sequence[float]) -> dict[str, float] | None:
-    if not len(values):
-        return None
-    a = np.asarray(values, dtype=float)
-    p50, p90, p95, p99 = np.percentile(a, [50, 90, 95, 99])
-    return {"count": int(a.size), "mean": float(a.mean()), "std": float(a.std()), "min": float(a.min()),
-            "p50": float(p50), "p90": float(p90), "p95": float(p95), "p99": float(p99), "max": float(a.max())}
-
-
 def summarize(records: list[RequestRecord], concurrency: int, rate: float | None = None) -> dict[str, Any]:
-    """A STEP of summary.json (DESIGN.md) computed straight from the definitions."""
-    ok = [r for r in records if r.ok]
-    ttft = [(r.package_times_ns[0] - r.scheduled_ns) / 1e6 for r in ok]
-    latency = [(r.package_times_ns[-1] - r.scheduled_ns) / 1e6 for r in ok]
-    tpot = [(r.package_times_ns[-1] - r.package_times_ns[0]) / 1e6 / (r.output_tokens - 1) for r in ok if r.output_tokens >= 2]
-    itl = [b / 1e6 - a / 1e6 for r in ok for a, b in zip(r.package_times_ns, r.package_times_ns[1:])]
-    duration_s = (max(r.end_ns for r in records) - min(r.scheduled_ns for r in records)) / 1e9
-    out = sum(r.output_tokens for r in ok)
-    reasons: dict[str, int] = {}
-    for r in records:
-        if not r.ok:
-            reasons[r.status] = reasons.get(r.status, 0) + 1
-    return {
-        "concurrency": concurrency, "rate_req_s": rate, "requests_expected": len(records),
-        "requests_completed": len(records), "requests_succeeded": len(ok), "requests_failed": len(records) - len(ok),
-        "failure_reasons": reasons, "duration_s": duration_s,
-        "request_throughput_req_s": len(ok) / duration_s, "output_throughput_tok_s": out / duration_s,
-        "total_throughput_tok_s": (out + sum(r.input_tokens for r in ok)) / duration_s,
-        "goodput_req_s": None, "concurrency_achieved": float(concurrency),
-        "latency_ms": _stats(latency), "ttft_ms": _stats(ttft), "tpot_ms": _stats(tpot), "itl_ms": _stats(itl),
-        "queue_ms": _stats([0.0] * len(ok)),
-    }
+    """A STEP of summary.json, as perfbench writes it."""
+    return summarize_step(records, concurrency=concurrency, rate_req_s=rate, requests_expected=len(records)).to_dict()
 
 
 def write_run(
