@@ -223,10 +223,10 @@ def _telemetry_factory(config: Any, endpoint: str) -> Any:
     except ImportError:
         return None
     metrics_url = config.metrics_url or metrics_url_for(endpoint)
-    gpu = nvml_source()
 
     def factory(run_start_ns: int) -> Any:
-        return TelemetrySampler(run_start_ns=run_start_ns, gpu=gpu, metrics_url=metrics_url)
+        # Looked for only once the run starts, after every input was validated.
+        return TelemetrySampler(run_start_ns=run_start_ns, gpu=nvml_source(), metrics_url=metrics_url)
 
     return factory
 
