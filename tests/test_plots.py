@@ -156,15 +156,36 @@ def test_all_failed_step_plots_what_it_can(tmp_path: Path) -> None:
 
 
 def test_telemetry_series(tmp_path: Path) -> None:
+    # The shapes perfbench/telemetry/sampler.py writes: one line per GPU per sample, one per scrape.
     run_dir = ladder(tmp_path)
-    lines = [
-        {"t_s": t * 0.1, "source": "gpu", "gpu": 0, "utilization_pct": 50 + t, "power_w": 200.0 + t} for t in range(20)
-    ] + [{"t_s": t * 0.2, "source": "prometheus", "name": "vllm:num_requests_running", "value": t % 5} for t in range(10)]
-    (run_dir / "telemetry.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\nnot json\n")
-    series = plots._read_telemetry(run_dir / "telemetry.jsonl")
-    assert sorted(series) == ["gpu.0: power_w", "gpu.0: utilization_pct", "prometheus: vllm:num_requests_running"]
-    times, values = series["gpu.0: power_w"]
-    assert times[1] == pytest.approx(0.1) and values[-1] == 219.0
+    gpu = [
+        {"t_s": t * 0.1, "source": "gpu", "gpu": g, "name": "NVIDIA H100", "driver": "550.54", "util_pct": 50.0 + t,
+         "mem_used_mib": 1000.0, "mem_total_mib": 80000.0, "power_w": 200.0 + g, "energy_mj": 1000.0 * t}
+        for t in range(20) for g in (0, 1)
+    ]  # fmt: skip
+    scrapes = [
+        {"t_s": t * 0.2, "source": "prometheus", 'vllm:num_requests_running{model_name="m"}': t % 5,
+         'vllm:num_requests_waiting{model_name="m"}': 0.0, 'vllm:generation_tokens_total{model_name="m"}': 100.0 * t,
+         'vllm:request_success_total{finished_reason="length",model_name="m"}': t}
+        for t in range(10)
+    ]  # fmt: skip
+    (run_dir / "telemetry.jsonl").write_text("\n".join(json.dumps(x) for x in gpu + scrapes) + "\nnot json\n")
+    series = {(x.panel, x.label): x for x in plots._read_telemetry(run_dir / "telemetry.jsonl")}
+    assert list(series) == [
+        ("Server requests", "running"),
+        ("Server requests", "waiting"),
+        ("Server generated tokens (1/s)", "server output tok/s"),
+        ("GPU utilization (%)", "GPU 0"),
+        ("GPU utilization (%)", "GPU 1"),
+        ("GPU power (W)", "GPU 0"),
+        ("GPU power (W)", "GPU 1"),
+        ("GPU memory used (MiB)", "GPU 0"),
+        ("GPU memory used (MiB)", "GPU 1"),
+    ]
+    rate = series[("Server generated tokens (1/s)", "server output tok/s")]
+    assert rate.values == pytest.approx([500.0] * 9)  # 100 tokens per 0.2 s: a counter becomes a rate
+    assert rate.times_s[0] == pytest.approx(0.1)  # drawn between the two scrapes
+    assert series[("GPU power (W)", "GPU 1")].values[-1] == 201.0
     assert plots.write_plots(run_dir)[-1].name == "telemetry.png"
 
 

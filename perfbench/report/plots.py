@@ -21,6 +21,7 @@ import argparse
 import json
 import logging
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
@@ -42,8 +43,6 @@ _DPI = 110
 _SLO_COLOR = "#d62728"
 _KNEE_COLOR = "#ff7f0e"
 _PCT_STYLES = {"p50": ("-", "o"), "p90": (":", "^"), "p99": ("--", "s")}
-_TIME_KEYS = ("t_s", "time_s", "elapsed_s")  # relative time of a telemetry sample
-_TAG_KEYS = ("source", "gpu", "labels")  # what a telemetry sample is of: prefixes its series names
 
 
 @dataclass(frozen=True)
@@ -164,40 +163,80 @@ def _read_records(path: Path) -> list[RequestRecord]:
     return records
 
 
-def _read_telemetry(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Numeric series of telemetry.jsonl: {series name: (times s, values)}.
+@dataclass(frozen=True)
+class _Series:
+    """One telemetry line to draw: which panel, its legend label, and the points."""
 
-    A line is one sample: a time (``t_s``) plus either ``name``/``value`` or named numeric
-    fields; a ``source``/``gpu``/``labels`` tag, when given, prefixes the series name.
+    panel: str  # panel title, e.g. "GPU utilization (%)"
+    label: str  # legend entry, e.g. "GPU 0" or "running"
+    times_s: np.ndarray  # seconds since the run's start
+    values: np.ndarray
+
+
+def _read_telemetry(path: Path) -> list[_Series]:
+    """The telemetry.jsonl series worth a panel (telemetry/sampler.py writes the file).
+
+    A line is one sample at ``t_s``: ``source: "gpu"`` lines carry one GPU's fields (``gpu`` is
+    its index), ``source: "prometheus"`` lines one scrape, a field per series. Drawn: GPU
+    utilisation, power and memory used; server gauges of running/waiting requests and cache
+    usage; the server's generated tokens as a rate. Other series stay in the file.
     """
     if not path.exists():
-        return {}
-    series: dict[str, tuple[list[float], list[float]]] = {}
+        return []
+    points: dict[tuple[str, str], tuple[list[float], list[float]]] = {}
     with path.open(encoding="utf-8") as lines:
         for line in lines:
             try:
                 sample = json.loads(line)
             except ValueError:
                 continue
-            if not isinstance(sample, dict):
+            if not isinstance(sample, dict) or not isinstance(sample.get("t_s"), (int, float)):
                 continue
-            t_s = next((sample[k] for k in _TIME_KEYS if isinstance(sample.get(k), (int, float))), None)
-            if t_s is None:
-                continue
-            prefix = ".".join(str(sample[k]) for k in _TAG_KEYS if sample.get(k) not in (None, "", {}))
-            if "name" in sample and isinstance(sample.get("value"), (int, float)):
-                values = {str(sample["name"]): sample["value"]}
-            else:
-                values = {
-                    k: v for k, v in sample.items()
-                    if k not in _TIME_KEYS and k not in _TAG_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)
-                }  # fmt: skip
-            for key, value in values.items():
-                name = f"{prefix}: {key}" if prefix else key
-                times, vals = series.setdefault(name, ([], []))
-                times.append(float(t_s))
-                vals.append(float(value))
-    return {name: (np.array(t), np.array(v)) for name, (t, v) in series.items() if len(t) >= 2}
+            for key, value in sample.items():
+                if key in ("t_s", "source", "gpu") or isinstance(value, bool) or not isinstance(value, (int, float)):
+                    continue
+                where = _telemetry_panel(str(sample.get("source")), key, sample.get("gpu"))
+                if where is not None:
+                    times, values = points.setdefault(where, ([], []))
+                    times.append(float(sample["t_s"]))
+                    values.append(float(value))
+    out = []
+    for (panel, label), (times, values) in points.items():
+        t, v = np.array(times), np.array(values)
+        if panel.endswith(_PER_S):  # a counter: draw its rate; a drop is a reset, not a negative rate
+            rates = np.diff(v) / np.where(np.diff(t) > 0, np.diff(t), np.nan)
+            t, v = (t[1:] + t[:-1]) / 2, np.where(rates >= 0, rates, np.nan)
+        if len(t) >= 2:
+            out.append(_Series(panel, label, t, v))
+    order = {panel: rank for rank, panel in enumerate(_PANEL_ORDER)}
+    return sorted(out, key=lambda x: (order.get(x.panel, len(order)), x.panel, x.label))
+
+
+_PER_S = "(1/s)"
+_GPU_PANELS = {"util_pct": "GPU utilization (%)", "power_w": "GPU power (W)", "mem_used_mib": "GPU memory used (MiB)"}
+_PANEL_ORDER = ("Server requests", "Server KV-cache usage (fraction)", "Server generated tokens " + _PER_S, *_GPU_PANELS.values())
+
+
+def _telemetry_panel(source: str, key: str, gpu: Any) -> tuple[str, str] | None:
+    """(panel, legend label) for a telemetry field, or None for fields not drawn."""
+    if source == "gpu":
+        panel = _GPU_PANELS.get(key)
+        return None if panel is None else (panel, f"GPU {gpu}")
+    if source != "prometheus":
+        return None
+    name, _, labels = key.partition("{")
+    # One model per server: its label says nothing; any other label tells lines apart.
+    rest = [pair for pair in labels.rstrip("}").split(",") if pair and not pair.startswith("model_name=")]
+    suffix = f" {{{','.join(rest)}}}" if rest else ""
+    short = name.split(":")[-1]
+    if re.search(r"running|waiting|pending|swapped", short):
+        state = re.search(r"running|waiting|pending|swapped", short)[0]  # type: ignore[index]
+        return "Server requests", f"{state}{suffix}"
+    if re.search(r"cache_usage|kv_cache", short):
+        return "Server KV-cache usage (fraction)", f"{short}{suffix}"
+    if re.fullmatch(r"generation_tokens(_total)?", short):
+        return "Server generated tokens " + _PER_S, f"server output tok/s{suffix}"
+    return None
 
 
 def _steps(summary: dict[str, Any]) -> list[_Step]:
@@ -573,29 +612,19 @@ def _shade_steps(axes: Iterable[Axes], records: list[RequestRecord], steps: list
                          textcoords="offset points", ha="center", va="bottom", fontsize=7, color="#444444")  # fmt: skip
 
 
-def _telemetry_figure(
-    series: dict[str, tuple[np.ndarray, np.ndarray]], records: list[RequestRecord], steps: list[_Step], title: str
-) -> Figure:
-    names = sorted(series)
-    figure, axes = _new_figure(len(names), 1, 12, 1.9 * len(names) + 1.2, f"Telemetry — {title}", sharex=True)
-    for ax, name in zip(axes[:, 0], names):
-        times, values = series[name]
-        ax.plot(times, values, color="#8c564b", linewidth=1.2)
-        ax.set_ylabel(_wrap(name), fontsize=8)
+def _telemetry_figure(series: list[_Series], records: list[RequestRecord], steps: list[_Step], title: str) -> Figure:
+    panels: dict[str, list[_Series]] = {}
+    for line in series:
+        panels.setdefault(line.panel, []).append(line)
+    figure, axes = _new_figure(len(panels), 1, 12, 2.0 * len(panels) + 1.2, f"Telemetry — {title}", sharex=True)
+    for ax, (panel, lines) in zip(axes[:, 0], panels.items()):
+        for line in lines:
+            ax.plot(line.times_s, line.values, linewidth=1.4, marker="." if len(line.times_s) < 40 else None, label=line.label)
+        ax.set_ylabel(panel.replace(" (", "\n("), fontsize=9)
+        top = max(float(np.nanmax(line.values)) if np.isfinite(line.values).any() else 0.0 for line in lines)
+        ax.set_ylim(0, max(top * 1.15, 1e-9))  # headroom: a flat series does not sit on the frame
+        ax.legend(fontsize=8, loc="upper left")
     axes[-1, 0].set_xlabel("Time since run start (s)")
     if records:
         _shade_steps(axes[:, 0], records, steps)
     return figure
-
-
-def _wrap(text: str, width: int = 22) -> str:
-    """Break a long series name over lines so y labels stay readable."""
-    words, lines, line = text.replace("_", "_\u200b").split(), [], ""
-    for word in words:
-        if line and len(line) + len(word) > width:
-            lines.append(line)
-            line = word
-        else:
-            line = f"{line} {word}".strip()
-    lines.append(line)
-    return "\n".join(lines).replace("\u200b", "")
