@@ -159,6 +159,7 @@ def run_main(argv: Sequence[str]) -> int:
         from perfbench.tokens import load_tokenizer
 
         tokenizer = load_tokenizer(config.tokenizer)
+    baseline_dir = _resolve_baseline(config)
     label = "simulated" if config.simulated else (config.model or "run")
     run_dir = make_run_dir(Path(config.output_dir) if config.output_dir else default_run_dir(config, label))
 
@@ -205,7 +206,7 @@ def run_main(argv: Sequence[str]) -> int:
             on_step_start=display.step_started, on_step_done=on_step_done, telemetry=telemetry,
         )
     render_summary(console, outcome.summary)
-    return _after_run(config, outcome, console)
+    return _after_run(config, outcome, console, baseline_dir)
 
 
 def _with_model(config: Any, model: str) -> Any:
@@ -231,22 +232,29 @@ def _telemetry_factory(config: Any, endpoint: str) -> Any:
     return factory
 
 
-def _after_run(config: Any, outcome: Any, console: Any) -> int:
-    """Plots, report, history and the baseline check; returns the exit code."""
+def _open_store(config: Any) -> Any:
+    from perfbench.store import RunStore, default_store_path
+
+    return RunStore(Path(config.store) if config.store else default_store_path())
+
+
+def _resolve_baseline(config: Any) -> Path | None:
+    """The baseline's run directory, resolved before the run so a bad spec costs no benchmark time."""
+    if not config.baseline:
+        return None
+    from perfbench.store import resolve_baseline
+
+    return resolve_baseline(config.baseline, _open_store(config))
+
+
+def _after_run(config: Any, outcome: Any, console: Any, baseline_dir: Path | None) -> int:
+    """Baseline check, plots, report and history; returns the exit code."""
     run_dir = outcome.run_dir
     exit_code = 0
-    baseline_dir = None
-    store = None
-    if config.baseline or config.store or config.tags:
-        from perfbench.store import RunStore, default_store_path
-
-        store = RunStore(Path(config.store) if config.store else default_store_path())
-    if config.baseline:
+    comparison = None
+    if baseline_dir is not None:
         from perfbench.compare import DEFAULT_THRESHOLDS, compare_runs, parse_thresholds, render_comparison
-        from perfbench.store import resolve_baseline
 
-        assert store is not None
-        baseline_dir = resolve_baseline(config.baseline, store)
         thresholds = parse_thresholds(config.thresholds) if config.thresholds else DEFAULT_THRESHOLDS
         comparison = compare_runs(baseline_dir, run_dir, thresholds)
         render_comparison(comparison, console)
@@ -256,18 +264,21 @@ def _after_run(config: Any, outcome: Any, console: Any) -> int:
 
             write_junit(comparison, Path(config.junit))
         if comparison.regressed:
-            console.print("[bold red]Regression against the baseline.[/]")
+            console.print(f"[bold red]Regression against the baseline {baseline_dir}.[/]")
             exit_code = 1
     if config.plots and outcome.summary["steps"]:
         from perfbench.report.html import write_html_report
         from perfbench.report.plots import write_plots
 
         write_plots(run_dir)
-        report = write_html_report(run_dir, baseline_dir=baseline_dir)
+        report = write_html_report(run_dir, baseline_dir=baseline_dir, comparison=comparison)
         console.print(f"Report: {report}")
-    if store is not None and not outcome.interrupted:
-        run_id = store.record_run(run_dir, config.tags)
-        console.print(f"Recorded in history as {run_id}")
+    if not outcome.interrupted and outcome.summary["steps"]:
+        try:
+            run_id = _open_store(config).record_run(run_dir, config.tags)
+            console.print(f"Recorded in the run history as {run_id}")
+        except Exception as exc:  # the history is a convenience: never lose a finished run over it
+            console.print(f"[yellow]Could not record the run in the history ({exc}); use --store PATH.[/]")
     console.print(f"Files: {run_dir}/ (summary.json, summary.csv, requests.jsonl)")
     if outcome.interrupted:
         console.print("[yellow]Interrupted: the summary covers the requests that finished.[/]")

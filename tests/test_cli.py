@@ -206,3 +206,37 @@ def test_ctrl_c_keeps_every_finished_record(tmp_path):
     assert len(lines) > 10
     assert summary["steps"][0]["requests_completed"] == len(lines)
     assert "Traceback" not in stderr
+
+
+def test_nightly_flow_baseline_regression_junit_history_and_report(tmp_path, capsys):
+    """Run, record, run again against a slower server: exit 1, JUnit failure, report with the comparison."""
+    import xml.etree.ElementTree as ET
+
+    store = str(tmp_path / "history.sqlite")
+    common = ["-c", "4", "-n", "40", "--max-tokens", "12", "--no-live", "--no-telemetry", "--store", store, "--tag", "suite=nightly"]
+    with MockInThread(MockConfig(ttft_ms=20, itl_ms=2)) as fast:
+        assert main(["--url", fast.base_url, *common, "--output-dir", str(tmp_path / "base")]) == 0
+    assert (tmp_path / "base" / "report.html").exists() and list((tmp_path / "base" / "plots").glob("*.png"))
+    with MockInThread(MockConfig(ttft_ms=40, itl_ms=4)) as slow:
+        code = main(["--url", slow.base_url, *common, "--baseline", "tag:suite=nightly", "--junit", str(tmp_path / "junit.xml"),
+                     "--output-dir", str(tmp_path / "new")])
+    assert code == 1
+    assert "Regression" in capsys.readouterr().out
+    failures = ET.parse(tmp_path / "junit.xml").getroot().iter("failure")
+    assert any(True for _ in failures)
+    assert "ttft" in (tmp_path / "new" / "report.html").read_text().lower()
+    assert json.loads((tmp_path / "new" / "comparison.json").read_text())["regressed"] is True
+    # both runs are in the history; the same server twice does not regress
+    from perfbench.store import RunStore
+
+    assert len(RunStore(Path(store)).list_runs(tag={"suite": "nightly"})) == 2
+    result = cli("history", "--store", store, env={**os.environ, "COLUMNS": "250"})
+    assert result.returncode == 0 and result.stdout.count("suite=nightly") == 2, result.stdout
+    with MockInThread(MockConfig(ttft_ms=40, itl_ms=4)) as slow:
+        assert main(["--url", slow.base_url, *common, "--baseline", str(tmp_path / "new"), "--output-dir", str(tmp_path / "again")]) == 0
+
+
+def test_bad_baseline_fails_before_the_run(tmp_path):
+    result = cli("--url", "http://127.0.0.1:9", "--baseline", "tag:none=such", "--store", str(tmp_path / "h.sqlite"), "--output-dir", str(tmp_path / "r"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert not (tmp_path / "r" / "requests.jsonl").exists()
