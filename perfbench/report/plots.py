@@ -379,8 +379,20 @@ def _capacity_figure(
         if max_passing is not None:
             ax.axvline(max_passing, color="#2ca02c", linestyle=":", linewidth=2, label=f"max passing load: {max_passing:g}")
         _load_axis(ax, load, load_label)
-    for ax in axes.flat:
+    for ax in (curve_ax, ttft_ax, tpot_ax):
         ax.set_ylim(0, ax.get_ylim()[1] * 1.1)  # headroom: flat lines do not sit on the frame
+    if thr_ax.get_xscale() == "log" and np.nanmin(throughput) > 0:
+        # log-log: linear scaling is a 45-degree line and saturation a flat one, whatever the scale
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+        thr_ax.set_yscale("log")
+        thr_ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        thr_ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        thr_ax.yaxis.set_minor_formatter(NullFormatter())
+        thr_ax.set_ylim(np.nanmin(throughput) / 1.5, np.nanmax(throughput) * 1.5)
+    else:
+        thr_ax.set_ylim(0, thr_ax.get_ylim()[1] * 1.1)
+    for ax in axes.flat:
         ax.legend(fontsize=8, loc="best")
     curve_ax.set_xlim(0, np.nanmax(throughput) * 1.15)  # room for the last point's label
     return figure
