@@ -353,7 +353,9 @@ class _Reader:
         return None
 
     def check_load(self, load: dict[str, Any]) -> None:
-        """Combinations that cannot mean anything: a ladder with a search, search keys alone."""
+        """Combinations that cannot mean anything: two step bounds, a ladder with a search, search keys alone."""
+        if "number" in load and "duration_s" in load:
+            raise self.fail("load.duration_s", "number and duration_s both bound a step; keep one of them")
         search = load.get("search")
         if search is None:
             for key in ("start", "max", "precision"):

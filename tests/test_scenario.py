@@ -133,6 +133,7 @@ def test_prompts_resolved_from_cwd_first_then_scenario_folder(tmp_path: Path, mo
         ("load: {search: concurency}", "load.search: 'concurency' is not allowed; did you mean 'concurrency'?"),
         ("load: {search: rate, rate: [1, 2]}", "load.rate: a ladder cannot go with 'search: rate'"),
         ("load: {start: 4}", "load.start: only applies to a search"),
+        ("load: {number: 10, duration_s: 5}", "load.duration_s: number and duration_s both bound a step; keep one"),
         ("load: {search: concurrency, start: 1.5}", "load.start: a concurrency search starts at a whole number"),
         ("load: {search: rate, start: 8, max: 2}", "load.max: 2 is below start 8; raise max"),
         ("load: {search: rate, precision: 0}", "load.precision: 0 is out of range; use a value > 0 and <= 1"),
@@ -183,3 +184,14 @@ def test_shipped_scenario_loads_and_targets_the_mock(path: Path, monkeypatch: py
     assert settings["name"] == path.stem
     assert "url" not in settings and "model" not in settings  # runs as-is against the built-in mock
     assert "# To run against a real server" in path.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_shipped_scenario_builds_a_run_config(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from perfbench.config import config_from_settings
+
+    monkeypatch.chdir(path.parent.parent)
+    config = config_from_settings(load_scenario(path))
+    assert config.name == path.stem
+    assert config.slos is not None and config.slos.step_limits  # every example judges its steps
+    assert config.search or config.steps
