@@ -26,7 +26,7 @@ from perfbench import records as R
 from perfbench.apis.openai import ApiAdapter, StreamContent, interpret_events
 from perfbench.records import RequestRecord
 from perfbench.schedule import arrival_offsets_s
-from perfbench.sse import parse_recorded
+from perfbench.sse import RecordedEvents, parse_recorded
 from perfbench.tokens import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -240,9 +240,8 @@ class Engine:
         except aiohttp.ClientError as exc:
             failure = (R.BAD_RESPONSE, f"{type(exc).__name__}: {_one_line(str(exc).encode())}")
         end_ns = time.perf_counter_ns()
-        events, completed_by = parse_recorded(chunks) if chunks else ([], [])
-        times = [read_ns[i] for i in completed_by]
-        return self._record(step, index, warmup, scheduled_ns, sent_ns, end_ns, http_status, failure, times, events, request)
+        events = parse_recorded(chunks) if chunks else None
+        return self._record(step, index, warmup, scheduled_ns, sent_ns, end_ns, http_status, failure, read_ns, events, request)
 
     def _record(
         self,
@@ -254,11 +253,11 @@ class Engine:
         end_ns: int,
         http_status: int | None,
         failure: tuple[str, str] | None,
-        times: list[int],
-        events: list[Any],
+        read_ns: list[int],
+        events: RecordedEvents | None,
         request: PreparedRequest,
     ) -> RequestRecord:
-        content = interpret_events(self._target.api, events) if events else StreamContent()
+        content = interpret_events(self._target.api, events.data, events.types) if events else StreamContent()
         if failure is None:
             if content.error is not None:
                 failure = (R.ERROR_EVENT, f"error event: {_one_line(content.error.encode())}")
@@ -266,7 +265,7 @@ class Engine:
                 failure = (R.BAD_RESPONSE, f"event is not JSON: {_one_line(content.malformed.encode())}")
             elif not content.output_events:
                 failure = (R.NO_OUTPUT, "the stream ended without output tokens")
-        package_times = tuple([times[i] for i in content.output_events])
+        package_times = tuple([read_ns[events.completed_by[i]] for i in content.output_events]) if events else ()
         output_tokens, source = self._output_tokens(content)
         return RequestRecord(
             step=step,

@@ -137,62 +137,44 @@ class SSEParser:
         return events
 
 
-def parse_recorded(chunks: list[bytes]) -> tuple[list[SSEEvent], list[int]]:
-    """Parse a whole recorded stream: its events, and for each the index of the chunk that completed it.
+class RecordedEvents(NamedTuple):
+    """The events of a whole recorded stream."""
 
-    Gives exactly what feeding the chunks one by one to an ``SSEParser`` (then ``flush``) gives,
-    so the engine can keep its read loop to "append the bytes, stamp the read" and parse once the
-    stream is over. The common shape — ``data: …`` lines, each followed by a blank line, ``\\n``
-    endings, maybe comments — is split in one pass; anything else goes through ``SSEParser``.
+    data: list[bytes]  # each event's data
+    types: list[str | None] | None  # each event's type; None when every event has the default type
+    completed_by: list[int]  # index of the chunk whose bytes completed each event
+
+
+def parse_recorded(chunks: list[bytes]) -> RecordedEvents:
+    """Parse a whole recorded stream, as feeding its chunks one by one to an ``SSEParser`` (then ``flush``) would.
+
+    This lets the engine's read loop be just "stamp the read, keep the bytes". The common shape —
+    nothing but ``data: …`` lines each followed by a blank line, with ``\n`` endings — is checked
+    and split with a few whole-stream operations; anything else goes through ``SSEParser``.
     """
     stream = b"".join(chunks)
-    if b"\r" not in stream and stream.endswith(b"\n\n") and not stream.startswith(_BOM):
-        fast = _parse_simple(stream, chunks)
-        if fast is not None:
-            return fast
+    if stream.startswith(b"data: ") and stream.endswith(b"\n\n") and b"\r" not in stream:
+        data = stream[6:-2].split(b"\n\ndata: ")
+        # Each event brought exactly two "\n" (its line end and its blank line) and none other:
+        # then every event is one `data: ` line, and the split found them all.
+        if stream.count(b"\n") == 2 * len(data):
+            # An event is completed by the chunk holding the second "\n" of its "\n\n": count, per
+            # chunk, the separators ending inside it (one may start in the chunk before).
+            completed_by: list[int] = []
+            start = 0
+            for index, chunk in enumerate(chunks):
+                end = start + len(chunk)
+                completed_by += [index] * stream.count(b"\n\n", max(start - 1, 0), end)
+                start = end
+            return RecordedEvents(data, None, completed_by)
     parser = SSEParser()
     events: list[SSEEvent] = []
-    completed_by: list[int] = []
+    completed: list[int] = []
     for index, chunk in enumerate(chunks):
         new = parser.feed(chunk)
         events.extend(new)
-        completed_by.extend([index] * len(new))
+        completed.extend([index] * len(new))
     tail = parser.flush()
     events.extend(tail)
-    completed_by.extend([len(chunks) - 1] * len(tail))
-    return events, completed_by
-
-
-def _parse_simple(stream: bytes, chunks: list[bytes]) -> tuple[list[SSEEvent], list[int]] | None:
-    """The one-pass path; None when the stream holds anything but single-line data events and comments."""
-    events: list[SSEEvent] = []
-    completed_by: list[int] = []
-    chunk_ends = []
-    total = 0
-    for chunk in chunks:
-        total += len(chunk)
-        chunk_ends.append(total)
-    chunk_index = 0
-    position = 0  # where the current piece starts in `stream`
-    pieces = stream.split(b"\n\n")
-    pieces.pop()  # the empty piece after the final blank line
-    for piece in pieces:
-        position += len(piece) + 2
-        if piece[:6] == b"data: ":
-            data = piece[6:]
-        elif piece[:1] == b":":
-            if b"\n" in piece:
-                return None
-            continue  # a comment, e.g. a keep-alive
-        elif piece[:5] == b"data:":
-            data = piece[5:]
-        else:
-            return None
-        if b"\n" in data:
-            return None
-        # The blank line's "\n" (byte position - 1) dispatches the event: find the chunk holding it.
-        while chunk_ends[chunk_index] < position:
-            chunk_index += 1
-        events.append(_new_event(SSEEvent, (data, None)))
-        completed_by.append(chunk_index)
-    return events, completed_by
+    completed.extend([len(chunks) - 1] * len(tail))
+    return RecordedEvents([e.data for e in events], [e.event for e in events], completed)

@@ -8,9 +8,11 @@ from perfbench.prompts import Prompt
 from perfbench.sse import SSEParser
 
 
-def events(raw: bytes):
+def events(raw: bytes) -> tuple[list[bytes], list[str | None]]:
+    """(data, types) of the events in ``raw``, as interpret_events takes them."""
     parser = SSEParser()
-    return parser.feed(raw) + parser.flush()
+    parsed = parser.feed(raw) + parser.flush()
+    return [e.data for e in parsed], [e.event for e in parsed]
 
 
 def test_chat_body_streams_with_usage_and_extra_fields():
@@ -30,20 +32,20 @@ def test_role_finish_and_usage_only_chunks_are_not_output():
            b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\n'
            b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":4,"completion_tokens":1}}\n\n'
            b'data: [DONE]\n\n')
-    content = interpret_events(get_adapter("openai-chat"), events(raw))
+    content = interpret_events(get_adapter("openai-chat"), *events(raw))
     assert content.output_events == [1]
     assert (content.prompt_tokens, content.completion_tokens, content.saw_done) == (4, 1, True)
 
 
 def test_error_event_by_type_and_by_body():
     raw = b'event: error\ndata: {"message": "boom"}\n\n'
-    assert interpret_events(get_adapter("openai-chat"), events(raw)).error == "boom"
+    assert interpret_events(get_adapter("openai-chat"), *events(raw)).error == "boom"
     raw = b'data: {"object": "error", "message": "bad", "code": 400}\n\n'
-    assert "bad" in interpret_events(get_adapter("openai-chat"), events(raw)).error
+    assert "bad" in interpret_events(get_adapter("openai-chat"), *events(raw)).error
 
 
 def test_malformed_event_is_reported():
-    content = interpret_events(get_adapter("openai-completions"), events(b"data: {not json\n\n"))
+    content = interpret_events(get_adapter("openai-completions"), *events(b"data: {not json\n\n"))
     assert content.malformed == "{not json" and not content.output_events
 
 
@@ -52,7 +54,7 @@ def test_one_bad_event_does_not_hide_the_others():
            b'data: 1,2\n\n'
            b'data: {"choices":[{"delta":{"content":"b"}}]}\n\n'
            b'data: [DONE]\n\n')
-    content = interpret_events(get_adapter("openai-chat"), events(raw))
+    content = interpret_events(get_adapter("openai-chat"), *events(raw))
     assert content.output_events == [0, 2] and content.malformed == "1,2" and content.saw_done
 
 
@@ -61,9 +63,9 @@ def _slow_path(adapter, evs):
     from perfbench.apis import openai as oa
 
     out = []
-    for e in evs:
-        obj = oa._decode(e.data)
-        if isinstance(obj, dict) and e.event is None and obj.get("error") is None and obj.get("choices"):
+    for data, event_type in zip(*evs):
+        obj = oa._decode(data)
+        if isinstance(obj, dict) and event_type is None and obj.get("error") is None and obj.get("choices"):
             text = adapter.output_text(obj["choices"][0])
             if text:
                 out.append(text)
@@ -101,4 +103,4 @@ def test_skeleton_reuse_reads_exactly_what_full_decoding_reads(items):
     raw = b"".join(b"data: " + json.dumps(c, ensure_ascii=bool(len(chunks) % 2)).encode() + b"\n\n" for c in chunks)
     adapter = get_adapter("openai-chat")
     evs = events(raw)
-    assert interpret_events(adapter, evs).output_text == _slow_path(adapter, evs)
+    assert interpret_events(adapter, *evs).output_text == _slow_path(adapter, evs)

@@ -112,8 +112,8 @@ def _decode(data: bytes) -> Any:
         return None
 
 
-def interpret_events(adapter: ApiAdapter, events: Sequence[Any]) -> StreamContent:
-    """Classify each SSE event of one stream; ``events`` are ``SSEEvent``s (``.data``, ``.event``).
+def interpret_events(adapter: ApiAdapter, datas: Sequence[bytes], types: Sequence[str | None] | None = None) -> StreamContent:
+    """Classify each SSE event of one stream, given each event's data and type (None: all default).
 
     Most events of a stream differ only in their text: the same bytes before and after one string.
     Once a *skeleton* (the bytes around the string) is proven to mean "the output is exactly this
@@ -125,17 +125,18 @@ def interpret_events(adapter: ApiAdapter, events: Sequence[Any]) -> StreamConten
     key = adapter.text_key
     plain_skeletons: set[tuple[bytes, bytes]] = set()
     prefix, suffix, cut_start, cut_end = b"\0", b"\0", 0, 0  # the last plain skeleton seen
-    for i, event in enumerate(events):
-        data = event.data
-        if event.event is None and len(data) >= cut_start + cut_end and data.startswith(prefix) and data.endswith(suffix):
+    add_event, add_chars, add_text = content.output_events.append, content.output_chars.append, content.output_text.append
+    for i, data in enumerate(datas):
+        event_type = types[i] if types is not None else None
+        if data.startswith(prefix) and data.endswith(suffix) and event_type is None and len(data) >= cut_start + cut_end:
             raw = data[cut_start : len(data) - cut_end]
             if b'"' not in raw and b"\\" not in raw:  # then `raw` is the whole string, unescaped
                 if raw:
-                    content.output_events.append(i)
-                    content.output_chars.append(len(text := raw.decode("utf-8")))
-                    content.output_text.append(text)
+                    add_event(i)
+                    add_text(text := raw.decode("utf-8"))
+                    add_chars(len(text))
                 continue
-        split = _split_string_value(data, key) if event.event is None else None
+        split = _split_string_value(data, key) if event_type is None else None
         if split is not None and (split[0], split[2]) in plain_skeletons:
             prefix, suffix, cut_start, cut_end = split[0], split[2], len(split[0]), len(split[2])
             text = _string_value(split[1])
@@ -152,7 +153,7 @@ def interpret_events(adapter: ApiAdapter, events: Sequence[Any]) -> StreamConten
             if content.malformed is None:
                 content.malformed = data[:200].decode("utf-8", "replace")
             continue
-        if event.event == "error" or obj.get("error") is not None or obj.get("object") == "error":
+        if event_type == "error" or obj.get("error") is not None or obj.get("object") == "error":
             if content.error is None:
                 content.error = _error_message(obj)
             continue
