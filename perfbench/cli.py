@@ -107,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--no-telemetry", dest="telemetry", action="store_const", const=False, help="no GPU or server metrics sampling")
     o.add_argument("--no-plots", dest="plots", action="store_const", const=False, help="skip plots and report.html")
     o.add_argument("--no-live", dest="live", action="store_const", const=False, help="no live progress display")
+    o.add_argument("--mock", metavar="KEY=VALUE,...", help="built-in mock settings for simulated runs, e.g. capacity=8,itl_ms=5,ttft_ms=50 (see perfbench mock --help)")
     o.add_argument("--debug", action="store_true", help="log debug messages and show tracebacks")
     return p
 
@@ -128,6 +129,14 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
             raise ConfigError("--extra-body is not valid JSON; give an object like '{\"temperature\": 0}'") from None
         if not isinstance(flags["extra_body"], dict):
             raise ConfigError("--extra-body must be a JSON object like '{\"temperature\": 0}'")
+    if "number" in flags:
+        settings.pop("duration_s", None)
+    if "duration_s" in flags:
+        settings.pop("number", None)
+    if "rate" in flags or "concurrency" in flags:
+        settings.pop("search", None)  # a ladder given on the command line replaces the file's search
+    if "search" in flags:
+        settings.pop("rate", None) if flags["search"] == "concurrency" else settings.pop("concurrency", None)
     settings.update(flags)
     unknown = set(settings) - set(RunConfig.__dataclass_fields__) - {"concurrency", "number", "rate", "slo", "search_start"}
     for key in unknown:
@@ -169,7 +178,7 @@ def run_main(argv: Sequence[str]) -> int:
         if config.simulated:
             from perfbench.servers.mock import MockConfig, MockInThread
 
-            mock = stack.enter_context(MockInThread(MockConfig(ttft_ms=50, itl_ms=5)))
+            mock = stack.enter_context(MockInThread(_mock_config(MockConfig, config.mock)))
             endpoint, _ = resolve_url(mock.base_url, config.api)
             model = "mock"
             console.print(f"[yellow]No --url or --model: running against the built-in mock server at {mock.base_url} — SIMULATED numbers.[/]")
@@ -207,6 +216,16 @@ def run_main(argv: Sequence[str]) -> int:
         )
     render_summary(console, outcome.summary)
     return _after_run(config, outcome, console, baseline_dir)
+
+
+SIMULATED_MOCK = {"ttft_ms": 50, "itl_ms": 5}  # the demo server: 50 ms to the first token, 5 ms per token
+
+
+def _mock_config(mock_config_type: Any, settings: Any) -> Any:
+    try:
+        return mock_config_type(**{**SIMULATED_MOCK, **settings})
+    except TypeError as exc:
+        raise ConfigError(f"--mock: {exc}; see 'perfbench mock --help' for the settings (use their field names, e.g. itl_ms)") from None
 
 
 def _with_model(config: Any, model: str) -> Any:

@@ -80,6 +80,7 @@ class RunConfig:
     telemetry: bool = True  # sample GPU / server metrics
     plots: bool = True  # write plots and report.html
     live: bool = True  # live progress display
+    mock: Mapping[str, Any] = field(default_factory=dict)  # built-in mock settings (simulated runs)
 
     @property
     def simulated(self) -> bool:
@@ -204,6 +205,24 @@ def parse_tags(values: list[str] | Mapping[str, str] | None) -> dict[str, str]:
     return tags
 
 
+def parse_mock_settings(text: str) -> dict[str, Any]:
+    """``--mock capacity=8,itl_ms=5`` -> {"capacity": 8, "itl_ms": 5.0}; values are numbers or words."""
+    settings: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--mock {item!r}: expected key=value, e.g. --mock capacity=8,itl_ms=5")
+        for kind in (int, float):
+            try:
+                settings[key.strip()] = kind(value)
+                break
+            except ValueError:
+                continue
+        else:
+            settings[key.strip()] = {"true": True, "false": False}.get(value.strip().lower(), value.strip())
+    return settings
+
+
 _NAME_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -270,6 +289,11 @@ def config_from_settings(settings: Mapping[str, Any]) -> RunConfig:
             s[key] = str(LengthDistribution.parse(s[key]) if not isinstance(s[key], Mapping) else LengthDistribution.from_mapping(s[key]))
     if s.get("prompts") and s.get("input_tokens"):
         raise ConfigError("--prompts and --input-tokens both choose the prompts; give one of them")
+    mock = s.get("mock") or {}
+    if isinstance(mock, str):
+        mock = parse_mock_settings(mock)
+    if mock and (url or s.get("model")):
+        raise ConfigError("--mock sets up the built-in mock server; drop it, or drop --url/--model")
     api_key = s.get("api_key") or os.environ.get("OPENAI_API_KEY") or None
     mfr = s.get("max_failure_rate")
     if mfr is not None and not 0 <= mfr <= 1:
@@ -285,5 +309,6 @@ def config_from_settings(settings: Mapping[str, Any]) -> RunConfig:
         headers=parse_headers(s.get("headers")),
         tags=parse_tags(s.get("tags")),
         api_key=api_key,
+        mock=mock,
     )
     return RunConfig(**direct)

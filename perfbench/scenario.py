@@ -41,6 +41,7 @@ The file's shape (every section and key is optional; see scenarios/README.md)::
       shared_prefix: {tokens: 256, groups: 4}   # prefix-cache study: groups sharing K tokens
     slo: {ttft_p99: 500, tpot_p99: 50}   # or the --slo string "ttft_p99=500,tpot_p99=50"
     stop: {max_failure_rate: 0.1}        # end a ladder after a step failing more than this
+    mock: {capacity: 8, itl_ms: 5}      # the built-in mock's settings (no target only): any MockConfig field
     output:
       dir: runs/nightly              # output directory
       tags: {gpu: h100, build: nightly}
@@ -245,8 +246,24 @@ _OUTPUT: dict[str, tuple[str, Converter]] = {
     "baseline": ("baseline", _str),
     "thresholds": ("thresholds", _thresholds),
 }
+def _mock_settings(value: Any) -> dict[str, Any]:
+    from dataclasses import fields
+
+    from perfbench.servers.mock_config import MockConfig
+
+    if not isinstance(value, dict):
+        raise _Bad("expected a mapping like {capacity: 8, itl_ms: 5}")
+    allowed = [f.name for f in fields(MockConfig)]
+    for key in value:
+        if key not in allowed:
+            hint = difflib.get_close_matches(str(key), allowed, n=1)
+            raise _Bad(f"unknown mock setting '{key}'; " + (f"did you mean '{hint[0]}'?" if hint else "allowed: " + ", ".join(allowed)))
+    return dict(value)
+
+
 _SCENARIO: dict[str, Any] = {
     "name": ("name", _str),
+    "mock": ("mock", _mock_settings),  # the built-in mock's behaviour when there is no target
     "description": ("", _str),  # for people only
     "seed": ("seed", _nonneg_int),
     "target": _TARGET,

@@ -240,3 +240,31 @@ def test_bad_baseline_fails_before_the_run(tmp_path):
     result = cli("--url", "http://127.0.0.1:9", "--baseline", "tag:none=such", "--store", str(tmp_path / "h.sqlite"), "--output-dir", str(tmp_path / "r"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert not (tmp_path / "r" / "requests.jsonl").exists()
+
+
+def test_mock_settings_shape_the_simulated_server(tmp_path):
+    out = tmp_path / "run"
+    assert run_cli("--mock", "ttft_ms=120,itl_ms=1,tokens_per_package=2", "-c", "2", "-n", "4", "--max-tokens", "8", "--output-dir", str(out)) == 0
+    [step] = json.loads((out / "summary.json").read_text())["steps"]
+    assert step["ttft_ms"]["min"] >= 115
+    assert step["packages_per_request"]["mean"] == 4
+
+
+@pytest.mark.parametrize("value, match", [("capacity", "key=value"), ("speed=3", "speed")])
+def test_bad_mock_settings(value, match, tmp_path):
+    result = cli("--mock", value, "--output-dir", str(tmp_path / "r"))
+    assert result.returncode == 2 and match in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_mock_settings_need_the_built_in_mock(tmp_path):
+    result = cli("--url", "http://127.0.0.1:9", "--mock", "capacity=2", "--output-dir", str(tmp_path / "r"))
+    assert result.returncode == 2 and "--mock" in result.stderr
+
+
+def test_flags_replace_the_scenario_step_bound(tmp_path):
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text("load: {concurrency: [2], number: 1000}\nmock: {ttft_ms: 1, itl_ms: 1}\nworkload: {max_tokens: 4}\n")
+    out = tmp_path / "run"
+    assert run_cli("--scenario", str(scenario), "--duration", "0.5", "--output-dir", str(out)) == 0
+    [step] = json.loads((out / "summary.json").read_text())["steps"]
+    assert step["concurrency"] == 2 and 0 < step["requests_completed"] < 1000
