@@ -150,7 +150,10 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(list(argv))
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.debug:
+        logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
+    else:
+        logging.basicConfig(level=logging.WARNING, format="perfbench: %(message)s")
 
     from rich.console import Console
 
@@ -164,10 +167,13 @@ def run_main(argv: Sequence[str]) -> int:
     if not console.is_terminal:
         console.width = max(console.width, 140)  # logs and pipes: don't squeeze the tables
     tokenizer = None
-    if config.tokenizer:
+    tokenizer_path = config.tokenizer
+    if tokenizer_path is None and config.url is None and config.model and Path(config.model).is_dir():
+        tokenizer_path = config.model  # a local model brings its tokenizer: exact synthetic prompt lengths
+    if tokenizer_path:
         from perfbench.tokens import load_tokenizer
 
-        tokenizer = load_tokenizer(config.tokenizer)
+        tokenizer = load_tokenizer(tokenizer_path)
     baseline_dir = _resolve_baseline(config)
     label = "simulated" if config.simulated else (config.model or "run")
     run_dir = make_run_dir(Path(config.output_dir) if config.output_dir else default_run_dir(config, label))
