@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--engine-args", help="extra arguments for the local server (vllm serve …)")
     t.add_argument("--device", help="local transformers server device: auto, cpu, cuda[:N] (default auto)")
     t.add_argument("--dtype", help="local transformers server dtype: auto, bfloat16, float16, float32")
+    t.add_argument("--max-batch-size", type=int, metavar="N", help="local transformers server: most sequences decoded together (default 64)")
     t.add_argument("--header", dest="headers", action="append", metavar="'NAME: VALUE'", help="extra HTTP header (repeatable)")
     t.add_argument("--api-key", help="sent as 'Authorization: Bearer …' (default $OPENAI_API_KEY); never written to any output")
     l = p.add_argument_group("load")
@@ -195,7 +196,7 @@ def run_main(argv: Sequence[str]) -> int:
             server = stack.enter_context(
                 start_local_server(
                     config.model, engine=config.engine, log_path=run_dir / "server.log", engine_args=config.engine_args,
-                    device=config.device, dtype=config.dtype,
+                    device=config.device, dtype=config.dtype, max_batch_size=config.max_batch_size,
                     on_progress=lambda line: console.print(f"[dim]server: {line}[/]"),
                 )
             )
@@ -267,9 +268,13 @@ def _resolve_baseline(config: Any) -> Path | None:
     """The baseline's run directory, resolved before the run so a bad spec costs no benchmark time."""
     if not config.baseline:
         return None
-    from perfbench.store import resolve_baseline
+    from perfbench.store import NoBaselineYet, resolve_baseline
 
-    return resolve_baseline(config.baseline, _open_store(config))
+    try:
+        return resolve_baseline(config.baseline, _open_store(config))
+    except NoBaselineYet as exc:  # a nightly job's first night: this run becomes the first baseline
+        logging.getLogger(__name__).warning("%s; running without a comparison", exc)
+        return None
 
 
 def _after_run(config: Any, outcome: Any, console: Any, baseline_dir: Path | None) -> int:
@@ -299,8 +304,12 @@ def _after_run(config: Any, outcome: Any, console: Any, baseline_dir: Path | Non
         report = write_html_report(run_dir, baseline_dir=baseline_dir, comparison=comparison)
         console.print(f"Report: {report}")
     if not outcome.interrupted and outcome.summary["steps"]:
+        tags = dict(config.tags)
+        if config.baseline:
+            # "check=pass" marks a run that met its baseline (or had none yet): `--baseline tag:check=pass` is the last good run.
+            tags["check"] = "fail" if exit_code else "pass"
         try:
-            run_id = _open_store(config).record_run(run_dir, config.tags)
+            run_id = _open_store(config).record_run(run_dir, tags)
             console.print(f"Recorded in the run history as {run_id}")
         except Exception as exc:  # the history is a convenience: never lose a finished run over it
             console.print(f"[yellow]Could not record the run in the history ({exc}); use --store PATH.[/]")

@@ -39,6 +39,7 @@ class RunConfig:
     engine_args: str = ""  # extra arguments for the local server
     device: str = "auto"  # local transformers server device
     dtype: str = "auto"  # local transformers server dtype
+    max_batch_size: int = 64  # local transformers server: sequences decoded together
     headers: Mapping[str, str] = field(default_factory=dict)  # extra HTTP headers
     api_key: str | None = None  # sent as a Bearer token; never written anywhere
     # load
@@ -191,17 +192,19 @@ def parse_headers(values: list[str] | Mapping[str, str] | None) -> dict[str, str
     return headers
 
 
-def parse_tags(values: list[str] | Mapping[str, str] | None) -> dict[str, str]:
+def parse_tags(values: list[str] | tuple[str, ...] | Mapping[str, str] | None) -> dict[str, str]:
+    """``["branch=main", "gpu=h100,suite=nightly"]`` (or a mapping) -> dict; ConfigError naming the bad item."""
     if not values:
         return {}
     if isinstance(values, Mapping):
         return {str(k): str(v) for k, v in values.items()}
-    tags = {}
+    tags: dict[str, str] = {}
     for item in values:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--tag {item!r}: expected key=value")
-        tags[key] = value
+        for part in item.split(","):
+            key, sep, value = part.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"bad tag {part!r}; write KEY=VALUE, e.g. --tag branch=main")
+            tags[key.strip()] = value.strip()
     return tags
 
 
@@ -244,7 +247,7 @@ def config_from_settings(settings: Mapping[str, Any]) -> RunConfig:
 
     for key, flag in (("duration_s", "--duration"), ("timeout_s", "--timeout"), ("connect_timeout_s", "--connect-timeout"),
                       ("max_tokens", "--max-tokens"), ("burstiness", "--burstiness"), ("search_precision", "--search-precision"),
-                      ("search_max", "--search-max"), ("search_start", "--search-start")):
+                      ("search_max", "--search-max"), ("search_start", "--search-start"), ("max_batch_size", "--max-batch-size")):
         positive(key, flag)
     for key, flag in (("warmup", "--warmup"), ("ramp_up_s", "--ramp-up"), ("shared_prefix_tokens", "--shared-prefix-tokens")):
         positive(key, flag, allow_zero=True)

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Sequence
 
 from perfbench.errors import ConfigError, PerfbenchError
-from perfbench.store import RunInfo, RunStore, default_store_path, parse_tags
+from perfbench.config import parse_tags
+from perfbench.store import RunInfo, RunStore, default_store_path
 
 _DISTRIBUTIONS = (
     "latency_ms", "ttft_ms", "tpot_ms", "itl_ms", "queue_ms", "time_per_package_ms",

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
+from perfbench.config import parse_tags
 from perfbench.errors import ConfigError
 
 _SCHEMA = """
@@ -74,18 +75,6 @@ class RunInfo:
     @property
     def config(self) -> dict[str, Any]:
         return self.summary.get("config") or {}
-
-
-def parse_tags(items: list[str] | tuple[str, ...]) -> dict[str, str]:
-    """``["branch=main", "gpu=h100"]`` -> dict; ConfigError naming the bad item."""
-    tags: dict[str, str] = {}
-    for item in items:
-        for part in item.split(","):
-            key, sep, value = part.partition("=")
-            if not sep or not key.strip():
-                raise ConfigError(f"bad tag {part!r}; write KEY=VALUE, e.g. --tag branch=main")
-            tags[key.strip()] = value.strip()
-    return tags
 
 
 def _gpu_from_run(run_dir: Path, summary: Mapping[str, Any]) -> tuple[str | None, str | None]:
@@ -245,24 +234,29 @@ def _new_run_id(started_at: str) -> str:
     return f"{stamp:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
+class NoBaselineYet(ConfigError):
+    """``last`` or ``tag:…`` matched no recorded run (e.g. a nightly job's first night)."""
+
+
 def resolve_baseline(spec: str, store: RunStore, *, exclude_run_id: str | None = None) -> Path:
     """The run directory a baseline spec names.
 
     ``spec`` is a run directory, a run id (or unique prefix), ``last`` (the last recorded run
-    other than ``exclude_run_id``) or ``tag:KEY=VALUE`` (the last run with that tag).
-    ConfigError when no run matches or its directory is gone.
+    other than ``exclude_run_id``) or ``tag:KEY=VALUE[,KEY=VALUE]`` (the last run with those tags).
+    NoBaselineYet when ``last``/``tag:`` match nothing; ConfigError when an id matches nothing
+    or the run's directory is gone.
     """
     if Path(spec).is_dir():
         return Path(spec)
     if spec == "last":
         info = store.last_run(exclude_run_id=exclude_run_id)
         if info is None:
-            raise ConfigError(f"no run recorded in {store.path} yet; run once without --baseline, or pass a run directory")
+            raise NoBaselineYet(f"no run recorded in {store.path} yet; run once without --baseline, or pass a run directory")
     elif spec.startswith("tag:"):
         tag = parse_tags([spec[4:]])
         info = store.last_run(tag=tag, exclude_run_id=exclude_run_id)
         if info is None:
-            raise ConfigError(f"no run with tag {spec[4:]} in {store.path}; tag a good run with --tag {spec[4:]}")
+            raise NoBaselineYet(f"no run with tag {spec[4:]} in {store.path}; tag a good run with --tag {spec[4:]}")
     else:
         info = store.get(spec)
     if not (info.run_dir / "summary.json").exists():

@@ -237,7 +237,7 @@ def test_nightly_flow_baseline_regression_junit_history_and_report(tmp_path, cap
 
 
 def test_bad_baseline_fails_before_the_run(tmp_path):
-    result = cli("--url", "http://127.0.0.1:9", "--baseline", "tag:none=such", "--store", str(tmp_path / "h.sqlite"), "--output-dir", str(tmp_path / "r"))
+    result = cli("--url", "http://127.0.0.1:9", "--baseline", "20200101T000000Z-nosuch", "--store", str(tmp_path / "h.sqlite"), "--output-dir", str(tmp_path / "r"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert not (tmp_path / "r" / "requests.jsonl").exists()
 
@@ -268,3 +268,18 @@ def test_flags_replace_the_scenario_step_bound(tmp_path):
     assert run_cli("--scenario", str(scenario), "--duration", "0.5", "--output-dir", str(out)) == 0
     [step] = json.loads((out / "summary.json").read_text())["steps"]
     assert step["concurrency"] == 2 and 0 < step["requests_completed"] < 1000
+
+
+def test_nightly_job_compares_with_the_last_good_run(tmp_path):
+    """The README's nightly recipe: first night no baseline yet, then compare with the last passing run."""
+    from perfbench.store import RunStore
+
+    store = str(tmp_path / "h.sqlite")
+    nightly = ["-c", "2", "-n", "30", "--max-tokens", "8", "--tag", "suite=nightly", "--baseline", "tag:suite=nightly,check=pass", "--store", store]
+    assert run_cli("--mock", "ttft_ms=20,itl_ms=2", *nightly, "--output-dir", str(tmp_path / "n1")) == 0  # no baseline yet
+    assert run_cli("--mock", "ttft_ms=20,itl_ms=2", *nightly, "--output-dir", str(tmp_path / "n2")) == 0
+    assert run_cli("--mock", "ttft_ms=40,itl_ms=4", *nightly, "--output-dir", str(tmp_path / "n3")) == 1  # slower build
+    assert run_cli("--mock", "ttft_ms=20,itl_ms=2", *nightly, "--output-dir", str(tmp_path / "n4")) == 0  # vs n2, not n3
+    runs = {r.run_dir.name: r.tags["check"] for r in RunStore(Path(store)).list_runs()}
+    assert runs == {"n1": "pass", "n2": "pass", "n3": "fail", "n4": "pass"}
+    assert json.loads((tmp_path / "n4" / "comparison.json").read_text())["base_dir"].endswith("n2")
