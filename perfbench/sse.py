@@ -155,18 +155,11 @@ def parse_recorded(chunks: list[bytes]) -> RecordedEvents:
     stream = b"".join(chunks)
     if stream.startswith(b"data: ") and stream.endswith(b"\n\n") and b"\r" not in stream:
         data = stream[6:-2].split(b"\n\ndata: ")
-        # Each event brought exactly two "\n" (its line end and its blank line) and none other:
-        # then every event is one `data: ` line, and the split found them all.
-        if stream.count(b"\n") == 2 * len(data):
-            # An event is completed by the chunk holding the second "\n" of its "\n\n": count, per
-            # chunk, the separators ending inside it (one may start in the chunk before).
-            completed_by: list[int] = []
-            start = 0
-            for index, chunk in enumerate(chunks):
-                end = start + len(chunk)
-                completed_by += [index] * stream.count(b"\n\n", max(start - 1, 0), end)
-                start = end
-            return RecordedEvents(data, None, completed_by)
+        # No piece holding a "\n" means every "\n" of the stream is a line end or a blank line
+        # from the split's separators: each event is exactly one `data: ` line. (Joining then
+        # searching costs a tenth of counting the stream's "\n".)
+        if b"\n" not in b"".join(data):
+            return RecordedEvents(data, None, _completing_chunks(chunks, len(data)))
     parser = SSEParser()
     events: list[SSEEvent] = []
     completed: list[int] = []
@@ -178,3 +171,19 @@ def parse_recorded(chunks: list[bytes]) -> RecordedEvents:
     events.extend(tail)
     completed.extend([len(chunks) - 1] * len(tail))
     return RecordedEvents([e.data for e in events], [e.event for e in events], completed)
+
+
+def _completing_chunks(chunks: list[bytes], events: int) -> list[int]:
+    """For a stream of the common shape, the index of the chunk that completed each event.
+
+    Event k ends at the stream's (2k + 2)-th "\n" (its line end, then its blank line), so the
+    events completed once chunk c is in are half the "\n" counted so far.
+    """
+    if len(chunks) == 1:
+        return [0] * events
+    completed_by: list[int] = []
+    newlines = 0
+    for index, chunk in enumerate(chunks):
+        newlines += chunk.count(b"\n")
+        completed_by += [index] * (newlines // 2 - len(completed_by))
+    return completed_by

@@ -104,3 +104,144 @@ def test_skeleton_reuse_reads_exactly_what_full_decoding_reads(items):
     adapter = get_adapter("openai-chat")
     evs = events(raw)
     assert interpret_events(adapter, *evs).output_text == _slow_path(adapter, evs)
+
+
+# --- interpret_events against full decoding, on whole streams --------------------------------
+
+from perfbench.apis import openai as oa  # noqa: E402
+from perfbench.apis.openai import StreamContent  # noqa: E402
+from perfbench.sse import parse_recorded  # noqa: E402
+
+
+def _reference_content(adapter, datas, types) -> StreamContent:
+    """What decoding every event's JSON in full says: interpret_events must say exactly this."""
+    content = StreamContent()
+    for index, (data, event_type) in enumerate(zip(datas, types)):
+        if data == b"[DONE]":
+            content.saw_done = True
+            continue
+        try:
+            obj = json.loads(data)
+        except ValueError:
+            obj = None
+        if not isinstance(obj, dict):
+            if content.malformed is None:
+                content.malformed = data[:200].decode("utf-8", "replace")
+            continue
+        if event_type == "error" or obj.get("error") is not None or obj.get("object") == "error":
+            if content.error is None:
+                content.error = oa._error_message(obj)
+            continue
+        usage = obj.get("usage")
+        if usage:
+            content.prompt_tokens = usage.get("prompt_tokens", content.prompt_tokens)
+            content.completion_tokens = usage.get("completion_tokens", content.completion_tokens)
+        if obj.get("choices"):
+            text = adapter.output_text(obj["choices"][0])
+            if text:
+                content.output_events.append(index)
+                content.output_chars.append(len(text))
+                content.output_text.append(text)
+    return content
+
+
+_CHAT = b'{"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":'
+# Event shapes with a slot for a string's raw JSON bytes: plain ones (the output is the slot) and
+# look-alikes that are not (reasoning or a decoy key beside it, a later duplicate key, usage).
+_CHAT_TEMPLATES = [
+    _CHAT + b'{"content":"%s"},"finish_reason":null}]}',
+    _CHAT + b'{"content":"%s"},"logprobs":null,"finish_reason":null}]}',
+    _CHAT + b'{"role":"assistant","content":"%s"},"finish_reason":null}]}',
+    _CHAT + b'{"reasoning_content":"%s","content":""}}]}',
+    _CHAT + b'{"content":"%s","reasoning_content":"r"}}]}',
+    _CHAT + b'{"tool_calls":[{"index":0,"function":{"arguments":"%s"}}]}}]}',
+    _CHAT + b'{"content":"%s","content":"late"}}]}',
+    _CHAT + b'{"content":"%s","content":"\\u2603perfbench-probe\\u2603"}}]}',  # spells the first probe
+    _CHAT + b'{"content":"%s"},"finish_reason":"length"}],"usage":{"prompt_tokens":2,"completion_tokens":7}}',
+    b'{"content":"%s","choices":[{"index":0,"delta":{"content":"fixed"}}]}',
+]
+_COMPLETIONS_TEMPLATES = [
+    b'{"id":"c1","choices":[{"text":"%s","index":0,"finish_reason":null}]}',
+    b'{"id":"c1","choices":[{"text":"%s","index":0,"finish_reason":"length"}],"usage":{"prompt_tokens":1,"completion_tokens":3}}',
+    b'{"id":"c1","choices":[{"index":0,"text":"%s"}],"text":"decoy"}',
+]
+_OTHER_EVENTS = [
+    b"[DONE]", b"1,2", b"{not json", b"", b'{"choices":[]}', b'{"error":{"message":"boom","code":500}}',
+    b'{"object":"error","message":"bad"}', b'{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":9}}',
+]
+# What goes in a slot: JSON-escaped text (unicode, escapes, either ensure_ascii), or raw bytes that
+# may hold quotes, backslashes, control bytes, NUL, invalid UTF-8 or encoded surrogates.
+_slot = st.one_of(
+    st.builds(lambda s, ascii_only: json.dumps(s, ensure_ascii=ascii_only)[1:-1].encode(), _texts, st.booleans()),
+    st.sampled_from([b"", b"a", b" the", b"\xed\xa0\x80", b"\\ud800", b"\x01", b"\t", b"\x00", b"\x7f", b'\\"', b"\\\\", b"\xc3", b"\xc3\xa9"]),
+    st.binary(max_size=5).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"")),
+)
+# A run: one template filled with many slots (long enough for several bulk windows), or one other event.
+_run = st.one_of(
+    st.tuples(st.integers(0, 9), st.lists(_slot, min_size=1, max_size=70)),
+    st.tuples(st.just(-1), st.lists(st.sampled_from(_OTHER_EVENTS), min_size=1, max_size=2)),
+)
+
+
+def _stream(adapter_name: str, runs, event_types, ending: bytes, comments: bool) -> bytes:
+    templates = _CHAT_TEMPLATES if adapter_name == "openai-chat" else _COMPLETIONS_TEMPLATES
+    events = []
+    for template, slots in runs:
+        events += slots if template < 0 else [templates[template % len(templates)] % s for s in slots]
+    lines = []
+    for i, data in enumerate(events):
+        if comments and i % 5 == 0:
+            lines.append(b": ping")
+        if event_types and i % 7 == 3:
+            lines.append(b"event: " + event_types[i % len(event_types)])
+        lines += [b"data: " + data, b""]
+    return b"".join(line + ending for line in lines)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    adapter_name=st.sampled_from(["openai-chat", "openai-completions"]),
+    runs=st.lists(_run, min_size=1, max_size=6),
+    event_types=st.lists(st.sampled_from([b"error", b"message", b"other"]), max_size=2),
+    ending=st.sampled_from([b"\n", b"\r\n"]),
+    comments=st.booleans(),
+    cuts=st.lists(st.integers(min_value=0, max_value=100_000), max_size=8),
+)
+def test_interpretation_equals_full_decoding_of_every_event(adapter_name, runs, event_types, ending, comments, cuts):
+    adapter = get_adapter(adapter_name)
+    stream = _stream(adapter_name, runs, event_types, ending, comments)
+    points = sorted({c % (len(stream) + 1) for c in cuts})
+    chunks = [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)])]
+    recorded = parse_recorded(chunks)
+    expected = _reference_content(adapter, *events(stream))
+    assert interpret_events(adapter, recorded.data, recorded.types) == expected
+    assert interpret_events(adapter, *events(stream)) == expected  # types given as a list
+
+
+def test_long_plain_run_then_finish_chunk_with_usage():
+    adapter = get_adapter("openai-chat")
+    words = [" the", " quick", "", " brown", " ✓", "fox"]
+    datas = [_CHAT_TEMPLATES[2] % b""] + [_CHAT_TEMPLATES[0] % words[i % 6].encode() for i in range(300)]
+    datas += [_CHAT_TEMPLATES[8] % b" end", b"[DONE]"]
+    content = interpret_events(adapter, datas)
+    assert content == _reference_content(adapter, datas, [None] * len(datas))
+    assert content.output_events[:5] == [1, 2, 4, 5, 6]  # event 3 carries an empty string: no output
+    assert content.output_events[-1] == 301 and content.output_text[-1] == " end"
+    assert (content.completion_tokens, content.saw_done) == (7, True)
+    assert content.output_chars[3] == 2  # " ✓": characters, not bytes
+
+
+def test_a_skeleton_that_spells_a_probe_is_not_taken_for_plain():
+    # The later duplicate key wins: every event's output is the probe's text, whatever the first string says.
+    adapter = get_adapter("openai-chat")
+    datas = [_CHAT_TEMPLATES[7] % t for t in (b"a", b"b", b"c")]
+    assert interpret_events(adapter, datas).output_text == ["\u2603perfbench-probe\u2603"] * 3
+
+
+def test_raw_control_byte_or_bad_utf8_in_a_plain_skeleton_is_what_full_decoding_says():
+    adapter = get_adapter("openai-chat")
+    datas = [_CHAT_TEMPLATES[0] % t for t in (b"a", b"b", b"c\x01", b"d", b"\xff", b"\xed\xa0\x80", b"e")]
+    content = interpret_events(adapter, datas)
+    assert content == _reference_content(adapter, datas, [None] * len(datas))
+    assert content.output_events == [0, 1, 3, 5, 6] and content.output_text[3] == "\ud800"
+    assert content.malformed is not None

@@ -9,7 +9,10 @@ finish chunk or a separate chunk with empty ``choices`` — since servers differ
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
+from itertools import compress
+from operator import itemgetter
 from typing import Any, Protocol, Sequence
 
 from perfbench.errors import ConfigError
@@ -51,31 +54,12 @@ def _error_message(obj: dict[str, Any]) -> str:
     return str(err if err is not None else obj.get("message", obj))
 
 
-def _decode_all(events: Sequence[Any]) -> list[Any]:
-    """JSON of every event (``DONE`` for [DONE], ``None`` for malformed ones).
-
-    One ``json.loads`` over the whole stream joined as an array costs a fraction of one call per
-    event; only a stream holding a malformed event (rare) is decoded event by event.
-    """
-    datas = [e.data for e in events]
-    payload = [d for d in datas if d != DONE]
-    try:
-        decoded = json.loads(b"[" + b",".join(payload) + b"]")
-        if len(decoded) == len(payload):  # else an event held several values, like `1,2`
-            values = iter(decoded)
-            return [DONE if d == DONE else next(values) for d in datas]
-    except ValueError:
-        pass
-    objs = []
-    for d in datas:
-        try:
-            objs.append(DONE if d == DONE else json.loads(d))
-        except ValueError:
-            objs.append(None)
-    return objs
-
-
-_SENTINEL = "\u2603perfbench-probe\u2603"  # a string no server sends as a whole token
+# Two probe strings that no server sends as a whole token: a skeleton is plain only if each comes
+# back as the whole output (with one probe, a skeleton whose own bytes spelled it would pass).
+_PROBES = ("\u2603perfbench-probe\u2603", "\u2604perfbench-probe-two\u2604")
+# Bytes that end a JSON string, start an escape, or may not appear raw inside one (strict JSON).
+_NOT_PLAIN = re.compile(rb'["\\\x00-\x1f]')
+_FIRST_WINDOW = 16  # events checked at once when a run starts; doubled while windows match
 
 
 def _split_string_value(data: bytes, key: bytes) -> tuple[bytes, bytes, bytes] | None:
@@ -101,8 +85,16 @@ def _split_string_value(data: bytes, key: bytes) -> tuple[bytes, bytes, bytes] |
     return data[:start], data[start:end], data[end:]
 
 
-def _string_value(raw: bytes) -> str:
-    return json.loads(b'"' + raw + b'"') if b"\\" in raw else raw.decode("utf-8")
+def _string_value(raw: bytes) -> str | None:
+    """The string whose JSON body (between its quotes) is ``raw``; None when that is not valid JSON.
+
+    Decoded as ``json.loads`` decodes a whole event: UTF-8 with lone surrogates passed through.
+    """
+    try:
+        text = raw.decode("utf-8", "surrogatepass")
+        return json.loads('"' + text + '"') if _NOT_PLAIN.search(raw) else text
+    except ValueError:  # UnicodeDecodeError included
+        return None
 
 
 def _decode(data: bytes) -> Any:
@@ -117,70 +109,131 @@ def interpret_events(adapter: ApiAdapter, datas: Sequence[bytes], types: Sequenc
 
     Most events of a stream differ only in their text: the same bytes before and after one string.
     Once a *skeleton* (the bytes around the string) is proven to mean "the output is exactly this
-    string" — by decoding it with a sentinel in place of the string — later events with the same
-    skeleton are read without decoding their JSON. Anything else takes the full path.
+    string" — by decoding it with probes in place of the string — the events that follow with the
+    same skeleton and a plain string are read in bulk, without decoding their JSON
+    (``_read_plain_run``). Every other event takes the exact path (``_read_event``).
     """
     content = StreamContent()
-    output_text = adapter.output_text
-    key = adapter.text_key
+    if types is not None and not any(types):
+        types = None  # every event has the default type: runs need not check types
     plain_skeletons: set[tuple[bytes, bytes]] = set()
-    prefix, suffix, cut_start, cut_end = b"\0", b"\0", 0, 0  # the last plain skeleton seen
-    add_event, add_chars, add_text = content.output_events.append, content.output_chars.append, content.output_text.append
-    for i, data in enumerate(datas):
-        event_type = types[i] if types is not None else None
-        if data.startswith(prefix) and data.endswith(suffix) and event_type is None and len(data) >= cut_start + cut_end:
-            raw = data[cut_start : len(data) - cut_end]
-            if b'"' not in raw and b"\\" not in raw:  # then `raw` is the whole string, unescaped
-                if raw:
-                    add_event(i)
-                    add_text(text := raw.decode("utf-8"))
-                    add_chars(len(text))
-                continue
-        split = _split_string_value(data, key) if event_type is None else None
-        if split is not None and (split[0], split[2]) in plain_skeletons:
-            prefix, suffix, cut_start, cut_end = split[0], split[2], len(split[0]), len(split[2])
-            text = _string_value(split[1])
+    skeleton: tuple[bytes, bytes] | None = None  # the last plain skeleton seen; the next events likely share it
+    index, count = 0, len(datas)
+    while index < count:
+        if skeleton is not None:
+            index += _read_plain_run(content, datas, types, index, *skeleton)
+            if index == count:
+                break
+        event_type = types[index] if types is not None else None
+        skeleton = _read_event(adapter, content, index, datas[index], event_type, plain_skeletons) or skeleton
+        index += 1
+    return content
+
+
+def _read_plain_run(
+    content: StreamContent, datas: Sequence[bytes], types: Sequence[str | None] | None, start: int, prefix: bytes, suffix: bytes
+) -> int:
+    """Read the events from ``start`` on that are ``prefix + text + suffix`` with a plain text; return how many.
+
+    A text is plain when it holds no quote, backslash or control byte and is valid UTF-8: such an
+    event is the proven skeleton around a string whose value is the text's bytes, decoded. Events
+    are checked a window at a time with whole-window C-level operations: the window's events
+    joined with NUL (which JSON never holds raw) must equal the texts cut out of them joined with
+    ``suffix + NUL + prefix``. A failing window is halved until the first event that does not
+    match, which is left to the exact path; windows only grow before that, so the work stays
+    proportional to the run.
+    """
+    first = datas[start]
+    if not (first.startswith(prefix) and first.endswith(suffix)):
+        return 0  # the next event is not in the run (usage chunk, [DONE], another skeleton)
+    cut = itemgetter(slice(len(prefix), -len(suffix)))  # the suffix holds at least the closing quote
+    between = suffix + b"\0" + prefix
+    end, size, growing = start, _FIRST_WINDOW, True
+    while size and end < len(datas):
+        window = datas[end : end + size]
+        texts = list(map(cut, window))
+        strings = None
+        if (
+            not _NOT_PLAIN.search(b"".join(texts))
+            and prefix + between.join(texts) + suffix == b"\0".join(window)
+            and (types is None or not any(types[end : end + len(window)]))
+        ):
+            try:
+                strings = list(map(bytes.decode, texts))
+            except UnicodeDecodeError:  # the exact path decides what the event means
+                pass
+        if strings is None:
+            growing = False
+            size = len(window) // 2
+            continue
+        kept = list(filter(None, strings))  # an empty string is not output
+        content.output_events.extend(compress(range(end, end + len(window)), strings))
+        content.output_text.extend(kept)
+        content.output_chars.extend(map(len, kept))
+        end += len(window)
+        if growing:
+            size *= 2
+    return end - start
+
+
+def _read_event(
+    adapter: ApiAdapter,
+    content: StreamContent,
+    index: int,
+    data: bytes,
+    event_type: str | None,
+    plain_skeletons: set[tuple[bytes, bytes]],
+) -> tuple[bytes, bytes] | None:
+    """Read one event exactly into ``content``; return its skeleton when that is proven plain."""
+    split = _split_string_value(data, adapter.text_key) if event_type is None else None
+    if split is not None and (split[0], split[2]) in plain_skeletons:
+        text = _string_value(split[1])
+        if text is not None:  # else the whole JSON is decoded below, to find what is wrong with it
             if text:
-                content.output_events.append(i)
+                content.output_events.append(index)
                 content.output_chars.append(len(text))
                 content.output_text.append(text)
-            continue
-        if data == DONE:
-            content.saw_done = True
-            continue
-        obj = _decode(data)
-        if not isinstance(obj, dict):
-            if content.malformed is None:
-                content.malformed = data[:200].decode("utf-8", "replace")
-            continue
-        if event_type == "error" or obj.get("error") is not None or obj.get("object") == "error":
-            if content.error is None:
-                content.error = _error_message(obj)
-            continue
-        usage = obj.get("usage")
-        if usage:
-            content.prompt_tokens = usage.get("prompt_tokens", content.prompt_tokens)
-            content.completion_tokens = usage.get("completion_tokens", content.completion_tokens)
-        choices = obj.get("choices")
-        if not choices:
-            continue
-        text = output_text(choices[0])
-        if text:
-            content.output_events.append(i)
-            content.output_chars.append(len(text))
-            content.output_text.append(text)
-        if split is not None and not usage and _means_plain_text(adapter, split):
-            plain_skeletons.add((split[0], split[2]))
-    return content
+            return split[0], split[2]
+    if data == DONE:
+        content.saw_done = True
+        return None
+    obj = _decode(data)
+    if not isinstance(obj, dict):
+        if content.malformed is None:
+            content.malformed = data[:200].decode("utf-8", "replace")
+        return None
+    if event_type == "error" or obj.get("error") is not None or obj.get("object") == "error":
+        if content.error is None:
+            content.error = _error_message(obj)
+        return None
+    usage = obj.get("usage")
+    if usage:
+        content.prompt_tokens = usage.get("prompt_tokens", content.prompt_tokens)
+        content.completion_tokens = usage.get("completion_tokens", content.completion_tokens)
+    choices = obj.get("choices")
+    if not choices:
+        return None
+    text = adapter.output_text(choices[0])
+    if text:
+        content.output_events.append(index)
+        content.output_chars.append(len(text))
+        content.output_text.append(text)
+    if split is not None and not usage and _means_plain_text(adapter, split):
+        plain_skeletons.add((split[0], split[2]))
+        return split[0], split[2]
+    return None
 
 
 def _means_plain_text(adapter: ApiAdapter, split: tuple[bytes, bytes, bytes]) -> bool:
     """Whether any event ``prefix + "s" + suffix`` means exactly: output text s, nothing else."""
-    probe = _decode(split[0] + json.dumps(_SENTINEL)[1:-1].encode() + split[2])
-    if not isinstance(probe, dict) or probe.get("usage") or probe.get("error") is not None or probe.get("object") == "error":
-        return False
-    choices = probe.get("choices")
-    return bool(choices) and adapter.output_text(choices[0]) == _SENTINEL
+    for probe_text in _PROBES:
+        probe = _decode(split[0] + json.dumps(probe_text)[1:-1].encode() + split[2])
+        if not isinstance(probe, dict) or probe.get("usage") or probe.get("error") is not None or probe.get("object") == "error":
+            return False
+        choices = probe.get("choices")
+        if not choices or adapter.output_text(choices[0]) != probe_text:
+            return False
+    return True
 
 
 def _sampling_fields(max_tokens: int | None, extra: dict[str, Any]) -> dict[str, Any]:
