@@ -19,7 +19,6 @@ Exit codes of ``perfbench compare``: 0 no regression, 1 regression, 2 bad usage.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -30,6 +29,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from perfbench.cliutil import OneLineArgumentParser
 from perfbench.errors import ConfigError, PerfbenchError
 
 log = logging.getLogger(__name__)
@@ -576,7 +576,7 @@ def main(argv: list[str]) -> int:
     """
     from rich.console import Console
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         prog="perfbench compare",
         description="Compare two runs; exit 1 when a metric regressed past its threshold "
         "(point change past the limit AND its confidence interval excluding 0).",
@@ -593,12 +593,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--store", type=Path, metavar="PATH", help="run store for run ids (default: user data dir)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     parser.add_argument("--confidence", type=float, default=CONFIDENCE, help=f"CI level (default {CONFIDENCE})")
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return 0 if exc.code == 0 else 2
     console = Console()
     try:
+        args = parser.parse_args(argv)
         if not 0.5 <= args.confidence < 1.0:
             raise ConfigError(f"--confidence {args.confidence} out of range; give a level in [0.5, 1), e.g. 0.99")
         thresholds = parse_thresholds(args.threshold) if args.threshold is not None else DEFAULT_THRESHOLDS

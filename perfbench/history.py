@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Sequence
 
+from perfbench.cliutil import OneLineArgumentParser
 from perfbench.errors import ConfigError, PerfbenchError
 from perfbench.config import parse_tags
 from perfbench.store import RunInfo, RunStore, default_store_path
@@ -67,7 +67,7 @@ def main(argv: list[str]) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    parser = argparse.ArgumentParser(prog="perfbench history", description="List recorded runs or a metric's trend.")
+    parser = OneLineArgumentParser(prog="perfbench history", description="List recorded runs or a metric's trend.")
     parser.add_argument("--store", type=Path, metavar="PATH", help="run store (default: %(default)s)",
                         default=default_store_path())
     parser.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="only runs with this tag")
@@ -76,12 +76,9 @@ def main(argv: list[str]) -> int:
                         "(default: each run's first step)")
     parser.add_argument("--plot", type=Path, metavar="FILE", help="with --metric: also write the trend as a PNG")
     parser.add_argument("--limit", type=int, default=50, metavar="N", help="newest N runs (default %(default)s)")
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return 0 if exc.code == 0 else 2
     console = Console()
     try:
+        args = parser.parse_args(argv)
         if args.limit < 1:
             raise ConfigError(f"--limit {args.limit} is not positive; give a number of runs >= 1")
         if args.plot and not args.metric:

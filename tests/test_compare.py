@@ -25,6 +25,7 @@ from perfbench.compare import (
 )
 from perfbench.errors import ConfigError
 from run_fixtures import StepSpec, write_run
+from usage_errors import assert_one_line_usage_error
 
 
 def test_parse_thresholds_signs_and_defaults_direction() -> None:
@@ -164,3 +165,8 @@ def test_main_exit_codes_and_outputs(runs: dict[str, list[Path]], tmp_path: Path
     assert "perfbench: error: bad threshold" in capsys.readouterr().err
     assert main([str(tmp_path), str(slow)]) == 2  # not a run directory
     assert main([str(base)]) == 2  # missing argument
+
+
+def test_cli_usage_errors_are_one_line_exit_2() -> None:
+    assert_one_line_usage_error("compare", "b1", expect="required: new")
+    assert_one_line_usage_error("compare", "b1", "b2", "--seed", "x", expect="--seed: invalid int value")

@@ -12,6 +12,7 @@ import pytest
 
 from perfbench.report.html import main, write_html_report
 from run_fixtures import StepSpec, write_run
+from usage_errors import assert_one_line_usage_error
 
 EVIL = "<script>alert('x')</script>"
 PNG_1x1 = base64.b64decode(
@@ -118,3 +119,8 @@ def test_report_main(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main([str(tmp_path / "nope")]) == 2
     assert "perfbench: error: no summary.json" in capsys.readouterr().err
     assert main([str(new), "--baseline", "tag:x=y", "--store", str(tmp_path / "h.sqlite")]) == 2
+
+
+def test_report_usage_errors_are_one_line_exit_2() -> None:
+    assert_one_line_usage_error("report", expect="required: run_dir")
+    assert_one_line_usage_error("report", "d", "--bogus", expect="unrecognized arguments: --bogus")

@@ -26,6 +26,7 @@ import pytest
 from perfbench.errors import ConfigError, TargetError
 from perfbench.servers.mock import MockConfig, MockInThread, MockRequestLog, MockServer, main
 from perfbench.servers.mock_config import FAULT_KINDS, FaultSchedule
+from usage_errors import assert_one_line_usage_error
 
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
@@ -562,12 +563,14 @@ def test_mock_in_thread_port_in_use_is_a_target_error():
     "argv",
     [["--ttft-ms", "abc"], ["--usage", "sometimes"], ["--unknown"], ["--capacity", "1.5"]],
 )
-def test_main_usage_errors_exit_2_with_one_line(argv, capsys):
-    with pytest.raises(SystemExit) as exc:
+def test_main_usage_errors_are_one_line_config_errors(argv):
+    with pytest.raises(ConfigError) as exc:
         main(argv)
-    assert exc.value.code == 2
-    err = capsys.readouterr().err
-    assert err.startswith("perfbench mock: error: ") and err.count("\n") == 1
+    assert "\n" not in str(exc.value) and str(exc.value).endswith("; see 'perfbench mock --help'")
+
+
+def test_cli_usage_error_is_one_line_exit_2():
+    assert_one_line_usage_error("mock", "--ttft-ms", "abc", expect="--ttft-ms: invalid float value")
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from perfbench.records import HTTP_ERROR, OK, RequestRecord
 from perfbench.report import plots
 from perfbench.report.files import RecordWriter
 from perfbench.slo import parse_slos
+from usage_errors import assert_one_line_usage_error
 
 MS = 1_000_000  # ns
 
@@ -209,8 +210,8 @@ def test_main_lists_files_and_rejects_a_dir_without_summary(tmp_path: Path, caps
     run_dir = ladder(tmp_path)
     assert plots.main([str(run_dir)]) == 0
     assert capsys.readouterr().out.splitlines()[0] == str(run_dir / "plots" / "capacity.png")
-    with pytest.raises(ConfigError, match="no summary.json here; give a run directory"):
-        plots.main([str(tmp_path / "empty")])
+    assert plots.main([str(tmp_path / "empty")]) == 2
+    assert capsys.readouterr().err.startswith("perfbench: error: ")
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "summary.json").write_text("[1, 2]")
     with pytest.raises(ConfigError, match="not a perfbench summary"):
@@ -224,3 +225,8 @@ def test_module_import_does_not_load_matplotlib() -> None:
     code = "import sys, perfbench.report.plots; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "False"
+
+
+def test_plot_usage_errors_are_one_line_exit_2(tmp_path: Path) -> None:
+    assert_one_line_usage_error("plot", expect="required: DIR")
+    assert_one_line_usage_error("plot", str(tmp_path), "--what", expect="unrecognized arguments: --what")

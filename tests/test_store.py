@@ -12,6 +12,7 @@ from perfbench.errors import ConfigError
 from perfbench.history import main as history_main
 from perfbench.store import RunStore, default_store_path, parse_tags, resolve_baseline
 from run_fixtures import StepSpec, write_run
+from usage_errors import assert_one_line_usage_error
 
 
 def _runs(tmp_path: Path) -> list[Path]:
@@ -140,3 +141,8 @@ def test_history_cli(tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch:
     assert "perfbench: error:" in capsys.readouterr().err
     assert history_main(["--store", str(db), "--tag", "oops"]) == 2
     assert history_main(["--store", str(db), "--limit", "0"]) == 2
+
+
+def test_history_usage_errors_are_one_line_exit_2() -> None:
+    assert_one_line_usage_error("history", "--limit", "x", expect="--limit: invalid int value")
+    assert_one_line_usage_error("history", "extra", expect="unrecognized arguments: extra")

@@ -14,6 +14,7 @@ from perfbench.errors import ConfigError
 from perfbench.servers.generation import BatchGenerator
 from perfbench.servers.transformers_server import create_app, load_model, resolve_device
 from tests.tiny_llama import shared_tiny_llama
+from usage_errors import assert_one_line_usage_error
 
 MODEL = "tiny-llama"
 
@@ -223,3 +224,8 @@ def test_perfbench_end_to_end_against_the_local_server(tmp_path):
     assert [r["output_tokens"] for r in lines if not r["warmup"]] == [16] * 8
     assert all(r["token_source"] == "usage" for r in lines)
     assert "loaded" in (out / "server.log").read_text()
+
+
+def test_serve_usage_errors_are_one_line_exit_2():
+    assert_one_line_usage_error("serve", expect="required: --model")
+    assert_one_line_usage_error("serve", "--model", "m", "--dtype", "int3", expect="--dtype: invalid choice")

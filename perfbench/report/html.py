@@ -8,7 +8,6 @@ config values) goes through ``html.escape``.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import json
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from perfbench.compare import Comparison, compare_runs, load_requests, load_summary, resolve_base, step_label
+from perfbench.cliutil import OneLineArgumentParser
 from perfbench.errors import PerfbenchError
 from perfbench.telemetry.sampler import load_telemetry, server_series, summarize_telemetry
 
@@ -285,16 +285,13 @@ def write_html_report(
 
 def main(argv: list[str]) -> int:
     """``perfbench report DIR [--baseline DIR|RUN_ID|last|tag:K=V] [--store PATH]``: plots, then report.html."""
-    parser = argparse.ArgumentParser(prog="perfbench report", description="Rebuild a run's plots and report.html.")
+    parser = OneLineArgumentParser(prog="perfbench report", description="Rebuild a run's plots and report.html.")
     parser.add_argument("run_dir", type=Path, help="the run directory")
     parser.add_argument("--baseline", metavar="DIR|RUN_ID", help="compare with this run (a directory, a run id, "
                         "'last' or 'tag:KEY=VALUE')")
     parser.add_argument("--store", type=Path, metavar="PATH", help="run store for run ids (default: user data dir)")
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return 0 if exc.code == 0 else 2
-    try:
         load_summary(args.run_dir)  # a clear error before plotting anything
         baseline = None
         if args.baseline:

@@ -17,18 +17,19 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 
-from perfbench.errors import ConfigError
+from perfbench.cliutil import OneLineArgumentParser
+from perfbench.errors import ConfigError, PerfbenchError
 from perfbench.records import RequestRecord
 from perfbench.search import find_knee
 
@@ -120,10 +121,14 @@ def write_plots(run_dir: Path) -> list[Path]:
 
 def main(argv: Sequence[str]) -> int:
     """``perfbench plot DIR``: rebuild the plots of a run directory and list them."""
-    parser = argparse.ArgumentParser(prog="perfbench plot", description="Rebuild the plots of a run directory.")
+    parser = OneLineArgumentParser(prog="perfbench plot", description="Rebuild the plots of a run directory.")
     parser.add_argument("run_dir", metavar="DIR", type=Path, help="a run directory (holds summary.json)")
-    args = parser.parse_args(list(argv))
-    written = write_plots(args.run_dir)
+    try:
+        args = parser.parse_args(list(argv))
+        written = write_plots(args.run_dir)
+    except PerfbenchError as exc:
+        print(f"perfbench: error: {exc}", file=sys.stderr)
+        return exc.exit_code
     for path in written:
         print(path)
     if not written:

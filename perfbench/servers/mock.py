@@ -55,10 +55,11 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any
 
 from aiohttp import web
 
+from perfbench.cliutil import OneLineArgumentParser
 from perfbench.errors import ConfigError, TargetError
 from perfbench.servers.mock_config import (
     DEFAULT_OUTPUT_TOKENS,
@@ -696,15 +697,8 @@ class MockInThread:
             loop.close()
 
 
-class _ArgumentParser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line (exit 2), as everywhere in perfbench."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}; see --help\n")
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _ArgumentParser(
+    p = OneLineArgumentParser(
         prog="perfbench mock",
         description="Serve the built-in mock: an OpenAI-compatible streaming server with exact timings and "
         "injected faults (the ground truth perfbench is tested against). Faults hit exact fractions by arrival order.",
@@ -762,7 +756,7 @@ def config_from_args(args: argparse.Namespace) -> MockConfig:
 
 
 def main(argv: list[str]) -> int:
-    """``perfbench mock ...``: serve until Ctrl-C. Usage errors exit 2; bad values raise ConfigError."""
+    """``perfbench mock ...``: serve until Ctrl-C. Bad usage or values raise ConfigError (exit 2)."""
     args = _parser().parse_args(argv)
     config = config_from_args(args)
     if not 0 <= args.port <= 65535:

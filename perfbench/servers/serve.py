@@ -11,23 +11,16 @@ import asyncio
 import logging
 import os
 import re
-from typing import NoReturn
 
+from perfbench.cliutil import OneLineArgumentParser
 from perfbench.errors import ConfigError
 
 ENGINES = ("transformers", "vllm")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that raises ConfigError (one line, exit 2 via the CLI) instead of exiting."""
-
-    def error(self, message: str) -> NoReturn:
-        raise ConfigError(f"perfbench serve: {message}; see perfbench serve --help")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="perfbench serve", description="Start a local OpenAI-compatible server for a model.")
+    parser = OneLineArgumentParser(prog="perfbench serve", description="Start a local OpenAI-compatible server for a model.")
     parser.add_argument("--model", required=True, help="model directory or Hugging Face name in the local cache")
     parser.add_argument("--engine", choices=ENGINES, default="transformers", help="serving engine (default: %(default)s)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
