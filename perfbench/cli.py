@@ -175,6 +175,12 @@ def run_main(argv: Sequence[str]) -> int:
         from perfbench.tokens import load_tokenizer
 
         tokenizer = load_tokenizer(tokenizer_path)
+    if config.thresholds:  # checked now: a typo must not cost a whole benchmark
+        from perfbench.compare import parse_thresholds
+
+        parse_thresholds(config.thresholds)
+        if not config.baseline:
+            logging.getLogger(__name__).warning("--threshold applies only with --baseline; this run is not compared")
     baseline_dir = _resolve_baseline(config)
     label = "simulated" if config.simulated else (config.model or "run")
     run_dir = make_run_dir(Path(config.output_dir) if config.output_dir else default_run_dir(config, label))
@@ -296,6 +302,10 @@ def _after_run(config: Any, outcome: Any, console: Any, baseline_dir: Path | Non
         if comparison.regressed:
             console.print(f"[bold red]Regression against the baseline {baseline_dir}.[/]")
             exit_code = 1
+    failed_slo = [s for s in outcome.summary["steps"] if s.get("slo_passed") is False]
+    if failed_slo and not config.search:  # a search's failing probes are its method, not a failure
+        console.print(f"[bold red]{len(failed_slo)} step(s) missed their SLOs.[/]")
+        exit_code = 1
     if config.plots and outcome.summary["steps"]:
         from perfbench.report.html import write_html_report
         from perfbench.report.plots import write_plots

@@ -4,9 +4,10 @@ messages that name the fix, then read by every later stage and never changed.
 
 from __future__ import annotations
 
+import math
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
@@ -15,14 +16,13 @@ from perfbench.errors import ConfigError
 from perfbench.slo import Slos, parse_slos
 
 DEFAULT_NUMBER = 100  # requests per step when neither --number nor --duration is given
-_SECRET_HEADERS = {"authorization", "api-key", "x-api-key", "proxy-authorization", "cookie"}
 
 
 @dataclass(frozen=True, slots=True)
 class LoadStep:
     """One rung of the load ladder."""
 
-    concurrency: int  # closed loop: in flight; open loop: the cap
+    concurrency: int | None  # closed loop: in flight; open loop: the cap (None: uncapped)
     number: int | None  # requests, or None when bounded by duration
     rate_req_s: float | None  # None: closed loop
 
@@ -92,7 +92,7 @@ class RunConfig:
         out = asdict(self)
         out.pop("api_key")
         out.pop("slos")
-        out["headers"] = {k: ("<redacted>" if k.lower() in _SECRET_HEADERS else v) for k, v in self.headers.items()}
+        out["headers"] = {k: "<redacted>" for k in self.headers}  # any header may carry a credential
         out["steps"] = [asdict(s) for s in self.steps]
         return out
 
@@ -157,7 +157,7 @@ def build_steps(
     steps = []
     for i in range(count):
         if rate is not None:
-            cap = pick(concurrency, i, 1_000_000)  # open loop: no cap unless given
+            cap = pick(concurrency, i, None)  # open loop: no cap unless given
             steps.append(LoadStep(concurrency=cap, number=pick(number, i, None), rate_req_s=float(rate[i])))
         else:
             steps.append(LoadStep(concurrency=int(ladder[i]), number=pick(number, i, None), rate_req_s=None))
@@ -173,9 +173,12 @@ def parse_int_list(text: str, flag: str) -> list[int]:
 
 def parse_float_list(text: str, flag: str) -> list[float]:
     try:
-        return [float(x) for x in str(text).split(",") if x.strip()]
+        values = [float(x) for x in str(text).split(",") if x.strip()]
     except ValueError:
-        raise ConfigError(f"{flag} {text!r}: expected a number or a comma-separated list like 1,2.5,10") from None
+        values = [math.nan]
+    if not all(math.isfinite(v) for v in values):
+        raise ConfigError(f"{flag} {text!r}: expected a finite number or a comma-separated list like 1,2.5,10")
+    return values
 
 
 def parse_headers(values: list[str] | Mapping[str, str] | None) -> dict[str, str]:
@@ -206,6 +209,30 @@ def parse_tags(values: list[str] | tuple[str, ...] | Mapping[str, str] | None) -
                 raise ConfigError(f"bad tag {part!r}; write KEY=VALUE, e.g. --tag branch=main")
             tags[key.strip()] = value.strip()
     return tags
+
+
+def _check_combinations(s: Mapping[str, Any], url: str | None) -> None:
+    """Refuse settings that would silently do nothing, naming the missing or extra flag."""
+    open_loop = s.get("rate") is not None or s.get("search") == "rate"
+    for key, flag in (("ramp_up_s", "--ramp-up"), ("burstiness", "--burstiness"), ("arrivals", "--arrivals")):
+        if s.get(key) is not None and not open_loop:
+            raise ConfigError(f"{flag} shapes open-loop arrivals; add --rate (or --search rate), or drop {flag}")
+    if s.get("arrivals") == "constant" and s.get("burstiness") is not None:
+        raise ConfigError("--burstiness shapes Poisson/gamma arrivals; drop it or use --arrivals poisson")
+    for key, flag in (("shared_prefix_tokens", "--shared-prefix-tokens"), ("prefix_groups", "--prefix-groups")):
+        if s.get(key) is not None and s.get("prompts"):
+            raise ConfigError(f"{flag} shapes synthetic prompts; drop it or drop --prompts")
+    if url:
+        for key, flag in (("engine", "--engine"), ("engine_args", "--engine-args"), ("device", "--device"),
+                          ("dtype", "--dtype"), ("max_batch_size", "--max-batch-size")):
+            if s.get(key):
+                raise ConfigError(f"{flag} configures a server perfbench starts; drop it, or drop --url to serve --model locally")
+    if not s.get("search"):
+        for key, flag in (("search_start", "--search-start"), ("search_max", "--search-max"), ("search_precision", "--search-precision")):
+            if s.get(key) is not None:
+                raise ConfigError(f"{flag} tunes a max-load search; add --search concurrency|rate, or drop {flag}")
+    elif s.get("search_start") is not None and s.get("search_max") is not None and s["search_start"] > s["search_max"]:
+        raise ConfigError(f"--search-start ({s['search_start']:g}) is above --search-max ({s['search_max']:g}); lower the start or raise the max")
 
 
 def parse_mock_settings(text: str) -> dict[str, Any]:
@@ -242,8 +269,8 @@ def config_from_settings(settings: Mapping[str, Any]) -> RunConfig:
         v = s.get(key)
         if v is None:
             return
-        if v < 0 or (v == 0 and not allow_zero):
-            raise ConfigError(f"{flag} must be {'>= 0' if allow_zero else 'positive'} (got {v})")
+        if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+            raise ConfigError(f"{flag} must be a finite number {'>= 0' if allow_zero else '> 0'} (got {v})")
 
     for key, flag in (("duration_s", "--duration"), ("timeout_s", "--timeout"), ("connect_timeout_s", "--connect-timeout"),
                       ("max_tokens", "--max-tokens"), ("burstiness", "--burstiness"), ("search_precision", "--search-precision"),
@@ -266,6 +293,8 @@ def config_from_settings(settings: Mapping[str, Any]) -> RunConfig:
         as_list("rate", "--rate", parse_float_list),
         s.get("duration_s"),
     )
+    if s.get("search") == "rate" and s.get("concurrency") is None:
+        steps = tuple(replace(step, concurrency=None) for step in steps)  # rate probes: uncapped unless --concurrency
     url, api = s.get("url"), s.get("api")
     if api is not None and api not in API_NAMES:
         raise ConfigError(f"unknown --api {api!r}; use {' or '.join(API_NAMES)}")
@@ -292,6 +321,7 @@ def config_from_settings(settings: Mapping[str, Any]) -> RunConfig:
             s[key] = str(LengthDistribution.parse(s[key]) if not isinstance(s[key], Mapping) else LengthDistribution.from_mapping(s[key]))
     if s.get("prompts") and s.get("input_tokens"):
         raise ConfigError("--prompts and --input-tokens both choose the prompts; give one of them")
+    _check_combinations(s, url)
     mock = s.get("mock") or {}
     if isinstance(mock, str):
         mock = parse_mock_settings(mock)
@@ -300,7 +330,7 @@ def config_from_settings(settings: Mapping[str, Any]) -> RunConfig:
     api_key = s.get("api_key") or os.environ.get("OPENAI_API_KEY") or None
     mfr = s.get("max_failure_rate")
     if mfr is not None and not 0 <= mfr <= 1:
-        raise ConfigError(f"max_failure_rate must be between 0 and 1 (got {mfr})")
+        raise ConfigError(f"--max-failure-rate must be between 0 and 1 (got {mfr})")
     known = {f for f in RunConfig.__dataclass_fields__}
     direct = {k: v for k, v in s.items() if k in known and v is not None}
     direct.update(

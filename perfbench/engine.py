@@ -118,8 +118,11 @@ class Engine:
         self.counters = counters or LiveCounters()
         self._next_request = 0  # cycles through `requests` across steps
 
-    async def run_step(self, plan: StepPlan) -> None:
-        """Run warm-up (if any) then the step; returns when every request of it has a record."""
+    async def run_step(self, plan: StepPlan) -> int:
+        """Run warm-up (if any) then the step; return how many requests the step scheduled.
+
+        Returns when every request of the step has a record.
+        """
         if plan.warmup:
             self.counters.start_step(plan.step, plan.warmup)
             await self._closed_loop(plan, plan.warmup, None, warmup=True)
@@ -136,16 +139,16 @@ class Engine:
             )
             self.counters.start_step(plan.step, len(offsets))
             await self._open_loop(plan, offsets)
-        else:
-            self.counters.start_step(plan.step, expected)
-            await self._closed_loop(plan, plan.number, plan.duration_s, warmup=False)
+            return len(offsets)
+        self.counters.start_step(plan.step, expected)
+        return await self._closed_loop(plan, plan.number, plan.duration_s, warmup=False)
 
     def _take_request(self) -> PreparedRequest:
         request = self._requests[self._next_request % len(self._requests)]
         self._next_request += 1
         return request
 
-    async def _closed_loop(self, plan: StepPlan, number: int | None, duration_s: float | None, *, warmup: bool) -> None:
+    async def _closed_loop(self, plan: StepPlan, number: int | None, duration_s: float | None, *, warmup: bool) -> int:
         start_ns = time.perf_counter_ns()
         stop_ns = start_ns + int(duration_s * 1e9) if duration_s is not None else None
         claimed = 0
@@ -165,6 +168,7 @@ class Engine:
 
         workers = plan.concurrency if number is None else min(plan.concurrency, number)
         await _gather_or_cancel([worker() for _ in range(workers)])
+        return claimed
 
     async def _open_loop(self, plan: StepPlan, offsets_s: Sequence[float]) -> None:
         start_ns = time.perf_counter_ns()

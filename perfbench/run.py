@@ -11,6 +11,7 @@ import asyncio
 import datetime as dt
 import logging
 import platform
+import signal
 import socket
 import time
 from collections import defaultdict
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 DEFAULT_INPUT_TOKENS = "fixed:128"  # synthetic prompt length when no prompts are given
 DEFAULT_MAX_TOKENS = 128  # output cap when neither --max-tokens nor --output-tokens is given
 MAX_DISTINCT_PROMPTS = 10_000  # more requests than this reuse prompts cyclically
+UNKNOWN_COUNT_PROMPTS = 1024  # prompts made for a duration-bound closed-loop step (count unknown)
 
 
 @dataclass
@@ -88,7 +90,7 @@ def _total_requests(config: RunConfig) -> int:
         elif step.rate_req_s is not None and config.duration_s:
             total += int(step.rate_req_s * config.duration_s * 1.2) + 1
         else:
-            total += MAX_DISTINCT_PROMPTS
+            total += UNKNOWN_COUNT_PROMPTS
     return max(1, min(total, MAX_DISTINCT_PROMPTS))
 
 
@@ -143,10 +145,14 @@ def _headers(config: RunConfig) -> dict[str, str]:
     return headers
 
 
+UNCAPPED = 1_000_000  # open-loop steps without a cap: more slots than any run can fill
+MAX_CONNECTIONS = 4096  # the connection pool's bound for uncapped steps
+
+
 def _plan(config: RunConfig, index: int, load: LoadStep) -> StepPlan:
     return StepPlan(
         step=index,
-        concurrency=load.concurrency,
+        concurrency=load.concurrency if load.concurrency is not None else UNCAPPED,
         number=load.number,
         duration_s=config.duration_s if load.number is None else None,
         rate_req_s=load.rate_req_s,
@@ -188,22 +194,22 @@ async def drive(
     on_step_done: StepCallback,
 ) -> None:
     """Run the ladder (or the max-load search) through one pooled session."""
-    max_in_flight = max(s.concurrency for s in config.steps) if not config.search else int(config.search_max)
-    max_in_flight = min(max_in_flight, 4096)
+    loads = [s.concurrency or MAX_CONNECTIONS for s in config.steps]
+    if config.search == "concurrency":
+        loads.append(int(config.search_max))
+    max_in_flight = min(max(loads), MAX_CONNECTIONS)
     async with make_session(max_in_flight, config.timeout_s, config.connect_timeout_s) as session:
         engine = Engine(session, target, requests, sink, tokenizer=tokenizer, counters=counters)
 
         async def run_load(index: int, load: LoadStep) -> StepSummary:
             plan = _plan(config, index, load)
-            expected = plan.number
-            state.steps.append((index, load, expected))
+            state.steps.append((index, load, plan.number))  # an interrupted step keeps its planned count
             on_step_start()
-            await engine.run_step(plan)
-            if expected is None:
-                state.steps[-1] = (index, load, counters.step_expected)
+            expected = await engine.run_step(plan)
+            state.steps[-1] = (index, load, expected)
             summary = summarize_step(
                 state.records.get(index, []), concurrency=load.concurrency, rate_req_s=load.rate_req_s,
-                requests_expected=state.steps[-1][2] or len(state.records.get(index, [])), slos=config.slos,
+                requests_expected=expected, slos=config.slos,
             )
             on_step_done(summary)
             return summary
@@ -338,16 +344,22 @@ def execute(
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        writer.close()
-        steps = summarize(config, state)
-        extra: dict[str, Any] = {"run_start_unix_s": time.time() - (time.perf_counter_ns() - run_start_ns) / 1e9}
-        if sampler_box:
-            sampler = sampler_box[0]
-            sampler.write(run_dir / "telemetry.jsonl")
-            extra["telemetry"] = sampler.summary(sum(int(s.output_throughput_tok_s * s.duration_s) for s in steps if s.output_throughput_tok_s and s.duration_s))
-        summary = build_summary(
-            config, target_url=endpoint_url, model=model, started_at=started_at, steps=steps, state=state,
-            interrupted=interrupted, extra=extra,
-        )
-        write_summary(run_dir, summary)
+        # A second Ctrl-C must not cost the summary of what finished: hold it off while writing.
+        previous_handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            writer.close()
+            steps = summarize(config, state)
+            extra: dict[str, Any] = {"run_start_unix_s": time.time() - (time.perf_counter_ns() - run_start_ns) / 1e9}
+            if sampler_box:
+                sampler = sampler_box[0]
+                sampler.write(run_dir / "telemetry.jsonl")
+                output_tokens = sum(r.output_tokens or 0 for rs in state.records.values() for r in rs if r.ok and not r.warmup)
+                extra["telemetry"] = sampler.summary(output_tokens)
+            summary = build_summary(
+                config, target_url=endpoint_url, model=model, started_at=started_at, steps=steps, state=state,
+                interrupted=interrupted, extra=extra,
+            )
+            write_summary(run_dir, summary)
+        finally:
+            signal.signal(signal.SIGINT, previous_handler)
     return RunOutcome(summary=summary, run_dir=run_dir, interrupted=interrupted)

@@ -73,4 +73,34 @@ def test_public_dict_drops_secrets(monkeypatch):
     assert config.api_key == "sk-from-env-123"
     text = repr(config.public_dict())
     assert "sk-from-env-123" not in text and "sk-hdr-456" not in text
-    assert config.public_dict()["headers"] == {"Authorization": "<redacted>", "X-Team": "a"}
+    assert config.public_dict()["headers"] == {"Authorization": "<redacted>", "X-Team": "<redacted>"}
+
+
+@pytest.mark.parametrize(
+    "settings, match",
+    [
+        ({"duration_s": float("nan")}, "finite"),
+        ({"timeout_s": float("inf")}, "finite"),
+        ({"rate": "nan"}, "finite"),
+        ({"rate": "1e400"}, "finite"),
+        ({"ramp_up_s": 5.0}, "add --rate"),
+        ({"burstiness": 0.5, "concurrency": "4"}, "add --rate"),
+        ({"rate": "2", "arrivals": "constant", "burstiness": 2.0}, "drop it"),
+        ({"prompts": "p.txt", "shared_prefix_tokens": 8}, "drop --prompts"),
+        ({"url": "http://127.0.0.1:1", "engine": "vllm"}, "drop --url"),
+        ({"search_max": 10.0}, "add --search"),
+        ({"search": "rate", "slo": "ttft_p99=100", "search_start": 100.0, "search_max": 10.0}, "lower the start"),
+        ({"max_failure_rate": 2.0}, "--max-failure-rate"),
+    ],
+)
+def test_settings_that_would_do_nothing_or_break_are_refused(settings, match):
+    with pytest.raises(ConfigError, match=match) as info:
+        config_from_settings(settings)
+    assert "\n" not in str(info.value)
+
+
+def test_rate_search_is_uncapped_unless_concurrency_is_given():
+    uncapped = config_from_settings({"search": "rate", "slo": "ttft_p99=100"})
+    assert uncapped.steps[0].concurrency is None
+    capped = config_from_settings({"search": "rate", "slo": "ttft_p99=100", "concurrency": "8"})
+    assert capped.steps[0].concurrency == 8

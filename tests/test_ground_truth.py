@@ -79,8 +79,10 @@ async def test_high_concurrency_keeps_the_numbers_honest():
     true_ttft_ms = np.array([(truth[r.input_tokens].package_sent_ns[0] - r.scheduled_ns) / 1e6 for r in records])
     assert summary.ttft_ms.mean == pytest.approx(true_ttft_ms.mean(), abs=3)
     assert summary.ttft_ms.p50 >= 50
-    assert summary.tpot_ms.mean == pytest.approx(10, abs=1)
-    assert summary.itl_ms.mean == pytest.approx(10, abs=1)
+    # TPOT against what the server really did (on a loaded machine it runs late, then catches up)
+    true_tpot_ms = np.array([(lambda s: (s[-1] - s[0]) / 1e6 / (len(s) - 1))(truth[r.input_tokens].package_sent_ns) for r in records])
+    assert summary.tpot_ms.mean == pytest.approx(true_tpot_ms.mean(), abs=0.5)
+    assert summary.itl_ms.mean == pytest.approx(true_tpot_ms.mean(), abs=0.5)
     assert summary.requests_succeeded == 128
 
 
