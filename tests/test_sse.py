@@ -295,3 +295,12 @@ def test_parse_recorded_names_the_completing_chunk():
     chunks = [b"data: a\n", b"\ndata: b\n\nda", b"ta: c\n\n"]
     data, _, completed_by = parse_recorded(chunks)
     assert data == [b"a", b"b", b"c"] and completed_by == [1, 1, 2]
+
+
+def test_parse_recorded_common_shape_stamps_each_event_by_the_read_holding_its_blank_line():
+    # Reads cut inside a payload, between an event's line end and its blank line, and right after it.
+    chunks = [b"data: {\"a\"", b":1}\n", b"\ndata: 2\n\ndata: 3\n", b"\n", b"data: 4\n\n"]
+    recorded = parse_recorded(chunks)
+    assert recorded.types is None  # the whole-stream path was taken
+    assert recorded.data == [b'{"a":1}', b"2", b"3", b"4"] and recorded.completed_by == [2, 2, 3, 4]
+    assert _same(recorded, _incremental(chunks))
