@@ -432,7 +432,8 @@ def compare_runs(
 ) -> Comparison:
     """Compare every headline metric of matching steps; see the module docstring for the rule.
 
-    Steps are matched by (concurrency, rate_req_s). Rows cover the metrics of
+    Steps are matched by (concurrency, rate_req_s); ConfigError when no step matches (steps
+    in only one run are listed in ``unmatched_steps``). Rows cover the metrics of
     DEFAULT_THRESHOLDS plus those of ``thresholds``; only the latter are checked. Point
     values come from summary.json (falling back to the samples); the CI is a percentile
     bootstrap of ``n_boot`` independent request resamples of each run, seeded by ``seed``.
@@ -442,6 +443,10 @@ def compare_runs(
     limits = {t.metric: t for t in thresholds}
     metrics = list(dict.fromkeys([t.metric for t in DEFAULT_THRESHOLDS] + list(limits)))
     pairs, unmatched = _match_steps(base_summary["steps"], new_summary["steps"])
+    if not pairs:  # nothing compared must not read as "no regression"
+        raise ConfigError(
+            "no step of BASE matches a step of NEW (by concurrency and rate); compare runs of the same load ladder"
+        )
     rng = np.random.default_rng(seed)
     rows: list[MetricComparison] = []
     for i, j in pairs:

@@ -136,6 +136,16 @@ def test_steps_are_matched_by_concurrency(tmp_path: Path) -> None:
     assert comparison.regressed
 
 
+def test_runs_without_a_common_step_are_a_config_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    base = write_run(tmp_path / "base", [StepSpec(concurrency=1, requests=30), StepSpec(concurrency=8, requests=30)])
+    new = write_run(tmp_path / "new", [StepSpec(concurrency=2, requests=30)], seed=5)
+    with pytest.raises(ConfigError, match="no step of BASE matches a step of NEW"):
+        compare_runs(base, new)
+    assert main([str(base), str(new)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "compare runs of the same load ladder" in err
+
+
 def test_compare_is_fast_for_10k_requests(tmp_path: Path) -> None:
     base = write_run(tmp_path / "base", [StepSpec(concurrency=64, requests=10_000, output_tokens=20)], seed=1)
     new = write_run(tmp_path / "new", [StepSpec(concurrency=64, requests=10_000, output_tokens=20)], seed=2)
