@@ -82,13 +82,16 @@ def test_simulated_run_is_labelled(tmp_path, capsys):
 def test_api_key_never_lands_in_outputs(mock_url, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-env-secret-0042")
     out = tmp_path / "run"
-    assert run_cli("--url", mock_url, "-n", "3", "--max-tokens", "4", "--header", "X-Api-Key: hdr-secret-77",
-                   "--api-key", "sk-flag-secret-0099", "--output-dir", str(out), "--debug") == 0
+    assert main(["--url", mock_url, "-n", "3", "--max-tokens", "4", "--header", "X-Api-Key: hdr-secret-77", "--no-live",
+                 "--api-key", "sk-flag-secret-0099", "--output-dir", str(out), "--debug"]) == 0  # with plots, report, history
     shown = capsys.readouterr()
+    history = Path(os.environ["XDG_DATA_HOME"]) / "perfbench" / "history.sqlite"
+    files = [p for p in out.rglob("*") if p.is_file()] + [history]
+    assert history.exists() and len(files) > 4
     for secret in ("sk-env-secret-0042", "sk-flag-secret-0099", "hdr-secret-77"):
         assert secret not in shown.out + shown.err
-        for path in out.iterdir():
-            assert secret not in path.read_text(), path
+        for path in files:
+            assert secret.encode() not in path.read_bytes(), path
 
 
 def test_sends_the_key_as_a_bearer_token(tmp_path):
@@ -193,8 +196,13 @@ def test_ctrl_c_keeps_every_finished_record(tmp_path):
         run = subprocess.Popen([*PERFBENCH, "--url", f"http://127.0.0.1:{port}", "-c", "4", "-n", "10000", "--max-tokens", "10",
                                 "--no-live", "--no-plots", "--no-telemetry", "--output-dir", str(out)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(3)
+        jsonl = out / "requests.jsonl"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (not jsonl.exists() or len(jsonl.read_text().splitlines()) < 20):
+            time.sleep(0.1)
         run.send_signal(signal.SIGINT)
+        time.sleep(0.01)
+        run.send_signal(signal.SIGINT)  # an impatient second Ctrl-C must not cost the summary
         stdout, stderr = run.communicate(timeout=30)
     finally:
         mock.send_signal(signal.SIGINT)
@@ -203,7 +211,7 @@ def test_ctrl_c_keeps_every_finished_record(tmp_path):
     lines = read_lines(out / "requests.jsonl")
     summary = json.loads((out / "summary.json").read_text())
     assert summary["interrupted"] is True
-    assert len(lines) > 10
+    assert len(lines) >= 20
     assert summary["steps"][0]["requests_completed"] == len(lines)
     assert "Traceback" not in stderr
 
@@ -286,3 +294,9 @@ def test_nightly_job_compares_with_the_last_good_run(tmp_path):
     runs = {r.run_dir.name: r.tags["check"] for r in RunStore(Path(store)).list_runs()}
     assert runs == {"n1": "pass", "n2": "pass", "n3": "fail", "n4": "pass"}
     assert json.loads((tmp_path / "n4" / "comparison.json").read_text())["base_dir"].endswith("n2")
+
+
+def test_a_step_missing_its_slo_exits_1(mock_url, tmp_path):
+    out = tmp_path / "run"
+    assert run_cli("--url", mock_url, "-c", "1,2", "-n", "3", "--max-tokens", "4", "--slo", "ttft_p99=1000", "--output-dir", str(out)) == 0
+    assert run_cli("--url", mock_url, "-n", "3", "--max-tokens", "4", "--slo", "ttft_p99=0.001", "--output-dir", str(tmp_path / "r2")) == 1
