@@ -261,7 +261,11 @@ class Engine:
         events: RecordedEvents | None,
         request: PreparedRequest,
     ) -> RequestRecord:
-        content = interpret_events(self._target.api, events.data, events.types) if events else StreamContent()
+        try:
+            content = interpret_events(self._target.api, events.data, events.types) if events else StreamContent()
+        except (AttributeError, KeyError, TypeError, IndexError) as exc:  # JSON of an unexpected shape
+            content = StreamContent()
+            failure = failure or (R.BAD_RESPONSE, f"unexpected event shape ({type(exc).__name__}: {exc})")
         if failure is None:
             if content.error is not None:
                 failure = (R.ERROR_EVENT, f"error event: {_one_line(content.error.encode())}")
@@ -282,11 +286,19 @@ class Engine:
             sent_ns=sent_ns,
             end_ns=end_ns,
             package_times_ns=package_times,
-            package_tokens=split_tokens(output_tokens, content.output_chars) if output_tokens else (),
+            package_tokens=self._package_tokens(output_tokens, content),
             input_tokens=content.prompt_tokens if content.prompt_tokens is not None else request.input_tokens,
             output_tokens=output_tokens,
             token_source=source,
         )
+
+    def _package_tokens(self, output_tokens: int | None, content: StreamContent) -> tuple[int, ...]:
+        if not output_tokens:
+            return ()
+        packages = len(content.output_events)
+        if output_tokens == packages or self._tokenizer is None:
+            return split_tokens(output_tokens, packages)
+        return split_tokens(output_tokens, packages, [self._tokenizer.count(text) for text in content.output_text])
 
     def _output_tokens(self, content: StreamContent) -> tuple[int | None, str | None]:
         if content.completion_tokens is not None:
@@ -298,28 +310,31 @@ class Engine:
         return len(content.output_events), R.TOKENS_FROM_PACKAGES
 
 
-def split_tokens(total: int, chars: Sequence[int]) -> tuple[int, ...]:
-    """Share a request's output tokens among its packages, for ITL.
+def split_tokens(total: int, packages: int, weights: Sequence[int] | None = None) -> tuple[int, ...]:
+    """Share a request's ``total`` output tokens among its ``packages``, for ITL.
 
-    One token per package when the counts match (the common case). Otherwise the tokens are
-    shared in proportion to each package's characters (largest remainder), each package getting
-    at least one while there are enough: a server sending k tokens per package gets k each.
+    One token per package when the counts match (the common case). Otherwise each package gets at
+    least one and the rest is shared by ``weights`` (each package's own token count from a
+    tokenizer) or, without them, evenly, earlier packages taking the remainder: a server sending
+    k tokens per package gets k each (its last package may carry fewer). Shares are whole
+    numbers by largest remainder, so they add up to ``total``.
     """
-    n = len(chars)
-    if n == 0:
+    if packages == 0:
         return ()
-    if total == n:
-        return (1,) * n
-    if total < n:
+    if total == packages:
+        return (1,) * packages
+    if total < packages:
         # More packages than tokens (e.g. usage counted without reasoning): one each, the rest none.
-        return tuple(1 if i < total else 0 for i in range(n))
-    spare = total - n
-    weights = chars if any(chars) else [1] * n
-    weight_sum = sum(weights)
-    shares = [spare * w / weight_sum for w in weights]
-    whole = [int(s) for s in shares]
-    short = spare - sum(whole)
-    for i in sorted(range(n), key=lambda i: whole[i] - shares[i])[:short]:
+        return tuple(1 if i < total else 0 for i in range(packages))
+    spare = total - packages
+    if not weights or not any(weights):
+        base, extra = divmod(spare, packages)
+        return tuple(1 + base + (1 if i < extra else 0) for i in range(packages))
+    extra_weights = [max(w - 1, 0) for w in weights]  # tokens beyond each package's guaranteed one
+    weight_sum = sum(extra_weights) or packages
+    shares = [spare * (w if sum(extra_weights) else 1) / weight_sum for w in extra_weights]
+    whole = [int(share) for share in shares]
+    for i in sorted(range(packages), key=lambda i: whole[i] - shares[i])[: spare - sum(whole)]:
         whole[i] += 1
     return tuple(1 + w for w in whole)
 

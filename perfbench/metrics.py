@@ -311,7 +311,7 @@ _STATS_KEYS = (
 class StepSummary:
     """One load step's numbers: DESIGN.md's STEP object, plus its SLO verdict."""
 
-    concurrency: int  # the step's concurrency cap
+    concurrency: int | None  # the step's concurrency (closed loop) or cap (open loop; None: uncapped)
     rate_req_s: float | None  # the step's request rate, None for closed loop
     requests_expected: int  # requests the step was to send (warm-up excluded)
     requests_completed: int  # requests that finished, either way (succeeded + failed)
@@ -335,6 +335,7 @@ class StepSummary:
     output_tokens_per_request: Stats  # generated tokens per request
     slo_passed: bool | None  # every step limit passed; None without step limits
     slo_results: tuple[SloResult, ...]  # one per step limit
+    token_sources: dict[str, int]  # where succeeded requests' token counts came from: {usage|tokenizer|packages: count}
 
     def to_dict(self) -> dict[str, Any]:
         """The STEP object of summary.json (JSON-ready), plus ``slo_passed`` and ``slo_results``."""
@@ -345,7 +346,7 @@ class StepSummary:
                 value = value.to_dict()
             elif f.name == "slo_results":
                 value = [result.to_dict() for result in value]
-            elif f.name == "failure_reasons":
+            elif f.name in ("failure_reasons", "token_sources"):
                 value = dict(value)
             out[f.name] = value
         return out
@@ -357,6 +358,7 @@ class StepSummary:
         for key in _STATS_KEYS:
             values[key] = Stats.from_dict(d[key])
         values["failure_reasons"] = dict(d.get("failure_reasons") or {})
+        values["token_sources"] = dict(d.get("token_sources") or {})
         values["slo_results"] = tuple(SloResult(**result) for result in d.get("slo_results") or ())
         return cls(**values)
 
@@ -426,7 +428,7 @@ def _check(limit: StepLimit, values: np.ndarray) -> SloResult:
 def summarize_step(
     records: Sequence[RequestRecord],
     *,
-    concurrency: int,
+    concurrency: int | None,
     rate_req_s: float | None,
     requests_expected: int,
     slos: Slos | None = None,
@@ -483,4 +485,5 @@ def summarize_step(
         output_tokens_per_request=describe(c.output_tokens),
         slo_passed=all(r.passed for r in slo_results) if slo_results else None,
         slo_results=slo_results,
+        token_sources=dict(sorted(Counter(r.token_source for r in succeeded if r.token_source).items())),
     )

@@ -300,3 +300,11 @@ def test_a_step_missing_its_slo_exits_1(mock_url, tmp_path):
     out = tmp_path / "run"
     assert run_cli("--url", mock_url, "-c", "1,2", "-n", "3", "--max-tokens", "4", "--slo", "ttft_p99=1000", "--output-dir", str(out)) == 0
     assert run_cli("--url", mock_url, "-n", "3", "--max-tokens", "4", "--slo", "ttft_p99=0.001", "--output-dir", str(tmp_path / "r2")) == 1
+
+
+def test_token_counts_without_usage_are_flagged(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_cli("--mock", "usage=none", "-n", "3", "--max-tokens", "4", "--output-dir", str(out)) == 0
+    [step] = json.loads((out / "summary.json").read_text())["steps"]
+    assert step["token_sources"] == {"packages": 3}
+    assert "no token usage" in capsys.readouterr().out

@@ -230,9 +230,24 @@ async def test_output_tokens_from_tokenizer_without_usage(aiohttp_server):
 
 
 @pytest.mark.parametrize(
-    "total, chars, expected",
-    [(3, [1, 5, 2], (1, 1, 1)), (6, [4, 4, 4], (2, 2, 2)), (5, [1, 1, 1], (2, 2, 1)), (2, [3, 3, 3], (1, 1, 0)), (7, [0, 0], (4, 3))],
+    "total, packages, weights, expected",
+    [
+        (3, 3, None, (1, 1, 1)),
+        (6, 3, None, (2, 2, 2)),
+        (32, 11, None, (3,) * 10 + (2,)),  # 3 tokens a package, the last one carrying 2
+        (2, 3, None, (1, 1, 0)),
+        (7, 2, None, (4, 3)),
+        (9, 3, [1, 5, 3], (1, 5, 3)),  # a tokenizer's own per-package counts, when they add up
+        (12, 3, [1, 5, 3], (1, 7, 4)),  # scaled to the usage total: 9 spare by 0:4:2
+    ],
 )
-def test_split_tokens(total, chars, expected):
-    assert split_tokens(total, chars) == expected
-    assert sum(split_tokens(total, chars)) == total
+def test_split_tokens(total, packages, weights, expected):
+    assert split_tokens(total, packages, weights) == expected
+    assert sum(expected) == total
+
+
+async def test_events_of_unexpected_shape_are_a_failed_request(aiohttp_server):
+    odd = b'data: {"choices": "nope"}\n\ndata: {"choices": [{"delta": "text"}]}\n\n'
+    url = await serve(aiohttp_server, stream_app([(0, odd), (0, DONE)]))
+    [rec] = await run_requests(url)
+    assert rec.status in (R.BAD_RESPONSE, R.NO_OUTPUT) and rec.error

@@ -86,6 +86,15 @@ async def test_high_concurrency_keeps_the_numbers_honest():
     assert summary.requests_succeeded == 128
 
 
+async def test_uneven_multi_token_packages_keep_every_itl_sample_right():
+    # 3 tokens a package, 32 tokens: ten packages of 3 and a last one of 2, each token 10 ms apart
+    records, truth = await measure(MockConfig(ttft_ms=10, itl_ms=10, tokens_per_package=3), number=2, concurrency=1, max_tokens=32)
+    for r in records:
+        assert list(r.package_tokens) == truth[r.input_tokens].package_tokens == [3] * 10 + [2]
+    itl = summarize_step(records, concurrency=1, rate_req_s=None, requests_expected=2).itl_ms
+    assert itl.min == pytest.approx(10, abs=2) and itl.p90 == pytest.approx(10, abs=2) and itl.max == pytest.approx(10, abs=4)
+
+
 async def test_multi_token_packages_itl_is_per_token():
     # 4 tokens a package, 40 ms apart: ITL is 10 ms per token, time per package 40 ms
     config = MockConfig(ttft_ms=20, itl_ms=10, tokens_per_package=4)

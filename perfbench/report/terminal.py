@@ -60,6 +60,7 @@ _OVERVIEW_ROWS: tuple[tuple[str, Any], ...] = (
     ("Time per package (ms)", lambda s: _stat(s, "time_per_package_ms")),
     ("Input tokens per request", lambda s: _stat(s, "input_tokens_per_request")),
     ("Output tokens per request", lambda s: _stat(s, "output_tokens_per_request")),
+    ("Token counts from", lambda s: ", ".join(s.get("token_sources") or {}) or "-"),
 )
 
 _PERCENTILE_ROWS = (
@@ -148,6 +149,11 @@ def render_summary(console: Console, summary: Mapping[str, Any]) -> None:
     for table in (failures_table(steps), slo_table(steps)):
         if table is not None:
             console.print(table)
+    if any("packages" in (s.get("token_sources") or {}) for s in steps):
+        console.print(
+            "[yellow]The server sent no token usage and no --tokenizer was given: each output package was counted "
+            "as one token, and TPOT, ITL and token throughput assume that. Pass --tokenizer PATH for real counts.[/]"
+        )
     search = summary.get("search")
     if search:
         console.print(
