@@ -109,6 +109,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=640)
     parser.add_argument("--itl-requests", type=int, default=512)
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds of both clients (best is reported)")
     parser.add_argument("--json", help="write the figures to this file")
     args = parser.parse_args()
     figures: dict = {}
@@ -117,23 +118,26 @@ def main() -> int:
     with mock_process("--ttft-ms", "0", "--itl-ms", "0", "--usage", "last") as base:
         timed(lambda: reference_client(base, requests=concurrency, concurrency=concurrency, tokens=tokens))  # warm the mock
         rows = []
-        for _ in range(2):  # alternate, so neither client always meets a warmer server
+        for _ in range(args.rounds):  # alternate, so neither client always meets a warmer server
             ref_packages, ref_wall, ref_cpu = timed(lambda: reference_client(base, requests=args.requests, concurrency=concurrency, tokens=tokens))
             records, pb_wall, pb_cpu = timed(lambda: perfbench_client(base, requests=args.requests, concurrency=concurrency, tokens=tokens))
             pb_packages = sum(len(r.package_times_ns) for r in records)
             assert all(r.ok for r in records), {r.status for r in records}
             assert pb_packages == ref_packages == args.requests * tokens, (pb_packages, ref_packages)
             rows.append((ref_packages / ref_wall, ref_cpu / ref_packages * 1e6, pb_packages / pb_wall, pb_cpu / pb_packages * 1e6))
+    # Best of the rounds: on a shared 2-core machine the slower rounds measure the neighbours.
     ref_rate, ref_cpu_us, pb_rate, pb_cpu_us = (max(r[i] for r in rows) if i % 2 == 0 else min(r[i] for r in rows) for i in range(4))
+    median_ratio = sorted(r[2] / r[0] for r in rows)[len(rows) // 2]
     figures["throughput"] = {
         "concurrency": concurrency, "tokens_per_request": tokens, "requests": args.requests,
         "reference_packages_per_s": round(ref_rate), "perfbench_packages_per_s": round(pb_rate),
-        "perfbench_vs_reference": round(pb_rate / ref_rate, 3),
+        "perfbench_vs_reference": round(pb_rate / ref_rate, 3), "median_round_ratio": round(median_ratio, 3), "rounds": args.rounds,
         "reference_cpu_us_per_package": round(ref_cpu_us, 2), "perfbench_cpu_us_per_package": round(pb_cpu_us, 2),
     }
     print(f"throughput at c={concurrency}, {tokens} tokens/request, zero-delay mock:")
     print(f"  reference client  {ref_rate:>10,.0f} packages/s   {ref_cpu_us:6.2f} us CPU/package")
     print(f"  perfbench         {pb_rate:>10,.0f} packages/s   {pb_cpu_us:6.2f} us CPU/package   ({pb_rate / ref_rate:.0%} of reference; target >= 80%)")
+    print(f"  (best of {args.rounds} alternating rounds; median round: perfbench at {median_ratio:.0%} of the reference)")
 
     with mock_process("--ttft-ms", "20", "--itl-ms", "5", "--usage", "last") as base:
         records, wall, cpu = timed(lambda: perfbench_client(base, requests=args.itl_requests, concurrency=256, tokens=128))
