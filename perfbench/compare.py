@@ -613,7 +613,7 @@ def main(argv: list[str]) -> int:
     if args.junit:
         from perfbench.junit import write_junit
 
-        write_junit(comparison, args.junit)
+        write_junit(args.junit, comparison=comparison)
     if args.json:
         args.json.write_text(json.dumps(comparison.to_dict(), indent=2) + "\n", encoding="utf-8")
     return 1 if comparison.regressed else 0

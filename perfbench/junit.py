@@ -1,29 +1,79 @@
-"""Write a comparison's threshold checks as JUnit XML, so CI systems show them as tests."""
+"""Write perfbench's checks as JUnit XML, so CI systems show them as tests.
+
+One ``<testsuites>`` holds a suite per kind of check: ``perfbench.slo`` (the step limits of
+``--slo``, one testcase per step and limit) and ``perfbench.compare`` (the threshold checks
+of a comparison with a baseline, one testcase per step and metric).
+"""
 
 from __future__ import annotations
 
+import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 from perfbench.compare import Comparison
 
 
-def write_junit(comparison: Comparison, path: Path) -> None:
+def write_junit(
+    path: Path, *, comparison: Comparison | None = None, steps: Sequence[Mapping[str, Any]] = ()
+) -> None:
+    """Write the checks to ``path``: the SLO results of ``steps`` (summary.json STEP dicts) and
+    the threshold checks of ``comparison``; a kind with nothing to check gets no suite."""
+    root = ET.Element("testsuites", name="perfbench")
+    slo_cases = [(step, result) for step in steps for result in step.get("slo_results") or ()]
+    if slo_cases:
+        _slo_suite(root, slo_cases)
+    if comparison is not None:
+        _comparison_suite(root, comparison)
+    for key in ("tests", "failures", "errors", "skipped"):
+        root.set(key, str(sum(int(suite.get(key, "0")) for suite in root)))
+    ET.indent(root)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+
+
+def _step_load(step: Mapping[str, Any]) -> str:
+    """``c=8`` for a closed-loop step, ``rate=4/s`` for an open-loop one."""
+    rate = step.get("rate_req_s")
+    return f"rate={rate:g}/s" if isinstance(rate, (int, float)) else f"c={step.get('concurrency')}"
+
+
+def _slo_suite(root: ET.Element, cases: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]]) -> None:
+    """One testcase per (step, step limit); a limit not met, or without a value, is a failure."""
+    failures = sum(not result.get("passed") for _, result in cases)
+    suite = ET.SubElement(
+        root, "testsuite", name="perfbench.slo", tests=str(len(cases)), failures=str(failures), errors="0", skipped="0"
+    )
+    for step, result in cases:
+        limit_ms, value_ms = result.get("limit_ms"), result.get("value_ms")
+        load = _step_load(step)
+        case = ET.SubElement(suite, "testcase", classname=f"slo.{load}", name=f"{result.get('name')} <= {limit_ms:g} ms")
+        shown = f"{value_ms:.2f} ms" if isinstance(value_ms, (int, float)) and math.isfinite(value_ms) else "no value"
+        text = f"{load} {result.get('name')}: {shown}, limit {limit_ms:g} ms"
+        if result.get("passed"):
+            ET.SubElement(case, "system-out").text = text
+        else:
+            ET.SubElement(case, "failure", message=text, type="slo").text = (
+                f"{text}\nThe step's statistic is above its limit (or the step has no values for it)."
+            )
+
+
+def _comparison_suite(root: ET.Element, comparison: Comparison) -> None:
     """One testcase per checked (step, metric); a regression is a failure.
 
     A check that could not be made (a metric missing in one run) is reported as skipped,
     so a CI dashboard shows it instead of silently passing.
     """
     checks = [row for row in comparison.rows if row.threshold is not None]
-    failures = sum(row.regressed for row in checks)
-    skipped = sum(row.change_pct is None for row in checks)
-    suite = ET.Element(
+    suite = ET.SubElement(
+        root,
         "testsuite",
         name="perfbench.compare",
         tests=str(len(checks)),
-        failures=str(failures),
+        failures=str(sum(row.regressed for row in checks)),
         errors="0",
-        skipped=str(skipped),
+        skipped=str(sum(row.change_pct is None for row in checks)),
     )
     properties = ET.SubElement(suite, "properties")
     for name, value in (("base", comparison.base_dir), ("new", comparison.new_dir), ("confidence", str(comparison.confidence))):
@@ -42,6 +92,3 @@ def write_junit(comparison: Comparison, path: Path) -> None:
             ET.SubElement(case, "skipped", message=row.describe())
         else:
             ET.SubElement(case, "system-out").text = row.describe()
-    ET.indent(suite)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)

@@ -168,8 +168,8 @@ def test_main_exit_codes_and_outputs(runs: dict[str, list[Path]], tmp_path: Path
     assert main([str(base), str(slow), "--junit", str(junit), "--json", str(report)]) == 1
     data = json.loads(report.read_text())
     assert data["regressed"] is True and any(row["regressed"] for row in data["rows"])
-    suite = ET.parse(junit).getroot()
-    assert int(suite.get("failures")) > 0
+    suites = ET.parse(junit).getroot()
+    assert [s.get("name") for s in suites] == ["perfbench.compare"] and int(suites[0].get("failures")) > 0
     assert main([str(base), str(slow), "--threshold", "ttft_ms.p50=+90%"]) == 0
     assert main([str(base), str(slow), "--threshold", "ttft_ms.p50=ten"]) == 2
     assert "perfbench: error: bad threshold" in capsys.readouterr().err
