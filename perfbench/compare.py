@@ -623,6 +623,7 @@ def resolve_base(spec: str, store_path: Path | None) -> Path:
     """A directory as is (no store touched); anything else is looked up in the run store."""
     if Path(spec).is_dir():
         return Path(spec)
-    from perfbench.store import RunStore, default_store_path, resolve_baseline
+    from perfbench.store import RunStore, check_baseline_spec, default_store_path, resolve_baseline
 
+    check_baseline_spec(spec)  # a mistyped directory: say so before opening (or creating) a store
     return resolve_baseline(spec, RunStore(store_path or default_store_path()))

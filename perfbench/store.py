@@ -238,16 +238,28 @@ class NoBaselineYet(ConfigError):
     """``last`` or ``tag:…`` matched no recorded run (e.g. a nightly job's first night)."""
 
 
+def check_baseline_spec(spec: str) -> None:
+    """ConfigError when ``spec`` looks like a path (has a "/" or starts with ".") but names no
+    directory: a mistyped run directory must not be reported as an unknown run id."""
+    if spec == "last" or spec.startswith("tag:") or Path(spec).is_dir():
+        return
+    if "/" in spec or os.sep in spec or spec.startswith("."):
+        raise ConfigError(
+            f"baseline directory {spec} does not exist; pass a run directory, a run id, 'last' or 'tag:K=V'"
+        )
+
+
 def resolve_baseline(spec: str, store: RunStore, *, exclude_run_id: str | None = None) -> Path:
     """The run directory a baseline spec names.
 
     ``spec`` is a run directory, a run id (or unique prefix), ``last`` (the last recorded run
     other than ``exclude_run_id``) or ``tag:KEY=VALUE[,KEY=VALUE]`` (the last run with those tags).
     NoBaselineYet when ``last``/``tag:`` match nothing; ConfigError when an id matches nothing
-    or the run's directory is gone.
+    or the run's directory is gone, or ``spec`` looks like a path that is not a directory.
     """
     if Path(spec).is_dir():
         return Path(spec)
+    check_baseline_spec(spec)
     if spec == "last":
         info = store.last_run(exclude_run_id=exclude_run_id)
         if info is None:

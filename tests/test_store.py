@@ -10,7 +10,7 @@ import pytest
 
 from perfbench.errors import ConfigError
 from perfbench.history import main as history_main
-from perfbench.store import RunStore, default_store_path, parse_tags, resolve_baseline
+from perfbench.store import NoBaselineYet, RunStore, default_store_path, parse_tags, resolve_baseline
 from run_fixtures import StepSpec, write_run
 from usage_errors import assert_one_line_usage_error
 
@@ -84,6 +84,32 @@ def test_list_tags_last_and_baselines(tmp_path: Path) -> None:
             resolve_baseline(bad, store)
     with pytest.raises(ConfigError, match="no run recorded"):
         resolve_baseline("last", RunStore(tmp_path / "empty.sqlite"))
+
+
+def test_baseline_that_looks_like_a_missing_directory(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "h.sqlite")
+    store.record_run(write_run(tmp_path / "run", [StepSpec(requests=10)]), {"branch": "feature/x"})
+    for spec in (str(tmp_path / "nope"), "runs/typo", "./typo", ".typo", "../typo"):
+        with pytest.raises(ConfigError) as err:
+            resolve_baseline(spec, store)
+        assert str(err.value) == (
+            f"baseline directory {spec} does not exist; pass a run directory, a run id, 'last' or 'tag:K=V'"
+        )
+        assert not isinstance(err.value, NoBaselineYet)
+    assert resolve_baseline("tag:branch=feature/x", store) == (tmp_path / "run").resolve()  # a "/" in a tag is no path
+    with pytest.raises(NoBaselineYet):
+        resolve_baseline("tag:branch=feature/y", store)
+    with pytest.raises(ConfigError, match="not in the run store"):
+        resolve_baseline("20200101T000000Z-nosuch", store)
+
+
+def test_compare_with_a_missing_baseline_directory_opens_no_store(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from perfbench.compare import main as compare_main
+
+    new = write_run(tmp_path / "new", [StepSpec(requests=10)])
+    store = tmp_path / "store" / "h.sqlite"
+    assert compare_main([str(tmp_path / "typo"), str(new), "--store", str(store)]) == 2
+    assert "baseline directory" in capsys.readouterr().err and not store.parent.exists()
 
 
 def test_baseline_whose_directory_is_gone(tmp_path: Path) -> None:
