@@ -20,7 +20,6 @@ Exit codes of ``perfbench compare``: 0 no regression, 1 regression, 2 bad usage.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import re
 from dataclasses import asdict, dataclass
@@ -31,8 +30,7 @@ import numpy as np
 
 from perfbench.cliutil import OneLineArgumentParser
 from perfbench.errors import ConfigError, PerfbenchError
-
-log = logging.getLogger(__name__)
+from perfbench.report.files import iter_request_lines, read_summary
 
 # Distributions whose per-request samples can be rebuilt from requests.jsonl.
 DISTRIBUTIONS = ("ttft_ms", "tpot_ms", "itl_ms", "latency_ms")
@@ -183,37 +181,6 @@ class _StepSamples:
     output_tokens: np.ndarray  # per request (0 when unknown)
     total_tokens: np.ndarray  # input + output per request
     samples: dict[str, tuple[np.ndarray, np.ndarray]]  # distribution -> (values, request index)
-
-
-def load_summary(run_dir: Path) -> dict[str, Any]:
-    """Read a run directory's summary.json; ConfigError when it is not a run directory."""
-    path = Path(run_dir) / "summary.json"
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"no summary.json in {run_dir}; pass a run directory written by perfbench") from None
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}; pass an intact run directory") from None
-    if not isinstance(summary, dict) or not isinstance(summary.get("steps"), list):
-        raise ConfigError(f"{path} has no 'steps' list; pass a run directory written by perfbench")
-    return summary
-
-
-def load_requests(run_dir: Path) -> list[dict[str, Any]]:
-    """Read requests.jsonl (empty list when absent); a torn last line is skipped."""
-    path = Path(run_dir) / "requests.jsonl"
-    if not path.exists():
-        return []
-    lines = []
-    with path.open(encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                lines.append(json.loads(line))
-            except ValueError:
-                log.warning("%s:%d: unreadable line skipped", path, number)
-    return lines
 
 
 def _itl_gaps(times_ms: list[list[float]], tokens: list[list[int]], owners: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -413,7 +380,7 @@ def _match_steps(
     return pairs, unmatched
 
 
-def _by_step(lines: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
+def _by_step(lines: Iterable[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
     steps: dict[int, list[dict[str, Any]]] = {}
     for line in lines:
         if not line.get("warmup"):
@@ -438,8 +405,8 @@ def compare_runs(
     values come from summary.json (falling back to the samples); the CI is a percentile
     bootstrap of ``n_boot`` independent request resamples of each run, seeded by ``seed``.
     """
-    base_summary, new_summary = load_summary(base_dir), load_summary(new_dir)
-    base_lines, new_lines = _by_step(load_requests(base_dir)), _by_step(load_requests(new_dir))
+    base_summary, new_summary = read_summary(base_dir), read_summary(new_dir)
+    base_lines, new_lines = _by_step(iter_request_lines(base_dir)), _by_step(iter_request_lines(new_dir))
     limits = {t.metric: t for t in thresholds}
     metrics = list(dict.fromkeys([t.metric for t in DEFAULT_THRESHOLDS] + list(limits)))
     pairs, unmatched = _match_steps(base_summary["steps"], new_summary["steps"])

@@ -19,6 +19,7 @@ from typing import Any, Mapping
 
 from perfbench.config import parse_tags
 from perfbench.errors import ConfigError
+from perfbench.report.files import read_summary
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -124,10 +125,8 @@ class RunStore:
         Recording the same run directory again (same start time) updates its tags and
         summary and keeps its id, so ``perfbench report`` after a run does not duplicate it.
         """
-        from perfbench.compare import load_summary
-
         run_dir = Path(run_dir).resolve()
-        summary = load_summary(run_dir)
+        summary = read_summary(run_dir)
         target = summary.get("target") or {}
         started_at = str(summary.get("started_at") or datetime.now(timezone.utc).isoformat())
         environment = summary.get("environment") or {}

@@ -180,3 +180,16 @@ def test_main_exit_codes_and_outputs(runs: dict[str, list[Path]], tmp_path: Path
 def test_cli_usage_errors_are_one_line_exit_2() -> None:
     assert_one_line_usage_error("compare", "b1", expect="required: new")
     assert_one_line_usage_error("compare", "b1", "b2", "--seed", "x", expect="--seed: invalid int value")
+
+
+def test_compare_reads_runs_through_the_shared_reader(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    base = write_run(tmp_path / "base", [StepSpec(requests=40)], seed=1)
+    new = write_run(tmp_path / "new", [StepSpec(requests=40)], seed=2)
+    with (new / "requests.jsonl").open("a") as f:
+        f.write('{"step": 0, "index": 40, "sta')  # a run killed mid-write: compared without that line
+    assert main([str(base), str(new)]) == 0
+    lines = (base / "requests.jsonl").read_text().splitlines(keepends=True)
+    (base / "requests.jsonl").write_text("".join(lines[:3] + ["{oops\n"] + lines[3:]))
+    assert main([str(base), str(new)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "requests.jsonl:4: not a JSON line" in err

@@ -13,7 +13,7 @@ from perfbench.errors import ConfigError
 from perfbench.metrics import summarize_step
 from perfbench.records import HTTP_ERROR, OK, RequestRecord
 from perfbench.report import plots
-from perfbench.report.files import RecordWriter
+from perfbench.report.files import RecordWriter, read_records
 from perfbench.slo import parse_slos
 from usage_errors import assert_one_line_usage_error
 
@@ -146,7 +146,7 @@ def test_failures_warmup_and_torn_last_line(tmp_path: Path) -> None:
     run_dir = write_run(tmp_path / "f", [records], loads=[(2, None)])
     with (run_dir / "requests.jsonl").open("a") as f:
         f.write('{"step": 0, "index": 7, "stat')  # an interrupted run's last line
-    assert len(plots._read_records(run_dir / "requests.jsonl")) == 9
+    assert len(read_records(run_dir)) == 9
     assert "timeline.png" in [p.name for p in plots.write_plots(run_dir)]
 
 
@@ -214,7 +214,7 @@ def test_main_lists_files_and_rejects_a_dir_without_summary(tmp_path: Path, caps
     assert capsys.readouterr().err.startswith("perfbench: error: ")
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "summary.json").write_text("[1, 2]")
-    with pytest.raises(ConfigError, match="not a perfbench summary"):
+    with pytest.raises(ConfigError, match="has no 'steps' list"):
         plots.write_plots(tmp_path / "junk")
 
 

@@ -1,17 +1,22 @@
 """Output files: requests.jsonl written as requests finish, summary.json and summary.csv at the end.
 
-The reports and ``perfbench compare`` read these files back, so they are the only hand-over
-between a run and everything that looks at it later.
+The reports, ``perfbench compare`` and the run store read these files back, only through the
+readers here, so they are the only hand-over between a run and everything that looks at it
+later, and a damaged file is reported the same way everywhere.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
+from perfbench.errors import ConfigError
 from perfbench.records import RequestRecord
+
+log = logging.getLogger(__name__)
 
 SUMMARY_SCHEMA = "perfbench.summary/1"
 STATS_FIELDS = ("count", "mean", "std", "min", "p50", "p90", "p95", "p99", "max")
@@ -33,16 +38,64 @@ class RecordWriter:
         self._file.close()
 
 
+def iter_request_lines(run_dir: Path) -> Iterator[dict[str, Any]]:
+    """requests.jsonl's lines as dicts, in file order; nothing when the file is absent.
+
+    A torn last line (a run killed while writing it) is skipped with a warning. An unreadable
+    line anywhere else means the file is damaged: ConfigError naming ``file:line``.
+    """
+    return (line for _, line in _numbered_lines(Path(run_dir) / "requests.jsonl"))
+
+
+def read_request_lines(run_dir: Path) -> list[dict[str, Any]]:
+    """All of ``iter_request_lines``."""
+    return list(iter_request_lines(run_dir))
+
+
+def iter_records(run_dir: Path) -> Iterator[RequestRecord]:
+    """requests.jsonl's records, times relative to the run's start (run_start_ns = 0).
+
+    Torn last line and damaged lines as in ``iter_request_lines``; a JSON line that is not a
+    request record is a ConfigError naming ``file:line``.
+    """
+    path = Path(run_dir) / "requests.jsonl"
+    for number, line in _numbered_lines(path):
+        try:
+            yield RequestRecord.from_json(line)
+        except KeyError as exc:
+            raise ConfigError(f"{path}:{number}: no field {exc}; not a perfbench request record") from None
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{path}:{number}: {exc}; not a perfbench request record") from None
+
+
 def read_records(run_dir: Path) -> list[RequestRecord]:
-    """Records of a run directory, with times relative to its start (run_start_ns = 0)."""
-    return list(iter_records(run_dir / "requests.jsonl"))
+    """All of ``iter_records``."""
+    return list(iter_records(run_dir))
 
 
-def iter_records(path: Path) -> Iterator[RequestRecord]:
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                yield RequestRecord.from_json(json.loads(line))
+def _numbered_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) of each non-blank line; see ``iter_request_lines``."""
+    try:
+        f = path.open("rb")  # bytes: bad UTF-8 is then a JSON error of its line
+    except FileNotFoundError:
+        return
+    with f:
+        torn: tuple[int, str] | None = None  # an unreadable line: fatal unless nothing follows it
+        for number, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            if torn is not None:
+                raise ConfigError(f"{path}:{torn[0]}: {torn[1]}; the file is damaged, remove that line or rerun")
+            try:
+                line = json.loads(raw)
+            except ValueError as exc:
+                torn = (number, f"not a JSON line ({exc})")
+                continue
+            if not isinstance(line, dict):
+                raise ConfigError(f"{path}:{number}: not a JSON object; the file is damaged, remove that line or rerun")
+            yield number, line
+    if torn is not None:
+        log.warning("%s:%d: torn last line skipped (the run stopped while writing it)", path, torn[0])
 
 
 def write_summary(run_dir: Path, summary: Mapping[str, Any]) -> None:
@@ -54,7 +107,17 @@ def write_summary(run_dir: Path, summary: Mapping[str, Any]) -> None:
 
 
 def read_summary(run_dir: Path) -> dict[str, Any]:
-    return json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    """A run directory's summary.json; ConfigError (one line) when it is missing or not a perfbench summary."""
+    path = Path(run_dir) / "summary.json"
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"no summary.json in {run_dir}; pass a run directory written by perfbench") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}; pass an intact run directory") from None
+    if not isinstance(summary, dict) or not isinstance(summary.get("steps"), list):
+        raise ConfigError(f"{path} has no 'steps' list; pass a run directory written by perfbench")
+    return summary
 
 
 def flatten_step(step: Mapping[str, Any]) -> dict[str, Any]:

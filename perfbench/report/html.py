@@ -16,9 +16,10 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from perfbench.compare import Comparison, compare_runs, load_requests, load_summary, resolve_base, step_label
+from perfbench.compare import Comparison, compare_runs, resolve_base, step_label
 from perfbench.cliutil import OneLineArgumentParser
 from perfbench.errors import PerfbenchError
+from perfbench.report.files import read_request_lines, read_summary
 from perfbench.telemetry.sampler import load_telemetry, server_series, summarize_telemetry
 
 log = logging.getLogger(__name__)
@@ -244,8 +245,8 @@ def write_html_report(
     ``baseline_dir``, the run is compared with it under the default thresholds.
     """
     run_dir = Path(run_dir)
-    summary = load_summary(run_dir)
-    requests = load_requests(run_dir)
+    summary = read_summary(run_dir)
+    requests = read_request_lines(run_dir)
     if comparison is None and baseline_dir is not None:
         comparison = compare_runs(Path(baseline_dir), run_dir)
     target = summary.get("target") or {}
@@ -292,7 +293,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--store", type=Path, metavar="PATH", help="run store for run ids (default: user data dir)")
     try:
         args = parser.parse_args(argv)
-        load_summary(args.run_dir)  # a clear error before plotting anything
+        read_summary(args.run_dir)  # a clear error before plotting anything
         baseline = None
         if args.baseline:
             baseline = resolve_base(args.baseline, args.store)

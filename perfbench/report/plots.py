@@ -31,6 +31,7 @@ import numpy as np
 from perfbench.cliutil import OneLineArgumentParser
 from perfbench.errors import ConfigError, PerfbenchError
 from perfbench.records import RequestRecord
+from perfbench.report.files import read_records, read_summary
 from perfbench.search import find_knee
 
 if TYPE_CHECKING:
@@ -81,11 +82,11 @@ def write_plots(run_dir: Path) -> list[Path]:
     """Write the run's plots into ``run_dir/plots/``; returns the files written.
 
     Raises:
-        ConfigError: ``run_dir`` has no readable summary.json.
+        ConfigError: ``run_dir`` has no readable summary.json, or a damaged requests.jsonl.
     """
     run_dir = Path(run_dir)
-    summary = _read_summary(run_dir)
-    records = _read_records(run_dir / "requests.jsonl")
+    summary = read_summary(run_dir)
+    records = read_records(run_dir)
     steps = _steps(summary)
     out_dir = run_dir / PLOTS_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -137,35 +138,6 @@ def main(argv: Sequence[str]) -> int:
 
 
 # ------------------------------------------------------------------ reading
-
-
-def _read_summary(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "summary.json"
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{run_dir}: no summary.json here; give a run directory written by perfbench") from None
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path}: cannot read it ({exc}); give a complete run directory") from None
-    if not isinstance(summary, dict) or not isinstance(summary.get("steps"), list):
-        raise ConfigError(f"{path}: not a perfbench summary (no 'steps' list); give a run directory written by perfbench")
-    return summary
-
-
-def _read_records(path: Path) -> list[RequestRecord]:
-    """requests.jsonl's records, times relative to the run's start; a torn last line is skipped."""
-    if not path.exists():
-        return []
-    records = []
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                records.append(RequestRecord.from_json(json.loads(line)))
-            except (ValueError, KeyError, TypeError):
-                log.warning("%s:%d: unreadable record skipped", path, number)
-    return records
 
 
 @dataclass(frozen=True)
