@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -354,16 +354,3 @@ def _exact_text(tokenizer: Tokenizer | None, head: str, words: Iterator[str], ta
         f"could not build a prompt of exactly {target} tokens with this tokenizer; "
         "use --prompts FILE instead of synthetic prompts"
     )
-
-
-def prompts_for_run(prompts: Sequence[Prompt], count: int, *, seed: int = 0, shuffle: bool = False) -> list[Prompt]:
-    """``count`` prompts for a run: the list cycled in order, or each pass shuffled (seeded)."""
-    if not prompts:
-        raise ConfigError("no prompts to send; give --prompts FILE with at least one prompt")
-    if not shuffle:
-        return [prompts[i % len(prompts)] for i in range(count)]
-    rng = np.random.default_rng(seed)
-    order: list[int] = []
-    while len(order) < count:
-        order.extend(rng.permutation(len(prompts)).tolist())
-    return [prompts[i] for i in order[:count]]

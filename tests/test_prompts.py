@@ -13,7 +13,7 @@ from tiny_models import build_tiny_tokenizer
 
 from perfbench.errors import ConfigError
 from perfbench.lengths import LengthDistribution as LD
-from perfbench.prompts import WORDS, Prompt, load_prompts, prompts_for_run, synthetic_prompts
+from perfbench.prompts import WORDS, Prompt, load_prompts, synthetic_prompts
 from perfbench.tokens import load_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -271,18 +271,3 @@ def test_shared_prefix_must_leave_room():
 def test_bad_synthetic_settings():
     with pytest.raises(ConfigError, match="use count >= 0, groups >= 1, prefix >= 0"):
         synthetic_prompts(3, LD.fixed(5), tokenizer=None, prefix_groups=0)
-
-
-# --------------------------------------------------------------------------- prompts_for_run
-
-
-def test_prompts_for_run_cycles_and_shuffles():
-    ps = [Prompt(str(i), None, None) for i in range(5)]
-    assert [p.text for p in prompts_for_run(ps, 12)] == list("012340123401")
-    a = prompts_for_run(ps, 12, seed=1, shuffle=True)
-    assert a == prompts_for_run(ps, 12, seed=1, shuffle=True)
-    assert sorted(p.text for p in a[:5]) == list("01234")  # each pass uses every prompt once
-    assert sorted(p.text for p in a[5:10]) == list("01234")
-    assert a != prompts_for_run(ps, 12, seed=2, shuffle=True)
-    with pytest.raises(ConfigError, match="no prompts to send"):
-        prompts_for_run([], 3)
