@@ -151,7 +151,9 @@ def test_compare_is_fast_for_10k_requests(tmp_path: Path) -> None:
     new = write_run(tmp_path / "new", [StepSpec(concurrency=64, requests=10_000, output_tokens=20)], seed=2)
     start = time.perf_counter()
     compare_runs(base, new)
-    assert time.perf_counter() - start < 4.0  # ~1 s measured; generous for a loaded CI machine
+    # ~1 s measured on 2 idle cores; the bound only catches a blow-up (e.g. quadratic work), it is no
+    # speed goal (those belong in benchmarks/), so a loaded CI machine must pass it easily
+    assert time.perf_counter() - start < 20.0
 
 
 def test_render_comparison_shows_the_table(runs: dict[str, list[Path]]) -> None:
