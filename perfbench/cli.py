@@ -295,10 +295,6 @@ def _after_run(config: Any, outcome: Any, console: Any, baseline_dir: Path | Non
         comparison = compare_runs(baseline_dir, run_dir, thresholds)
         render_comparison(comparison, console)
         (run_dir / "comparison.json").write_text(json.dumps(comparison.to_dict(), indent=2) + "\n", encoding="utf-8")
-        if config.junit:
-            from perfbench.junit import write_junit
-
-            write_junit(comparison, Path(config.junit))
         if comparison.regressed:
             console.print(f"[bold red]Regression against the baseline {baseline_dir}.[/]")
             exit_code = 1
@@ -306,6 +302,11 @@ def _after_run(config: Any, outcome: Any, console: Any, baseline_dir: Path | Non
     if failed_slo and not config.search:  # a search's failing probes are its method, not a failure
         console.print(f"[bold red]{len(failed_slo)} step(s) missed their SLOs.[/]")
         exit_code = 1
+    if config.junit:
+        from perfbench.junit import write_junit
+
+        write_junit(Path(config.junit), comparison=comparison, steps=() if config.search else outcome.summary["steps"])
+        console.print(f"JUnit: {config.junit}")
     if config.plots and outcome.summary["steps"]:
         from perfbench.report.html import write_html_report
         from perfbench.report.plots import write_plots

@@ -308,3 +308,14 @@ def test_token_counts_without_usage_are_flagged(tmp_path, capsys):
     [step] = json.loads((out / "summary.json").read_text())["steps"]
     assert step["token_sources"] == {"packages": 3}
     assert "no token usage" in capsys.readouterr().out
+
+
+def test_junit_holds_the_slo_checks_without_a_baseline(mock_url, tmp_path):
+    import xml.etree.ElementTree as ET
+
+    junit = tmp_path / "slo.xml"
+    assert run_cli("--url", mock_url, "-c", "1,2", "-n", "3", "--max-tokens", "4", "--slo", "ttft_p99=0.001,tpot_p99=10000",
+                   "--junit", str(junit), "--output-dir", str(tmp_path / "r")) == 1
+    cases = list(ET.parse(junit).getroot().iter("testcase"))
+    assert len(cases) == 4  # two steps x two limits
+    assert sum(1 for case in cases if case.find("failure") is not None) == 2
