@@ -292,7 +292,13 @@ def _after_run(config: Any, outcome: Any, console: Any, baseline_dir: Path | Non
         from perfbench.compare import DEFAULT_THRESHOLDS, compare_runs, parse_thresholds, render_comparison
 
         thresholds = parse_thresholds(config.thresholds) if config.thresholds else DEFAULT_THRESHOLDS
-        comparison = compare_runs(baseline_dir, run_dir, thresholds)
+        try:
+            comparison = compare_runs(baseline_dir, run_dir, thresholds)
+        except ConfigError as exc:  # e.g. no step in common: say so, but keep the run's report and history
+            print(f"perfbench: error: {exc}", file=sys.stderr)
+            exit_code = 2
+            baseline_dir = None
+    if comparison is not None:
         render_comparison(comparison, console)
         (run_dir / "comparison.json").write_text(json.dumps(comparison.to_dict(), indent=2) + "\n", encoding="utf-8")
         if comparison.regressed:
@@ -301,7 +307,7 @@ def _after_run(config: Any, outcome: Any, console: Any, baseline_dir: Path | Non
     failed_slo = [s for s in outcome.summary["steps"] if s.get("slo_passed") is False]
     if failed_slo and not config.search:  # a search's failing probes are its method, not a failure
         console.print(f"[bold red]{len(failed_slo)} step(s) missed their SLOs.[/]")
-        exit_code = 1
+        exit_code = exit_code or 1
     if config.junit:
         from perfbench.junit import write_junit
 
@@ -316,7 +322,7 @@ def _after_run(config: Any, outcome: Any, console: Any, baseline_dir: Path | Non
         console.print(f"Report: {report}")
     if not outcome.interrupted and outcome.summary["steps"]:
         tags = dict(config.tags)
-        if config.baseline:
+        if config.baseline and exit_code != 2:
             # "check=pass" marks a run that met its baseline (or had none yet): `--baseline tag:check=pass` is the last good run.
             tags["check"] = "fail" if exit_code else "pass"
         try:

@@ -319,3 +319,12 @@ def test_junit_holds_the_slo_checks_without_a_baseline(mock_url, tmp_path):
     cases = list(ET.parse(junit).getroot().iter("testcase"))
     assert len(cases) == 4  # two steps x two limits
     assert sum(1 for case in cases if case.find("failure") is not None) == 2
+
+
+def test_a_baseline_of_another_ladder_is_exit_2_but_the_run_keeps_its_report(mock_url, tmp_path, capsys):
+    assert run_cli("--url", mock_url, "-c", "3", "-n", "3", "--max-tokens", "4", "--output-dir", str(tmp_path / "a")) == 0
+    code = main(["--url", mock_url, "-c", "5", "-n", "5", "--max-tokens", "4", "--no-live", "--no-telemetry",
+                 "--baseline", str(tmp_path / "a"), "--output-dir", str(tmp_path / "b")])
+    assert code == 2
+    assert "no step of BASE matches" in capsys.readouterr().err
+    assert (tmp_path / "b" / "report.html").exists() and (tmp_path / "b" / "summary.json").exists()
