@@ -330,7 +330,10 @@ def _after_run(config: Any, outcome: Any, console: Any, baseline_dir: Path | Non
             console.print(f"Recorded in the run history as {run_id}")
         except Exception as exc:  # the history is a convenience: never lose a finished run over it
             console.print(f"[yellow]Could not record the run in the history ({exc}); use --store PATH.[/]")
-    console.print(f"Files: {run_dir}/ (summary.json, summary.csv, requests.jsonl)")
+    from perfbench.report.files import write_requests_parquet
+
+    parquet = write_requests_parquet(run_dir) if outcome.summary["steps"] else None
+    console.print(f"Files: {run_dir}/ (summary.json, summary.csv, requests.jsonl{', requests.parquet' if parquet else ''})")
     if outcome.interrupted:
         console.print("[yellow]Interrupted: the summary covers the requests that finished.[/]")
         return 130 if exit_code == 0 else exit_code

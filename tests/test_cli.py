@@ -328,3 +328,14 @@ def test_a_baseline_of_another_ladder_is_exit_2_but_the_run_keeps_its_report(moc
     assert code == 2
     assert "no step of BASE matches" in capsys.readouterr().err
     assert (tmp_path / "b" / "report.html").exists() and (tmp_path / "b" / "summary.json").exists()
+
+
+def test_requests_parquet_matches_the_jsonl(mock_url, tmp_path):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    out = tmp_path / "run"
+    assert run_cli("--url", mock_url, "-c", "2", "-n", "6", "--max-tokens", "5", "--output-dir", str(out)) == 0
+    table = pd.read_parquet(out / "requests.parquet")
+    lines = read_lines(out / "requests.jsonl")
+    assert len(table) == 6 and list(table["ttft_ms"]) == [line["ttft_ms"] for line in lines]
+    assert [list(t) for t in table["package_times_ms"]] == [line["package_times_ms"] for line in lines]

@@ -145,3 +145,20 @@ def write_summary_csv(path: Path, steps: Sequence[Mapping[str, Any]]) -> None:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
+
+
+def write_requests_parquet(run_dir: Path) -> Path | None:
+    """requests.parquet: requests.jsonl as a table for pandas/Spark/DuckDB users.
+
+    Written only when pyarrow is installed (``pip install 'perfbench[parquet]'``); returns the
+    path, or None without pyarrow. Package times stay one list column per request.
+    """
+    try:
+        import pyarrow  # noqa: F401  (pandas needs it for Parquet)
+    except ImportError:
+        return None
+    import pandas as pd
+
+    path = run_dir / "requests.parquet"
+    pd.DataFrame(read_request_lines(run_dir)).to_parquet(path, index=False)
+    return path
