@@ -20,7 +20,6 @@ Exit codes of ``perfbench compare``: 0 no regression, 1 regression, 2 bad usage.
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ import numpy as np
 
 from perfbench.cliutil import OneLineArgumentParser
 from perfbench.errors import ConfigError, PerfbenchError
-from perfbench.report.files import iter_request_lines, read_summary
+from perfbench.report.files import iter_request_lines, read_summary, step_metric
 
 # Distributions whose per-request samples can be rebuilt from requests.jsonl.
 DISTRIBUTIONS = ("ttft_ms", "tpot_ms", "itl_ms", "latency_ms")
@@ -352,16 +351,6 @@ def step_label(step: Mapping[str, Any]) -> str:
     return label
 
 
-def _summary_value(step: Mapping[str, Any], metric: str) -> float | None:
-    name, _, stat = metric.partition(".")
-    value = step.get(name)
-    if stat:
-        value = value.get(stat) if isinstance(value, Mapping) else None
-    if value is None or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
-
-
 def _match_steps(
     base_steps: list[dict[str, Any]], new_steps: list[dict[str, Any]]
 ) -> tuple[list[tuple[int, int]], list[str]]:
@@ -454,7 +443,7 @@ def _evaluate(
             )
     result: dict[str, tuple[float | None, np.ndarray | None]] = {}
     for metric in metrics:
-        point = _summary_value(step, metric)
+        point = step_metric(step, metric)
         if "." in metric:
             result[metric] = (point if point is not None else points.get(metric), boots.get(metric))
         else:

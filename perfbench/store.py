@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 from perfbench.config import parse_tags
 from perfbench.errors import ConfigError
-from perfbench.report.files import read_summary
+from perfbench.report.files import read_summary, read_telemetry, step_metric
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -83,16 +83,9 @@ def _gpu_from_run(run_dir: Path, summary: Mapping[str, Any]) -> tuple[str | None
     telemetry = summary.get("telemetry") or {}
     if telemetry.get("gpu_name"):
         return telemetry.get("gpu_name"), telemetry.get("gpu_driver")
-    path = run_dir / "telemetry.jsonl"
-    if path.exists():
-        with path.open(encoding="utf-8") as fh:
-            for line in fh:
-                try:
-                    sample = json.loads(line)
-                except ValueError:
-                    continue
-                if sample.get("source") == "gpu" and sample.get("name"):
-                    return sample["name"], sample.get("driver")
+    for sample in read_telemetry(run_dir):
+        if sample.get("source") == "gpu" and sample.get("name"):
+            return sample["name"], sample.get("driver")
     return None, None
 
 
@@ -209,16 +202,8 @@ class RunStore:
             steps = info.summary.get("steps") or []
             if concurrency is not None:
                 steps = [s for s in steps if s.get("concurrency") == concurrency]
-            trend.append((info, _metric_value(steps[0], metric) if steps else None))
+            trend.append((info, step_metric(steps[0], metric) if steps else None))
         return trend
-
-
-def _metric_value(step: Mapping[str, Any], metric: str) -> float | None:
-    name, _, stat = metric.partition(".")
-    value = step.get(name)
-    if stat:
-        value = value.get(stat) if isinstance(value, Mapping) else None
-    return float(value) if isinstance(value, (int, float)) else None
 
 
 def _like_prefix(text: str) -> str:

@@ -171,7 +171,7 @@ def test_telemetry_series(tmp_path: Path) -> None:
         for t in range(10)
     ]  # fmt: skip
     (run_dir / "telemetry.jsonl").write_text("\n".join(json.dumps(x) for x in gpu + scrapes) + "\nnot json\n")
-    series = {(x.panel, x.label): x for x in plots._read_telemetry(run_dir / "telemetry.jsonl")}
+    series = {(x.panel, x.label): x for x in plots._read_telemetry(run_dir)}
     assert list(series) == [
         ("Server requests", "running"),
         ("Server requests", "waiting"),

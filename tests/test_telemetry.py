@@ -17,7 +17,8 @@ from perfbench.servers.mock import MockServer
 from perfbench.servers.mock_config import MockConfig
 from perfbench.telemetry import gpu as gpu_module
 from perfbench.telemetry.prometheus import metrics_url_for, parse_prometheus
-from perfbench.telemetry.sampler import TelemetrySampler, load_telemetry, summarize_telemetry
+from perfbench.report.files import read_telemetry
+from perfbench.telemetry.sampler import TelemetrySampler, summarize_telemetry
 
 VLLM_PAGE = """\
 # HELP vllm:num_requests_running Number of requests in model execution batches.
@@ -111,7 +112,7 @@ async def test_sampler_with_fake_gpu(tmp_path: Path) -> None:
     assert summary["gpu_mem_peak_mib"] == max(s["mem_used_mib"] for s in gpu0)
     # the file round-trips
     sampler.write(tmp_path / "telemetry.jsonl")
-    assert load_telemetry(tmp_path / "telemetry.jsonl") == sampler.samples
+    assert read_telemetry(tmp_path) == sampler.samples
 
 
 def test_summary_without_gpu_or_tokens() -> None:

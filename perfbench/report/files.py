@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import logging
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -162,3 +163,34 @@ def write_requests_parquet(run_dir: Path) -> Path | None:
     path = run_dir / "requests.parquet"
     pd.DataFrame(read_request_lines(run_dir)).to_parquet(path, index=False)
     return path
+
+
+def read_telemetry(run_dir: Path) -> list[dict[str, Any]]:
+    """telemetry.jsonl's samples (telemetry/sampler.py writes it); none when absent; torn or odd lines skipped."""
+    path = run_dir / "telemetry.jsonl"
+    if not path.exists():
+        return []
+    samples = []
+    with path.open(encoding="utf-8") as lines:
+        for line in lines:
+            try:
+                sample = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(sample, dict) and isinstance(sample.get("t_s"), (int, float)):
+                samples.append(sample)
+    return samples
+
+
+def step_metric(step: Mapping[str, Any], metric: str) -> float | None:
+    """A STEP's value for ``metric``: a field (``output_throughput_tok_s``) or a stat (``ttft_ms.p99``).
+
+    None when the step lacks it or it is not a finite number.
+    """
+    name, _, stat = metric.partition(".")
+    value = step.get(name)
+    if stat:
+        value = value.get(stat) if isinstance(value, Mapping) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)

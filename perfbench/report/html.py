@@ -19,8 +19,8 @@ from typing import Any, Iterable, Mapping, Sequence
 from perfbench.compare import Comparison, compare_runs, resolve_base, step_label
 from perfbench.cliutil import OneLineArgumentParser
 from perfbench.errors import PerfbenchError
-from perfbench.report.files import read_request_lines, read_summary
-from perfbench.telemetry.sampler import load_telemetry, server_series, summarize_telemetry
+from perfbench.report.files import read_request_lines, read_summary, read_telemetry
+from perfbench.telemetry.sampler import server_series, summarize_telemetry
 
 log = logging.getLogger(__name__)
 
@@ -161,10 +161,10 @@ def _plots_section(run_dir: Path) -> str:
 
 
 def _telemetry_section(run_dir: Path, requests: Sequence[Mapping[str, Any]]) -> str:
-    path = run_dir / "telemetry.jsonl"
-    if not path.exists():
+    samples = read_telemetry(run_dir)
+    if not samples:
         return '<section><h2>Telemetry</h2><p class="muted">No telemetry was recorded for this run.</p></section>'
-    samples = load_telemetry(path)
+
     output_tokens = sum(int(r.get("output_tokens") or 0) for r in requests if r.get("status") == "ok")
     t = summarize_telemetry(samples, output_tokens)
     parts = ["<section><h2>Telemetry</h2>"]

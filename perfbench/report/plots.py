@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -31,7 +30,7 @@ import numpy as np
 from perfbench.cliutil import OneLineArgumentParser
 from perfbench.errors import ConfigError, PerfbenchError
 from perfbench.records import RequestRecord
-from perfbench.report.files import read_records, read_summary
+from perfbench.report.files import read_records, read_summary, read_telemetry
 from perfbench.search import find_knee
 
 if TYPE_CHECKING:
@@ -105,7 +104,7 @@ def write_plots(run_dir: Path) -> list[Path]:
         figures.append(("latency_cdf.png", _cdf_figure(measured, steps, step_limits, per_request_ms, title)))
     if records:
         figures.append(("timeline.png", _timeline_figure(records, steps, title)))
-    telemetry = _read_telemetry(run_dir / "telemetry.jsonl")
+    telemetry = _read_telemetry(run_dir)
     if telemetry:
         figures.append(("telemetry.png", _telemetry_figure(telemetry, records, steps, title)))
 
@@ -150,7 +149,7 @@ class _Series:
     values: np.ndarray
 
 
-def _read_telemetry(path: Path) -> list[_Series]:
+def _read_telemetry(run_dir: Path) -> list[_Series]:
     """The telemetry.jsonl series worth a panel (telemetry/sampler.py writes the file).
 
     A line is one sample at ``t_s``: ``source: "gpu"`` lines carry one GPU's fields (``gpu`` is
@@ -158,25 +157,16 @@ def _read_telemetry(path: Path) -> list[_Series]:
     utilisation, power and memory used; server gauges of running/waiting requests and cache
     usage; the server's generated tokens as a rate. Other series stay in the file.
     """
-    if not path.exists():
-        return []
     points: dict[tuple[str, str], tuple[list[float], list[float]]] = {}
-    with path.open(encoding="utf-8") as lines:
-        for line in lines:
-            try:
-                sample = json.loads(line)
-            except ValueError:
+    for sample in read_telemetry(run_dir):
+        for key, value in sample.items():
+            if key in ("t_s", "source", "gpu") or isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue
-            if not isinstance(sample, dict) or not isinstance(sample.get("t_s"), (int, float)):
-                continue
-            for key, value in sample.items():
-                if key in ("t_s", "source", "gpu") or isinstance(value, bool) or not isinstance(value, (int, float)):
-                    continue
-                where = _telemetry_panel(str(sample.get("source")), key, sample.get("gpu"))
-                if where is not None:
-                    times, values = points.setdefault(where, ([], []))
-                    times.append(float(sample["t_s"]))
-                    values.append(float(value))
+            where = _telemetry_panel(str(sample.get("source")), key, sample.get("gpu"))
+            if where is not None:
+                times, values = points.setdefault(where, ([], []))
+                times.append(float(sample["t_s"]))
+                values.append(float(value))
     out = []
     for (panel, label), (times, values) in points.items():
         t, v = np.array(times), np.array(values)

@@ -146,18 +146,6 @@ class TelemetrySampler:
         return summarize_telemetry(self.samples, output_tokens)
 
 
-def load_telemetry(path: Path) -> list[dict[str, Any]]:
-    """Read telemetry.jsonl; a torn line is skipped."""
-    samples = []
-    with Path(path).open(encoding="utf-8") as fh:
-        for line in fh:
-            try:
-                samples.append(json.loads(line))
-            except ValueError:
-                continue
-    return samples
-
-
 def server_series(sample: dict[str, Any]) -> dict[str, float]:
     """The series values of one prometheus sample (its fields but ``t_s`` and ``source``)."""
     return {k: v for k, v in sample.items() if k not in ("t_s", "source") and isinstance(v, (int, float))}
