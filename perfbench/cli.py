@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     w = p.add_argument_group("workload")
     w.add_argument("--prompts", metavar="FILE", help="prompts: text (one per line), JSONL (prompt or messages), or ShareGPT JSON")
     w.add_argument("--input-tokens", metavar="DIST", help="synthetic prompts of this many tokens: 128, uniform:64-256, normal:128,32")
-    w.add_argument("--output-tokens", metavar="DIST", help="exact output length (sets max_tokens=min_tokens and ignore_eos)")
+    w.add_argument("--output-tokens", metavar="DIST", help="exact output length (sets max_tokens=min_tokens and ignore_eos): 256, "
+                   "uniform:64-512, normal:256,64, or 'dataset' for each prompt's own (JSONL max_tokens, ShareGPT answer words)")
     w.add_argument("--max-tokens", type=int, help="cap on output tokens per request (default 128)")
     w.add_argument("--ignore-eos", action="store_const", const=True, help="ask the server to ignore EOS (vLLM-style servers)")
     w.add_argument("--extra-body", metavar="JSON", help="JSON object merged into every request body, e.g. '{\"temperature\": 0}'")

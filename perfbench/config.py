@@ -16,6 +16,7 @@ from perfbench.errors import ConfigError
 from perfbench.slo import Slos, parse_slos
 
 DEFAULT_NUMBER = 100  # requests per step when neither --number nor --duration is given
+DATASET_LENGTHS = "dataset"  # --output-tokens value: each prompt's own length (JSONL max_tokens, ShareGPT answers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,8 +315,10 @@ def config_from_settings(settings: Mapping[str, Any]) -> RunConfig:
         raise ConfigError(f"--engine {s['engine']!r}: use transformers or vllm")
     if s.get("arrivals") not in (None, "poisson", "constant"):
         raise ConfigError(f"--arrivals {s['arrivals']!r}: use poisson or constant")
+    if s.get("output_tokens") == DATASET_LENGTHS and not s.get("prompts"):
+        raise ConfigError(f"--output-tokens {DATASET_LENGTHS} takes each prompt's output length from --prompts; add --prompts FILE")
     for key, flag in (("input_tokens", "--input-tokens"), ("output_tokens", "--output-tokens")):
-        if s.get(key) is not None:
+        if s.get(key) is not None and s[key] != DATASET_LENGTHS:
             from perfbench.lengths import LengthDistribution
 
             s[key] = str(LengthDistribution.parse(s[key]) if not isinstance(s[key], Mapping) else LengthDistribution.from_mapping(s[key]))

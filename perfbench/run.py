@@ -24,7 +24,7 @@ import numpy as np
 
 from perfbench import __version__
 from perfbench.apis import ApiAdapter, get_adapter
-from perfbench.config import LoadStep, RunConfig, safe_name
+from perfbench.config import DATASET_LENGTHS, LoadStep, RunConfig, safe_name
 from perfbench.engine import Engine, LiveCounters, PreparedRequest, StepPlan, Target, make_session
 from perfbench.errors import ConfigError, TargetError
 from perfbench.lengths import LengthDistribution
@@ -97,7 +97,7 @@ def _total_requests(config: RunConfig) -> int:
 def load_workload(config: RunConfig, tokenizer: Tokenizer | None) -> list[Prompt]:
     """The prompts of the run: a prompts file, or synthetic prompts of the requested lengths."""
     if config.prompts:
-        return load_prompts(config.prompts)
+        return load_prompts(config.prompts, sharegpt_output_lengths=config.output_tokens == DATASET_LENGTHS)
     return synthetic_prompts(
         _total_requests(config),
         LengthDistribution.parse(config.input_tokens or DEFAULT_INPUT_TOKENS),
@@ -112,7 +112,9 @@ def prepare_requests(config: RunConfig, api: ApiAdapter, prompts: list[Prompt], 
     """Encode every request body before the run, so the send path only writes bytes."""
     count = len(prompts) if config.prompts else min(len(prompts), MAX_DISTINCT_PROMPTS)
     lengths = None
-    if config.output_tokens:
+    if config.output_tokens == DATASET_LENGTHS:
+        lengths = [p.max_tokens for p in prompts[:count]]  # None where the file gives no length
+    elif config.output_tokens:
         lengths = LengthDistribution.parse(config.output_tokens).sample(count, np.random.default_rng(config.seed + 1))
     requests = []
     for i in range(count):
@@ -121,7 +123,7 @@ def prepare_requests(config: RunConfig, api: ApiAdapter, prompts: list[Prompt], 
         if config.ignore_eos:
             extra["ignore_eos"] = True
         max_tokens = config.max_tokens or prompt.max_tokens or DEFAULT_MAX_TOKENS
-        if lengths is not None:
+        if lengths is not None and lengths[i] is not None:
             # An exact output length: the vLLM/SGLang/TGI-style fields that stop early EOS.
             max_tokens = int(lengths[i])
             extra.update(min_tokens=max_tokens, ignore_eos=True)

@@ -36,7 +36,7 @@ The file's shape (every section and key is optional; see scenarios/README.md)::
     workload:
       prompts: prompts/chat-short.txt     # a prompts file, or synthetic lengths:
       input_tokens: {normal: {mean: 512, std: 128}}   # N | {fixed: N} | {uniform: {min, max}}
-      output_tokens: 256                  #   | {normal: {mean, std}} | "uniform:64-256"
+      output_tokens: 256                  #   | {normal: {mean, std}} | "uniform:64-256" | dataset (the prompts file's own)
       max_tokens: 512
       shared_prefix: {tokens: 256, groups: 4}   # prefix-cache study: groups sharing K tokens
     slo: {ttft_p99: 500, tpot_p99: 50}   # or the --slo string "ttft_p99=500,tpot_p99=50"
@@ -60,6 +60,7 @@ from typing import Any, Callable
 
 import yaml
 
+from perfbench.config import DATASET_LENGTHS
 from perfbench.errors import ConfigError
 
 __all__ = ["load_scenario"]
@@ -165,6 +166,8 @@ def _length_dist(value: Any) -> str:
     """A token-length distribution as the --input-tokens string (fixed:N, uniform:A-B, normal:M,S)."""
     from perfbench.lengths import LengthDistribution
 
+    if value == DATASET_LENGTHS:
+        return value
     try:
         return str(LengthDistribution.from_mapping(value, name=_NAME))
     except ConfigError as exc:

@@ -339,3 +339,13 @@ def test_requests_parquet_matches_the_jsonl(mock_url, tmp_path):
     lines = read_lines(out / "requests.jsonl")
     assert len(table) == 6 and list(table["ttft_ms"]) == [line["ttft_ms"] for line in lines]
     assert [list(t) for t in table["package_times_ms"]] == [line["package_times_ms"] for line in lines]
+
+
+def test_output_lengths_from_the_dataset(mock_url, tmp_path):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "a b", "max_tokens": 3}\n{"prompt": "c d e", "max_tokens": 7}\n')
+    out = tmp_path / "run"
+    assert run_cli("--url", mock_url, "-n", "4", "--prompts", str(prompts), "--output-tokens", "dataset", "--output-dir", str(out)) == 0
+    assert [line["output_tokens"] for line in read_lines(out / "requests.jsonl")] == [3, 7, 3, 7]
+    result = cli("--url", mock_url, "--output-tokens", "dataset", "--output-dir", str(tmp_path / "r2"))
+    assert result.returncode == 2 and "--prompts" in result.stderr
