@@ -5,28 +5,11 @@ from __future__ import annotations
 import threading
 from dataclasses import replace
 
-import pytest
 
 from perfbench.servers.generation import FINISH_LENGTH, FINISH_STOP, BatchGenerator, Delta, SamplingParams, Sequence
-from tests.tiny_llama import shared_tiny_llama
 
 GREEDY = SamplingParams(max_tokens=24, temperature=0.0, ignore_eos=True)
 PROMPTS = ["the model server", "a b c d e f g h i j k l m n o p", "x", "benchmark the queue throughput of a river"]
-
-
-@pytest.fixture(scope="module")
-def loaded():
-    from perfbench.servers.transformers_server import load_model
-
-    return load_model(str(shared_tiny_llama()), device="cpu")
-
-
-@pytest.fixture
-def generator(loaded):
-    gen = BatchGenerator(loaded.model, loaded.tokenizer, max_batch_size=16)
-    gen.start()
-    yield gen
-    gen.stop()
 
 
 def run(gen: BatchGenerator, prompts: list[str], params: SamplingParams, timeout_s: float = 30) -> list[list[Delta]]:

@@ -11,25 +11,11 @@ import aiohttp
 import pytest
 
 from perfbench.errors import ConfigError
-from perfbench.servers.generation import BatchGenerator
 from perfbench.servers.transformers_server import create_app, load_model, resolve_device
 from tests.tiny_llama import shared_tiny_llama
 from usage_errors import assert_one_line_usage_error
 
 MODEL = "tiny-llama"
-
-
-@pytest.fixture(scope="module")
-def loaded():
-    return load_model(str(shared_tiny_llama()), device="cpu")
-
-
-@pytest.fixture
-def generator(loaded):
-    gen = BatchGenerator(loaded.model, loaded.tokenizer, max_batch_size=16)
-    gen.start()
-    yield gen
-    gen.stop()
 
 
 @pytest.fixture
