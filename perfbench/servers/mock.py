@@ -54,7 +54,7 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from aiohttp import web
@@ -698,6 +698,7 @@ class MockInThread:
 
 
 def _parser() -> argparse.ArgumentParser:
+    """Every option's dest is a MockConfig field, so the config is built from the namespace as is."""
     p = OneLineArgumentParser(
         prog="perfbench mock",
         description="Serve the built-in mock: an OpenAI-compatible streaming server with exact timings and "
@@ -709,50 +710,30 @@ def _parser() -> argparse.ArgumentParser:
     add("--port", type=int, default=8000, help="port to listen on, 0 for any free one (default %(default)s)")
     add("--ttft-ms", type=float, default=d.ttft_ms, help="admission to first output package, ms (default %(default)s)")
     add("--itl-ms", type=float, default=d.itl_ms, help="time per output token, ms (default %(default)s)")
-    add("--output-tokens", type=int, default=None, help="fixed output length (default: max_tokens, else 128)")
+    add("--output-tokens", type=int, default=d.output_tokens, help="fixed output length (default: max_tokens, else 128)")
     add("--tokens-per-package", type=int, default=d.tokens_per_package, help="tokens per SSE package (default 1)")
-    add("--no-role-chunk", action="store_true", help="chat: no role-only first chunk")
-    add("--reasoning-tokens", type=int, default=0, help="chat: the first N tokens go out as reasoning_content")
-    add("--no-done", action="store_true", help="do not end streams with data: [DONE]")
+    add("--no-role-chunk", dest="role_chunk", action="store_false", help="chat: no role-only first chunk")
+    add("--reasoning-tokens", type=int, default=d.reasoning_tokens, help="chat: the first N tokens go out as reasoning_content")
+    add("--no-done", dest="send_done", action="store_false", help="do not end streams with data: [DONE]")
     add("--usage", choices=USAGE_PLACEMENTS, default=d.usage,
         help="where streamed usage goes when the request asks for it (default %(default)s)")  # fmt: skip
     add("--crlf", action="store_true", help="\\r\\n line endings")
-    add("--ping-ms", type=float, default=0.0, help="send ': ping' comments this often, ms (0 = never)")
-    add("--capacity", type=int, default=None, help="at most K requests generate at once; the rest queue (FIFO)")
-    add("--http-error-rate", type=float, default=0.0, help="fraction of requests answered HTTP 500")
-    add("--cut-rate", type=float, default=0.0, help="fraction of streams whose connection is cut halfway")
-    add("--error-event-rate", type=float, default=0.0, help="fraction of streams ending in an error event halfway")
-    add("--stall-rate", type=float, default=0.0, help="fraction of streams that stall halfway for --stall-s")
+    add("--ping-ms", dest="ping_interval_ms", type=float, default=d.ping_interval_ms, help="send ': ping' comments this often, ms (0 = never)")
+    add("--capacity", type=int, default=d.capacity, help="at most K requests generate at once; the rest queue (FIFO)")
+    add("--http-error-rate", dest="http_error_fraction", type=float, default=0.0, help="fraction of requests answered HTTP 500")
+    add("--cut-rate", dest="cut_fraction", type=float, default=0.0, help="fraction of streams whose connection is cut halfway")
+    add("--error-event-rate", dest="error_event_fraction", type=float, default=0.0, help="fraction of streams ending in an error event halfway")
+    add("--stall-rate", dest="stall_fraction", type=float, default=0.0, help="fraction of streams that stall halfway for --stall-s")
     add("--stall-s", type=float, default=d.stall_s, help="length of a stall, s (default %(default)s)")
-    add("--bad-body-rate", type=float, default=0.0, help="fraction of requests answered 200 with an HTML body")
-    add("--seed", type=int, default=0, help="varies ids and token words (faults go by arrival order)")
+    add("--bad-body-rate", dest="bad_body_fraction", type=float, default=0.0, help="fraction of requests answered 200 with an HTML body")
+    add("--seed", type=int, default=d.seed, help="varies ids and token words (faults go by arrival order)")
     add("--model", default=d.model, help="model name served (default %(default)s)")
     return p
 
 
 def config_from_args(args: argparse.Namespace) -> MockConfig:
     """The MockConfig for parsed ``perfbench mock`` arguments (ConfigError on bad values)."""
-    return MockConfig(
-        ttft_ms=args.ttft_ms,
-        itl_ms=args.itl_ms,
-        output_tokens=args.output_tokens,
-        tokens_per_package=args.tokens_per_package,
-        role_chunk=not args.no_role_chunk,
-        reasoning_tokens=args.reasoning_tokens,
-        send_done=not args.no_done,
-        usage=args.usage,
-        crlf=args.crlf,
-        ping_interval_ms=args.ping_ms,
-        capacity=args.capacity,
-        http_error_fraction=args.http_error_rate,
-        cut_fraction=args.cut_rate,
-        error_event_fraction=args.error_event_rate,
-        stall_fraction=args.stall_rate,
-        stall_s=args.stall_s,
-        bad_body_fraction=args.bad_body_rate,
-        seed=args.seed,
-        model=args.model,
-    )
+    return MockConfig(**{f.name: getattr(args, f.name) for f in fields(MockConfig)})
 
 
 def main(argv: list[str]) -> int:
