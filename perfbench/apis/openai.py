@@ -34,6 +34,11 @@ class StreamContent:
     malformed: str | None = None  # first event that was not JSON, if any
     saw_done: bool = False  # whether `data: [DONE]` arrived
 
+    def add_output(self, index: int, text: str) -> None:
+        self.output_events.append(index)
+        self.output_chars.append(len(text))
+        self.output_text.append(text)
+
 
 class ApiAdapter(Protocol):
     name: str
@@ -190,9 +195,7 @@ def _read_event(
         text = _string_value(split[1])
         if text is not None:  # else the whole JSON is decoded below, to find what is wrong with it
             if text:
-                content.output_events.append(index)
-                content.output_chars.append(len(text))
-                content.output_text.append(text)
+                content.add_output(index, text)
             return split[0], split[2]
     if data == DONE:
         content.saw_done = True
@@ -215,9 +218,7 @@ def _read_event(
         return None
     text = adapter.output_text(choices[0])
     if text:
-        content.output_events.append(index)
-        content.output_chars.append(len(text))
-        content.output_text.append(text)
+        content.add_output(index, text)
     if split is not None and not usage and _means_plain_text(adapter, split):
         plain_skeletons.add((split[0], split[2]))
         return split[0], split[2]
@@ -236,12 +237,15 @@ def _means_plain_text(adapter: ApiAdapter, split: tuple[bytes, bytes, bytes]) ->
     return True
 
 
-def _sampling_fields(max_tokens: int | None, extra: dict[str, Any]) -> dict[str, Any]:
-    fields: dict[str, Any] = {"stream": True, "stream_options": {"include_usage": True}}
+def _encode_body(body: dict[str, Any], *, model: str | None, max_tokens: int | None, extra: dict[str, Any]) -> bytes:
+    """The API's own fields plus what every streaming request carries, encoded once before the run."""
+    if model:
+        body["model"] = model
+    body.update(stream=True, stream_options={"include_usage": True})
     if max_tokens is not None:
-        fields["max_tokens"] = max_tokens
-    fields.update(extra)
-    return fields
+        body["max_tokens"] = max_tokens
+    body.update(extra)
+    return json.dumps(body, ensure_ascii=False).encode()
 
 
 class OpenAIChat:
@@ -250,11 +254,7 @@ class OpenAIChat:
     text_key = b'"content":"'
 
     def build_body(self, prompt: Prompt, *, model: str | None, max_tokens: int | None, extra: dict[str, Any]) -> bytes:
-        body: dict[str, Any] = {"messages": list(prompt.chat_messages)}
-        if model:
-            body["model"] = model
-        body.update(_sampling_fields(max_tokens, extra))
-        return json.dumps(body, ensure_ascii=False).encode()
+        return _encode_body({"messages": list(prompt.chat_messages)}, model=model, max_tokens=max_tokens, extra=extra)
 
     def output_text(self, choice: dict[str, Any]) -> str:
         delta = choice.get("delta") or choice.get("message")
@@ -272,11 +272,7 @@ class OpenAICompletions:
     text_key = b'"text":"'
 
     def build_body(self, prompt: Prompt, *, model: str | None, max_tokens: int | None, extra: dict[str, Any]) -> bytes:
-        body: dict[str, Any] = {"prompt": prompt.completion_text}
-        if model:
-            body["model"] = model
-        body.update(_sampling_fields(max_tokens, extra))
-        return json.dumps(body, ensure_ascii=False).encode()
+        return _encode_body({"prompt": prompt.completion_text}, model=model, max_tokens=max_tokens, extra=extra)
 
     def output_text(self, choice: dict[str, Any]) -> str:
         return choice.get("text") or ""
