@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
@@ -137,10 +138,10 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         settings.pop("number", None)
     if "rate" in flags or "concurrency" in flags:
         settings.pop("search", None)  # a ladder given on the command line replaces the file's search
-    if "search" in flags:
-        settings.pop("rate", None) if flags["search"] == "concurrency" else settings.pop("concurrency", None)
+    if "search" in flags:  # the searched dimension comes from the search, not from the file's ladder
+        settings.pop("rate" if flags["search"] == "concurrency" else "concurrency", None)
     settings.update(flags)
-    unknown = set(settings) - set(RunConfig.__dataclass_fields__) - {"concurrency", "number", "rate", "slo", "search_start"}
+    unknown = set(settings) - set(RunConfig.__dataclass_fields__) - {"concurrency", "number", "rate", "slo"}
     for key in unknown:
         settings.pop(key)
     if not settings.get("url") and not settings.get("model"):
@@ -190,9 +191,9 @@ def run_main(argv: Sequence[str]) -> int:
         endpoint = config.url
         model = config.model
         if config.simulated:
-            from perfbench.servers.mock import MockConfig, MockInThread
+            from perfbench.servers.mock import MockInThread
 
-            mock = stack.enter_context(MockInThread(_mock_config(MockConfig, config.mock)))
+            mock = stack.enter_context(MockInThread(_mock_config(config.mock)))
             endpoint, _ = resolve_url(mock.base_url, config.api)
             model = "mock"
             console.print(f"[yellow]No --url or --model: running against the built-in mock server at {mock.base_url} — SIMULATED numbers.[/]")
@@ -211,7 +212,7 @@ def run_main(argv: Sequence[str]) -> int:
             model = server.model_name
             console.print(f"Local {config.engine} server for {config.model} ready at {server.base_url} (log: {run_dir / 'server.log'})")
         if not config.simulated and model != config.model:
-            config = _with_model(config, model)  # the local server's served name goes into requests
+            config = replace(config, model=model)  # the local server's served name goes into requests
 
         counters = LiveCounters()
         display = stack.enter_context(LiveDisplay(console, counters, steps=len(config.steps), enabled=config.live))
@@ -235,27 +236,21 @@ def run_main(argv: Sequence[str]) -> int:
 SIMULATED_MOCK = {"ttft_ms": 50, "itl_ms": 5}  # the demo server: 50 ms to the first token, 5 ms per token
 
 
-def _mock_config(mock_config_type: Any, settings: Any) -> Any:
+def _mock_config(settings: Any) -> Any:
+    from perfbench.servers.mock import MockConfig
+
     try:
-        return mock_config_type(**{**SIMULATED_MOCK, **settings})
+        return MockConfig(**{**SIMULATED_MOCK, **settings})
     except TypeError as exc:
         raise ConfigError(f"--mock: {exc}; see 'perfbench mock --help' for the settings (use their field names, e.g. itl_ms)") from None
 
 
-def _with_model(config: Any, model: str) -> Any:
-    from dataclasses import replace
-
-    return replace(config, model=model)
-
-
 def _telemetry_factory(config: Any, endpoint: str) -> Any:
-    """A factory for the telemetry sampler, or None when that module is not available."""
-    try:
-        from perfbench.telemetry.gpu import nvml_source
-        from perfbench.telemetry.prometheus import metrics_url_for
-        from perfbench.telemetry.sampler import TelemetrySampler
-    except ImportError:
-        return None
+    """A factory ``(run_start_ns) -> TelemetrySampler`` for the run."""
+    from perfbench.telemetry.gpu import nvml_source
+    from perfbench.telemetry.prometheus import metrics_url_for
+    from perfbench.telemetry.sampler import TelemetrySampler
+
     metrics_url = config.metrics_url or metrics_url_for(endpoint)
 
     def factory(run_start_ns: int) -> Any:

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from perfbench.apis import API_NAMES, get_adapter
 from perfbench.errors import ConfigError
+from perfbench.schedule import ARRIVALS
 from perfbench.slo import Slos, parse_slos
 
 DEFAULT_NUMBER = 100  # requests per step when neither --number nor --duration is given
@@ -313,8 +314,8 @@ def config_from_settings(settings: Mapping[str, Any]) -> RunConfig:
         raise ConfigError("--search needs step-limit SLOs to judge each load, e.g. --slo ttft_p99=500,tpot_p99=50")
     if s.get("engine") not in (None, "transformers", "vllm"):
         raise ConfigError(f"--engine {s['engine']!r}: use transformers or vllm")
-    if s.get("arrivals") not in (None, "poisson", "constant"):
-        raise ConfigError(f"--arrivals {s['arrivals']!r}: use poisson or constant")
+    if s.get("arrivals") not in (None, *ARRIVALS):
+        raise ConfigError(f"--arrivals {s['arrivals']!r}: use {' or '.join(ARRIVALS)}")
     if s.get("output_tokens") == DATASET_LENGTHS and not s.get("prompts"):
         raise ConfigError(f"--output-tokens {DATASET_LENGTHS} takes each prompt's output length from --prompts; add --prompts FILE")
     for key, flag in (("input_tokens", "--input-tokens"), ("output_tokens", "--output-tokens")):

@@ -6,8 +6,8 @@ becomes an immutable ``RequestRecord`` handed to ``sink`` at once (so an interru
 Timing rules (DESIGN.md): one clock, ``perf_counter_ns``. A request's t0 is its *scheduled* time —
 the absolute deadline (open loop) or the moment its slot freed (closed loop) — and the lag until it
 actually left is kept as ``sent_ns - scheduled_ns`` (queue time). A package is stamped when the
-read that completes it returns, before any JSON is parsed; events are interpreted only after the
-stream ends, so the per-package path is: read, stamp, split lines, append.
+read that completes it returns: the read loop only stamps each read and keeps its bytes, and the
+events are split and interpreted once the stream has ended, so no parsing delays a stamp.
 
 A failed request never raises out of here: it is a record with a reason.
 """
@@ -15,7 +15,6 @@ A failed request never raises out of here: it is a record with a reason.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -28,8 +27,6 @@ from perfbench.records import RequestRecord
 from perfbench.schedule import arrival_offsets_s
 from perfbench.sse import RecordedEvents, parse_recorded
 from perfbench.tokens import Tokenizer
-
-log = logging.getLogger(__name__)
 
 _ERROR_BODY_BYTES = 500  # how much of an error answer to keep in the record
 
@@ -327,12 +324,12 @@ def split_tokens(total: int, packages: int, weights: Sequence[int] | None = None
         # More packages than tokens (e.g. usage counted without reasoning): one each, the rest none.
         return tuple(1 if i < total else 0 for i in range(packages))
     spare = total - packages
-    if not weights or not any(weights):
+    extra_weights = [max(w - 1, 0) for w in weights or ()]  # tokens beyond each package's guaranteed one
+    if not any(extra_weights):
         base, extra = divmod(spare, packages)
         return tuple(1 + base + (1 if i < extra else 0) for i in range(packages))
-    extra_weights = [max(w - 1, 0) for w in weights]  # tokens beyond each package's guaranteed one
-    weight_sum = sum(extra_weights) or packages
-    shares = [spare * (w if sum(extra_weights) else 1) / weight_sum for w in extra_weights]
+    weight_sum = sum(extra_weights)
+    shares = [spare * w / weight_sum for w in extra_weights]
     whole = [int(share) for share in shares]
     for i in sorted(range(packages), key=lambda i: whole[i] - shares[i])[: spare - sum(whole)]:
         whole[i] += 1

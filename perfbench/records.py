@@ -20,8 +20,6 @@ CONNECT_ERROR = "connect_error"  # no connection could be made
 BAD_RESPONSE = "bad_response"  # 2xx but not an SSE stream, or unparseable events
 NO_OUTPUT = "no_output"  # the stream ended without a single output token
 
-FAILURE_REASONS = (HTTP_ERROR, ERROR_EVENT, TIMEOUT, CUT_STREAM, CONNECT_ERROR, BAD_RESPONSE, NO_OUTPUT)
-
 # Where a record's token counts came from.
 TOKENS_FROM_USAGE = "usage"  # the server's `usage` object
 TOKENS_FROM_TOKENIZER = "tokenizer"  # counted locally with --tokenizer

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import logging
 import platform
 import signal
 import socket
@@ -33,8 +32,6 @@ from perfbench.prompts import Prompt, load_prompts, synthetic_prompts
 from perfbench.records import CONNECT_ERROR, RequestRecord
 from perfbench.report.files import SUMMARY_SCHEMA, RecordWriter, write_summary
 from perfbench.tokens import Tokenizer, count_chat_tokens, count_prompt_tokens
-
-log = logging.getLogger(__name__)
 
 DEFAULT_INPUT_TOKENS = "fixed:128"  # synthetic prompt length when no prompts are given
 DEFAULT_MAX_TOKENS = 128  # output cap when neither --max-tokens nor --output-tokens is given
@@ -166,19 +163,16 @@ def _plan(config: RunConfig, index: int, load: LoadStep) -> StepPlan:
     )
 
 
+def _summarize_step(config: RunConfig, state: RunState, index: int, load: LoadStep, expected: int | None) -> StepSummary:
+    records = state.records.get(index, [])
+    return summarize_step(
+        records, concurrency=load.concurrency, rate_req_s=load.rate_req_s,
+        requests_expected=expected if expected is not None else len(records), slos=config.slos,
+    )
+
+
 def summarize(config: RunConfig, state: RunState) -> list[StepSummary]:
-    summaries = []
-    for index, load, expected in state.steps:
-        summaries.append(
-            summarize_step(
-                state.records.get(index, []),
-                concurrency=load.concurrency,
-                rate_req_s=load.rate_req_s,
-                requests_expected=expected if expected is not None else len(state.records.get(index, [])),
-                slos=config.slos,
-            )
-        )
-    return summaries
+    return [_summarize_step(config, state, index, load, expected) for index, load, expected in state.steps]
 
 
 StepCallback = Callable[[StepSummary], None]
@@ -209,10 +203,7 @@ async def drive(
             on_step_start()
             expected = await engine.run_step(plan)
             state.steps[-1] = (index, load, expected)
-            summary = summarize_step(
-                state.records.get(index, []), concurrency=load.concurrency, rate_req_s=load.rate_req_s,
-                requests_expected=expected, slos=config.slos,
-            )
+            summary = _summarize_step(config, state, index, load, expected)
             on_step_done(summary)
             return summary
 
@@ -233,28 +224,23 @@ async def drive(
 async def _search(config: RunConfig, state: RunState, run_load: Callable[[int, LoadStep], Any]) -> None:
     from perfbench.search import search_max_load
 
+    assert config.search is not None
     base = config.steps[0]
-    probes = 0
 
     async def probe(load: float) -> StepSummary:
-        nonlocal probes
         if config.search == "concurrency":
             step = LoadStep(concurrency=int(load), number=base.number, rate_req_s=None)
         else:
             step = LoadStep(concurrency=base.concurrency, number=base.number, rate_req_s=float(load))
-        probes += 1
-        return await run_load(probes - 1, step)
-
-    def passes(summary: StepSummary) -> bool:
-        return bool(summary.slo_passed)
+        return await run_load(len(state.steps), step)  # each probe is the run's next step
 
     result = await search_max_load(
         probe,
-        dimension=config.search or "concurrency",
+        dimension=config.search,
         start=config.search_start,
         max_load=config.search_max,
         precision=config.search_precision,
-        passes=passes,
+        passes=lambda summary: bool(summary.slo_passed),
     )
     state.search = result.to_dict()
 
