@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from perfbench.compare import Comparison
+from perfbench.report.files import step_label
 
 
 def write_junit(
@@ -33,12 +34,6 @@ def write_junit(
     ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
 
 
-def _step_load(step: Mapping[str, Any]) -> str:
-    """``c=8`` for a closed-loop step, ``rate=4/s`` for an open-loop one."""
-    rate = step.get("rate_req_s")
-    return f"rate={rate:g}/s" if isinstance(rate, (int, float)) else f"c={step.get('concurrency')}"
-
-
 def _slo_suite(root: ET.Element, cases: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]]) -> None:
     """One testcase per (step, step limit); a limit not met, or without a value, is a failure."""
     failures = sum(not result.get("passed") for _, result in cases)
@@ -47,7 +42,7 @@ def _slo_suite(root: ET.Element, cases: Sequence[tuple[Mapping[str, Any], Mappin
     )
     for step, result in cases:
         limit_ms, value_ms = result.get("limit_ms"), result.get("value_ms")
-        load = _step_load(step)
+        load = step_label(step)
         case = ET.SubElement(suite, "testcase", classname=f"slo.{load}", name=f"{result.get('name')} <= {limit_ms:g} ms")
         shown = f"{value_ms:.2f} ms" if isinstance(value_ms, (int, float)) and math.isfinite(value_ms) else "no value"
         text = f"{load} {result.get('name')}: {shown}, limit {limit_ms:g} ms"

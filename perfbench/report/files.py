@@ -194,3 +194,9 @@ def step_metric(step: Mapping[str, Any], metric: str) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
     return float(value)
+
+
+def step_label(step: Mapping[str, Any]) -> str:
+    """A step's short name: ``c=8`` for a closed-loop step, ``rate=4/s`` for an open-loop one."""
+    rate = step.get("rate_req_s")
+    return f"rate={rate:g}/s" if isinstance(rate, (int, float)) else f"c={step.get('concurrency')}"

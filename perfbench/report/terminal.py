@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from perfbench.engine import LiveCounters
+from perfbench.report.files import step_label
 
 
 def _num(value: Any, digits: int = 2) -> str:
@@ -27,12 +28,6 @@ def _num(value: Any, digits: int = 2) -> str:
 def _stat(step: Mapping[str, Any], key: str, stat: str = "mean", digits: int = 2) -> str:
     stats = step.get(key) or {}
     return _num(stats.get(stat), digits)
-
-
-def _step_label(step: Mapping[str, Any]) -> str:
-    if step.get("rate_req_s") is not None:
-        return f"rate {step['rate_req_s']:g}/s"
-    return f"c={step['concurrency']}"
 
 
 # (label, how to show it) in the EvalScope order users know, then the rest of DESIGN.md's metrics.
@@ -81,7 +76,7 @@ def overview_table(steps: Sequence[Mapping[str, Any]], *, title: str) -> Table:
     table = Table(title=title, title_justify="left", header_style="bold")
     table.add_column("Metric")
     for step in steps:
-        table.add_column(_step_label(step), justify="right")
+        table.add_column(step_label(step), justify="right")
     for label, show in _OVERVIEW_ROWS:
         table.add_row(label, *(show(s) for s in steps))
     return table
@@ -106,7 +101,7 @@ def failures_table(steps: Sequence[Mapping[str, Any]]) -> Table | None:
     table = Table(title="Failed requests by reason", title_justify="left", header_style="bold red")
     table.add_column("Reason")
     for step in steps:
-        table.add_column(_step_label(step), justify="right")
+        table.add_column(step_label(step), justify="right")
     for reason in reasons:
         table.add_row(reason, *(_num((s.get("failure_reasons") or {}).get(reason, 0)) for s in steps))
     return table
@@ -125,7 +120,7 @@ def slo_table(steps: Sequence[Mapping[str, Any]]) -> Table | None:
         for result in step.get("slo_results") or ():
             ok = result["passed"]
             table.add_row(
-                _step_label(step), result["name"], _num(result["limit_ms"]), _num(result["value_ms"]),
+                step_label(step), result["name"], _num(result["limit_ms"]), _num(result["value_ms"]),
                 Text("pass", style="green") if ok else Text("FAIL", style="bold red"),
             )
     return table
@@ -144,7 +139,7 @@ def render_summary(console: Console, summary: Mapping[str, Any]) -> None:
         return
     console.print(overview_table(steps, title=title))
     for step in steps:
-        name = "Percentiles" + (f" ({_step_label(step)})" if len(steps) > 1 else "")
+        name = "Percentiles" + (f" ({step_label(step)})" if len(steps) > 1 else "")
         console.print(percentile_table(step, title=name))
     for table in (failures_table(steps), slo_table(steps)):
         if table is not None:
