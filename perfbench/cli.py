@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     l.add_argument("--ramp-up", dest="ramp_up_s", type=float, metavar="S", help="open loop: raise the rate linearly over S seconds")
     l.add_argument("--timeout", dest="timeout_s", type=float, metavar="S", help="per-request total timeout (default 600)")
     l.add_argument("--connect-timeout", dest="connect_timeout_s", type=float, metavar="S", help="per-request connect timeout (default 10)")
+    l.add_argument("--max-response-bytes", type=int, metavar="B", help="cut and fail a response past B bytes (default 64 MiB; bounds memory)")
+    l.add_argument("--no-preflight", dest="preflight", action="store_const", const=False,
+                   help="skip the one uncounted request sent before the first step to check the target")
     l.add_argument("--max-failure-rate", type=float, metavar="F", help="stop a ladder after a step whose failed fraction exceeds F")
     l.add_argument("--search", choices=("concurrency", "rate"), help="find the highest load meeting the step-limit SLOs")
     l.add_argument("--search-start", type=float, help="first load the search tries (default 1)")

@@ -12,13 +12,18 @@ from typing import Any
 
 # Failure reasons (a record's ``status`` is "ok" or one of these).
 OK = "ok"
-HTTP_ERROR = "http_error"  # non-2xx answer
 ERROR_EVENT = "error_event"  # the stream carried an error object
 TIMEOUT = "timeout"  # --timeout (total) or the connect timeout expired
 CUT_STREAM = "cut_stream"  # the connection closed before the body was complete
 CONNECT_ERROR = "connect_error"  # no connection could be made
 BAD_RESPONSE = "bad_response"  # 2xx but not an SSE stream, or unparseable events
 NO_OUTPUT = "no_output"  # the stream ended without a single output token
+RESPONSE_TOO_LARGE = "response_too_large"  # past --max-response-bytes, or one line/event past its bound
+
+
+def http_reason(status: int) -> str:
+    """The failure reason of a non-2xx answer: ``http_404``, ``http_429``, ``http_500`` ..."""
+    return f"http_{status}"
 
 # Where a record's token counts came from.
 TOKENS_FROM_USAGE = "usage"  # the server's `usage` object
