@@ -12,7 +12,9 @@ formula exists once. A metric that does not apply has no value: ``None`` in Pyth
 arrays, and never 0 (``np.mean(x or 0)`` would report 0 ms for "no data").
 
 A step's statistics (``summarize_step``) use succeeded, non-warm-up records only; failed records
-count in ``requests_failed`` / ``failure_reasons``; warm-up records count nowhere.
+count in ``requests_failed`` / ``failure_reasons``; warm-up records count nowhere. A long run
+feeds its records in chunks to a ``StepAccumulator``, which keeps numeric columns, never the
+record objects; ``summarize_step`` is that accumulator fed one chunk, so both give one answer.
 """
 
 from __future__ import annotations
@@ -318,6 +320,7 @@ class StepSummary:
     requests_succeeded: int  # requests with status "ok"
     requests_failed: int  # requests with a failure reason
     failure_reasons: dict[str, int]  # {reason: count}, reasons sorted
+    failure_examples: dict[str, str | None]  # {reason: the first error text seen for it (None: no text)}, reasons sorted
     duration_s: float | None  # first scheduled send to last request finished
     request_throughput_req_s: float | None  # succeeded requests / duration
     output_throughput_tok_s: float | None  # output tokens of succeeded requests / duration
@@ -346,7 +349,7 @@ class StepSummary:
                 value = value.to_dict()
             elif f.name == "slo_results":
                 value = [result.to_dict() for result in value]
-            elif f.name in ("failure_reasons", "token_sources"):
+            elif f.name in ("failure_reasons", "failure_examples", "token_sources"):
                 value = dict(value)
             out[f.name] = value
         return out
@@ -358,28 +361,30 @@ class StepSummary:
         for key in _STATS_KEYS:
             values[key] = Stats.from_dict(d[key])
         values["failure_reasons"] = dict(d.get("failure_reasons") or {})
+        values["failure_examples"] = dict(d.get("failure_examples") or {})  # absent from older summaries
         values["token_sources"] = dict(d.get("token_sources") or {})
         values["slo_results"] = tuple(SloResult(**result) for result in d.get("slo_results") or ())
         return cls(**values)
 
 
-def _duration_s(records: Sequence[RequestRecord]) -> float | None:
+def _duration_s(first_scheduled_ns: int | None, last_end_ns: int | None) -> float | None:
     """Duration, s: first scheduled send to last request finished,
     ``max(end_ns) - min(scheduled_ns)`` over the step's non-warm-up records (failed included).
     None when there are none or the span is not positive (no rate can be formed from it).
     """
-    if not records:
+    if first_scheduled_ns is None or last_end_ns is None:
         return None
-    span_ns = max(r.end_ns for r in records) - min(r.scheduled_ns for r in records)
+    span_ns = last_end_ns - first_scheduled_ns
     return span_ns / _NS_PER_S if span_ns > 0 else None
 
 
-def _concurrency_achieved(records: Sequence[RequestRecord], duration_s: float | None) -> float | None:
+def _concurrency_achieved(in_flight_ns: int, duration_s: float | None) -> float | None:
     """Concurrency achieved: time-average of requests in flight, ``sum(end - sent) / duration``,
-    over the step's non-warm-up records (a failed request was in flight too)."""
+    over the step's non-warm-up records (a failed request was in flight too); ``in_flight_ns``
+    is that sum, an exact integer."""
     if duration_s is None:
         return None
-    return sum(r.end_ns - r.sent_ns for r in records) / _NS_PER_S / duration_s
+    return in_flight_ns / _NS_PER_S / duration_s
 
 
 def _per_second(amount: float | None, duration_s: float | None) -> float | None:
@@ -387,12 +392,12 @@ def _per_second(amount: float | None, duration_s: float | None) -> float | None:
     return None if amount is None or duration_s is None else amount / duration_s
 
 
-def _total_tokens(c: _Columns) -> float | None:
+def _total_tokens(input_tokens: np.ndarray, output_tokens: np.ndarray) -> float | None:
     """Input + output tokens of the given records; None unless every input count is known
     (a total over some requests only would read as a lower throughput)."""
-    if np.isnan(c.input_tokens).any():
+    if np.isnan(input_tokens).any():
         return None
-    return float(c.input_tokens.sum() + np.nansum(c.output_tokens))
+    return float(input_tokens.sum() + np.nansum(output_tokens))
 
 
 def _good(per_request: Mapping[str, np.ndarray], limits_ms: Mapping[str, float]) -> np.ndarray:
@@ -425,8 +430,129 @@ def _check(limit: StepLimit, values: np.ndarray) -> SloResult:
     return SloResult(limit.name, limit.limit_ms, value_ms, passed)
 
 
+# Per-request columns a StepAccumulator keeps for its succeeded records (float64, NaN = no value).
+_COLUMN_KEYS = (
+    "ttft_ms", "latency_ms", "tpot_ms", "time_per_package_ms", "queue_ms", "itl_max_ms",
+    "packages", "input_tokens", "output_tokens",
+)  # fmt: skip
+
+
+class StepAccumulator:
+    """One step's records reduced to what its summary needs: numeric columns, counts, extremes.
+
+    ``add`` takes records in chunks (any order, from any number of workers) and keeps no record
+    object, so a run of a million requests holds ~80 bytes per succeeded request plus its ITL
+    samples, not the records. Per-request values are computed element-wise, so columns built
+    chunk by chunk hold the same float64 values in the same order as one pass over all records,
+    and ``summary`` gives exactly what ``summarize_step`` gives over the whole list.
+    """
+
+    def __init__(self) -> None:
+        self.requests_completed = 0  # non-warm-up records seen, either way
+        self.requests_succeeded = 0  # of which status "ok"
+        self.failure_reasons: Counter[str] = Counter()  # {reason: count}
+        self.failure_examples: dict[str, str | None] = {}  # {reason: first error text seen}
+        self.token_sources: Counter[str] = Counter()  # succeeded records by token source
+        self._first_scheduled_ns: int | None = None  # min(scheduled_ns) over non-warm-up records
+        self._last_end_ns: int | None = None  # max(end_ns) over non-warm-up records
+        self._in_flight_ns = 0  # sum(end_ns - sent_ns) over non-warm-up records: a Python int, exact
+        self._chunks: dict[str, list[np.ndarray]] = {key: [] for key in (*_COLUMN_KEYS, "itl_ms")}
+
+    def add(self, records: Iterable[RequestRecord]) -> None:
+        """Take a chunk of records; warm-up records are ignored."""
+        succeeded = []
+        for r in records:
+            if r.warmup:
+                continue
+            self.requests_completed += 1
+            self._in_flight_ns += r.end_ns - r.sent_ns
+            if self._first_scheduled_ns is None or r.scheduled_ns < self._first_scheduled_ns:
+                self._first_scheduled_ns = r.scheduled_ns
+            if self._last_end_ns is None or r.end_ns > self._last_end_ns:
+                self._last_end_ns = r.end_ns
+            if r.ok:
+                succeeded.append(r)
+                if r.token_source:
+                    self.token_sources[r.token_source] += 1
+            else:
+                self.failure_reasons[r.status] += 1
+                if self.failure_examples.get(r.status) is None:  # the first text; a later one if the first had none
+                    self.failure_examples[r.status] = r.error or None
+        if not succeeded:
+            return
+        self.requests_succeeded += len(succeeded)
+        c = _Columns.of(succeeded)
+        per_request, itl_samples_ms = _per_request(c)
+        for key, values in per_request.items():
+            self._chunks[key].append(values)
+        self._chunks["packages"].append(c.n_pkg.astype(np.float64))
+        self._chunks["input_tokens"].append(c.input_tokens)
+        self._chunks["output_tokens"].append(c.output_tokens)
+        self._chunks["itl_ms"].append(itl_samples_ms)
+
+    def column(self, key: str) -> np.ndarray:
+        """One column over the succeeded records so far (``_COLUMN_KEYS``, or ``itl_ms``: the
+        pooled ITL samples), float64, NaN = no value. Chunks are joined once and kept joined."""
+        chunks = self._chunks[key]
+        if len(chunks) != 1:
+            chunks[:] = [np.concatenate(chunks) if chunks else np.empty(0, dtype=np.float64)]
+        return chunks[0]
+
+    def summary(
+        self, *, concurrency: int | None, rate_req_s: float | None, requests_expected: int, slos: Slos | None = None
+    ) -> StepSummary:
+        """The step's numbers from everything added so far (DESIGN.md's STEP object)."""
+        duration_s = _duration_s(self._first_scheduled_ns, self._last_end_ns)
+        per_request = {key: self.column(key) for key in ("ttft_ms", "latency_ms", "tpot_ms", "itl_max_ms")}
+        itl_samples_ms = self.column("itl_ms")
+        input_tokens, output_tokens = self.column("input_tokens"), self.column("output_tokens")
+        distributions = {
+            "ttft": per_request["ttft_ms"],
+            "latency": per_request["latency_ms"],
+            "tpot": per_request["tpot_ms"],
+            "itl": itl_samples_ms,
+        }
+
+        goodput_req_s = None
+        slo_results: tuple[SloResult, ...] = ()
+        if slos is not None:
+            if slos.per_request_ms:
+                good = int(_good(per_request, slos.per_request_ms).sum())
+                goodput_req_s = _per_second(good, duration_s)
+            slo_results = tuple(_check(limit, distributions[limit.metric]) for limit in slos.step_limits)
+
+        return StepSummary(
+            concurrency=concurrency,
+            rate_req_s=rate_req_s,
+            requests_expected=requests_expected,
+            requests_completed=self.requests_completed,
+            requests_succeeded=self.requests_succeeded,
+            requests_failed=self.requests_completed - self.requests_succeeded,
+            failure_reasons=dict(sorted(self.failure_reasons.items())),
+            failure_examples=dict(sorted(self.failure_examples.items())),
+            duration_s=duration_s,
+            request_throughput_req_s=_per_second(self.requests_succeeded, duration_s),
+            output_throughput_tok_s=_per_second(float(np.nansum(output_tokens)), duration_s),
+            total_throughput_tok_s=_per_second(_total_tokens(input_tokens, output_tokens), duration_s),
+            goodput_req_s=goodput_req_s,
+            concurrency_achieved=_concurrency_achieved(self._in_flight_ns, duration_s),
+            latency_ms=describe(per_request["latency_ms"]),
+            ttft_ms=describe(per_request["ttft_ms"]),
+            tpot_ms=describe(per_request["tpot_ms"]),
+            itl_ms=describe(itl_samples_ms),
+            queue_ms=describe(self.column("queue_ms")),
+            time_per_package_ms=describe(self.column("time_per_package_ms")),
+            packages_per_request=describe(self.column("packages")),
+            input_tokens_per_request=describe(input_tokens),
+            output_tokens_per_request=describe(output_tokens),
+            slo_passed=all(r.passed for r in slo_results) if slo_results else None,
+            slo_results=slo_results,
+            token_sources=dict(sorted(self.token_sources.items())),
+        )
+
+
 def summarize_step(
-    records: Sequence[RequestRecord],
+    records: Iterable[RequestRecord],
     *,
     concurrency: int | None,
     rate_req_s: float | None,
@@ -438,52 +564,8 @@ def summarize_step(
     Warm-up records are ignored. Latency and token statistics use succeeded records only;
     duration and concurrency achieved use every non-warm-up record.
     """
-    measured = [r for r in records if not r.warmup]
-    succeeded = [r for r in measured if r.ok]
-    failure_reasons = Counter(r.status for r in measured if not r.ok)
-    duration_s = _duration_s(measured)
-
-    c = _Columns.of(succeeded)
-    per_request, itl_samples_ms = _per_request(c)
-    distributions = {
-        "ttft": per_request["ttft_ms"],
-        "latency": per_request["latency_ms"],
-        "tpot": per_request["tpot_ms"],
-        "itl": itl_samples_ms,
-    }
-
-    goodput_req_s = None
-    slo_results: tuple[SloResult, ...] = ()
-    if slos is not None:
-        if slos.per_request_ms:
-            good = int(_good(per_request, slos.per_request_ms).sum())
-            goodput_req_s = _per_second(good, duration_s)
-        slo_results = tuple(_check(limit, distributions[limit.metric]) for limit in slos.step_limits)
-
-    return StepSummary(
-        concurrency=concurrency,
-        rate_req_s=rate_req_s,
-        requests_expected=requests_expected,
-        requests_completed=len(measured),
-        requests_succeeded=len(succeeded),
-        requests_failed=len(measured) - len(succeeded),
-        failure_reasons=dict(sorted(failure_reasons.items())),
-        duration_s=duration_s,
-        request_throughput_req_s=_per_second(len(succeeded), duration_s),
-        output_throughput_tok_s=_per_second(float(np.nansum(c.output_tokens)), duration_s),
-        total_throughput_tok_s=_per_second(_total_tokens(c), duration_s),
-        goodput_req_s=goodput_req_s,
-        concurrency_achieved=_concurrency_achieved(measured, duration_s),
-        latency_ms=describe(per_request["latency_ms"]),
-        ttft_ms=describe(per_request["ttft_ms"]),
-        tpot_ms=describe(per_request["tpot_ms"]),
-        itl_ms=describe(itl_samples_ms),
-        queue_ms=describe(per_request["queue_ms"]),
-        time_per_package_ms=describe(per_request["time_per_package_ms"]),
-        packages_per_request=describe(c.n_pkg.astype(np.float64)),
-        input_tokens_per_request=describe(c.input_tokens),
-        output_tokens_per_request=describe(c.output_tokens),
-        slo_passed=all(r.passed for r in slo_results) if slo_results else None,
-        slo_results=slo_results,
-        token_sources=dict(sorted(Counter(r.token_source for r in succeeded if r.token_source).items())),
+    accumulator = StepAccumulator()
+    accumulator.add(records)
+    return accumulator.summary(
+        concurrency=concurrency, rate_req_s=rate_req_s, requests_expected=requests_expected, slos=slos
     )

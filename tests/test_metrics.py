@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from perfbench.metrics import (
     SloResult,
     Stats,
+    StepAccumulator,
     StepSummary,
     describe,
     itl_ms,
@@ -26,7 +27,9 @@ from perfbench.metrics import (
     tpot_ms,
     ttft_ms,
 )
-from perfbench.records import CUT_STREAM, HTTP_ERROR, OK, TIMEOUT, RequestRecord
+from perfbench.records import CUT_STREAM, OK, TIMEOUT, RequestRecord, http_reason
+
+HTTP_500 = http_reason(500)
 from perfbench.slo import parse_slos
 
 MS = 1_000_000  # ns per ms
@@ -232,11 +235,11 @@ def test_step_counts_throughput_duration_and_concurrency():
     records = [
         rec([100, 110, 120], input_tokens=10),
         rec([200, 300], [1, 3], t0_ms=50, sent_ms=60, input_tokens=20),
-        rec([], t0_ms=100, end_ms=150, status=HTTP_ERROR, input_tokens=None),
+        rec([], t0_ms=100, end_ms=150, status=HTTP_500, input_tokens=None),
     ]
     s = summarize(records, concurrency=2, requests_expected=4)
     assert (s.requests_expected, s.requests_completed, s.requests_succeeded, s.requests_failed) == (4, 3, 2, 1)
-    assert s.failure_reasons == {HTTP_ERROR: 1}
+    assert s.failure_reasons == {HTTP_500: 1}
     assert s.duration_s == pytest.approx(0.3)  # first due 0 to last end 300 ms
     assert s.request_throughput_req_s == pytest.approx(2 / 0.3)  # succeeded / duration
     assert s.output_throughput_tok_s == pytest.approx(7 / 0.3)  # (3 + 4) / duration
@@ -388,7 +391,7 @@ def test_step_with_both_kinds_reports_both():
 
 DESIGN_STEP_KEYS = [
     "concurrency", "rate_req_s", "requests_expected", "requests_completed", "requests_succeeded",
-    "requests_failed", "failure_reasons", "duration_s", "request_throughput_req_s",
+    "requests_failed", "failure_reasons", "failure_examples", "duration_s", "request_throughput_req_s",
     "output_throughput_tok_s", "total_throughput_tok_s", "goodput_req_s", "concurrency_achieved",
     "latency_ms", "ttft_ms", "tpot_ms", "itl_ms", "queue_ms", "time_per_package_ms",
     "packages_per_request", "input_tokens_per_request", "output_tokens_per_request",
@@ -398,7 +401,7 @@ DESIGN_STEP_KEYS = [
 def test_to_dict_keys_are_exactly_design_md_step_keys():
     d = summarize([rec()], "ttft=500,ttft_p99=500").to_dict()
     assert list(d) == DESIGN_STEP_KEYS + ["slo_passed", "slo_results", "token_sources"]
-    for key in DESIGN_STEP_KEYS[13:]:
+    for key in DESIGN_STEP_KEYS[DESIGN_STEP_KEYS.index("latency_ms"):]:
         assert list(d[key]) == ["count", "mean", "std", "min", "p50", "p90", "p95", "p99", "max"]
     assert d["slo_results"] == [{"name": "ttft_p99", "limit_ms": 500.0, "value_ms": 100.0, "passed": True}]
 
@@ -428,7 +431,7 @@ def records(draw):
         tokens = tuple(draw(st.lists(st.integers(0, 5), min_size=len(times), max_size=len(times))))
     else:
         tokens = ()
-    status = draw(st.sampled_from([OK, OK, OK, TIMEOUT, HTTP_ERROR]))
+    status = draw(st.sampled_from([OK, OK, OK, TIMEOUT, HTTP_500]))
     n_out = sum(tokens) if tokens else len(times)
     return RequestRecord(
         0, 0, draw(st.booleans()) and draw(st.booleans()), status, 200, None, BASE + t0, BASE + t0 + queue,
@@ -478,3 +481,46 @@ def test_batch_equals_one_record_at_a_time(recs):
         carrying = [t for t, k in zip(r.package_times_ns, r.package_tokens or (1,) * len(r.package_times_ns)) if k > 0]
         if len(carrying) >= 2:
             assert itl_ms(r).sum() == pytest.approx((carrying[-1] - carrying[0]) / MS)
+
+
+# --- chunked accumulation --------------------------------------------------------------------
+
+
+def test_failure_examples_keep_the_first_error_text_of_each_reason():
+    records = [
+        rec(),
+        dataclasses.replace(rec([], status=TIMEOUT, end_ms=300), error=None),  # no text: a later one fills in
+        dataclasses.replace(rec([], status=HTTP_500), error="HTTP 500: first"),
+        dataclasses.replace(rec([], status=TIMEOUT, end_ms=300), error="no answer in 0.3 s"),
+        dataclasses.replace(rec([], status=HTTP_500), error="HTTP 500: second"),
+        dataclasses.replace(rec([], status=CUT_STREAM), error=None),
+        dataclasses.replace(rec([], status="http_429", warmup=True), error="warm-up counts nowhere"),
+    ]
+    s = summarize(records)
+    assert s.failure_examples == {CUT_STREAM: None, HTTP_500: "HTTP 500: first", TIMEOUT: "no answer in 0.3 s"}
+    assert list(s.failure_examples) == list(s.failure_reasons)
+    assert StepSummary.from_dict(json.loads(json.dumps(s.to_dict()))) == s
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.tuples(records(), st.sampled_from([None, "", "boom", "HTTP 500: <b>x</b>"])), max_size=40),
+    st.lists(st.integers(1, 9), min_size=1, max_size=40),
+)
+def test_chunked_accumulation_equals_one_pass(recs, chunk_sizes):
+    # A run feeds its records in chunks; every number must be exactly (==, not approx) what one
+    # pass over the whole list gives.
+    recs = [dataclasses.replace(r, error=error) for r, error in recs]
+    slos = parse_slos("ttft=1000,tpot=10,itl=20,latency=5000,itl_p99=5,ttft_p50=900,tpot_mean=3")
+    whole = summarize_step(recs, concurrency=4, rate_req_s=None, requests_expected=50, slos=slos)
+    accumulator = StepAccumulator()
+    start, sizes = 0, iter(chunk_sizes * 40)
+    while start < len(recs):
+        size = next(sizes)
+        accumulator.add(recs[start:start + size])
+        if size % 3 == 0:
+            accumulator.column("ttft_ms")  # joining the chunks midway changes nothing either
+        start += size
+    chunked = accumulator.summary(concurrency=4, rate_req_s=None, requests_expected=50, slos=slos)
+    assert chunked.to_dict() == whole.to_dict()
+    assert json.dumps(chunked.to_dict()) == json.dumps(whole.to_dict())  # same floats to the last bit
