@@ -13,7 +13,7 @@ import platform
 import signal
 import socket
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -27,10 +27,10 @@ from perfbench.config import DATASET_LENGTHS, LoadStep, RunConfig, safe_name
 from perfbench.engine import Engine, LiveCounters, PreparedRequest, StepPlan, Target, make_session
 from perfbench.errors import ConfigError, TargetError
 from perfbench.lengths import LengthDistribution
-from perfbench.metrics import StepSummary, summarize_step
+from perfbench.metrics import StepAccumulator, StepSummary
 from perfbench.prompts import Prompt, load_prompts, synthetic_prompts
 from perfbench.records import CONNECT_ERROR, RequestRecord
-from perfbench.report.files import SUMMARY_SCHEMA, RecordWriter, write_summary
+from perfbench.report.files import SUMMARY_SCHEMA, RecordReader, RecordWriter, write_summary
 from perfbench.tokens import Tokenizer, count_chat_tokens, count_prompt_tokens
 
 DEFAULT_INPUT_TOKENS = "fixed:128"  # synthetic prompt length when no prompts are given
@@ -41,15 +41,42 @@ UNKNOWN_COUNT_PROMPTS = 1024  # prompts made for a duration-bound closed-loop st
 
 @dataclass
 class RunState:
-    """What a run has produced so far; survives an interrupted ``asyncio.run``."""
+    """What a run has produced so far; survives an interrupted ``asyncio.run``.
 
-    records: dict[int, list[RequestRecord]] = field(default_factory=lambda: defaultdict(list))
+    It holds no record: records are in requests.jsonl as they finish, and a step is summarised
+    from there in chunks (``reader``), so memory does not grow with the number of finished requests.
+    """
+
+    reader: RecordReader  # the run's requests.jsonl, read back as it grows
     steps: list[tuple[int, LoadStep, int | None]] = field(default_factory=list)  # (step index, load, expected)
     search: dict[str, Any] | None = None
     stopped_early: str | None = None
+    finished: Counter[int] = field(default_factory=Counter)  # {step: records finished, warm-up included}
+    unreachable: Counter[int] = field(default_factory=Counter)  # {step: records that failed to connect}
+    output_tokens: int = 0  # output tokens of succeeded non-warm-up requests (telemetry's per-token figures)
+    summaries: dict[int, StepSummary] = field(default_factory=dict)  # steps summarised once all their requests finished
+    pending: dict[int, StepAccumulator] = field(default_factory=dict)  # records read back, per step not yet summarised
 
     def add(self, record: RequestRecord) -> None:
-        self.records[record.step].append(record)
+        """Count a finished record (the sink calls this; the record itself goes to requests.jsonl)."""
+        self.finished[record.step] += 1
+        if record.status == CONNECT_ERROR:
+            self.unreachable[record.step] += 1
+        if record.ok and not record.warmup:
+            self.output_tokens += record.output_tokens or 0
+
+    def all_unreachable(self, step: int) -> bool:
+        """Every record of ``step`` failed to connect."""
+        return self.finished[step] > 0 and self.unreachable[step] == self.finished[step]
+
+    def read_back(self) -> None:
+        """Fold the records written since the last call into their steps' accumulators."""
+        for chunk in self.reader.chunks():
+            by_step: dict[int, list[RequestRecord]] = defaultdict(list)
+            for record in chunk:
+                by_step[record.step].append(record)
+            for step, records in by_step.items():
+                self.pending.setdefault(step, StepAccumulator()).add(records)
 
 
 def default_run_dir(config: RunConfig, label: str) -> Path:
@@ -164,14 +191,21 @@ def _plan(config: RunConfig, index: int, load: LoadStep) -> StepPlan:
 
 
 def _summarize_step(config: RunConfig, state: RunState, index: int, load: LoadStep, expected: int | None) -> StepSummary:
-    records = state.records.get(index, [])
-    return summarize_step(
-        records, concurrency=load.concurrency, rate_req_s=load.rate_req_s,
-        requests_expected=expected if expected is not None else len(records), slos=config.slos,
+    """Step ``index``'s summary from its records in requests.jsonl; kept, as a finished step gets no more."""
+    if index in state.summaries:
+        return state.summaries[index]
+    state.read_back()
+    accumulator = state.pending.pop(index, None) or StepAccumulator()
+    summary = accumulator.summary(
+        concurrency=load.concurrency, rate_req_s=load.rate_req_s,
+        requests_expected=expected if expected is not None else state.finished[index], slos=config.slos,
     )
+    state.summaries[index] = summary
+    return summary
 
 
 def summarize(config: RunConfig, state: RunState) -> list[StepSummary]:
+    """Every step's summary: those that finished as summarised then, an interrupted one from what finished."""
     return [_summarize_step(config, state, index, load, expected) for index, load, expected in state.steps]
 
 
@@ -212,7 +246,7 @@ async def drive(
             return
         for index, load in enumerate(config.steps):
             summary = await run_load(index, load)
-            if _all_unreachable(state.records.get(index, [])):
+            if state.all_unreachable(index):
                 raise TargetError(f"every request of step {index + 1} failed to connect to {target.url}; is the server running?")
             if config.max_failure_rate is not None and summary.requests_completed:
                 rate = summary.requests_failed / summary.requests_completed
@@ -243,10 +277,6 @@ async def _search(config: RunConfig, state: RunState, run_load: Callable[[int, L
         passes=lambda summary: bool(summary.slo_passed),
     )
     state.search = result.to_dict()
-
-
-def _all_unreachable(records: list[RequestRecord]) -> bool:
-    return bool(records) and all(r.status == CONNECT_ERROR for r in records)
 
 
 def build_summary(
@@ -310,7 +340,7 @@ def execute(
     started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     run_start_ns = time.perf_counter_ns()
     writer = RecordWriter(run_dir / "requests.jsonl", run_start_ns)
-    state = RunState()
+    state = RunState(reader=RecordReader(writer.path))
     sampler_box: list[Any] = []
 
     def sink(record: RequestRecord) -> None:
@@ -341,8 +371,7 @@ def execute(
             if sampler_box:
                 sampler = sampler_box[0]
                 sampler.write(run_dir / "telemetry.jsonl")
-                output_tokens = sum(r.output_tokens or 0 for rs in state.records.values() for r in rs if r.ok and not r.warmup)
-                extra["telemetry"] = sampler.summary(output_tokens)
+                extra["telemetry"] = sampler.summary(state.output_tokens)
             summary = build_summary(
                 config, target_url=endpoint_url, model=model, started_at=started_at, steps=steps, state=state,
                 interrupted=interrupted, extra=extra,

@@ -79,3 +79,77 @@ def test_summary_errors_are_one_line(tmp_path: Path, content: str | None, messag
     with pytest.raises(ConfigError, match=message) as err:
         read_summary(tmp_path)
     assert "\n" not in str(err.value)
+
+
+# --- reading a run back in chunks ------------------------------------------------------------
+
+
+def _random_records(seed: int, count: int) -> list:
+    """Records with perf_counter-sized absolute stamps, some failed, some warm-up, some with per-package tokens."""
+    import random
+
+    from perfbench.records import OK, TIMEOUT, RequestRecord, http_reason
+
+    rng = random.Random(seed)
+    base_ns = 7 * 10**14 + rng.randint(0, 10**12)  # about 8 days of uptime: large, like real perf_counter_ns
+    records = []
+    for index in range(count):
+        t0 = base_ns + rng.randint(0, 3 * 10**11)  # due within 300 s of the run's start
+        sent = t0 + rng.randint(0, 10**7)
+        times = [sent + rng.randint(0, 10**9)]
+        for _ in range(rng.randint(0, 6)):
+            times.append(times[-1] + rng.randint(0, 10**8))
+        status = rng.choice([OK, OK, OK, OK, TIMEOUT, http_reason(429)])
+        if status != OK and rng.random() < 0.5:
+            times = []
+        tokens = tuple(rng.randint(0, 4) for _ in times) if rng.random() < 0.5 else ()
+        records.append(RequestRecord(
+            0, index, rng.random() < 0.05, status, 200 if status == OK else 429, None if status == OK else f"e{index % 3}",
+            t0, sent, (times[-1] if times else sent) + rng.randint(0, 10**6), tuple(times), tokens,
+            rng.choice([None, rng.randint(1, 2000)]), rng.randint(0, 40), "usage",
+        ))  # fmt: skip
+    return records
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_summary_read_back_in_chunks_equals_the_one_of_the_records_in_memory(tmp_path: Path, seed: int) -> None:
+    # The run summarises from requests.jsonl, chunk by chunk, instead of holding every record:
+    # every number must be exactly what summarize_step gives over the records themselves.
+    from perfbench.metrics import StepAccumulator, summarize_step
+    from perfbench.report.files import RecordReader, RecordWriter, iter_record_chunks
+    from perfbench.slo import parse_slos
+
+    records = _random_records(seed, 2500)
+    run_start_ns = min(r.scheduled_ns for r in records) - 12345
+    writer = RecordWriter(tmp_path / "requests.jsonl", run_start_ns)
+    for record in records:
+        writer.write(record)
+    writer.close()
+    slos = parse_slos("ttft=600,tpot=20,itl=50,ttft_p99=900")
+    kw = dict(concurrency=64, rate_req_s=None, requests_expected=2500, slos=slos)
+    in_memory = json.dumps(summarize_step(records, **kw).to_dict())
+    for chunks in (RecordReader(tmp_path / "requests.jsonl").chunks(size=97), iter_record_chunks(tmp_path, size=300)):
+        accumulator = StepAccumulator()
+        sizes = []
+        for chunk in chunks:
+            sizes.append(len(chunk))
+            accumulator.add(chunk)
+        assert len(sizes) > 1 and sum(sizes) == 2500
+        assert json.dumps(accumulator.summary(**kw).to_dict()) == in_memory
+
+
+def test_record_reader_goes_on_where_it_stopped_and_never_loses_the_summary(run_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from perfbench.report.files import RecordReader
+
+    path = run_dir / "requests.jsonl"
+    lines = _lines(run_dir)
+    path.write_text("".join(lines[:2]) + lines[2][:30])  # the third line half written
+    reader = RecordReader(path)
+    assert [r.index for chunk in reader.chunks() for r in chunk] == [0, 1]
+    assert list(reader.chunks()) == []  # nothing new: the half line is not consumed
+    with path.open("a") as f:
+        f.write(lines[2][30:] + '{"step": 0, "ind\n' + "".join(lines[3:]))  # a damaged line amid good ones
+    with caplog.at_level(logging.WARNING):
+        assert [r.index for chunk in reader.chunks(size=1) for r in chunk] == [2, 3, 4]
+    assert "requests.jsonl:4: unreadable record skipped" in caplog.text
+    assert list(RecordReader(run_dir / "absent.jsonl").chunks()) == []

@@ -74,6 +74,63 @@ def read_records(run_dir: Path) -> list[RequestRecord]:
     return list(iter_records(run_dir))
 
 
+CHUNK_RECORDS = 10_000  # records per chunk when a whole requests.jsonl is read: a few MB of objects at a time
+
+
+def iter_record_chunks(run_dir: Path, size: int = CHUNK_RECORDS) -> Iterator[list[RequestRecord]]:
+    """``iter_records`` in lists of up to ``size`` records, so a reader of a million-request run
+    holds one chunk of record objects at a time, not the run."""
+    chunk: list[RequestRecord] = []
+    for record in iter_records(run_dir):
+        chunk.append(record)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+class RecordReader:
+    """A run's own requests.jsonl read back while it grows: each ``chunks`` call goes on where
+    the last one stopped, so the run summarises a step from its file instead of holding records.
+
+    A line not yet ended by a newline is left for the next call. Unlike ``iter_records`` an
+    unreadable line is skipped with a warning: a damaged line must not cost the run its summary.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._offset = 0  # bytes read: the end of the last whole line
+        self._line_number = 0  # lines read
+
+    def chunks(self, size: int = CHUNK_RECORDS) -> Iterator[list[RequestRecord]]:
+        """The records appended since the last call, in lists of up to ``size``, in file order."""
+        try:
+            f = self.path.open("rb")
+        except FileNotFoundError:
+            return
+        with f:
+            f.seek(self._offset)
+            chunk: list[RequestRecord] = []
+            for raw in f:
+                if not raw.endswith(b"\n"):
+                    break  # still being written (or torn): not consumed
+                self._offset += len(raw)
+                self._line_number += 1
+                if not raw.strip():
+                    continue
+                try:
+                    chunk.append(RequestRecord.from_json(json.loads(raw)))
+                except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                    log.warning("%s:%d: unreadable record skipped (%s)", self.path, self._line_number, exc)
+                    continue
+                if len(chunk) >= size:
+                    yield chunk
+                    chunk = []
+            if chunk:
+                yield chunk
+
+
 def _numbered_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) of each non-blank line; see ``iter_request_lines``."""
     try:
