@@ -11,7 +11,9 @@ import pytest
 
 from perfbench.errors import ConfigError
 from perfbench.metrics import summarize_step
-from perfbench.records import HTTP_ERROR, OK, RequestRecord
+from perfbench.records import OK, RequestRecord, http_reason
+
+HTTP_500 = http_reason(500)
 from perfbench.report import plots
 from perfbench.report.files import RecordWriter, read_records
 from perfbench.slo import parse_slos
@@ -142,7 +144,7 @@ def test_search_run_and_rate_steps_plot(tmp_path: Path) -> None:
 def test_failures_warmup_and_torn_last_line(tmp_path: Path) -> None:
     records = [record(0, k, k * 10, 20, 5, 5, warmup=True) for k in range(2)]
     records += [record(0, k, 100 + k * 10, 20, 5, 5) for k in range(6)]
-    records += [record(0, 6, 200, 0, 0, 0, status=HTTP_ERROR)]
+    records += [record(0, 6, 200, 0, 0, 0, status=HTTP_500)]
     run_dir = write_run(tmp_path / "f", [records], loads=[(2, None)])
     with (run_dir / "requests.jsonl").open("a") as f:
         f.write('{"step": 0, "index": 7, "stat')  # an interrupted run's last line
@@ -151,7 +153,7 @@ def test_failures_warmup_and_torn_last_line(tmp_path: Path) -> None:
 
 
 def test_all_failed_step_plots_what_it_can(tmp_path: Path) -> None:
-    records = [record(0, k, k * 10, 0, 0, 0, status=HTTP_ERROR) for k in range(4)]
+    records = [record(0, k, k * 10, 0, 0, 0, status=HTTP_500) for k in range(4)]
     run_dir = write_run(tmp_path / "bad", [records], loads=[(1, None)])
     assert [p.name for p in plots.write_plots(run_dir)] == ["timeline.png"]
 
@@ -230,3 +232,26 @@ def test_module_import_does_not_load_matplotlib() -> None:
 def test_plot_usage_errors_are_one_line_exit_2(tmp_path: Path) -> None:
     assert_one_line_usage_error("plot", expect="required: DIR")
     assert_one_line_usage_error("plot", str(tmp_path), "--what", expect="unrecognized arguments: --what")
+
+
+def test_plots_read_requests_in_chunks_and_draw_the_same(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A million-request run must never exist as record objects at once: the plots read
+    # requests.jsonl chunk by chunk. Small chunks must draw exactly what one chunk draws.
+    from perfbench.report import files
+
+    steps = [closed_loop_step(0, 8, slots=4, start_ms=0, waves=20), closed_loop_step(1, 16, slots=4, start_ms=9000, waves=20)]
+    steps[0][5:9] = [record(0, k, 50 * k, 0, 0, 0, status=HTTP_500) for k in range(5, 9)]
+    run_dir = write_run(tmp_path / "run", steps, loads=[(8, None), (16, None)])
+    one = {p.name: p.read_bytes() for p in plots.write_plots(run_dir)}
+    largest: list[int] = []
+
+    def small_chunks(run_dir: Path, size: int = 0):
+        for chunk in files.iter_record_chunks(run_dir, size=7):
+            largest.append(len(chunk))
+            yield chunk
+
+    monkeypatch.setattr(plots, "iter_record_chunks", small_chunks)
+    chunked = {p.name: p.read_bytes() for p in plots.write_plots(run_dir)}
+    assert len(largest) > 40 and max(largest) == 7
+    assert chunked.keys() == one.keys() == {"capacity.png", "percentiles.png", "latency_cdf.png", "timeline.png"}
+    assert chunked == one

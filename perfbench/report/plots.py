@@ -29,8 +29,9 @@ import numpy as np
 
 from perfbench.cliutil import OneLineArgumentParser
 from perfbench.errors import ConfigError, PerfbenchError
+from perfbench import metrics
 from perfbench.records import RequestRecord
-from perfbench.report.files import read_records, read_summary, read_telemetry
+from perfbench.report.files import iter_record_chunks, read_summary, read_telemetry
 from perfbench.search import find_knee
 
 if TYPE_CHECKING:
@@ -44,6 +45,8 @@ _DPI = 110
 _SLO_COLOR = "#d62728"
 _KNEE_COLOR = "#ff7f0e"
 _PCT_STYLES = {"p50": ("-", "o"), "p90": (":", "^"), "p99": ("--", "s")}
+_MAX_MARKERS = 100_000  # scatter/tick markers drawn per series; past it every k-th (a million markers look the same, cost seconds)
+_MAX_CDF_POINTS = 5_000  # points of a CDF line: its steps at evenly spaced ranks, min and max included
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,7 @@ def write_plots(run_dir: Path) -> list[Path]:
     """
     run_dir = Path(run_dir)
     summary = read_summary(run_dir)
-    records = read_records(run_dir)
+    requests = _read_requests(run_dir)
     steps = _steps(summary)
     out_dir = run_dir / PLOTS_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -99,14 +102,13 @@ def write_plots(run_dir: Path) -> list[Path]:
         figures.append(("capacity.png", _capacity_figure(steps, step_limits, knee, knee_source, max_passing, title)))
     if steps:
         figures.append(("percentiles.png", _percentiles_figure(steps, step_limits, title)))
-    measured = [r for r in records if r.ok and not r.warmup and r.package_times_ns]
-    if measured:
-        figures.append(("latency_cdf.png", _cdf_figure(measured, steps, step_limits, per_request_ms, title)))
-    if records:
-        figures.append(("timeline.png", _timeline_figure(records, steps, title)))
+    if requests.measured.any():
+        figures.append(("latency_cdf.png", _cdf_figure(requests, steps, step_limits, per_request_ms, title)))
+    if len(requests.step):
+        figures.append(("timeline.png", _timeline_figure(requests, steps, title)))
     telemetry = _read_telemetry(run_dir)
     if telemetry:
-        figures.append(("telemetry.png", _telemetry_figure(telemetry, records, steps, title)))
+        figures.append(("telemetry.png", _telemetry_figure(telemetry, requests, steps, title)))
 
     written = []
     for name, figure in figures:
@@ -137,6 +139,58 @@ def main(argv: Sequence[str]) -> int:
 
 
 # ------------------------------------------------------------------ reading
+
+
+@dataclass(frozen=True)
+class _Requests:
+    """requests.jsonl as the numeric columns the plots draw: one entry per record (times in s
+    since the run's start), and one per output package. Read chunk by chunk, so a run of a
+    million requests never exists as record objects at once."""
+
+    step: np.ndarray  # int64: the record's step
+    warmup: np.ndarray  # bool
+    ok: np.ndarray  # bool: status "ok"
+    scheduled_s: np.ndarray  # float64: t0
+    sent_s: np.ndarray  # float64
+    end_s: np.ndarray  # float64
+    ttft_ms: np.ndarray  # float64, NaN without output packages (metrics.py's definition)
+    latency_ms: np.ndarray  # float64, NaN without output packages (metrics.py's definition)
+    package_s: np.ndarray  # float64: arrival of every output package
+    package_tokens: np.ndarray  # float64: output tokens it carried
+
+    @property
+    def measured(self) -> np.ndarray:
+        """Succeeded, non-warm-up records with output: the ones in the latency statistics."""
+        return self.ok & ~self.warmup & ~np.isnan(self.ttft_ms)
+
+
+def _read_requests(run_dir: Path) -> _Requests:
+    """The run's records as ``_Requests`` columns (ConfigError for a damaged requests.jsonl)."""
+    names = [f.name for f in _Requests.__dataclass_fields__.values()]
+    columns: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    for chunk in iter_record_chunks(run_dir):
+        n = len(chunk)
+        values_ms = metrics.per_request_ms(chunk)
+        columns["step"].append(np.fromiter((r.step for r in chunk), dtype=np.int64, count=n))
+        columns["warmup"].append(np.fromiter((r.warmup for r in chunk), dtype=bool, count=n))
+        columns["ok"].append(np.fromiter((r.ok for r in chunk), dtype=bool, count=n))
+        for name, attribute in (("scheduled_s", "scheduled_ns"), ("sent_s", "sent_ns"), ("end_s", "end_ns")):
+            columns[name].append(np.fromiter((getattr(r, attribute) for r in chunk), dtype=np.int64, count=n) / 1e9)
+        columns["ttft_ms"].append(values_ms["ttft_ms"])
+        columns["latency_ms"].append(values_ms["latency_ms"])
+        package_s, package_tokens = _package_tokens(chunk)
+        columns["package_s"].append(package_s)
+        columns["package_tokens"].append(package_tokens)
+    dtypes = {"step": np.int64, "warmup": bool, "ok": bool}
+    return _Requests(**{
+        name: np.concatenate(parts) if parts else np.empty(0, dtype=dtypes.get(name, np.float64))
+        for name, parts in columns.items()
+    })  # fmt: skip
+
+
+def _every_kth(count: int, limit: int = _MAX_MARKERS) -> int:
+    """The stride that keeps at most ``limit`` of ``count`` markers."""
+    return max(1, -(-count // limit))
 
 
 @dataclass(frozen=True)
@@ -442,28 +496,28 @@ def _percentiles_figure(steps: list[_Step], limits: list[_Limit], title: str) ->
 
 
 def _cdf_figure(
-    records: list[RequestRecord], steps: list[_Step], step_limits: list[_Limit], per_request_ms: dict[str, float], title: str
+    requests: _Requests, steps: list[_Step], step_limits: list[_Limit], per_request_ms: dict[str, float], title: str
 ) -> Figure:
     from matplotlib import colormaps
 
     labels = {s.index: s.label for s in steps}
     order = {s.index: rank for rank, s in enumerate(_by_load(steps))}
-    by_step: dict[int, list[RequestRecord]] = {}
-    for record in records:
-        by_step.setdefault(record.step, []).append(record)
+    measured = requests.measured
+    in_steps = sorted({int(k) for k in np.unique(requests.step[measured])}, key=lambda k: order.get(k, k))
     cmap = colormaps["viridis"]
     figure, axes = _new_figure(1, 2, 12, 4.6, f"Distribution per step — {title}")
-    panels = (
-        ("ttft", "TTFT (ms)", lambda r: (r.package_times_ns[0] - r.scheduled_ns) / 1e6),
-        ("latency", "Latency, end to end (ms)", lambda r: (r.package_times_ns[-1] - r.scheduled_ns) / 1e6),
-    )
-    for ax, (metric, x_label, value) in zip(axes[0], panels):
+    panels = (("ttft", "TTFT (ms)", requests.ttft_ms), ("latency", "Latency, end to end (ms)", requests.latency_ms))
+    for ax, (metric, x_label, column) in zip(axes[0], panels):
         lowest, highest = math.inf, 0.0
-        for step in sorted(by_step, key=lambda k: order.get(k, k)):
-            values = np.sort([value(r) for r in by_step[step]])
-            share = np.arange(1, len(values) + 1) / len(values)
-            color = cmap(order.get(step, 0) / max(1, len(by_step) - 1) * 0.9)
-            ax.step(values, share, where="post", color=color, label=f"{labels.get(step, step)} (n={len(values)})")
+        for step in in_steps:
+            values = np.sort(column[measured & (requests.step == step)])
+            count = len(values)
+            share = np.arange(1, count + 1) / count
+            if len(values) > _MAX_CDF_POINTS:  # the same curve from fewer points: ranks evenly spaced, ends kept
+                ranks = np.unique(np.linspace(0, len(values) - 1, _MAX_CDF_POINTS).round().astype(np.int64))
+                values, share = values[ranks], share[ranks]
+            color = cmap(order.get(step, 0) / max(1, len(in_steps) - 1) * 0.9)
+            ax.step(values, share, where="post", color=color, label=f"{labels.get(step, step)} (n={count})")
             lowest, highest = min(lowest, float(values[0])), max(highest, float(values[-1]))
         if metric in per_request_ms:
             ax.axvline(per_request_ms[metric], color=_SLO_COLOR, linestyle="-.", label=f"SLO {metric} ≤ {per_request_ms[metric]:g} ms")
@@ -495,10 +549,9 @@ def _bin_s(duration_s: float) -> float:
     return target  # runs of more than a day: bins of 1/250 of the run
 
 
-def _timeline_figure(records: list[RequestRecord], steps: list[_Step], title: str) -> Figure:
-    sent_s = np.array([r.sent_ns for r in records]) / 1e9
-    end_s = np.array([r.end_ns for r in records]) / 1e9
-    start_s = float(min(np.min(sent_s), min(r.scheduled_ns for r in records) / 1e9, 0.0))
+def _timeline_figure(requests: _Requests, steps: list[_Step], title: str) -> Figure:
+    sent_s, end_s = requests.sent_s, requests.end_s
+    start_s = float(min(np.min(sent_s), np.min(requests.scheduled_s), 0.0))
     stop_s = float(np.max(end_s))
     figure, axes = _new_figure(3, 1, 12, 8, f"Timeline — {title}", sharex=True)
     in_flight_ax, tokens_ax, ttft_ax = axes[:, 0]
@@ -510,31 +563,34 @@ def _timeline_figure(records: list[RequestRecord], steps: list[_Step], title: st
         edges = np.array([start_s, start_s + width_s])
     in_flight = np.diff(_busy_time_s(sent_s, end_s, edges)) / width_s
     in_flight_ax.stairs(in_flight, edges, color="#1f77b4", linewidth=1.5, label=f"in flight (mean per {width_s:g} s)")
-    failed = [r for r in records if not r.ok]
-    if failed:
-        in_flight_ax.plot([r.end_ns / 1e9 for r in failed], np.zeros(len(failed)), "|", color=_SLO_COLOR,
-                          markersize=12, label=f"failed request ({len(failed)})")  # fmt: skip
+    failed_end_s = end_s[~requests.ok]
+    if len(failed_end_s):
+        k = _every_kth(len(failed_end_s))
+        shown = f", every {k}th shown" if k > 1 else ""
+        in_flight_ax.plot(failed_end_s[::k], np.zeros(len(failed_end_s[::k])), "|", color=_SLO_COLOR,
+                          markersize=12, label=f"failed request ({len(failed_end_s)}{shown})")  # fmt: skip
     in_flight_ax.set_ylabel("Requests in flight")
     in_flight_ax.set_ylim(bottom=0)
     in_flight_ax.legend(fontsize=8, loc="upper left")
 
     # Output tokens per second, from each package's arrival and token count.
-    package_s, tokens = _package_tokens(records)
-    counts, _ = np.histogram(package_s, bins=edges, weights=tokens)
+    counts, _ = np.histogram(requests.package_s, bins=edges, weights=requests.package_tokens)
     tokens_ax.stairs(counts / width_s, edges, fill=True, color="#2ca02c", alpha=0.7, label=f"output tok/s ({width_s:g} s bins)")
     tokens_ax.set_ylabel("Output tokens / s")
     tokens_ax.legend(fontsize=8, loc="upper left")
 
     # Each request's TTFT at its scheduled time: queueing shows as a rising cloud.
-    ok = [r for r in records if r.ok and r.package_times_ns]
-    ttft_ax.scatter([r.scheduled_ns / 1e9 for r in ok], [(r.package_times_ns[0] - r.scheduled_ns) / 1e6 for r in ok],
-                    s=4, alpha=0.5, color="#9467bd", label="TTFT of a request (at its scheduled time)")  # fmt: skip
+    with_output = requests.ok & ~np.isnan(requests.ttft_ms)
+    k = _every_kth(int(with_output.sum()))
+    shown = f", every {k}th shown" if k > 1 else ""
+    ttft_ax.scatter(requests.scheduled_s[with_output][::k], requests.ttft_ms[with_output][::k],
+                    s=4, alpha=0.5, color="#9467bd", label=f"TTFT of a request (at its scheduled time{shown})")  # fmt: skip
     ttft_ax.set_ylabel("TTFT (ms)")
     ttft_ax.set_xlabel("Time since run start (s)")
     ttft_ax.set_ylim(bottom=0)
     ttft_ax.legend(fontsize=8, loc="upper left")
 
-    _shade_steps(axes[:, 0], records, steps)
+    _shade_steps(axes[:, 0], requests, steps)
     return figure
 
 
@@ -554,7 +610,7 @@ def _busy_time_s(start_s: np.ndarray, end_s: np.ndarray, at_s: np.ndarray) -> np
     return below(start_s) - below(end_s)
 
 
-def _package_tokens(records: list[RequestRecord]) -> tuple[np.ndarray, np.ndarray]:
+def _package_tokens(records: Sequence[RequestRecord]) -> tuple[np.ndarray, np.ndarray]:
     """Arrival (s) and output tokens of every package; without per-package counts, spread evenly."""
     times: list[np.ndarray] = []
     tokens: list[np.ndarray] = []
@@ -572,14 +628,13 @@ def _package_tokens(records: list[RequestRecord]) -> tuple[np.ndarray, np.ndarra
     return np.concatenate(times), np.concatenate(tokens)
 
 
-def _shade_steps(axes: Iterable[Axes], records: list[RequestRecord], steps: list[_Step]) -> None:
+def _shade_steps(axes: Iterable[Axes], requests: _Requests, steps: list[_Step]) -> None:
     """Shade each step's span (warm-up grey) and name it above the top panel."""
     spans: dict[Any, list[float]] = {}
-    for r in records:
-        key = "warm-up" if r.warmup else r.step
-        span = spans.setdefault(key, [math.inf, -math.inf])
-        span[0] = min(span[0], r.scheduled_ns / 1e9)
-        span[1] = max(span[1], r.end_ns / 1e9)
+    groups = [("warm-up", requests.warmup)] if requests.warmup.any() else []
+    groups += [(int(step), ~requests.warmup & (requests.step == step)) for step in np.unique(requests.step[~requests.warmup])]
+    for key, members in groups:
+        spans[key] = [float(requests.scheduled_s[members].min()), float(requests.end_s[members].max())]
     labels = {s.index: s.label for s in steps}
     axes = list(axes)
     for number, (key, (lo, hi)) in enumerate(sorted(spans.items(), key=lambda item: item[1][0])):
@@ -591,7 +646,7 @@ def _shade_steps(axes: Iterable[Axes], records: list[RequestRecord], steps: list
                          textcoords="offset points", ha="center", va="bottom", fontsize=7, color="#444444")  # fmt: skip
 
 
-def _telemetry_figure(series: list[_Series], records: list[RequestRecord], steps: list[_Step], title: str) -> Figure:
+def _telemetry_figure(series: list[_Series], requests: _Requests, steps: list[_Step], title: str) -> Figure:
     panels: dict[str, list[_Series]] = {}
     for line in series:
         panels.setdefault(line.panel, []).append(line)
@@ -604,6 +659,6 @@ def _telemetry_figure(series: list[_Series], records: list[RequestRecord], steps
         ax.set_ylim(0, max(top * 1.15, 1e-9))  # headroom: a flat series does not sit on the frame
         ax.legend(fontsize=8, loc="upper left")
     axes[-1, 0].set_xlabel("Time since run start (s)")
-    if records:
-        _shade_steps(axes[:, 0], records, steps)
+    if len(requests.step):
+        _shade_steps(axes[:, 0], requests, steps)
     return figure
