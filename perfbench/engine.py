@@ -15,8 +15,10 @@ A failed request never raises out of here: it is a record with a reason.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import aiohttp
@@ -24,11 +26,18 @@ import aiohttp
 from perfbench import records as R
 from perfbench.apis.openai import ApiAdapter, StreamContent, interpret_events
 from perfbench.records import RequestRecord
+from perfbench.redact import redact_text
 from perfbench.schedule import arrival_offsets_s
 from perfbench.sse import RecordedEvents, parse_recorded
 from perfbench.tokens import Tokenizer
 
-_ERROR_BODY_BYTES = 500  # how much of an error answer to keep in the record
+_ERROR_BODY_BYTES = 2000  # how much of an error answer to read for the record's error text
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 2**20  # --max-response-bytes
+MAX_LINE_BYTES = 8 * 2**20  # one SSE line (an event's data) longer than this cuts the request
+# What one kept read costs beyond its bytes (the bytes object, its stamp, two list slots): a server
+# trickling one byte per read must hit the bound as surely as one sending megabytes.
+_READ_OVERHEAD_BYTES = 100
+_DECODERS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +55,8 @@ class Target:
     url: str  # the full endpoint URL
     api: ApiAdapter  # builds bodies, interprets events
     headers: dict[str, str]  # sent with every request (Authorization included; never logged)
+    secrets: tuple[str, ...] = ()  # replaced by *** in every error text (redact.run_secrets)
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES  # past this a response is cut and failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +100,11 @@ def make_session(max_connections: int, timeout_s: float, connect_timeout_s: floa
     """A pooled session: keep-alive connections are reused across requests and steps."""
     connector = aiohttp.TCPConnector(limit=max_connections, limit_per_host=0, ttl_dns_cache=300, enable_cleanup_closed=True)
     timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect_timeout_s)
-    return aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False, read_bufsize=2**16)
+    # identity: a compressing server buffers what it streams; one that compresses anyway is decoded after the stream.
+    return aiohttp.ClientSession(
+        connector=connector, timeout=timeout, auto_decompress=False, read_bufsize=2**16,
+        headers={"Accept-Encoding": "identity"},
+    )
 
 
 class Engine:
@@ -206,19 +221,25 @@ class Engine:
         self._sink(record)
         return record
 
+    async def preflight(self, request: PreparedRequest) -> RequestRecord:
+        """Send ``request`` once, outside every step and counter, and return its record (not sunk)."""
+        now_ns = time.perf_counter_ns()
+        return await self._exchange(-1, 0, True, now_ns, request)
+
     async def _exchange(self, step: int, index: int, warmup: bool, scheduled_ns: int, request: PreparedRequest) -> RequestRecord:
-        """One request, start to end; every outcome becomes a record."""
-        chunks: list[bytes] = []  # every read of the body, as it came
-        read_ns: list[int] = []  # when each read returned
+        """One request, start to end; every outcome becomes a record, whatever the server sends."""
+        stream = _Stream()
         http_status: int | None = None
         failure: tuple[str, str] | None = None
         sent_ns = time.perf_counter_ns()
         try:
-            async with self._session.post(self._target.url, data=request.body, headers=self._target.headers) as response:
+            async with self._session.post(
+                self._target.url, data=request.body, headers=self._target.headers, allow_redirects=False
+            ) as response:
                 http_status = response.status
                 if response.status >= 300:
                     body = await response.content.read(_ERROR_BODY_BYTES)
-                    failure = (R.HTTP_ERROR, f"HTTP {response.status}: {_one_line(body)}")
+                    failure = (R.http_reason(response.status), f"HTTP {response.status}: {_error_text(body, response.headers)}")
                 elif not _is_event_stream(response.headers.get("Content-Type", "")):
                     body = await response.content.read(_ERROR_BODY_BYTES)
                     failure = (
@@ -226,23 +247,48 @@ class Engine:
                         f"not an SSE stream (Content-Type {response.headers.get('Content-Type')!r}): {_one_line(body)}",
                     )
                 else:
-                    # The hot path: stamp each read and keep its bytes; events are parsed after the stream.
-                    append_chunk, append_ns, clock = chunks.append, read_ns.append, time.perf_counter_ns
-                    async for chunk in response.content.iter_any():
-                        append_ns(clock())
-                        append_chunk(chunk)
+                    stream.encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+                    if stream.encoding not in _DECODERS and stream.encoding != "identity":
+                        failure = (R.BAD_RESPONSE, f"Content-Encoding {stream.encoding!r} is not supported (perfbench asks for identity)")
+                    else:
+                        failure = await self._read_stream(response, stream)
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
             failure = (R.TIMEOUT, _timeout_message(exc, http_status))
         except aiohttp.ClientConnectorError as exc:
             failure = (R.CONNECT_ERROR, f"cannot connect: {exc.os_error or exc}")
         except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-            reason = R.CUT_STREAM if http_status is not None else R.CONNECT_ERROR
-            failure = (reason, f"connection closed early: {_one_line(str(exc).encode()) or type(exc).__name__}")
+            # Connected, then closed: before the headers or inside the body, the request was cut, the server is there.
+            when = "while streaming" if http_status is not None else "before answering"
+            failure = (R.CUT_STREAM, f"the server closed the connection {when}: {_one_line(str(exc).encode()) or type(exc).__name__}")
         except aiohttp.ClientError as exc:
             failure = (R.BAD_RESPONSE, f"{type(exc).__name__}: {_one_line(str(exc).encode())}")
+        except (ValueError, UnicodeError, OSError, RuntimeError) as exc:  # odd headers or framing aiohttp did not wrap
+            failure = (R.BAD_RESPONSE, f"unreadable answer ({type(exc).__name__}: {_one_line(str(exc).encode())})")
         end_ns = time.perf_counter_ns()
-        events = parse_recorded(chunks) if chunks else None
-        return self._record(step, index, warmup, scheduled_ns, sent_ns, end_ns, http_status, failure, read_ns, events, request)
+        try:
+            return self._record(step, index, warmup, scheduled_ns, sent_ns, end_ns, http_status, failure, stream, request)
+        except Exception as exc:  # a bug of ours must cost one request, never the run
+            failure = (R.BAD_RESPONSE, f"perfbench could not interpret this answer ({type(exc).__name__}: {exc}); please report it")
+            return self._record(step, index, warmup, scheduled_ns, sent_ns, end_ns, http_status, failure, _Stream(), request)
+
+    async def _read_stream(self, response: aiohttp.ClientResponse, stream: "_Stream") -> tuple[str, str] | None:
+        """The hot path: stamp each read and keep its bytes, within the response and line bounds."""
+        chunks, read_ns = stream.chunks, stream.read_ns
+        append_chunk, append_ns, clock = chunks.append, read_ns.append, time.perf_counter_ns
+        budget = self._target.max_response_bytes
+        line_limit = min(MAX_LINE_BYTES, budget)
+        line_bytes = 0  # bytes since the last line end
+        async for chunk in response.content.iter_any():
+            append_ns(clock())
+            append_chunk(chunk)
+            budget -= len(chunk) + _READ_OVERHEAD_BYTES
+            end = chunk.rfind(b"\n")
+            if end < 0:
+                end = chunk.rfind(b"\r")
+            line_bytes = line_bytes + len(chunk) if end < 0 else len(chunk) - end - 1
+            if budget < 0 or line_bytes > line_limit:
+                return _too_large(self._target.max_response_bytes, line_limit, budget < 0)
+        return None
 
     def _record(
         self,
@@ -254,31 +300,35 @@ class Engine:
         end_ns: int,
         http_status: int | None,
         failure: tuple[str, str] | None,
-        read_ns: list[int],
-        events: RecordedEvents | None,
+        stream: "_Stream",
         request: PreparedRequest,
     ) -> RequestRecord:
-        try:
-            content = interpret_events(self._target.api, events.data, events.types) if events else StreamContent()
-        except (AttributeError, KeyError, TypeError, IndexError) as exc:  # JSON of an unexpected shape
-            content = StreamContent()
-            failure = failure or (R.BAD_RESPONSE, f"unexpected event shape ({type(exc).__name__}: {exc})")
+        events = None
+        if stream.chunks:
+            decode_failure = stream.decode(self._target.max_response_bytes) if stream.encoding in _DECODERS else None
+            failure = failure or decode_failure
+            if decode_failure is None:
+                events = parse_recorded(stream.chunks)
+        content = interpret_events(self._target.api, events.data, events.types) if events else StreamContent()
         if failure is None:
             if content.error is not None:
                 failure = (R.ERROR_EVENT, f"error event: {_one_line(content.error.encode())}")
-            elif content.malformed is not None and not content.output_events:
+            elif content.invalid is not None:
+                failure = (R.BAD_RESPONSE, f"unexpected event: {_one_line(content.invalid.encode())}")
+            elif content.malformed is not None:
                 failure = (R.BAD_RESPONSE, f"event is not JSON: {_one_line(content.malformed.encode())}")
             elif not content.output_events:
                 failure = (R.NO_OUTPUT, "the stream ended without output tokens")
-        package_times = tuple([read_ns[events.completed_by[i]] for i in content.output_events]) if events else ()
+        package_times = tuple([stream.read_ns[events.completed_by[i]] for i in content.output_events]) if events else ()
         output_tokens, source = self._output_tokens(content)
+        error = redact_text(failure[1], self._target.secrets) if failure else None
         return RequestRecord(
             step=step,
             index=index,
             warmup=warmup,
             status=failure[0] if failure else R.OK,
             http_status=http_status,
-            error=failure[1] if failure else None,
+            error=error,
             scheduled_ns=scheduled_ns,
             sent_ns=sent_ns,
             end_ns=end_ns,
@@ -346,6 +396,53 @@ async def _gather_or_cancel(aws: Sequence[Any]) -> None:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
+
+
+@dataclass(slots=True)
+class _Stream:
+    """One response body as it was read: each read's bytes and when it returned."""
+
+    chunks: list[bytes] = field(default_factory=list)
+    read_ns: list[int] = field(default_factory=list)
+    encoding: str = "identity"  # Content-Encoding of the body
+
+    def decode(self, max_bytes: int) -> tuple[str, str] | None:
+        """Decompress the reads in place, each into what it completed; a failure when the body is bad or too large."""
+        decoder = zlib.decompressobj(_DECODERS[self.encoding])
+        total = 0
+        try:
+            for i, chunk in enumerate(self.chunks):
+                self.chunks[i] = piece = decoder.decompress(chunk, max_bytes - total + 1)
+                total += len(piece)
+                if total > max_bytes or decoder.unconsumed_tail:
+                    return _too_large(max_bytes, max_bytes, True)
+        except zlib.error as exc:
+            return (R.BAD_RESPONSE, f"the {self.encoding} body does not decode: {exc}")
+        return None
+
+
+def _too_large(max_response_bytes: int, line_limit: int, whole: bool) -> tuple[str, str]:
+    if whole:
+        return (R.RESPONSE_TOO_LARGE, f"response cut past {max_response_bytes} bytes (--max-response-bytes)")
+    return (R.RESPONSE_TOO_LARGE, f"response cut: one line ran past {line_limit} bytes without a line end")
+
+
+def _error_text(body: bytes, headers: Any) -> str:
+    """The server's own words from an error answer: its JSON message when there is one, else the text."""
+    text = _one_line(body)
+    try:
+        obj = json.loads(body)
+    except ValueError:
+        obj = None
+    if isinstance(obj, dict):
+        err = obj.get("error")
+        message = (err.get("message") if isinstance(err, dict) else err) or obj.get("message") or obj.get("detail")
+        if isinstance(message, list):  # FastAPI validation errors: a list of {"msg", "loc"}
+            message = "; ".join(str(m.get("msg", m)) if isinstance(m, dict) else str(m) for m in message)
+        if message:
+            text = _one_line(str(message).encode())
+    location = headers.get("Location")
+    return f"{text} (redirect to {_one_line(location.encode(), 100)})" if location else text
 
 
 def _is_event_stream(content_type: str) -> bool:

@@ -8,6 +8,7 @@ finished, also after Ctrl-C or a crash.
 from __future__ import annotations
 
 import asyncio
+import json
 import datetime as dt
 import platform
 import signal
@@ -30,6 +31,7 @@ from perfbench.lengths import LengthDistribution
 from perfbench.metrics import StepAccumulator, StepSummary
 from perfbench.prompts import Prompt, load_prompts, synthetic_prompts
 from perfbench.records import CONNECT_ERROR, RequestRecord
+from perfbench.redact import run_secrets
 from perfbench.report.files import SUMMARY_SCHEMA, RecordReader, RecordWriter, write_summary
 from perfbench.tokens import Tokenizer, count_chat_tokens, count_prompt_tokens
 
@@ -230,6 +232,8 @@ async def drive(
     max_in_flight = min(max(loads), MAX_CONNECTIONS)
     async with make_session(max_in_flight, config.timeout_s, config.connect_timeout_s) as session:
         engine = Engine(session, target, requests, sink, tokenizer=tokenizer, counters=counters)
+        if config.preflight:
+            await _preflight(config, engine, requests[0])
 
         async def run_load(index: int, load: LoadStep) -> StepSummary:
             plan = _plan(config, index, load)
@@ -277,6 +281,40 @@ async def _search(config: RunConfig, state: RunState, run_load: Callable[[int, L
         passes=lambda summary: bool(summary.slo_passed),
     )
     state.search = result.to_dict()
+
+
+async def _preflight(config: RunConfig, engine: Engine, request: PreparedRequest) -> None:
+    """One real request before the first step's clock (counted nowhere); its failure is exit 3 at once."""
+    record = await engine.preflight(PreparedRequest(_short_body(request.body), request.input_tokens))
+    if not record.ok:
+        raise TargetError(
+            f"pre-flight request failed ({record.status}): {record.error}{_flag_hint(config, record.error or '')}; "
+            "fix the target or the request, or skip this check with --no-preflight"
+        )
+
+
+PREFLIGHT_MAX_TOKENS = 8  # the pre-flight checks the answer's shape, not the server's speed
+
+
+def _short_body(body: bytes) -> bytes:
+    """``body`` asking for at most PREFLIGHT_MAX_TOKENS tokens (exact-length fields kept, so a server refusing them fails here)."""
+    obj = json.loads(body)
+    if isinstance(obj, dict):
+        for key in ("max_tokens", "min_tokens", "max_output_tokens", "max_completion_tokens"):
+            if isinstance(obj.get(key), int) and obj[key] > PREFLIGHT_MAX_TOKENS:
+                obj[key] = PREFLIGHT_MAX_TOKENS
+    return json.dumps(obj, ensure_ascii=False).encode()
+
+
+def _flag_hint(config: RunConfig, error: str) -> str:
+    """Which of the user's flags put the fields a server refused into the request."""
+    flags = []
+    if config.output_tokens and ("min_tokens" in error or "ignore_eos" in error):
+        flags.append("--output-tokens (sends min_tokens and ignore_eos)")
+    elif config.ignore_eos and "ignore_eos" in error:
+        flags.append("--ignore-eos")
+    flags += [f"--extra-body ({key})" for key in config.extra_body if key in error]
+    return f" (sent by {', '.join(flags)})" if flags else ""
 
 
 def build_summary(
@@ -335,7 +373,11 @@ def execute(
     api = get_adapter(config.api)
     prompts = load_workload(config, tokenizer)
     requests = prepare_requests(config, api, prompts, tokenizer)
-    target = Target(url=endpoint_url, api=api, headers=_headers(config))
+    target = Target(
+        url=endpoint_url, api=api, headers=_headers(config),
+        secrets=run_secrets(url=endpoint_url, api_key=config.api_key, headers=config.headers),
+        max_response_bytes=config.max_response_bytes,
+    )
     check_reachable(endpoint_url)
     started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     run_start_ns = time.perf_counter_ns()

@@ -42,7 +42,7 @@ def simulate_step(step: int, spec: StepSpec, rng: np.random.Generator) -> list[R
         if index < spec.failures:
             end = t0 + int(spec.failure_ms * 1e6)
             records.append(
-                RequestRecord(step, index, False, "http_error", 500, spec.error, t0, t0, end, (), (), 10, None, None)
+                RequestRecord(step, index, False, "http_500", 500, spec.error, t0, t0, end, (), (), 10, None, None)
             )
             slots[slot] = end
             continue

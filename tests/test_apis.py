@@ -114,8 +114,25 @@ from perfbench.sse import parse_recorded  # noqa: E402
 
 
 def _reference_content(adapter, datas, types) -> StreamContent:
-    """What decoding every event's JSON in full says: interpret_events must say exactly this."""
+    """What decoding every event's JSON in full says: interpret_events must say exactly this.
+
+    ``invalid`` is compared as "some event was invalid" (True/None), not by its message.
+    """
     content = StreamContent()
+    datas, types = list(datas), list(types)
+    if b"[DONE]" in datas:
+        done = datas.index(b"[DONE]")
+        if _reference_content(adapter, datas[done + 1 :], types[done + 1 :]).output_events:
+            content.invalid = True
+        datas, types = datas[: done + 1], types[: done + 1]
+
+    def invalid() -> None:
+        if content.invalid is None:
+            content.invalid = True
+
+    def count(value):
+        return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= oa.MAX_TOKEN_COUNT
+
     for index, (data, event_type) in enumerate(zip(datas, types)):
         if data == b"[DONE]":
             content.saw_done = True
@@ -133,16 +150,42 @@ def _reference_content(adapter, datas, types) -> StreamContent:
                 content.error = oa._error_message(obj)
             continue
         usage = obj.get("usage")
+        if usage is not None and not isinstance(usage, dict):
+            invalid()
+            continue
         if usage:
-            content.prompt_tokens = usage.get("prompt_tokens", content.prompt_tokens)
-            content.completion_tokens = usage.get("completion_tokens", content.completion_tokens)
-        if obj.get("choices"):
-            text = adapter.output_text(obj["choices"][0])
+            prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+            if not all(v is None or count(v) for v in (prompt, completion)):
+                invalid()
+                continue
+            content.prompt_tokens = prompt if prompt is not None else content.prompt_tokens
+            content.completion_tokens = completion if completion is not None else content.completion_tokens
+        if "choices" not in obj:
+            if usage is None:
+                invalid()
+            continue
+        choices = obj["choices"]
+        if not isinstance(choices, list) or (choices and not isinstance(choices[0], dict)):
+            invalid()
+            continue
+        if choices:
+            try:
+                text = adapter.output_text(choices[0])
+            except oa.InvalidEvent:
+                invalid()
+                continue
             if text:
                 content.output_events.append(index)
                 content.output_chars.append(len(text))
                 content.output_text.append(text)
     return content
+
+
+def _said(content: StreamContent) -> StreamContent:
+    """``content`` with ``invalid`` as a flag, to compare with the reference."""
+    from dataclasses import replace
+
+    return replace(content, invalid=True if content.invalid is not None else None)
 
 
 _CHAT = b'{"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":'
@@ -168,6 +211,13 @@ _COMPLETIONS_TEMPLATES = [
 _OTHER_EVENTS = [
     b"[DONE]", b"1,2", b"{not json", b"", b'{"choices":[]}', b'{"error":{"message":"boom","code":500}}',
     b'{"object":"error","message":"bad"}', b'{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":9}}',
+    # Shapes and values no answer may have: each fails its request (``invalid``), none raises.
+    b'{"choices":"nope"}', b'{"choices":[1]}', b'{"choices":[{"delta":"text"}]}', b'{"id":"c1"}', b'{"usage":"x"}',
+    b'{"choices":[{"delta":{"content":5}}]}', b'{"choices":[{"text":["a"]}]}',
+    b'{"choices":[],"usage":{"completion_tokens":"5"}}', b'{"choices":[],"usage":{"completion_tokens":1e30}}',
+    b'{"choices":[],"usage":{"completion_tokens":-1}}', b'{"choices":[],"usage":{"completion_tokens":2.5}}',
+    b'{"choices":[],"usage":{"completion_tokens":NaN}}', b'{"choices":[],"usage":{"prompt_tokens":[1]}}',
+    b'{"usage":{"completion_tokens":3}}',
 ]
 # What goes in a slot: JSON-escaped text (unicode, escapes, either ensure_ascii), or raw bytes that
 # may hold quotes, backslashes, control bytes, NUL, invalid UTF-8 or encoded surrogates.
@@ -214,8 +264,8 @@ def test_interpretation_equals_full_decoding_of_every_event(adapter_name, runs, 
     chunks = [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)])]
     recorded = parse_recorded(chunks)
     expected = _reference_content(adapter, *events(stream))
-    assert interpret_events(adapter, recorded.data, recorded.types) == expected
-    assert interpret_events(adapter, *events(stream)) == expected  # types given as a list
+    assert _said(interpret_events(adapter, recorded.data, recorded.types)) == expected
+    assert _said(interpret_events(adapter, *events(stream))) == expected  # types given as a list
 
 
 def test_long_plain_run_then_finish_chunk_with_usage():
@@ -224,7 +274,7 @@ def test_long_plain_run_then_finish_chunk_with_usage():
     datas = [_CHAT_TEMPLATES[2] % b""] + [_CHAT_TEMPLATES[0] % words[i % 6].encode() for i in range(300)]
     datas += [_CHAT_TEMPLATES[8] % b" end", b"[DONE]"]
     content = interpret_events(adapter, datas)
-    assert content == _reference_content(adapter, datas, [None] * len(datas))
+    assert _said(content) == _reference_content(adapter, datas, [None] * len(datas))
     assert content.output_events[:5] == [1, 2, 4, 5, 6]  # event 3 carries an empty string: no output
     assert content.output_events[-1] == 301 and content.output_text[-1] == " end"
     assert (content.completion_tokens, content.saw_done) == (7, True)
@@ -242,6 +292,6 @@ def test_raw_control_byte_or_bad_utf8_in_a_plain_skeleton_is_what_full_decoding_
     adapter = get_adapter("openai-chat")
     datas = [_CHAT_TEMPLATES[0] % t for t in (b"a", b"b", b"c\x01", b"d", b"\xff", b"\xed\xa0\x80", b"e")]
     content = interpret_events(adapter, datas)
-    assert content == _reference_content(adapter, datas, [None] * len(datas))
+    assert _said(content) == _reference_content(adapter, datas, [None] * len(datas))
     assert content.output_events == [0, 1, 3, 5, 6] and content.output_text[3] == "\ud800"
     assert content.malformed is not None

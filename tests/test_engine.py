@@ -144,7 +144,7 @@ async def test_http_error_is_counted_with_its_message(aiohttp_server):
     body = json.dumps({"error": {"message": "model overloaded", "code": 503}}).encode()
     url = await serve(aiohttp_server, stream_app([(0, body)], status=503, content_type="application/json"))
     [rec] = await run_requests(url)
-    assert rec.status == R.HTTP_ERROR and rec.http_status == 503
+    assert rec.status == "http_503" == R.http_reason(503) and rec.http_status == 503
     assert "model overloaded" in rec.error and "\n" not in rec.error
 
 

@@ -128,7 +128,7 @@ async def test_every_injected_fault_is_counted_with_its_reason():
     )
     records, truth = await measure(config, number=40, concurrency=8, timeout_s=1.5, max_tokens=10)
     summary = summarize_step(records, concurrency=8, rate_req_s=None, requests_expected=40)
-    assert summary.failure_reasons == {R.HTTP_ERROR: 4, R.CUT_STREAM: 4, R.ERROR_EVENT: 4, R.TIMEOUT: 2, R.BAD_RESPONSE: 2}
+    assert summary.failure_reasons == {R.http_reason(500): 4, R.CUT_STREAM: 4, R.ERROR_EVENT: 4, R.TIMEOUT: 2, R.BAD_RESPONSE: 2}
     assert summary.requests_succeeded == 24 and summary.requests_completed == 40
     # failed requests are outside the latency statistics
     assert summary.latency_ms.count == 24

@@ -86,7 +86,7 @@ def test_report_is_self_contained_escaped_and_complete(tmp_path: Path) -> None:
     text = "".join(parsed.text)
     # the user's text is there, as text: prompt (config), error, tag, model, GPU name, series
     assert text.count(EVIL) >= 6
-    assert f"upstream said {EVIL}" in text and "http_error" in text
+    assert f"upstream said {EVIL}" in text and "http_500" in text
     # images are embedded
     images = [attrs["src"] for tag, attrs in parsed.tags if tag == "img"]
     assert images == ["data:image/png;base64," + base64.b64encode(PNG_1x1).decode()]

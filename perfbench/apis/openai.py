@@ -32,6 +32,7 @@ class StreamContent:
     completion_tokens: int | None = None  # usage.completion_tokens, likewise
     error: str | None = None  # first error event's message, if any
     malformed: str | None = None  # first event that was not JSON, if any
+    invalid: str | None = None  # first event whose JSON has the wrong shape or a wrong value, if any
     saw_done: bool = False  # whether `data: [DONE]` arrived
 
     def add_output(self, index: int, text: str) -> None:
@@ -48,6 +49,36 @@ class ApiAdapter(Protocol):
     def build_body(self, prompt: Prompt, *, model: str | None, max_tokens: int | None, extra: dict[str, Any]) -> bytes: ...
 
     def output_text(self, choice: dict[str, Any]) -> str: ...
+
+
+MAX_TOKEN_COUNT = 10**9  # a usage count above this is no real answer (and would overflow int64 sums)
+
+
+class InvalidEvent(ValueError):
+    """An event's JSON has a field of the wrong type or an impossible value; the message says which."""
+
+
+def _optional_str(value: Any, where: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidEvent(f"{where} is {_shown(value)}, not a string")
+    return value
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str) if not isinstance(value, float) else repr(value)
+    return text if len(text) <= 40 else text[:40] + "…"
+
+
+def _token_count(usage: dict[str, Any], key: str) -> int | None:
+    """A usage count as a whole number in [0, MAX_TOKEN_COUNT]; None when absent."""
+    value = usage.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOKEN_COUNT:
+        raise InvalidEvent(f"usage.{key} is {_shown(value)}, not a token count")
+    return value
 
 
 def _error_message(obj: dict[str, Any]) -> str:
@@ -121,6 +152,16 @@ def interpret_events(adapter: ApiAdapter, datas: Sequence[bytes], types: Sequenc
     content = StreamContent()
     if types is not None and not any(types):
         types = None  # every event has the default type: runs need not check types
+    try:
+        done_at = datas.index(DONE)  # the stream is over there: nothing after it may count
+    except ValueError:
+        done_at = len(datas)
+    else:
+        if done_at + 1 < len(datas):
+            after = interpret_events(adapter, datas[done_at + 1 :], None if types is None else types[done_at + 1 :])
+            if after.output_events:
+                content.invalid = f"output after [DONE] ({len(after.output_events)} events)"
+            datas = datas[: done_at + 1]
     plain_skeletons: set[tuple[bytes, bytes]] = set()
     skeleton: tuple[bytes, bytes] | None = None  # the last plain skeleton seen; the next events likely share it
     index, count = 0, len(datas)
@@ -209,20 +250,43 @@ def _read_event(
         if content.error is None:
             content.error = _error_message(obj)
         return None
-    usage = obj.get("usage")
-    if usage:
-        content.prompt_tokens = usage.get("prompt_tokens", content.prompt_tokens)
-        content.completion_tokens = usage.get("completion_tokens", content.completion_tokens)
-    choices = obj.get("choices")
-    if not choices:
+    try:
+        usage, text = _read_usage_and_text(adapter, obj, content)
+    except InvalidEvent as exc:
+        if content.invalid is None:
+            content.invalid = str(exc)
         return None
-    text = adapter.output_text(choices[0])
     if text:
         content.add_output(index, text)
     if split is not None and not usage and _means_plain_text(adapter, split):
         plain_skeletons.add((split[0], split[2]))
         return split[0], split[2]
     return None
+
+
+def _read_usage_and_text(adapter: ApiAdapter, obj: dict[str, Any], content: StreamContent) -> tuple[Any, str]:
+    """An event's usage (recorded into ``content``) and output text, each value checked as it is read."""
+    usage = obj.get("usage")
+    if usage is not None and not isinstance(usage, dict):
+        raise InvalidEvent(f"usage is {_shown(usage)}, not an object")
+    if usage:
+        prompt_tokens, completion_tokens = _token_count(usage, "prompt_tokens"), _token_count(usage, "completion_tokens")
+        if prompt_tokens is not None:
+            content.prompt_tokens = prompt_tokens
+        if completion_tokens is not None:
+            content.completion_tokens = completion_tokens
+    if "choices" not in obj:
+        if usage is None:
+            raise InvalidEvent(f"event has no 'choices': {_shown(obj)}")
+        return usage, ""
+    choices = obj["choices"]
+    if not isinstance(choices, list):
+        raise InvalidEvent(f"choices is {_shown(choices)}, not a list")
+    if not choices:
+        return usage, ""
+    if not isinstance(choices[0], dict):
+        raise InvalidEvent(f"choices[0] is {_shown(choices[0])}, not an object")
+    return usage, adapter.output_text(choices[0])
 
 
 def _means_plain_text(adapter: ApiAdapter, split: tuple[bytes, bytes, bytes]) -> bool:
@@ -232,7 +296,12 @@ def _means_plain_text(adapter: ApiAdapter, split: tuple[bytes, bytes, bytes]) ->
         if not isinstance(probe, dict) or probe.get("usage") or probe.get("error") is not None or probe.get("object") == "error":
             return False
         choices = probe.get("choices")
-        if not choices or adapter.output_text(choices[0]) != probe_text:
+        try:
+            if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+                return False
+            if adapter.output_text(choices[0]) != probe_text:
+                return False
+        except InvalidEvent:
             return False
     return True
 
@@ -257,12 +326,28 @@ class OpenAIChat:
         return _encode_body({"messages": list(prompt.chat_messages)}, model=model, max_tokens=max_tokens, extra=extra)
 
     def output_text(self, choice: dict[str, Any]) -> str:
-        delta = choice.get("delta") or choice.get("message")
-        if not delta:
+        delta = choice.get("delta")
+        if delta is None:
+            delta = choice.get("message")
+        if delta is None:
             return ""
-        text = (delta.get("content") or "") + (delta.get("reasoning_content") or delta.get("reasoning") or "")
-        for call in delta.get("tool_calls") or ():
-            text += (call.get("function") or {}).get("arguments") or ""
+        if not isinstance(delta, dict):
+            raise InvalidEvent(f"choices[0].delta is {_shown(delta)}, not an object")
+        text = _optional_str(delta.get("content"), "delta.content")
+        text += _optional_str(delta.get("reasoning_content"), "delta.reasoning_content") or _optional_str(
+            delta.get("reasoning"), "delta.reasoning"
+        )
+        calls = delta.get("tool_calls")
+        if calls is not None:
+            if not isinstance(calls, list):
+                raise InvalidEvent(f"delta.tool_calls is {_shown(calls)}, not a list")
+            for call in calls:
+                function = call.get("function") if isinstance(call, dict) else call
+                if function is None:
+                    continue
+                if not isinstance(function, dict):
+                    raise InvalidEvent(f"a tool call's function is {_shown(function)}, not an object")
+                text += _optional_str(function.get("arguments"), "tool_calls[].function.arguments")
         return text
 
 
@@ -275,7 +360,7 @@ class OpenAICompletions:
         return _encode_body({"prompt": prompt.completion_text}, model=model, max_tokens=max_tokens, extra=extra)
 
     def output_text(self, choice: dict[str, Any]) -> str:
-        return choice.get("text") or ""
+        return _optional_str(choice.get("text"), "choices[0].text")
 
 
 _ADAPTERS: dict[str, ApiAdapter] = {a.name: a for a in (OpenAIChat(), OpenAICompletions())}
