@@ -124,3 +124,57 @@ def test_report_main(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
 def test_report_usage_errors_are_one_line_exit_2() -> None:
     assert_one_line_usage_error("report", expect="required: run_dir")
     assert_one_line_usage_error("report", "d", "--bogus", expect="unrecognized arguments: --bogus")
+
+
+def _failing_run(path: Path) -> Path:
+    """One step: 3 ok, 4 x http_429 (two texts), 2 x http_500 (one text), 1 timeout without text."""
+    from perfbench.metrics import summarize_step
+    from perfbench.records import OK, RequestRecord
+    from perfbench.report.files import RecordWriter
+
+    failures = [("http_429", 429, "HTTP 429: slow down <b>now</b>")] * 3 + [("http_429", 429, "HTTP 429: quota")]
+    failures += [("http_500", 500, f"HTTP 500: {EVIL}")] * 2 + [("timeout", None, None)]
+    records = [RequestRecord(0, k, False, OK, 200, None, k, k, k + 9, (k + 5, k + 9), (1, 1), 3, 2, "usage") for k in range(3)]
+    records += [
+        RequestRecord(0, 3 + k, False, status, http, error, k, k, k + 9, (), (), 3, None, None)
+        for k, (status, http, error) in enumerate(failures)
+    ]
+    path.mkdir()
+    writer = RecordWriter(path / "requests.jsonl", run_start_ns=0)
+    for record in records:
+        writer.write(record)
+    writer.close()
+    step = summarize_step(records, concurrency=2, rate_req_s=None, requests_expected=10).to_dict()
+    summary = {"schema": "perfbench.summary/1", "target": {"url": "http://127.0.0.1:1/v1/chat/completions"}, "steps": [step]}
+    (path / "summary.json").write_text(json.dumps(summary))
+    return path
+
+
+def _failure_rows(run: Path) -> dict[str, list[str]]:
+    page = write_html_report(run).read_text()
+    section = page[page.index("<h2>Failures</h2>"):]
+    section = section[: section.index("</section>")]
+    rows = {}
+    for row in re.findall(r"<tr>(.*?)</tr>", section)[1:]:
+        cells = re.findall(r"<td[^>]*>(.*?)</td>", row)
+        rows[cells[1]] = cells[2:]
+    return rows
+
+
+def test_failures_show_each_reason_with_its_count_and_sample_texts_escaped(tmp_path: Path) -> None:
+    run = _failing_run(tmp_path / "run")
+    rows = _failure_rows(run)
+    assert rows == {
+        "http_429": ["4", "<code>HTTP 429: slow down &lt;b&gt;now&lt;/b&gt;</code><br><code>HTTP 429: quota</code>"],
+        "http_500": ["2", "<code>HTTP 500: &lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;</code>"],
+        "timeout": ["1", '<span class="muted">-</span>'],
+    }
+    # The sample comes from summary.json's failure_examples even when requests.jsonl is gone ...
+    (run / "requests.jsonl").unlink()
+    assert _failure_rows(run)["http_429"] == ["4", "<code>HTTP 429: slow down &lt;b&gt;now&lt;/b&gt;</code>"]
+    # ... and from requests.jsonl for a summary written before failure_examples existed.
+    run = _failing_run(tmp_path / "old")
+    summary = json.loads((run / "summary.json").read_text())
+    del summary["steps"][0]["failure_examples"]
+    (run / "summary.json").write_text(json.dumps(summary))
+    assert _failure_rows(run) == rows

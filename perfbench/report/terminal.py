@@ -95,6 +95,7 @@ def percentile_table(step: Mapping[str, Any], *, title: str) -> Table:
 
 
 def failures_table(steps: Sequence[Mapping[str, Any]]) -> Table | None:
+    """Each failure reason: its count per step and a sample of what went wrong (the first error text seen)."""
     reasons = sorted({r for s in steps for r in (s.get("failure_reasons") or {})})
     if not reasons:
         return None
@@ -102,8 +103,11 @@ def failures_table(steps: Sequence[Mapping[str, Any]]) -> Table | None:
     table.add_column("Reason")
     for step in steps:
         table.add_column(step_label(step), justify="right")
+    table.add_column("Sample error", overflow="fold")
     for reason in reasons:
-        table.add_row(reason, *(_num((s.get("failure_reasons") or {}).get(reason, 0)) for s in steps))
+        sample = next((s["failure_examples"][reason] for s in steps if (s.get("failure_examples") or {}).get(reason)), None)
+        # Text: the server's words are shown as they are, never read as rich markup.
+        table.add_row(reason, *(_num((s.get("failure_reasons") or {}).get(reason, 0)) for s in steps), Text(sample or "-"))
     return table
 
 
