@@ -334,7 +334,7 @@ def _after_run(config: Any, outcome: Any, console: Any, baseline_dir: Path | Non
     parquet = write_requests_parquet(run_dir) if outcome.summary["steps"] else None
     console.print(f"Files: {run_dir}/ (summary.json, summary.csv, requests.jsonl{', requests.parquet' if parquet else ''})")
     if outcome.interrupted:
-        console.print("[yellow]Interrupted: the summary covers the requests that finished.[/]")
+        console.print(f"[yellow]Interrupted ({outcome.stopped_by or 'Ctrl-C'}): the summary covers the requests that finished.[/]")
         return 130 if exit_code == 0 else exit_code
     return exit_code
 

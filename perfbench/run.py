@@ -10,14 +10,15 @@ from __future__ import annotations
 import asyncio
 import json
 import datetime as dt
+import logging
 import platform
-import signal
 import socket
+import tempfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -32,8 +33,11 @@ from perfbench.metrics import StepAccumulator, StepSummary
 from perfbench.prompts import Prompt, load_prompts, synthetic_prompts
 from perfbench.records import CONNECT_ERROR, RequestRecord
 from perfbench.redact import run_secrets
-from perfbench.report.files import SUMMARY_SCHEMA, RecordReader, RecordWriter, write_summary
+from perfbench.report.files import SUMMARY_SCHEMA, OutputError, RecordReader, RecordWriter, write_summary
+from perfbench.signals import CTRL_C, RunStopper, hold_signals, stop_on_signals
 from perfbench.tokens import Tokenizer, count_chat_tokens, count_prompt_tokens
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_INPUT_TOKENS = "fixed:128"  # synthetic prompt length when no prompts are given
 DEFAULT_MAX_TOKENS = 128  # output cap when neither --max-tokens nor --output-tokens is given
@@ -211,6 +215,23 @@ def summarize(config: RunConfig, state: RunState) -> list[StepSummary]:
     return [_summarize_step(config, state, index, load, expected) for index, load, expected in state.steps]
 
 
+def every_request_failed(steps: Sequence[Mapping[str, Any]]) -> str | None:
+    """When requests finished and not one of any step succeeded: the line saying why, naming the
+    most common reason, its count and its first error text
+    (``every request failed: http_404 (100): HTTP 404: no such model``); else None."""
+    if not steps or any(step.get("requests_succeeded") for step in steps):
+        return None
+    counts: Counter[str] = Counter()
+    for step in steps:
+        counts.update(step.get("failure_reasons") or {})
+    if not counts:
+        return None  # nothing finished: nothing failed either
+    reason, count = min(counts.items(), key=lambda item: (-item[1], item[0]))  # a tie: the first name
+    text = next((s["failure_examples"][reason] for s in steps if (s.get("failure_examples") or {}).get(reason)), None)
+    sample = f": {' '.join(str(text).split())}" if text else ""
+    return f"every request failed: {reason} ({count}){sample}"
+
+
 StepCallback = Callable[[StepSummary], None]
 
 
@@ -350,6 +371,7 @@ class RunOutcome:
     summary: dict[str, Any]
     run_dir: Path
     interrupted: bool
+    stopped_by: str | None = None  # what interrupted the run: "Ctrl-C", "SIGTERM", "SIGHUP"
 
 
 def execute(
@@ -385,11 +407,20 @@ def execute(
     state = RunState(reader=RecordReader(writer.path))
     sampler_box: list[Any] = []
 
+    stopper = RunStopper()
+    write_failures: list[OutputError] = []  # the first record that could not be written
+
     def sink(record: RequestRecord) -> None:
         state.add(record)
-        writer.write(record)
+        try:
+            writer.write(record)
+        except OutputError as exc:
+            # Raised into the engine it would crash the loop: stop the run like an interrupt instead.
+            write_failures.append(exc)
+            stopper.stop(str(exc))
 
     async def main() -> None:
+        stopper.attach()
         load = drive(config, target, requests, state, sink, counters, tokenizer, on_step_start, on_step_done)
         if telemetry is None:
             await load
@@ -399,26 +430,57 @@ def execute(
             await load
 
     interrupted = False
-    try:
-        asyncio.run(main())
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        # A second Ctrl-C must not cost the summary of what finished: hold it off while writing.
-        previous_handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    summary_dir: Path | None = run_dir
+    summary_failure: OutputError | None = None
+    with stop_on_signals(stopper):  # SIGTERM and SIGHUP: like Ctrl-C, not an instant death
         try:
-            writer.close()
-            steps = summarize(config, state)
-            extra: dict[str, Any] = {"run_start_unix_s": time.time() - (time.perf_counter_ns() - run_start_ns) / 1e9}
-            if sampler_box:
-                sampler = sampler_box[0]
-                sampler.write(run_dir / "telemetry.jsonl")
-                extra["telemetry"] = sampler.summary(state.output_tokens)
-            summary = build_summary(
-                config, target_url=endpoint_url, model=model, started_at=started_at, steps=steps, state=state,
-                interrupted=interrupted, extra=extra,
-            )
-            write_summary(run_dir, summary)
+            asyncio.run(main())
+        except KeyboardInterrupt:
+            interrupted = True
+            stopper.stop(CTRL_C)  # only names the reason: the loop has ended
+        except asyncio.CancelledError:
+            if stopper.reason is None:
+                raise
+            interrupted = True
         finally:
-            signal.signal(signal.SIGINT, previous_handler)
-    return RunOutcome(summary=summary, run_dir=run_dir, interrupted=interrupted)
+            # A second signal must not cost the summary of what finished: hold them off while writing.
+            with hold_signals():
+                writer.close()
+                steps = summarize(config, state)
+                extra: dict[str, Any] = {"run_start_unix_s": time.time() - (time.perf_counter_ns() - run_start_ns) / 1e9}
+                if sampler_box:
+                    sampler = sampler_box[0]
+                    try:
+                        sampler.write(run_dir / "telemetry.jsonl")
+                    except OSError as exc:
+                        logger.warning("cannot write telemetry.jsonl (%s); the summary still holds its figures", exc.strerror)
+                    extra["telemetry"] = sampler.summary(state.output_tokens)
+                summary = build_summary(
+                    config, target_url=endpoint_url, model=model, started_at=started_at, steps=steps, state=state,
+                    interrupted=interrupted, extra=extra,
+                )
+                summary_dir, summary_failure = _write_summary_somewhere(run_dir, summary)
+    failure = write_failures[0] if write_failures else summary_failure
+    if failure is not None:
+        where = f"the summary of what finished is in {summary_dir / 'summary.json'}" if summary_dir else "no summary could be written"
+        raise OutputError(f"{failure} ({where})")
+    return RunOutcome(summary=summary, run_dir=run_dir, interrupted=interrupted, stopped_by=stopper.reason if interrupted else None)
+
+
+def _write_summary_somewhere(run_dir: Path, summary: dict[str, Any]) -> tuple[Path | None, OutputError | None]:
+    """Write the summary into ``run_dir``, else into a new folder in the system's temp dir.
+
+    Returns (where it went or None, the run dir's error or None): a full disk must not cost the
+    figures of what finished.
+    """
+    try:
+        write_summary(run_dir, summary)
+        return run_dir, None
+    except OutputError as exc:
+        failure = exc
+    try:
+        fallback = Path(tempfile.mkdtemp(prefix="perfbench-summary-"))
+        write_summary(fallback, summary)
+    except (OSError, OutputError):
+        return None, failure
+    return fallback, failure

@@ -7,10 +7,12 @@ later, and a damaged file is reported the same way everywhere.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
-import math
 import logging
+import math
+import os
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -23,20 +25,55 @@ SUMMARY_SCHEMA = "perfbench.summary/1"
 STATS_FIELDS = ("count", "mean", "std", "min", "p50", "p90", "p95", "p99", "max")
 
 
+class OutputError(ConfigError):
+    """A run's file cannot be written (disk full, read-only or vanished folder): exit 2, one line."""
+
+
+def output_error(name: str, exc: OSError) -> OutputError:
+    """The one-line message for a failed write of ``name``, naming the fix."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return OutputError(f"cannot write {name}: {reason}; free space or choose another --output-dir")
+
+
 class RecordWriter:
-    """Appends one requests.jsonl line per finished request, flushed at once (a crash keeps it)."""
+    """Appends one requests.jsonl line per finished request, each in one unbuffered write (a crash keeps it).
+
+    A failed write (disk full, I/O error) raises OutputError once; the file is cut back to its last
+    whole line where the system allows, and nothing more is written, so every line before the
+    last stays valid.
+    """
 
     def __init__(self, path: Path, run_start_ns: int) -> None:
         self.path = path
         self._run_start_ns = run_start_ns
-        self._file = path.open("a", encoding="utf-8")
+        try:
+            self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+        except OSError as exc:
+            raise output_error(path.name, exc) from None
+        self._good_bytes = os.fstat(self._fd).st_size  # file size after the last whole line
+        self.failed = False
 
     def write(self, record: RequestRecord) -> None:
-        self._file.write(json.dumps(record.to_json(self._run_start_ns), separators=(",", ":")) + "\n")
-        self._file.flush()
+        if self.failed or self._fd is None:
+            return
+        line = (json.dumps(record.to_json(self._run_start_ns), separators=(",", ":")) + "\n").encode("utf-8")
+        try:
+            view = memoryview(line)
+            while view:  # one write in practice; a short write (disk nearly full) continues the same line
+                view = view[os.write(self._fd, view) :]
+        except OSError as exc:
+            self.failed = True
+            try:
+                os.ftruncate(self._fd, self._good_bytes)  # drop the torn part; needs no free space
+            except OSError:
+                pass  # e.g. a pipe or /dev/full: the torn line is the last one, which readers skip
+            raise output_error(self.path.name, exc) from None
+        self._good_bytes += len(line)
 
     def close(self) -> None:
-        self._file.close()
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
 
 
 def iter_request_lines(run_dir: Path) -> Iterator[dict[str, Any]]:
@@ -157,11 +194,23 @@ def _numbered_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def write_summary(run_dir: Path, summary: Mapping[str, Any]) -> None:
-    """summary.json (the schema of DESIGN.md) and summary.csv (one row per step, stats flattened)."""
+    """summary.json (the schema of DESIGN.md) and summary.csv (one row per step, stats flattened).
+
+    summary.json appears whole or not at all (written aside, then renamed). OutputError when a
+    file cannot be written.
+    """
     tmp = run_dir / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(run_dir / "summary.json")
-    write_summary_csv(run_dir / "summary.csv", summary["steps"])
+    try:
+        tmp.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        tmp.replace(run_dir / "summary.json")
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise output_error("summary.json", exc) from None
+    try:
+        write_summary_csv(run_dir / "summary.csv", summary["steps"])
+    except OSError as exc:
+        raise output_error("summary.csv", exc) from None
 
 
 def read_summary(run_dir: Path) -> dict[str, Any]:

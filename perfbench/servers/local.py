@@ -1,7 +1,8 @@
 """Start a local model server as a child process, wait until it answers, and always stop it.
 
 ``start_local_server`` runs ``python -m perfbench serve --engine transformers ...`` or
-``vllm serve ...`` in its own process group with stdout and stderr going to a log file, polls
+``vllm serve ...`` in its own process group with stdout and stderr going to a log file (the
+child dies with perfbench, even a SIGKILLed one: perfbench/servers/lifetime.py), polls
 ``/health`` then ``/v1/models`` until both answer, and yields a ``LocalServer``. On leaving the
 ``with`` block, normally, on an exception or on Ctrl-C, it sends SIGTERM to the whole process
 group, waits, then SIGKILLs what is left, so no worker process outlives the run.
@@ -27,6 +28,7 @@ from typing import Callable, Iterator
 
 import perfbench
 from perfbench.errors import ConfigError, TargetError
+from perfbench.servers.lifetime import die_with_parent_preexec
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +55,8 @@ class LocalServer:
         process, self._process = self._process, None
         if process is not None:
             _stop_group(process, self.stop_grace_s)
+            if process.stdin is not None:  # the parent-watch pipe (see start_local_server)
+                process.stdin.close()
 
 
 def free_port() -> int:
@@ -76,7 +80,7 @@ def server_command(
     return [
         sys.executable, "-m", "perfbench", "serve", "--engine", "transformers", "--model", model,
         "--host", "127.0.0.1", "--port", str(port), "--device", device, "--dtype", dtype,
-        "--max-batch-size", str(max_batch_size),
+        "--max-batch-size", str(max_batch_size), "--parent-pid", str(os.getpid()),
     ]  # fmt: skip
 
 
@@ -112,9 +116,15 @@ def start_local_server(
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     env.setdefault("PYTHONUNBUFFERED", "1")
     logger.info("starting %s server: %s (log: %s)", engine, " ".join(command), log_path)
+    # The server must die with perfbench, even a SIGKILLed one (servers/lifetime.py): our own
+    # server watches the pipe on its stdin and arms the parent-death signal itself; vLLM gets
+    # that signal from a preexec hook.
+    own_server = engine == "transformers"
     with open(log_path, "ab") as log_file:
         process = subprocess.Popen(
-            command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            command, stdout=log_file, stderr=subprocess.STDOUT, env=env,
+            stdin=subprocess.PIPE if own_server else subprocess.DEVNULL,
+            preexec_fn=None if own_server else die_with_parent_preexec(),
             start_new_session=True,  # its own process group: one signal reaches its workers too
         )  # fmt: skip
     server = LocalServer(f"http://127.0.0.1:{port}", model, engine, log_path, process)

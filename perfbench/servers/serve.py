@@ -32,12 +32,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--engine-args", default="", help='extra arguments for vllm serve, one string: "--max-model-len 4096"')
     parser.add_argument("--served-model-name", default=None, help="model name in the API (default: --model)")
+    # Set by perfbench when it starts this server for a run (servers/local.py): exit when that
+    # process is gone; stdin is then a pipe from it (servers/lifetime.py).
+    parser.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
     return parser
 
 
 def main(argv: list[str]) -> int:
     """Run ``perfbench serve`` with ``argv`` (the words after ``serve``); returns the exit code."""
     args = build_parser().parse_args(argv)
+    if args.parent_pid is not None:  # first, so that even a slow model load never outlives perfbench
+        from perfbench.servers.lifetime import exit_with_parent
+
+        exit_with_parent(args.parent_pid)
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port {args.port} is not a TCP port; use 1-65535")
     if args.max_batch_size < 1:
