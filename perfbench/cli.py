@@ -336,6 +336,12 @@ def _after_run(config: Any, outcome: Any, console: Any, baseline_dir: Path | Non
     if outcome.interrupted:
         console.print(f"[yellow]Interrupted ({outcome.stopped_by or 'Ctrl-C'}): the summary covers the requests that finished.[/]")
         return 130 if exit_code == 0 else exit_code
+    from perfbench.run import every_request_failed
+
+    all_failed = every_request_failed(outcome.summary["steps"])
+    if all_failed is not None:  # exit 3, after summary.json and the report are written
+        print(f"perfbench: error: {all_failed}", file=sys.stderr)
+        return 3
     return exit_code
 
 

@@ -415,7 +415,8 @@ def _capacity_figure(
         thr_ax.set_ylim(0, thr_ax.get_ylim()[1] * 1.1)
     for ax in axes.flat:
         ax.legend(fontsize=8, loc="best")
-    curve_ax.set_xlim(0, np.nanmax(throughput) * 1.15)  # room for the last point's label
+    if np.nanmax(throughput) > 0:  # all zero when every request failed: matplotlib picks the span
+        curve_ax.set_xlim(0, np.nanmax(throughput) * 1.15)  # room for the last point's label
     return figure
 
 
