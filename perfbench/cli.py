@@ -166,9 +166,10 @@ def run_main(argv: Sequence[str]) -> int:
     from perfbench.config import config_from_settings, resolve_url
     from perfbench.engine import LiveCounters
     from perfbench.report.terminal import LiveDisplay, render_summary
-    from perfbench.run import default_run_dir, execute, make_run_dir
+    from perfbench.run import check_open_files, default_run_dir, execute, make_run_dir
 
     config = config_from_settings(_settings(args))
+    check_open_files(config)  # before any server starts: refusing after a model load would waste it
     console = Console(highlight=False)
     if not console.is_terminal:
         console.width = max(console.width, 140)  # logs and pipes: don't squeeze the tables

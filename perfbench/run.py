@@ -29,6 +29,7 @@ from perfbench.config import DATASET_LENGTHS, LoadStep, RunConfig, safe_name
 from perfbench.engine import Engine, LiveCounters, PreparedRequest, StepPlan, Target, make_session
 from perfbench.errors import ConfigError, TargetError
 from perfbench.lengths import LengthDistribution
+from perfbench.limits import OPEN_FILES_MARGIN, ensure_open_files
 from perfbench.metrics import StepAccumulator, StepSummary
 from perfbench.prompts import Prompt, load_prompts, synthetic_prompts
 from perfbench.records import CONNECT_ERROR, RequestRecord
@@ -181,6 +182,26 @@ UNCAPPED = 1_000_000  # open-loop steps without a cap: more slots than any run c
 MAX_CONNECTIONS = 4096  # the connection pool's bound for uncapped steps
 
 
+def max_connections(config: RunConfig) -> tuple[int, str | None]:
+    """The connection pool's size for the run, and the flag that sets it ("--concurrency 2000").
+
+    The flag is None when an open-loop step without a cap sets it: then MAX_CONNECTIONS is only
+    what the pool allows, not what the run will use.
+    """
+    loads = [(s.concurrency, f"--concurrency {s.concurrency}") if s.concurrency else (MAX_CONNECTIONS, None) for s in config.steps]
+    if config.search == "concurrency":
+        loads.append((int(config.search_max), f"--search-max {config.search_max:g}"))
+    size, flag = max(loads, key=lambda load: load[0])
+    return min(size, MAX_CONNECTIONS), flag
+
+
+def check_open_files(config: RunConfig) -> None:
+    """Before the run: room for every connection (see perfbench/limits.py); ConfigError when there is none."""
+    connections, flag = max_connections(config)
+    per_connection = 2 if config.simulated else 1  # the built-in mock serves each connection in this process
+    ensure_open_files(connections * per_connection + OPEN_FILES_MARGIN, what=flag)
+
+
 def _plan(config: RunConfig, index: int, load: LoadStep) -> StepPlan:
     return StepPlan(
         step=index,
@@ -247,10 +268,7 @@ async def drive(
     on_step_done: StepCallback,
 ) -> None:
     """Run the ladder (or the max-load search) through one pooled session."""
-    loads = [s.concurrency or MAX_CONNECTIONS for s in config.steps]
-    if config.search == "concurrency":
-        loads.append(int(config.search_max))
-    max_in_flight = min(max(loads), MAX_CONNECTIONS)
+    max_in_flight, _ = max_connections(config)
     async with make_session(max_in_flight, config.timeout_s, config.connect_timeout_s) as session:
         engine = Engine(session, target, requests, sink, tokenizer=tokenizer, counters=counters)
         if config.preflight:
