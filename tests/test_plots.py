@@ -255,3 +255,22 @@ def test_plots_read_requests_in_chunks_and_draw_the_same(tmp_path: Path, monkeyp
     assert len(largest) > 40 and max(largest) == 7
     assert chunked.keys() == one.keys() == {"capacity.png", "percentiles.png", "latency_cdf.png", "timeline.png"}
     assert chunked == one
+
+
+@pytest.mark.parametrize("max_fine_bins", [1_000_000, 50])
+def test_token_histogram_counts_what_a_histogram_of_every_package_counts(monkeypatch: pytest.MonkeyPatch, max_fine_bins: int) -> None:
+    # The timeline counts packages into fine bins as chunks arrive instead of keeping them; with
+    # few bins allowed it coarsens 10x (twice here: 10 ms -> 1 s) and must still count every token.
+    monkeypatch.setattr(plots, "_MAX_FINE_BINS", max_fine_bins)
+    rng = np.random.default_rng(3)
+    times_s = np.sort(rng.uniform(0, 40, 5000))
+    tokens = rng.integers(1, 4, 5000).astype(np.float64)
+    histogram = plots._TokenHistogram()
+    for part in np.array_split(np.arange(5000), 13):
+        histogram.add(times_s[part], tokens[part])
+    width_s = 1.0 if max_fine_bins == 50 else 0.2
+    assert histogram.width_s == pytest.approx(1.0 if max_fine_bins == 50 else 0.01)
+    edges = np.arange(0, 40 + width_s, width_s)
+    expected, _ = np.histogram(times_s, bins=edges, weights=tokens)
+    assert histogram.per_bin(edges) == pytest.approx(expected)
+    assert histogram.per_bin(edges).sum() == tokens.sum()

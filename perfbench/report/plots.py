@@ -155,8 +155,7 @@ class _Requests:
     end_s: np.ndarray  # float64
     ttft_ms: np.ndarray  # float64, NaN without output packages (metrics.py's definition)
     latency_ms: np.ndarray  # float64, NaN without output packages (metrics.py's definition)
-    package_s: np.ndarray  # float64: arrival of every output package
-    package_tokens: np.ndarray  # float64: output tokens it carried
+    tokens: _TokenHistogram  # output tokens by package arrival
 
     @property
     def measured(self) -> np.ndarray:
@@ -166,8 +165,9 @@ class _Requests:
 
 def _read_requests(run_dir: Path) -> _Requests:
     """The run's records as ``_Requests`` columns (ConfigError for a damaged requests.jsonl)."""
-    names = [f.name for f in _Requests.__dataclass_fields__.values()]
+    names = [f.name for f in _Requests.__dataclass_fields__.values() if f.name != "tokens"]
     columns: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    tokens = _TokenHistogram()
     for chunk in iter_record_chunks(run_dir):
         n = len(chunk)
         values_ms = metrics.per_request_ms(chunk)
@@ -178,14 +178,52 @@ def _read_requests(run_dir: Path) -> _Requests:
             columns[name].append(np.fromiter((getattr(r, attribute) for r in chunk), dtype=np.int64, count=n) / 1e9)
         columns["ttft_ms"].append(values_ms["ttft_ms"])
         columns["latency_ms"].append(values_ms["latency_ms"])
-        package_s, package_tokens = _package_tokens(chunk)
-        columns["package_s"].append(package_s)
-        columns["package_tokens"].append(package_tokens)
+        tokens.add(*_package_tokens(chunk))
     dtypes = {"step": np.int64, "warmup": bool, "ok": bool}
-    return _Requests(**{
-        name: np.concatenate(parts) if parts else np.empty(0, dtype=dtypes.get(name, np.float64))
-        for name, parts in columns.items()
-    })  # fmt: skip
+    joined = {}
+    for name in names:  # one column's chunks at a time: never the chunks and the columns of everything at once
+        parts = columns.pop(name)
+        joined[name] = np.concatenate(parts) if parts else np.empty(0, dtype=dtypes.get(name, np.float64))
+    return _Requests(**joined, tokens=tokens)
+
+
+_FINE_BIN_S = 0.01  # the narrowest timeline bin (_bin_s)
+_MAX_FINE_BINS = 1_000_000  # past this many, the fine bins become 10x wider (a run of hours needs no 10 ms bins)
+
+
+class _TokenHistogram:
+    """Output tokens by arrival time, counted into fine bins as chunks are read, so the packages
+    of a long run are never all held. A bin spans ``[k, k+1) * width_s`` since the run's start;
+    ``width_s`` (10 ms, 10x wider whenever a run outgrows the bins) divides every width ``_bin_s``
+    picks for the run, so the timeline's bins, aligned to multiples of their width, are sums of whole fine bins.
+    """
+
+    def __init__(self) -> None:
+        self.width_s = _FINE_BIN_S
+        self.tokens = np.zeros(0)  # tokens per fine bin
+
+    def add(self, times_s: np.ndarray, tokens: np.ndarray) -> None:
+        if not len(times_s):
+            return
+        index = np.maximum(np.floor(times_s / self.width_s), 0).astype(np.int64)  # none arrive before the start
+        while int(index.max()) >= _MAX_FINE_BINS:
+            self._coarsen()
+            index //= 10
+        counted = np.bincount(index, weights=tokens)
+        if len(counted) > len(self.tokens):
+            self.tokens = np.concatenate([self.tokens, np.zeros(len(counted) - len(self.tokens))])
+        self.tokens[: len(counted)] += counted
+
+    def _coarsen(self) -> None:
+        padded = np.concatenate([self.tokens, np.zeros(-len(self.tokens) % 10)])
+        self.tokens = padded.reshape(-1, 10).sum(axis=1)
+        self.width_s *= 10
+
+    def per_bin(self, edges: np.ndarray) -> np.ndarray:
+        """Tokens in each bin between consecutive ``edges`` (each fine bin counted where its middle falls)."""
+        middles = (np.arange(len(self.tokens)) + 0.5) * self.width_s
+        counts, _ = np.histogram(middles, bins=edges, weights=self.tokens)
+        return counts
 
 
 def _every_kth(count: int, limit: int = _MAX_MARKERS) -> int:
@@ -559,9 +597,10 @@ def _timeline_figure(requests: _Requests, steps: list[_Step], title: str) -> Fig
 
     # Requests in flight, time-averaged per bin (the exact count flickers between requests).
     width_s = _bin_s(stop_s - start_s)
-    edges = np.arange(start_s, stop_s + width_s, width_s)
+    first_edge_s = math.floor(start_s / width_s) * width_s  # bins at multiples of their width: whole fine token bins
+    edges = np.arange(first_edge_s, stop_s + width_s, width_s)
     if len(edges) < 2:
-        edges = np.array([start_s, start_s + width_s])
+        edges = np.array([first_edge_s, first_edge_s + width_s])
     in_flight = np.diff(_busy_time_s(sent_s, end_s, edges)) / width_s
     in_flight_ax.stairs(in_flight, edges, color="#1f77b4", linewidth=1.5, label=f"in flight (mean per {width_s:g} s)")
     failed_end_s = end_s[~requests.ok]
@@ -575,7 +614,7 @@ def _timeline_figure(requests: _Requests, steps: list[_Step], title: str) -> Fig
     in_flight_ax.legend(fontsize=8, loc="upper left")
 
     # Output tokens per second, from each package's arrival and token count.
-    counts, _ = np.histogram(requests.package_s, bins=edges, weights=requests.package_tokens)
+    counts = requests.tokens.per_bin(edges)
     tokens_ax.stairs(counts / width_s, edges, fill=True, color="#2ca02c", alpha=0.7, label=f"output tok/s ({width_s:g} s bins)")
     tokens_ax.set_ylabel("Output tokens / s")
     tokens_ax.legend(fontsize=8, loc="upper left")
