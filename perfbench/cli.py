@@ -355,7 +355,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             module = importlib.import_module(SUBCOMMANDS[argv[0]][0])
             return int(module.main(argv[1:]) or 0)
-        return run_main(argv)
+        from perfbench.signals import terminate_as_interrupt
+
+        with terminate_as_interrupt():  # SIGTERM, SIGHUP: like Ctrl-C (a local server stops, exit 130)
+            return run_main(argv)
     except PerfbenchError as exc:
         if debug:
             raise

@@ -5,16 +5,20 @@
 default kill the process at once: no summary, a local server left running. ``stop_on_signals``
 makes them cancel the main task the same way, through a ``RunStopper``, which the run also uses
 when it must stop for its own reasons (a record that cannot be written). ``hold_signals`` ignores
-all three while the summary is written, so an impatient second signal does not cost it.
+all three while the summary is written, so an impatient second signal does not cost it. Outside
+the run's loop (starting a local server, writing reports), ``terminate_as_interrupt`` makes them
+raise KeyboardInterrupt, so ``with`` blocks unwind (the server stops) and the CLI exits 130.
 """
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import threading
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
+
+if TYPE_CHECKING:  # asyncio is imported where it is used: `perfbench --help` must stay quick
+    import asyncio
 
 TERMINATING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # by default these kill the process without cleanup
 STOP_SIGNALS = (signal.SIGINT, *TERMINATING_SIGNALS)
@@ -31,6 +35,8 @@ class RunStopper:
 
     def attach(self) -> None:
         """Call first thing inside the run's main coroutine: that task is the one to cancel."""
+        import asyncio
+
         self._loop = asyncio.get_running_loop()
         self._task = asyncio.current_task()
         if self.reason is not None and self._task is not None:  # a signal came before the loop ran
@@ -54,6 +60,24 @@ class RunStopper:
 def stop_on_signals(stopper: RunStopper) -> Iterator[None]:
     """While inside, SIGTERM and SIGHUP call ``stopper`` instead of killing the process."""
     previous = _install({sig: stopper.on_signal for sig in TERMINATING_SIGNALS})
+    try:
+        yield
+    finally:
+        _install(previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP outside a run's loop: handled like Ctrl-C."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated(signal.Signals(signum).name)
+
+
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """While inside, SIGTERM and SIGHUP raise ``Terminated`` (a KeyboardInterrupt) instead of killing the process."""
+    previous = _install({sig: _raise_terminated for sig in TERMINATING_SIGNALS})
     try:
         yield
     finally:

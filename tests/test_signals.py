@@ -126,6 +126,30 @@ def test_sigterm_stops_the_local_server_and_sigkill_does_not_orphan_it(tmp_path)
         kill_if_alive(server_pid)
 
 
+def test_sigterm_while_the_local_server_starts_stops_it_and_exits_130(tmp_path):
+    """Before the run's loop (the server still loading), SIGTERM is a Ctrl-C too: the server is stopped, not orphaned."""
+    from tests.tiny_llama import shared_tiny_llama
+
+    run = subprocess.Popen(
+        [*PERFBENCH, "--model", str(shared_tiny_llama()), "--device", "cpu", "-n", "1", "--no-live", "--no-plots",
+         "--no-telemetry", "--output-dir", str(tmp_path / "run")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    server_pid = None
+    try:
+        wait_until(lambda: bool(children(run.pid)) or run.poll() is not None, 60, "the server process")
+        (server_pid,) = children(run.pid)
+        run.send_signal(signal.SIGTERM)  # the server is still importing torch and loading the model
+        _, stderr = run.communicate(timeout=60)
+        assert run.returncode == 130, stderr
+        assert "perfbench: interrupted" in stderr and "Traceback" not in stderr
+        assert not alive(server_pid)
+    finally:
+        kill_if_alive(run.pid)
+        if server_pid is not None:
+            kill_if_alive(server_pid)
+
+
 # A parent process for the lifetime tests: starts CHILD with stdin from fd 0 of its own, prints its pid, waits.
 PARENT = """
 import subprocess, sys, time
