@@ -56,7 +56,7 @@ def mock_process(*args: str) -> Iterator[str]:
 
 
 def body(max_tokens: int) -> bytes:
-    return get_adapter("openai-chat").build_body(Prompt("hello there", None, None), model="mock", max_tokens=max_tokens, extra={})
+    return get_adapter("openai-chat").build_body([Prompt("hello there", None, None)], model="mock", max_tokens=max_tokens, extra={})
 
 
 async def perfbench_client(base: str, *, requests: int, concurrency: int, tokens: int):

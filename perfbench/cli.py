@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
 from perfbench import __version__
+from perfbench.apis import API_NAMES
 from perfbench.errors import ConfigError, PerfbenchError
 
 SUBCOMMANDS = {
@@ -59,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = p.add_argument_group("target")
     t.add_argument("--url", help="endpoint (…/v1/chat/completions, …/v1/completions) or base URL (http://host:port[/v1]); "
                    "without it, perfbench starts a server: for --model, else the built-in mock (simulated)")
-    t.add_argument("--api", choices=("openai-chat", "openai-completions"), help="API for a base URL (default openai-chat)")
+    t.add_argument("--api", choices=API_NAMES, help="API for a base URL (default openai-chat); a known endpoint path picks it")
     t.add_argument("--model", help="model name sent in requests; without --url, the model (directory or HF cache name) to serve")
     t.add_argument("--engine", choices=("transformers", "vllm"), help="local server engine for --model without --url (default transformers)")
     t.add_argument("--engine-args", help="extra arguments for the local server (vllm serve …)")
@@ -93,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--output-tokens", metavar="DIST", help="exact output length (sets max_tokens=min_tokens and ignore_eos): 256, "
                    "uniform:64-512, normal:256,64, or 'dataset' for each prompt's own (JSONL max_tokens, ShareGPT answer words)")
     w.add_argument("--max-tokens", type=int, help="cap on output tokens per request (default 128)")
+    w.add_argument("--batch-size", type=int, metavar="N", help="inputs per request for --api openai-embeddings (default 1)")
     w.add_argument("--ignore-eos", action="store_const", const=True, help="ask the server to ignore EOS (vLLM-style servers)")
     w.add_argument("--extra-body", metavar="JSON", help="JSON object merged into every request body, e.g. '{\"temperature\": 0}'")
     w.add_argument("--shared-prefix-tokens", type=int, metavar="K", help="synthetic prompts share a K-token prefix (prefix caching)")

@@ -66,6 +66,7 @@ class RunConfig:
     output_tokens: str | None = None  # exact output length distribution (tokens)
     max_tokens: int | None = None  # cap on output tokens
     ignore_eos: bool = False  # ask the server to ignore EOS (vLLM-style servers)
+    batch_size: int = 1  # inputs per request (embeddings API)
     extra_body: Mapping[str, Any] = field(default_factory=dict)  # merged into every request body
     shared_prefix_tokens: int = 0  # synthetic prompts share a prefix of this many tokens
     prefix_groups: int = 1  # number of distinct shared prefixes
@@ -328,6 +329,7 @@ def config_from_settings(settings: Mapping[str, Any]) -> RunConfig:
     if s.get("prompts") and s.get("input_tokens"):
         raise ConfigError("--prompts and --input-tokens both choose the prompts; give one of them")
     _check_combinations(s, url)
+    _check_api_options(s, get_adapter(api))
     mock = s.get("mock") or {}
     if isinstance(mock, str):
         mock = parse_mock_settings(mock)
@@ -351,3 +353,16 @@ def config_from_settings(settings: Mapping[str, Any]) -> RunConfig:
         mock=mock,
     )
     return RunConfig(**direct)
+
+
+def _check_api_options(s: Mapping[str, Any], adapter: Any) -> None:
+    """Options the chosen API cannot honour are refused, not silently dropped."""
+    batch = s.get("batch_size")
+    if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
+        raise ConfigError(f"--batch-size must be a whole number >= 1 (got {batch!r})")
+    if batch not in (None, 1) and not adapter.batched:
+        raise ConfigError(f"--batch-size applies to APIs that take several inputs per request (openai-embeddings), not {adapter.name}")
+    if not adapter.produces_output:
+        for key, flag in (("max_tokens", "--max-tokens"), ("output_tokens", "--output-tokens"), ("ignore_eos", "--ignore-eos")):
+            if s.get(key):
+                raise ConfigError(f"{flag} sets output lengths, but {adapter.name} generates no output; drop {flag}")

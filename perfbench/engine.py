@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 import aiohttp
 
 from perfbench import records as R
-from perfbench.apis.openai import ApiAdapter, StreamContent, interpret_events
+from perfbench.apis import ApiAdapter, StreamContent
 from perfbench.records import RequestRecord
 from perfbench.redact import redact_text
 from perfbench.schedule import arrival_offsets_s
@@ -46,6 +46,7 @@ class PreparedRequest:
 
     body: bytes  # the JSON body, encoded
     input_tokens: int | None  # prompt tokens when known before sending (tokenizer / synthetic)
+    inputs: int = 1  # prompts the body carries (embeddings: --batch-size); the answer must match
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,7 @@ class LiveCounters:
     failed: int = 0
     output_tokens: int = 0
     ttft_ms_sum: float = 0.0
+    ttft_count: int = 0  # succeeded requests with a first token (all but non-streaming ones)
     step: int = 0
     step_expected: int | None = None
     step_done: int = 0
@@ -214,7 +216,9 @@ class Engine:
         if record.ok:
             counters.succeeded += 1
             counters.output_tokens += record.output_tokens or 0
-            counters.ttft_ms_sum += (record.package_times_ns[0] - record.scheduled_ns) / 1e6
+            if record.package_times_ns:  # a non-streaming answer (embeddings) has no first token
+                counters.ttft_ms_sum += (record.package_times_ns[0] - record.scheduled_ns) / 1e6
+                counters.ttft_count += 1
         else:
             counters.failed += 1
         counters.step_done += 1
@@ -240,15 +244,14 @@ class Engine:
                 if response.status >= 300:
                     body = await response.content.read(_ERROR_BODY_BYTES)
                     failure = (R.http_reason(response.status), f"HTTP {response.status}: {_error_text(body, response.headers)}")
-                elif not _is_event_stream(response.headers.get("Content-Type", "")):
-                    body = await response.content.read(_ERROR_BODY_BYTES)
-                    failure = (
-                        R.BAD_RESPONSE,
-                        f"not an SSE stream (Content-Type {response.headers.get('Content-Type')!r}): {_one_line(body)}",
-                    )
                 else:
+                    content_type = response.headers.get("Content-Type", "")
+                    stream.whole_body = _is_json(content_type)
                     stream.encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
-                    if stream.encoding not in _DECODERS and stream.encoding != "identity":
+                    if not stream.whole_body and not _is_event_stream(content_type):
+                        body = await response.content.read(_ERROR_BODY_BYTES)
+                        failure = (R.BAD_RESPONSE, f"neither an SSE stream nor JSON (Content-Type {content_type!r}): {_one_line(body)}")
+                    elif stream.encoding not in _DECODERS and stream.encoding != "identity":
                         failure = (R.BAD_RESPONSE, f"Content-Encoding {stream.encoding!r} is not supported (perfbench asks for identity)")
                     else:
                         failure = await self._read_stream(response, stream)
@@ -276,7 +279,7 @@ class Engine:
         chunks, read_ns = stream.chunks, stream.read_ns
         append_chunk, append_ns, clock = chunks.append, read_ns.append, time.perf_counter_ns
         budget = self._target.max_response_bytes
-        line_limit = min(MAX_LINE_BYTES, budget)
+        line_limit = budget if stream.whole_body else min(MAX_LINE_BYTES, budget)  # a JSON body needs no line ends
         line_bytes = 0  # bytes since the last line end
         async for chunk in response.content.iter_any():
             append_ns(clock())
@@ -303,13 +306,19 @@ class Engine:
         stream: "_Stream",
         request: PreparedRequest,
     ) -> RequestRecord:
-        events = None
+        api = self._target.api
+        events: RecordedEvents | None = None
+        content = StreamContent()
         if stream.chunks:
             decode_failure = stream.decode(self._target.max_response_bytes) if stream.encoding in _DECODERS else None
             failure = failure or decode_failure
-            if decode_failure is None:
+            if decode_failure is None and stream.whole_body:
+                content = api.interpret_body(b"".join(stream.chunks))
+                # A whole answer arrives with its last byte: any output it holds is one package, then.
+                events = RecordedEvents([], None, [len(stream.chunks) - 1])
+            elif decode_failure is None:
                 events = parse_recorded(stream.chunks)
-        content = interpret_events(self._target.api, events.data, events.types) if events else StreamContent()
+                content = api.interpret_events(events.data, events.types)
         if failure is None:
             if content.error is not None:
                 failure = (R.ERROR_EVENT, f"error event: {_one_line(content.error.encode())}")
@@ -317,8 +326,12 @@ class Engine:
                 failure = (R.BAD_RESPONSE, f"unexpected event: {_one_line(content.invalid.encode())}")
             elif content.malformed is not None:
                 failure = (R.BAD_RESPONSE, f"event is not JSON: {_one_line(content.malformed.encode())}")
-            elif not content.output_events:
-                failure = (R.NO_OUTPUT, "the stream ended without output tokens")
+            elif content.items is not None and content.items != request.inputs:
+                failure = (R.BAD_RESPONSE, f"{content.items} embeddings in the answer for {request.inputs} inputs")
+            elif api.produces_output and not content.output_events:
+                failure = (R.NO_OUTPUT, "the answer ended without output tokens")
+            elif not api.produces_output and not content.saw_done:
+                failure = (R.NO_OUTPUT, "the answer was empty")
         package_times = tuple([stream.read_ns[events.completed_by[i]] for i in content.output_events]) if events else ()
         output_tokens, source = self._output_tokens(content)
         error = redact_text(failure[1], self._target.secrets) if failure else None
@@ -405,6 +418,7 @@ class _Stream:
     chunks: list[bytes] = field(default_factory=list)
     read_ns: list[int] = field(default_factory=list)
     encoding: str = "identity"  # Content-Encoding of the body
+    whole_body: bool = False  # a JSON answer (read whole), not an SSE stream
 
     def decode(self, max_bytes: int) -> tuple[str, str] | None:
         """Decompress the reads in place, each into what it completed; a failure when the body is bad or too large."""
@@ -443,6 +457,11 @@ def _error_text(body: bytes, headers: Any) -> str:
             text = _one_line(str(message).encode())
     location = headers.get("Location")
     return f"{text} (redirect to {_one_line(location.encode(), 100)})" if location else text
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";")[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
 
 
 def _is_event_stream(content_type: str) -> bool:

@@ -91,6 +91,7 @@ class _Columns:
     scheduled_ns: np.ndarray  # int64, t0 per record
     sent_ns: np.ndarray  # int64 per record
     end_ns: np.ndarray  # int64 per record
+    ok: np.ndarray  # bool per record: succeeded
     n_pkg: np.ndarray  # int64 per record
     first_ns: np.ndarray  # int64 per record, t_first (0 where n_pkg == 0)
     last_ns: np.ndarray  # int64 per record, t_last (0 where n_pkg == 0)
@@ -132,6 +133,7 @@ class _Columns:
             scheduled_ns=ints(r.scheduled_ns for r in records),
             sent_ns=ints(r.sent_ns for r in records),
             end_ns=ints(r.end_ns for r in records),
+            ok=np.fromiter((r.ok for r in records), dtype=bool, count=n),
             n_pkg=n_pkg,
             first_ns=first_ns,
             last_ns=last_ns,
@@ -154,8 +156,10 @@ def _span_ms(
 
 
 def _latency_ms(c: _Columns) -> np.ndarray:
-    """Latency (end-to-end), ms: ``t_last - t0``. No value without output packages."""
-    return _span_ms(c.last_ns, c.scheduled_ns, c.n_pkg > 0)
+    """Latency (end-to-end), ms: ``t_last - t0``; a succeeded answer without output packages (embeddings)
+    ends with its body: ``end - t0``. No value for a failed request without output."""
+    streamed = c.n_pkg > 0
+    return _span_ms(np.where(streamed, c.last_ns, c.end_ns), c.scheduled_ns, streamed | c.ok)
 
 
 def _ttft_ms(c: _Columns) -> np.ndarray:

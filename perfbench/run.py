@@ -148,8 +148,10 @@ def prepare_requests(config: RunConfig, api: ApiAdapter, prompts: list[Prompt], 
     elif config.output_tokens:
         lengths = LengthDistribution.parse(config.output_tokens).sample(count, np.random.default_rng(config.seed + 1))
     requests = []
+    batch = config.batch_size if api.batched else 1
     for i in range(count):
         prompt = prompts[i]
+        batch_prompts = [prompts[(i * batch + j) % len(prompts)] for j in range(batch)] if batch > 1 else [prompt]
         extra: dict[str, Any] = {}
         if config.ignore_eos:
             extra["ignore_eos"] = True
@@ -159,19 +161,30 @@ def prepare_requests(config: RunConfig, api: ApiAdapter, prompts: list[Prompt], 
             max_tokens = int(lengths[i])
             extra.update(min_tokens=max_tokens, ignore_eos=True)
         extra.update(config.extra_body)
-        input_tokens = prompt.input_tokens
-        if input_tokens is None and tokenizer is not None:
-            if prompt.messages and api.name == "openai-chat":
-                input_tokens = count_chat_tokens(tokenizer, prompt.messages)
-            else:
-                input_tokens = count_prompt_tokens(tokenizer, prompt.completion_text)
-        body = api.build_body(prompt, model=config.model, max_tokens=max_tokens, extra=extra)
-        requests.append(PreparedRequest(body=body, input_tokens=input_tokens))
+        input_tokens = _input_tokens(api, batch_prompts, tokenizer)
+        body = api.build_body(batch_prompts, model=config.model, max_tokens=max_tokens, extra=extra)
+        requests.append(PreparedRequest(body=body, input_tokens=input_tokens, inputs=len(batch_prompts)))
     return requests
 
 
-def _headers(config: RunConfig) -> dict[str, str]:
-    headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+def _input_tokens(api: ApiAdapter, prompts: list[Prompt], tokenizer: Tokenizer | None) -> int | None:
+    """Prompt tokens of one request when known before sending (the server's usage replaces it)."""
+    total = 0
+    for prompt in prompts:
+        tokens = prompt.input_tokens
+        if tokens is None and tokenizer is not None:
+            if prompt.messages and api.chat_input:
+                tokens = count_chat_tokens(tokenizer, prompt.messages)
+            else:
+                tokens = count_prompt_tokens(tokenizer, prompt.completion_text)
+        if tokens is None:
+            return None
+        total += tokens
+    return total
+
+
+def _headers(config: RunConfig, api: ApiAdapter) -> dict[str, str]:
+    headers = {"Content-Type": "application/json", "Accept": "text/event-stream" if api.streams else "application/json"}
     if config.api_key:
         headers["Authorization"] = f"Bearer {config.api_key}"
     headers.update(config.headers)
@@ -414,7 +427,7 @@ def execute(
     prompts = load_workload(config, tokenizer)
     requests = prepare_requests(config, api, prompts, tokenizer)
     target = Target(
-        url=endpoint_url, api=api, headers=_headers(config),
+        url=endpoint_url, api=api, headers=_headers(config, api),
         secrets=run_secrets(url=endpoint_url, api_key=config.api_key, headers=config.headers),
         max_response_bytes=config.max_response_bytes,
     )

@@ -61,6 +61,7 @@ from typing import Any, Callable
 import yaml
 
 from perfbench.config import DATASET_LENGTHS
+from perfbench.apis import API_NAMES
 from perfbench.errors import ConfigError
 
 __all__ = ["load_scenario"]
@@ -209,7 +210,7 @@ def _thresholds(value: Any) -> str:
 # Section -> key -> (dest, converter). Paths are handled apart (they need the file's folder).
 _TARGET: dict[str, tuple[str, Converter]] = {
     "url": ("url", _str),
-    "api": ("api", _choice("openai-chat", "openai-completions")),
+    "api": ("api", _choice(*API_NAMES)),
     "model": ("model", _str),
     "engine": ("engine", _choice("transformers", "vllm")),
     "engine_args": ("engine_args", _engine_args),
@@ -235,6 +236,7 @@ _WORKLOAD: dict[str, Any] = {
     "input_tokens": ("input_tokens", _length_dist),
     "output_tokens": ("output_tokens", _length_dist),
     "max_tokens": ("max_tokens", _pos_int),
+    "batch_size": ("batch_size", _pos_int),
     "shared_prefix": {  # a nested section
         "tokens": ("shared_prefix_tokens", _pos_int),
         "groups": ("prefix_groups", _pos_int),

@@ -16,14 +16,14 @@ def events(raw: bytes) -> tuple[list[bytes], list[str | None]]:
 
 
 def test_chat_body_streams_with_usage_and_extra_fields():
-    body = json.loads(get_adapter("openai-chat").build_body(Prompt("hi", None, None), model="m", max_tokens=5, extra={"ignore_eos": True}))
+    body = json.loads(get_adapter("openai-chat").build_body([Prompt("hi", None, None)], model="m", max_tokens=5, extra={"ignore_eos": True}))
     assert body == {"messages": [{"role": "user", "content": "hi"}], "model": "m", "stream": True,
                     "stream_options": {"include_usage": True}, "max_tokens": 5, "ignore_eos": True}
 
 
 def test_completions_body_from_messages():
     prompt = Prompt(None, ({"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}), None)
-    body = json.loads(get_adapter("openai-completions").build_body(prompt, model=None, max_tokens=None, extra={}))
+    body = json.loads(get_adapter("openai-completions").build_body([prompt], model=None, max_tokens=None, extra={}))
     assert "be brief" in body["prompt"] and "hi" in body["prompt"] and "model" not in body
 
 
@@ -109,7 +109,7 @@ def test_skeleton_reuse_reads_exactly_what_full_decoding_reads(items):
 # --- interpret_events against full decoding, on whole streams --------------------------------
 
 from perfbench.apis import openai as oa  # noqa: E402
-from perfbench.apis.openai import StreamContent  # noqa: E402
+from perfbench.apis.base import MAX_TOKEN_COUNT, InvalidEvent, StreamContent  # noqa: E402
 from perfbench.sse import parse_recorded  # noqa: E402
 
 
@@ -131,7 +131,7 @@ def _reference_content(adapter, datas, types) -> StreamContent:
             content.invalid = True
 
     def count(value):
-        return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= oa.MAX_TOKEN_COUNT
+        return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TOKEN_COUNT
 
     for index, (data, event_type) in enumerate(zip(datas, types)):
         if data == b"[DONE]":
@@ -171,7 +171,7 @@ def _reference_content(adapter, datas, types) -> StreamContent:
         if choices:
             try:
                 text = adapter.output_text(choices[0])
-            except oa.InvalidEvent:
+            except InvalidEvent:
                 invalid()
                 continue
             if text:

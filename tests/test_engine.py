@@ -168,10 +168,25 @@ async def test_timeout_while_streaming(aiohttp_server):
     assert 0.25 <= (rec.end_ns - rec.sent_ns) / 1e9 < 2
 
 
-async def test_non_sse_body(aiohttp_server):
+async def test_a_body_neither_sse_nor_json_is_a_bad_response(aiohttp_server):
+    url = await serve(aiohttp_server, stream_app([(0, b"<html>502</html>")], content_type="text/html"))
+    [rec] = await run_requests(url)
+    assert rec.status == R.BAD_RESPONSE and "neither an SSE stream nor JSON" in rec.error and "502" in rec.error
+
+
+async def test_a_whole_json_answer_is_one_package_at_its_last_byte(aiohttp_server):
+    body = json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": "all at once"}}],
+                       "usage": {"prompt_tokens": 3, "completion_tokens": 4}}).encode()
+    url = await serve(aiohttp_server, stream_app([(0, body[:20]), (0.05, body[20:])], content_type="application/json"))
+    [rec] = await run_requests(url)
+    assert rec.ok and rec.output_tokens == 4 and len(rec.package_times_ns) == 1
+    assert (rec.package_times_ns[0] - rec.scheduled_ns) / 1e6 >= 45  # stamped when the body was complete
+
+
+async def test_a_json_answer_without_output_is_no_output(aiohttp_server):
     url = await serve(aiohttp_server, stream_app([(0, b'{"choices": []}')], content_type="application/json"))
     [rec] = await run_requests(url)
-    assert rec.status == R.BAD_RESPONSE and "not an SSE stream" in rec.error
+    assert rec.status == R.NO_OUTPUT
 
 
 async def test_zero_token_answer(aiohttp_server):

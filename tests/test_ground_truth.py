@@ -23,7 +23,7 @@ async def measure(config: MockConfig, *, number: int, concurrency: int, api: str
     base = await server.start()
     adapter = get_adapter(api)
     requests = [
-        PreparedRequest(adapter.build_body(Prompt(" ".join(["w"] * (i + 1)), None, None), model="m", max_tokens=max_tokens, extra={}), None)
+        PreparedRequest(adapter.build_body([Prompt(" ".join(["w"] * (i + 1)), None, None)], model="m", max_tokens=max_tokens, extra={}), None)
         for i in range(number)
     ]
     records: list[R.RequestRecord] = []

@@ -153,3 +153,32 @@ def test_record_reader_goes_on_where_it_stopped_and_never_loses_the_summary(run_
         assert [r.index for chunk in reader.chunks(size=1) for r in chunk] == [2, 3, 4]
     assert "requests.jsonl:4: unreadable record skipped" in caplog.text
     assert list(RecordReader(run_dir / "absent.jsonl").chunks()) == []
+
+
+def test_requests_parquet_is_written_in_row_groups_and_holds_every_line(tmp_path: Path) -> None:
+    # The first 10,000 lines carry no error text and no input count, later ones do: one schema
+    # for the whole file all the same, and the lines come back as written.
+    pq = pytest.importorskip("pyarrow.parquet")
+    from perfbench.report.files import CHUNK_RECORDS, RecordWriter, read_request_lines, write_requests_parquet
+
+    records = _random_records(7, CHUNK_RECORDS + 2500)
+    import dataclasses
+
+    records[:CHUNK_RECORDS] = [dataclasses.replace(r, error=None, input_tokens=None) for r in records[:CHUNK_RECORDS]]
+    writer = RecordWriter(tmp_path / "requests.jsonl", run_start_ns=min(r.scheduled_ns for r in records))
+    for record in records:
+        writer.write(record)
+    writer.close()
+    path = write_requests_parquet(tmp_path)
+    assert path == tmp_path / "requests.parquet"
+    assert pq.ParquetFile(path).metadata.num_row_groups == 2
+    table = pq.read_table(path)
+    assert table.schema.field("error").type == "string" and table.schema.field("input_tokens").type == "int64"
+    assert table.to_pylist() == read_request_lines(tmp_path)
+
+
+def test_no_requests_no_parquet(tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow")
+    from perfbench.report.files import write_requests_parquet
+
+    assert write_requests_parquet(tmp_path) is None and not (tmp_path / "requests.parquet").exists()

@@ -237,7 +237,7 @@ async def test_search_against_mock_with_capacity_finds_k() -> None:
     )
     base_url = await server.start()
     api = get_adapter("openai-chat")
-    body = api.build_body(Prompt(text="how many slots", messages=None, input_tokens=None), model="mock", max_tokens=MOCK_TOKENS, extra={})
+    body = api.build_body([Prompt(text="how many slots", messages=None, input_tokens=None)], model="mock", max_tokens=MOCK_TOKENS, extra={})
     slos = parse_slos(f"ttft_p99={MOCK_TTFT_MS + 50:g}")
     records: list = []
     try:

@@ -3,91 +3,33 @@
 What counts as *output* (DESIGN.md): a package whose choice carries content, reasoning content,
 tool-call arguments or completion text. A role-only chunk, an empty delta, a finish-only chunk
 and a usage-only chunk are not output. ``usage`` is taken from whichever chunk carries it — the
-finish chunk or a separate chunk with empty ``choices`` — since servers differ.
+finish chunk or a separate chunk with empty ``choices`` — since servers differ. A server that
+answers with one JSON body instead of a stream is read as one package at the body's end.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
 from itertools import compress
 from operator import itemgetter
 from typing import Any, Protocol, Sequence
 
-from perfbench.errors import ConfigError
+from perfbench.apis.base import (
+    InvalidEvent,
+    StreamContent,
+    decode_json as _decode,
+    encode_body,
+    error_message as _error_message,
+    one_prompt,
+    optional_str as _optional_str,
+    shown as _shown,
+    token_count as _token_count,
+    usage_object,
+)
 from perfbench.prompts import Prompt
 
 DONE = b"[DONE]"
-
-
-@dataclass(slots=True)
-class StreamContent:
-    """What a finished stream said, event by event (built after the stream, off the hot path)."""
-
-    output_events: list[int] = field(default_factory=list)  # indices of the events that carry output
-    output_chars: list[int] = field(default_factory=list)  # characters each of those carries
-    output_text: list[str] = field(default_factory=list)  # the text pieces, in order
-    prompt_tokens: int | None = None  # usage.prompt_tokens, when the server sent usage
-    completion_tokens: int | None = None  # usage.completion_tokens, likewise
-    error: str | None = None  # first error event's message, if any
-    malformed: str | None = None  # first event that was not JSON, if any
-    invalid: str | None = None  # first event whose JSON has the wrong shape or a wrong value, if any
-    saw_done: bool = False  # whether `data: [DONE]` arrived
-
-    def add_output(self, index: int, text: str) -> None:
-        self.output_events.append(index)
-        self.output_chars.append(len(text))
-        self.output_text.append(text)
-
-
-class ApiAdapter(Protocol):
-    name: str
-    path: str  # endpoint path appended to a base URL
-    text_key: bytes  # the JSON key, with its opening quote, whose string usually holds the output
-
-    def build_body(self, prompt: Prompt, *, model: str | None, max_tokens: int | None, extra: dict[str, Any]) -> bytes: ...
-
-    def output_text(self, choice: dict[str, Any]) -> str: ...
-
-
-MAX_TOKEN_COUNT = 10**9  # a usage count above this is no real answer (and would overflow int64 sums)
-
-
-class InvalidEvent(ValueError):
-    """An event's JSON has a field of the wrong type or an impossible value; the message says which."""
-
-
-def _optional_str(value: Any, where: str) -> str:
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise InvalidEvent(f"{where} is {_shown(value)}, not a string")
-    return value
-
-
-def _shown(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False, default=str) if not isinstance(value, float) else repr(value)
-    return text if len(text) <= 40 else text[:40] + "…"
-
-
-def _token_count(usage: dict[str, Any], key: str) -> int | None:
-    """A usage count as a whole number in [0, MAX_TOKEN_COUNT]; None when absent."""
-    value = usage.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOKEN_COUNT:
-        raise InvalidEvent(f"usage.{key} is {_shown(value)}, not a token count")
-    return value
-
-
-def _error_message(obj: dict[str, Any]) -> str:
-    err = obj.get("error")
-    if isinstance(err, dict):
-        msg = err.get("message") or err.get("type") or json.dumps(err)
-        code = err.get("code")
-        return f"{msg} (code {code})" if code is not None else str(msg)
-    return str(err if err is not None else obj.get("message", obj))
 
 
 # Two probe strings that no server sends as a whole token: a skeleton is plain only if each comes
@@ -133,14 +75,15 @@ def _string_value(raw: bytes) -> str | None:
         return None
 
 
-def _decode(data: bytes) -> Any:
-    try:
-        return json.loads(data)
-    except ValueError:
-        return None
+class _ChoicesApi(Protocol):
+    """What the choices reader needs of an adapter."""
+
+    text_key: bytes  # the JSON key, with its opening quote, whose string usually holds the output
+
+    def output_text(self, choice: dict[str, Any]) -> str: ...
 
 
-def interpret_events(adapter: ApiAdapter, datas: Sequence[bytes], types: Sequence[str | None] | None = None) -> StreamContent:
+def interpret_events(adapter: _ChoicesApi, datas: Sequence[bytes], types: Sequence[str | None] | None = None) -> StreamContent:
     """Classify each SSE event of one stream, given each event's data and type (None: all default).
 
     Most events of a stream differ only in their text: the same bytes before and after one string.
@@ -160,7 +103,7 @@ def interpret_events(adapter: ApiAdapter, datas: Sequence[bytes], types: Sequenc
         if done_at + 1 < len(datas):
             after = interpret_events(adapter, datas[done_at + 1 :], None if types is None else types[done_at + 1 :])
             if after.output_events:
-                content.invalid = f"output after [DONE] ({len(after.output_events)} events)"
+                content.mark_invalid(f"output after [DONE] ({len(after.output_events)} events)")
             datas = datas[: done_at + 1]
     plain_skeletons: set[tuple[bytes, bytes]] = set()
     skeleton: tuple[bytes, bytes] | None = None  # the last plain skeleton seen; the next events likely share it
@@ -223,7 +166,7 @@ def _read_plain_run(
 
 
 def _read_event(
-    adapter: ApiAdapter,
+    adapter: _ChoicesApi,
     content: StreamContent,
     index: int,
     data: bytes,
@@ -253,8 +196,7 @@ def _read_event(
     try:
         usage, text = _read_usage_and_text(adapter, obj, content)
     except InvalidEvent as exc:
-        if content.invalid is None:
-            content.invalid = str(exc)
+        content.mark_invalid(str(exc))
         return None
     if text:
         content.add_output(index, text)
@@ -264,11 +206,9 @@ def _read_event(
     return None
 
 
-def _read_usage_and_text(adapter: ApiAdapter, obj: dict[str, Any], content: StreamContent) -> tuple[Any, str]:
+def _read_usage_and_text(adapter: _ChoicesApi, obj: dict[str, Any], content: StreamContent) -> tuple[Any, str]:
     """An event's usage (recorded into ``content``) and output text, each value checked as it is read."""
-    usage = obj.get("usage")
-    if usage is not None and not isinstance(usage, dict):
-        raise InvalidEvent(f"usage is {_shown(usage)}, not an object")
+    usage = usage_object(obj)
     if usage:
         prompt_tokens, completion_tokens = _token_count(usage, "prompt_tokens"), _token_count(usage, "completion_tokens")
         if prompt_tokens is not None:
@@ -289,7 +229,7 @@ def _read_usage_and_text(adapter: ApiAdapter, obj: dict[str, Any], content: Stre
     return usage, adapter.output_text(choices[0])
 
 
-def _means_plain_text(adapter: ApiAdapter, split: tuple[bytes, bytes, bytes]) -> bool:
+def _means_plain_text(adapter: _ChoicesApi, split: tuple[bytes, bytes, bytes]) -> bool:
     """Whether any event ``prefix + "s" + suffix`` means exactly: output text s, nothing else."""
     for probe_text in _PROBES:
         probe = _decode(split[0] + json.dumps(probe_text)[1:-1].encode() + split[2])
@@ -306,24 +246,61 @@ def _means_plain_text(adapter: ApiAdapter, split: tuple[bytes, bytes, bytes]) ->
     return True
 
 
-def _encode_body(body: dict[str, Any], *, model: str | None, max_tokens: int | None, extra: dict[str, Any]) -> bytes:
-    """The API's own fields plus what every streaming request carries, encoded once before the run."""
-    if model:
-        body["model"] = model
-    body.update(stream=True, stream_options={"include_usage": True})
-    if max_tokens is not None:
-        body["max_tokens"] = max_tokens
-    body.update(extra)
-    return json.dumps(body, ensure_ascii=False).encode()
+def interpret_body(adapter: _ChoicesApi, body: bytes) -> StreamContent:
+    """A whole (non-streamed) JSON answer: its output, if any, is one package (event 0)."""
+    content = StreamContent()
+    obj = _decode(body)
+    if not isinstance(obj, dict):
+        content.malformed = body[:200].decode("utf-8", "replace")
+        return content
+    if obj.get("error") is not None or obj.get("object") == "error":
+        content.error = _error_message(obj)
+        return content
+    try:
+        _, text = _read_usage_and_text(adapter, obj, content)
+    except InvalidEvent as exc:
+        content.mark_invalid(str(exc))
+        return content
+    if text:
+        content.add_output(0, text)
+    content.saw_done = True
+    return content
 
 
-class OpenAIChat:
+class _Choices:
+    """What chat and completions share: streamed chunks with ``choices``, usage asked for in the stream."""
+
+    path: str
+    text_key: bytes
+    streams = True
+    produces_output = True
+    batched = False
+
+    def _body(self, fields: dict[str, Any], *, model: str | None, max_tokens: int | None, extra: dict[str, Any]) -> bytes:
+        fields.update(stream=True, stream_options={"include_usage": True})
+        if max_tokens is not None:
+            fields["max_tokens"] = max_tokens
+        return encode_body(fields, model=model, extra=extra)
+
+    def output_text(self, choice: dict[str, Any]) -> str:
+        raise NotImplementedError
+
+    def interpret_events(self, datas: Sequence[bytes], types: Sequence[str | None] | None) -> StreamContent:
+        return interpret_events(self, datas, types)
+
+    def interpret_body(self, body: bytes) -> StreamContent:
+        return interpret_body(self, body)
+
+
+class OpenAIChat(_Choices):
     name = "openai-chat"
+    chat_input = True
     path = "/v1/chat/completions"
     text_key = b'"content":"'
 
-    def build_body(self, prompt: Prompt, *, model: str | None, max_tokens: int | None, extra: dict[str, Any]) -> bytes:
-        return _encode_body({"messages": list(prompt.chat_messages)}, model=model, max_tokens=max_tokens, extra=extra)
+    def build_body(self, prompts: Sequence[Prompt], *, model: str | None, max_tokens: int | None, extra: dict[str, Any]) -> bytes:
+        prompt = one_prompt(prompts, self.name)
+        return self._body({"messages": list(prompt.chat_messages)}, model=model, max_tokens=max_tokens, extra=extra)
 
     def output_text(self, choice: dict[str, Any]) -> str:
         delta = choice.get("delta")
@@ -351,24 +328,15 @@ class OpenAIChat:
         return text
 
 
-class OpenAICompletions:
+class OpenAICompletions(_Choices):
     name = "openai-completions"
+    chat_input = False
     path = "/v1/completions"
     text_key = b'"text":"'
 
-    def build_body(self, prompt: Prompt, *, model: str | None, max_tokens: int | None, extra: dict[str, Any]) -> bytes:
-        return _encode_body({"prompt": prompt.completion_text}, model=model, max_tokens=max_tokens, extra=extra)
+    def build_body(self, prompts: Sequence[Prompt], *, model: str | None, max_tokens: int | None, extra: dict[str, Any]) -> bytes:
+        prompt = one_prompt(prompts, self.name)
+        return self._body({"prompt": prompt.completion_text}, model=model, max_tokens=max_tokens, extra=extra)
 
     def output_text(self, choice: dict[str, Any]) -> str:
         return _optional_str(choice.get("text"), "choices[0].text")
-
-
-_ADAPTERS: dict[str, ApiAdapter] = {a.name: a for a in (OpenAIChat(), OpenAICompletions())}
-API_NAMES = tuple(_ADAPTERS)
-
-
-def get_adapter(name: str) -> ApiAdapter:
-    try:
-        return _ADAPTERS[name]
-    except KeyError:
-        raise ConfigError(f"unknown API '{name}'; use --api {' or '.join(API_NAMES)}") from None

@@ -14,7 +14,7 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence, TypeVar
 
 from perfbench.errors import ConfigError
 from perfbench.records import RequestRecord
@@ -22,6 +22,7 @@ from perfbench.records import RequestRecord
 log = logging.getLogger(__name__)
 
 SUMMARY_SCHEMA = "perfbench.summary/1"
+T = TypeVar("T")
 STATS_FIELDS = ("count", "mean", "std", "min", "p50", "p90", "p95", "p99", "max")
 
 
@@ -117,14 +118,7 @@ CHUNK_RECORDS = 10_000  # records per chunk when a whole requests.jsonl is read:
 def iter_record_chunks(run_dir: Path, size: int = CHUNK_RECORDS) -> Iterator[list[RequestRecord]]:
     """``iter_records`` in lists of up to ``size`` records, so a reader of a million-request run
     holds one chunk of record objects at a time, not the run."""
-    chunk: list[RequestRecord] = []
-    for record in iter_records(run_dir):
-        chunk.append(record)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+    return _chunks(iter_records(run_dir), size)
 
 
 class RecordReader:
@@ -254,21 +248,69 @@ def write_summary_csv(path: Path, steps: Sequence[Mapping[str, Any]]) -> None:
         writer.writerows(rows)
 
 
+# requests.jsonl's fields (DESIGN.md) as Arrow types, so every chunk of a long run is written
+# with one schema (a chunk whose errors are all null must not make `error` a null column).
+_PARQUET_TYPES = {
+    "step": "int64", "index": "int64", "warmup": "bool", "status": "string", "http_status": "int64",
+    "error": "string", "scheduled_s": "float64", "sent_s": "float64", "end_s": "float64", "ttft_ms": "float64",
+    "latency_ms": "float64", "queue_ms": "float64", "input_tokens": "int64", "output_tokens": "int64",
+    "token_source": "string", "packages": "int64", "package_times_ms": "list<float64>", "package_tokens": "list<int64>",
+}  # fmt: skip
+
+
 def write_requests_parquet(run_dir: Path) -> Path | None:
     """requests.parquet: requests.jsonl as a table for pandas/Spark/DuckDB users.
 
     Written only when pyarrow is installed (``pip install 'perfbench[parquet]'``); returns the
-    path, or None without pyarrow. Package times stay one list column per request.
+    path, or None without pyarrow. Package times stay one list column per request. Written in
+    row groups of CHUNK_RECORDS lines, so a million-request run is never in memory at once.
+    A line that does not fit the table is logged and the file left out (it is a convenience).
     """
     try:
-        import pyarrow  # noqa: F401  (pandas needs it for Parquet)
+        import pyarrow as pa
+        import pyarrow.parquet as pq
     except ImportError:
         return None
-    import pandas as pd
 
+    arrow_types = {"int64": pa.int64(), "bool": pa.bool_(), "string": pa.string(), "float64": pa.float64(),
+                   "list<float64>": pa.list_(pa.float64()), "list<int64>": pa.list_(pa.int64())}  # fmt: skip
     path = run_dir / "requests.parquet"
-    pd.DataFrame(read_request_lines(run_dir)).to_parquet(path, index=False)
-    return path
+    writer = None
+    try:
+        for chunk in _chunks(iter_request_lines(run_dir), CHUNK_RECORDS):
+            if writer is None:
+                # Known fields typed; any other field as the first chunk shows it (all null: text).
+                fields = []
+                for name in dict.fromkeys(key for line in chunk for key in line):
+                    if name in _PARQUET_TYPES:
+                        fields.append(pa.field(name, arrow_types[_PARQUET_TYPES[name]]))
+                    else:
+                        inferred = pa.array([line.get(name) for line in chunk]).type
+                        fields.append(pa.field(name, pa.string() if pa.types.is_null(inferred) else inferred))
+                writer = pq.ParquetWriter(path, pa.schema(fields))
+            writer.write_table(pa.Table.from_pylist(chunk, schema=writer.schema))
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
+        log.warning("requests.parquet not written: a line does not fit its table (%s)", exc)
+        if writer is not None:
+            writer.close()
+        path.unlink(missing_ok=True)
+        return None
+    finally:
+        if writer is not None:
+            writer.close()  # idempotent; also when requests.jsonl turns out damaged (ConfigError goes on up)
+    return path if writer is not None else None  # no lines: no table
+
+
+def _chunks(items: Iterator[T], size: int) -> Iterator[list[T]]:
+    """``items`` in lists of up to ``size``."""
+    chunk: list[T] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def read_telemetry(run_dir: Path) -> list[dict[str, Any]]:

@@ -177,7 +177,7 @@ class LiveDisplay:
         c = self._counters
         elapsed = max(time.perf_counter() - self._step_started, 1e-9)
         expected = f"/{c.step_expected}" if c.step_expected is not None else ""
-        ttft = f"{c.ttft_ms_sum / c.succeeded:,.1f} ms" if c.succeeded else "-"
+        ttft = f"{c.ttft_ms_sum / c.ttft_count:,.1f} ms" if c.ttft_count else "-"
         tok_s = (c.output_tokens - self._step_tokens_at_start) / elapsed
         line = Text.assemble(
             (f"step {c.step + 1}/{self._steps}  ", "bold"),
