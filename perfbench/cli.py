@@ -369,6 +369,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("perfbench: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # a full or read-only disk while writing reports: one line, not a traceback
+        from perfbench.report.files import OUTPUT_ERRNOS, output_error
+
+        if debug or exc.errno not in OUTPUT_ERRNOS:
+            raise
+        print(f"perfbench: error: {output_error(exc.filename or 'an output file', exc)}", file=sys.stderr)
+        return 2
     except BrokenPipeError:
         os._exit(1)
 

@@ -144,3 +144,23 @@ def test_a_vanished_output_dir_puts_the_summary_in_the_temp_dir(tmp_path):
             run.kill()
         if fallback is not None:
             shutil.rmtree(fallback, ignore_errors=True)
+
+
+def test_a_full_disk_while_writing_the_reports_is_one_line(tmp_path):
+    """The records and summary fit (about 15 KB), the plots and report.html do not."""
+    out = tmp_path / "run"
+
+    def limit_file_size() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (30_000, 30_000))
+
+    result = subprocess.run(
+        [*PERFBENCH, "--mock", "ttft_ms=1,itl_ms=1", "-c", "2", "-n", "20", "--max-tokens", "10", "--no-live",
+         "--no-telemetry", "--output-dir", str(out)],
+        capture_output=True, text=True, timeout=120, preexec_fn=limit_file_size,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "perfbench: error: cannot write an output file: File too large; free space or choose another --output-dir"
+    ]
+    assert len(lines_are_whole(out / "requests.jsonl")) == 20
+    assert json.loads((out / "summary.json").read_text())["steps"][0]["requests_succeeded"] == 20

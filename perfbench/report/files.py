@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import json
 import logging
 import math
@@ -24,6 +25,10 @@ log = logging.getLogger(__name__)
 SUMMARY_SCHEMA = "perfbench.summary/1"
 T = TypeVar("T")
 STATS_FIELDS = ("count", "mean", "std", "min", "p50", "p90", "p95", "p99", "max")
+
+
+# Errors that mean "this disk takes no more": full, over quota, over the file-size limit, read-only.
+OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 
 
 class OutputError(ConfigError):
