@@ -155,11 +155,15 @@ def test_record_reader_goes_on_where_it_stopped_and_never_loses_the_summary(run_
     assert list(RecordReader(run_dir / "absent.jsonl").chunks()) == []
 
 
-def test_requests_parquet_is_written_in_row_groups_and_holds_every_line(tmp_path: Path) -> None:
+def test_requests_parquet_is_written_in_row_groups_and_holds_every_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The first 10,000 lines carry no error text and no input count, later ones do: one schema
     # for the whole file all the same, and the lines come back as written.
     pq = pytest.importorskip("pyarrow.parquet")
+    from perfbench.report import files
     from perfbench.report.files import CHUNK_RECORDS, RecordWriter, read_request_lines, write_requests_parquet
+
+    monkeypatch.setattr(files, "_PARQUET_LINES", 1000)
+    monkeypatch.setattr(files, "_PARQUET_ROW_GROUP", 5000)
 
     records = _random_records(7, CHUNK_RECORDS + 2500)
     import dataclasses
@@ -171,7 +175,8 @@ def test_requests_parquet_is_written_in_row_groups_and_holds_every_line(tmp_path
     writer.close()
     path = write_requests_parquet(tmp_path)
     assert path == tmp_path / "requests.parquet"
-    assert pq.ParquetFile(path).metadata.num_row_groups == 2
+    metadata = pq.ParquetFile(path).metadata
+    assert [metadata.row_group(k).num_rows for k in range(metadata.num_row_groups)] == [5000, 5000, 2500]
     table = pq.read_table(path)
     assert table.schema.field("error").type == "string" and table.schema.field("input_tokens").type == "int64"
     assert table.to_pylist() == read_request_lines(tmp_path)

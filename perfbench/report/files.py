@@ -261,14 +261,17 @@ _PARQUET_TYPES = {
     "latency_ms": "float64", "queue_ms": "float64", "input_tokens": "int64", "output_tokens": "int64",
     "token_source": "string", "packages": "int64", "package_times_ms": "list<float64>", "package_tokens": "list<int64>",
 }  # fmt: skip
+_PARQUET_LINES = 2_000  # lines converted at once
+_PARQUET_ROW_GROUP = 50_000  # rows per row group
 
 
 def write_requests_parquet(run_dir: Path) -> Path | None:
     """requests.parquet: requests.jsonl as a table for pandas/Spark/DuckDB users.
 
     Written only when pyarrow is installed (``pip install 'perfbench[parquet]'``); returns the
-    path, or None without pyarrow. Package times stay one list column per request. Written in
-    row groups of CHUNK_RECORDS lines, so a million-request run is never in memory at once.
+    path, or None without pyarrow. Package times stay one list column per request. Lines are
+    converted _PARQUET_LINES at a time (as dicts they are the costly part) and written in row
+    groups of _PARQUET_ROW_GROUP rows, so a million-request run is never in memory at once.
     A line that does not fit the table is logged and the file left out (it is a convenience).
     """
     try:
@@ -281,8 +284,9 @@ def write_requests_parquet(run_dir: Path) -> Path | None:
                    "list<float64>": pa.list_(pa.float64()), "list<int64>": pa.list_(pa.int64())}  # fmt: skip
     path = run_dir / "requests.parquet"
     writer = None
+    batches: list[Any] = []  # converted lines not yet written: columnar, a fraction of their dicts' size
     try:
-        for chunk in _chunks(iter_request_lines(run_dir), CHUNK_RECORDS):
+        for chunk in _chunks(iter_request_lines(run_dir), _PARQUET_LINES):
             if writer is None:
                 # Known fields typed; any other field as the first chunk shows it (all null: text).
                 fields = []
@@ -293,7 +297,12 @@ def write_requests_parquet(run_dir: Path) -> Path | None:
                         inferred = pa.array([line.get(name) for line in chunk]).type
                         fields.append(pa.field(name, pa.string() if pa.types.is_null(inferred) else inferred))
                 writer = pq.ParquetWriter(path, pa.schema(fields))
-            writer.write_table(pa.Table.from_pylist(chunk, schema=writer.schema))
+            batches.append(pa.RecordBatch.from_pylist(chunk, schema=writer.schema))
+            if sum(batch.num_rows for batch in batches) >= _PARQUET_ROW_GROUP:
+                writer.write_table(pa.Table.from_batches(batches), row_group_size=_PARQUET_ROW_GROUP)
+                batches = []
+        if batches:
+            writer.write_table(pa.Table.from_batches(batches), row_group_size=_PARQUET_ROW_GROUP)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
         log.warning("requests.parquet not written: a line does not fit its table (%s)", exc)
         if writer is not None:
