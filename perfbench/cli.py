@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     l.add_argument("--max-response-bytes", type=int, metavar="B", help="cut and fail a response past B bytes (default 64 MiB; bounds memory)")
     l.add_argument("--no-preflight", dest="preflight", action="store_const", const=False,
                    help="skip the one uncounted request sent before the first step to check the target")
+    l.add_argument("--no-preconnect", dest="preconnect", action="store_const", const=False,
+                   help="open no connections before each step's clock starts (measures cold starts, TCP setup included)")
     l.add_argument("--max-failure-rate", type=float, metavar="F", help="stop a ladder after a step whose failed fraction exceeds F")
     l.add_argument("--search", choices=("concurrency", "rate"), help="find the highest load meeting the step-limit SLOs")
     l.add_argument("--search-start", type=float, help="first load the search tries (default 1)")

@@ -56,6 +56,7 @@ class RunConfig:
     max_failure_rate: float | None = None  # stop a ladder after a step failing more than this
     max_response_bytes: int = 64 * 2**20  # a response past this is cut and failed (response_too_large)
     preflight: bool = True  # one uncounted request before the first step; its failure is exit 3
+    preconnect: bool = True  # open each step's connections before its clock starts (--no-preconnect: cold starts)
     search: str | None = None  # "concurrency" | "rate": max-load search instead of a ladder
     search_start: float = 1.0  # first load the search probes
     search_max: float = 1024.0  # highest load the search probes

@@ -18,8 +18,9 @@ import asyncio
 import json
 import time
 import zlib
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import aiohttp
 
@@ -37,6 +38,7 @@ MAX_LINE_BYTES = 8 * 2**20  # one SSE line (an event's data) longer than this cu
 # What one kept read costs beyond its bytes (the bytes object, its stamp, two list slots): a server
 # trickling one byte per read must hit the bound as surely as one sending megabytes.
 _READ_OVERHEAD_BYTES = 100
+MAX_PRECONNECT = 4096  # connections opened ahead of a step, at most
 _DECODERS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
@@ -74,6 +76,7 @@ class StepPlan:
     ramp_up_s: float = 0.0  # open loop: linear rate ramp-up
     warmup: int = 0  # requests sent first, marked warm-up, excluded from statistics
     seed: int = 0  # arrival-time seed
+    preconnect: int = 0  # connections to open before the step's clock starts (0: none)
 
 
 @dataclass(slots=True)
@@ -131,12 +134,21 @@ class Engine:
         self._tokenizer = tokenizer
         self.counters = counters or LiveCounters()
         self._next_request = 0  # cycles through `requests` across steps
+        self._finisher = _Finisher(self._finish)
 
     async def run_step(self, plan: StepPlan) -> int:
         """Run warm-up (if any) then the step; return how many requests the step scheduled.
 
-        Returns when every request of the step has a record.
+        Returns when every request of the step has a record (handed to ``sink``), also when cancelled.
         """
+        try:
+            return await self._run_step(plan)
+        finally:
+            self._finisher.finish_all()  # Ctrl-C: every request that ended still becomes a record
+
+    async def _run_step(self, plan: StepPlan) -> int:
+        if plan.preconnect:
+            await self.preconnect(min(plan.preconnect, MAX_PRECONNECT))
         if plan.warmup:
             self.counters.start_step(plan.step, plan.warmup)
             await self._closed_loop(plan, plan.warmup, None, warmup=True)
@@ -153,9 +165,31 @@ class Engine:
             )
             self.counters.start_step(plan.step, len(offsets))
             await self._open_loop(plan, offsets)
+            await self._finisher.drain()
             return len(offsets)
         self.counters.start_step(plan.step, expected)
-        return await self._closed_loop(plan, plan.number, plan.duration_s, warmup=False)
+        claimed = await self._closed_loop(plan, plan.number, plan.duration_s, warmup=False)
+        await self._finisher.drain()
+        return claimed
+
+    async def preconnect(self, connections: int) -> None:
+        """Open up to ``connections`` keep-alive connections to the target, so no step's clock pays for TCP setup.
+
+        Each is opened by a bodiless GET of the endpoint (servers answer 405 or 404 at once and keep
+        the connection); whatever happens is ignored: the step's own requests will say it.
+        """
+        limit = self._session.connector.limit if self._session.connector is not None else 0
+        count = min(connections, limit) if limit else connections
+        timeout = aiohttp.ClientTimeout(total=10)
+
+        async def one() -> None:
+            try:
+                async with self._session.get(self._target.url, headers=self._target.headers, timeout=timeout, allow_redirects=False) as response:
+                    await response.content.read(_ERROR_BODY_BYTES)
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError):
+                pass
+
+        await asyncio.gather(*(one() for _ in range(count)))
 
     def _take_request(self) -> PreparedRequest:
         request = self._requests[self._next_request % len(self._requests)]
@@ -177,8 +211,7 @@ class Engine:
                     return
                 index = claimed
                 claimed += 1
-                record = await self._send(plan.step, index, warmup, due_ns, self._take_request())
-                due_ns = record.end_ns  # the slot freed when the previous request ended
+                due_ns = await self._send(plan.step, index, warmup, due_ns, self._take_request())  # the slot freed then
 
         workers = plan.concurrency if number is None else min(plan.concurrency, number)
         await _gather_or_cancel([worker() for _ in range(workers)])
@@ -205,14 +238,22 @@ class Engine:
             for task in tasks:
                 task.cancel()
 
-    async def _send(self, step: int, index: int, warmup: bool, scheduled_ns: int, request: PreparedRequest) -> RequestRecord:
+    async def _send(self, step: int, index: int, warmup: bool, scheduled_ns: int, request: PreparedRequest) -> int:
+        """Send one request and read its answer; return when it ended. Its record is built later, off this path."""
         counters = self.counters
         counters.sent += 1
         counters.in_flight += 1
         try:
-            record = await self._exchange(step, index, warmup, scheduled_ns, request)
+            exchange = await self._exchange(step, index, warmup, scheduled_ns, request)
         finally:
             counters.in_flight -= 1
+        self._finisher.put(exchange)
+        return exchange.end_ns
+
+    def _finish(self, exchange: "_Exchange") -> None:
+        """An ended request's record: built, counted, handed to the sink (by the finisher, between reads)."""
+        record = self._record(exchange)
+        counters = self.counters
         if record.ok:
             counters.succeeded += 1
             counters.output_tokens += record.output_tokens or 0
@@ -223,15 +264,14 @@ class Engine:
             counters.failed += 1
         counters.step_done += 1
         self._sink(record)
-        return record
 
     async def preflight(self, request: PreparedRequest) -> RequestRecord:
         """Send ``request`` once, outside every step and counter, and return its record (not sunk)."""
         now_ns = time.perf_counter_ns()
-        return await self._exchange(-1, 0, True, now_ns, request)
+        return self._record(await self._exchange(-1, 0, True, now_ns, request))
 
-    async def _exchange(self, step: int, index: int, warmup: bool, scheduled_ns: int, request: PreparedRequest) -> RequestRecord:
-        """One request, start to end; every outcome becomes a record, whatever the server sends."""
+    async def _exchange(self, step: int, index: int, warmup: bool, scheduled_ns: int, request: PreparedRequest) -> "_Exchange":
+        """One request, start to end, as read: bytes and stamps; nothing is parsed here."""
         stream = _Stream()
         http_status: int | None = None
         failure: tuple[str, str] | None = None
@@ -268,11 +308,7 @@ class Engine:
         except (ValueError, UnicodeError, OSError, RuntimeError) as exc:  # odd headers or framing aiohttp did not wrap
             failure = (R.BAD_RESPONSE, f"unreadable answer ({type(exc).__name__}: {_one_line(str(exc).encode())})")
         end_ns = time.perf_counter_ns()
-        try:
-            return self._record(step, index, warmup, scheduled_ns, sent_ns, end_ns, http_status, failure, stream, request)
-        except Exception as exc:  # a bug of ours must cost one request, never the run
-            failure = (R.BAD_RESPONSE, f"perfbench could not interpret this answer ({type(exc).__name__}: {exc}); please report it")
-            return self._record(step, index, warmup, scheduled_ns, sent_ns, end_ns, http_status, failure, _Stream(), request)
+        return _Exchange(step, index, warmup, scheduled_ns, sent_ns, end_ns, http_status, failure, stream, request)
 
     async def _read_stream(self, response: aiohttp.ClientResponse, stream: "_Stream") -> tuple[str, str] | None:
         """The hot path: stamp each read and keep its bytes, within the response and line bounds."""
@@ -293,19 +329,16 @@ class Engine:
                 return _too_large(self._target.max_response_bytes, line_limit, budget < 0)
         return None
 
-    def _record(
-        self,
-        step: int,
-        index: int,
-        warmup: bool,
-        scheduled_ns: int,
-        sent_ns: int,
-        end_ns: int,
-        http_status: int | None,
-        failure: tuple[str, str] | None,
-        stream: "_Stream",
-        request: PreparedRequest,
-    ) -> RequestRecord:
+    def _record(self, exchange: "_Exchange") -> RequestRecord:
+        """Every outcome becomes a record, whatever the server sent."""
+        try:
+            return self._interpret(exchange)
+        except Exception as exc:  # a bug of ours must cost one request, never the run
+            failure = (R.BAD_RESPONSE, f"perfbench could not interpret this answer ({type(exc).__name__}: {exc}); please report it")
+            return self._interpret(exchange._replace(failure=failure, stream=_Stream()))
+
+    def _interpret(self, exchange: "_Exchange") -> RequestRecord:
+        step, index, warmup, scheduled_ns, sent_ns, end_ns, http_status, failure, stream, request = exchange
         api = self._target.api
         events: RecordedEvents | None = None
         content = StreamContent()
@@ -409,6 +442,67 @@ async def _gather_or_cancel(aws: Sequence[Any]) -> None:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
+
+
+class _Exchange(NamedTuple):
+    """One ended request as it was read, before its bytes are interpreted."""
+
+    step: int
+    index: int
+    warmup: bool
+    scheduled_ns: int
+    sent_ns: int
+    end_ns: int
+    http_status: int | None
+    failure: tuple[str, str] | None  # a failure seen while reading (HTTP status, timeout, cut, too large)
+    stream: "_Stream"
+    request: PreparedRequest
+
+
+class _Finisher:
+    """Turns ended requests into records between the loop's reads, never in the way of one.
+
+    A wave of streams ending together would otherwise parse, interpret, serialise and write each
+    one on the spot, delaying the reads (and stamps) of the streams still running, and the next
+    closed-loop send. Here an ending request only queues its bytes; one task finishes them one at
+    a time, yielding to the event loop after each, so pending reads are stamped first.
+    """
+
+    def __init__(self, finish: Callable[[_Exchange], None]) -> None:
+        self._finish = finish
+        self._queue: deque[_Exchange] = deque()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def put(self, exchange: _Exchange) -> None:
+        self._queue.append(exchange)
+        self._wake.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            while self._queue:
+                self._finish(self._queue.popleft())
+                await asyncio.sleep(0)  # let ready reads and sends run before the next one
+            self._wake.clear()
+            await self._wake.wait()
+
+    async def drain(self) -> None:
+        """Wait until every queued request has its record; a failure of the sink is raised here."""
+        while self._queue and self._task is not None and not self._task.done():
+            await asyncio.sleep(0)
+        if self._task is not None and self._task.done() and not self._task.cancelled() and self._task.exception():
+            raise self._task.exception()  # type: ignore[misc]
+        self.finish_all()
+
+    def finish_all(self) -> None:
+        """Finish what is queued now, without yielding (a cancelled step, Ctrl-C), and stop the task."""
+        while self._queue:
+            self._finish(self._queue.popleft())
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
 
 
 @dataclass(slots=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import datetime as dt
 import logging
 import platform
@@ -23,7 +24,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from perfbench import __version__
+from perfbench import __version__, event_loop
 from perfbench.apis import ApiAdapter, get_adapter
 from perfbench.config import DATASET_LENGTHS, LoadStep, RunConfig, safe_name
 from perfbench.engine import Engine, LiveCounters, PreparedRequest, StepPlan, Target, make_session
@@ -227,7 +228,19 @@ def _plan(config: RunConfig, index: int, load: LoadStep) -> StepPlan:
         ramp_up_s=config.ramp_up_s,
         warmup=config.warmup if index == 0 else 0,
         seed=config.seed + index,
+        preconnect=_preconnections(config, load),
     )
+
+
+def _preconnections(config: RunConfig, load: LoadStep) -> int:
+    """Connections a step opens before its clock: its concurrency; open loop, a second's arrivals (under the cap)."""
+    if not config.preconnect:
+        return 0
+    wanted = load.concurrency if load.rate_req_s is None else math.ceil(load.rate_req_s)
+    for bound in (load.concurrency, load.number):
+        if bound is not None and wanted is not None:
+            wanted = min(wanted, bound)
+    return max(1, wanted or 1)
 
 
 def _summarize_step(config: RunConfig, state: RunState, index: int, load: LoadStep, expected: int | None) -> StepSummary:
@@ -386,7 +399,10 @@ def build_summary(
         "started_at": started_at,
         "target": {"url": target_url, "api": config.api, "model": model, "simulated": config.simulated},
         "config": config.public_dict(),
-        "environment": {"host": platform.node(), "python": platform.python_version(), "platform": platform.platform()},
+        "environment": {
+            "host": platform.node(), "python": platform.python_version(), "platform": platform.platform(),
+            "event_loop": event_loop.LOOP_NAME,
+        },
         "interrupted": interrupted,
         "stopped_early": state.stopped_early,
         "steps": [s.to_dict() for s in steps],
@@ -465,7 +481,7 @@ def execute(
     summary_failure: OutputError | None = None
     with stop_on_signals(stopper):  # SIGTERM and SIGHUP: like Ctrl-C, not an instant death
         try:
-            asyncio.run(main())
+            event_loop.run(main())
         except KeyboardInterrupt:
             interrupted = True
             stopper.stop(CTRL_C)  # only names the reason: the loop has ended

@@ -19,7 +19,7 @@ from hypothesis import given, settings, strategies as st
 from perfbench import engine as engine_module
 from perfbench import records as R
 from perfbench.apis import get_adapter
-from perfbench.engine import Engine, PreparedRequest, StepPlan, Target, _Stream, make_session
+from perfbench.engine import Engine, PreparedRequest, StepPlan, Target, _Exchange, _Stream, make_session
 from perfbench.metrics import summarize_step
 
 ROLE = b'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}\n\n'
@@ -287,7 +287,7 @@ def test_no_stream_raises_and_every_record_is_sane(chunks, api, gzipped, whole_b
         stream.chunks = [packed.compress(c) for c in chunks]
         stream.chunks[-1] += packed.flush()
         stream.encoding = "gzip"
-    record = engine._record(0, 0, False, 0, 10, 20_000, 200, None, stream, PreparedRequest(b"{}", 4))
+    record = engine._record(_Exchange(0, 0, False, 0, 10, 20_000, 200, None, stream, PreparedRequest(b"{}", 4)))
     assert record.status == R.OK or record.error, record
     if record.ok and get_adapter(api).produces_output:
         assert record.package_times_ns and list(record.package_times_ns) == sorted(record.package_times_ns)

@@ -18,13 +18,14 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @contextmanager
-def server_in_thread(handler: Handler) -> Iterator[str]:
+def server_in_thread(handler: Handler, methods: tuple[str, ...] = ("POST",)) -> Iterator[str]:
     """A real aiohttp server on 127.0.0.1 on its own loop; yields its chat endpoint URL."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     app = web.Application()
-    app.router.add_post("/v1/chat/completions", handler)
+    for method in methods:
+        app.router.add_route(method, "/v1/chat/completions", handler)
     runner = web.AppRunner(app)
 
     async def start() -> str:
@@ -93,3 +94,28 @@ def test_no_preflight_sends_only_the_steps_requests(tmp_path):
     with MockInThread(MockConfig(ttft_ms=1, itl_ms=1)) as mock:
         assert run_cli("--url", mock.base_url, "-n", "5", "--max-tokens", "4", "--no-preflight", "--output-dir", str(tmp_path / "r")) == 0
         assert len(mock.server.log) == 5
+
+
+def test_each_step_opens_its_connections_before_its_clock(tmp_path):
+    events: list[tuple[str, int]] = []  # (method, local port of the client) in arrival order
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        peer = request.transport.get_extra_info("peername")[1] if request.transport else 0
+        events.append((request.method, peer))
+        if request.method != "POST":
+            return web.json_response({"error": {"message": "use POST"}}, status=405)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b'data: {"choices":[{"delta":{"content":"x"}}]}\n\ndata: [DONE]\n\n')
+        return response
+
+    with server_in_thread(answer, methods=("POST", "GET")) as url:
+        assert run_cli("--url", url, "-c", "4", "-n", "8", "--no-preflight", "--output-dir", str(tmp_path / "a")) == 0
+        warm = list(events)
+        events.clear()
+        assert run_cli("--url", url, "-c", "4", "-n", "8", "--no-preflight", "--no-preconnect", "--output-dir", str(tmp_path / "b")) == 0
+        cold = list(events)
+    gets = [port for method, port in warm if method == "GET"]
+    assert len(gets) == 4 and [m for m, _ in warm[:4]] == ["GET"] * 4  # all before the first request of the step
+    assert {port for method, port in warm if method == "POST"} <= set(gets)  # the step ran on those connections
+    assert [m for m, _ in cold] == ["POST"] * 8
