@@ -48,7 +48,7 @@ class MockConfig:
     output_tokens: int | None = None  # fixed output length; None -> request's max_(completion_)tokens, else 128
     tokens_per_package: int = 1  # tokens per SSE package (the last one may carry fewer)
     role_chunk: bool = True  # chat: a role-only first chunk at once (not output)
-    reasoning_tokens: int = 0  # chat: the first N tokens go out as delta.reasoning_content
+    reasoning_tokens: int = 0  # chat, responses: the first N tokens go out as reasoning (reasoning_content, reasoning_text)
     send_done: bool = True  # end the stream with `data: [DONE]`
     usage: str = "last"  # "last" (in the finish chunk), "separate" (final chunk, empty choices), "none"
     crlf: bool = False  # \r\n line endings
@@ -62,6 +62,7 @@ class MockConfig:
     bad_body_fraction: float = 0  # answer 200 with an HTML body instead of SSE
     seed: int = 0  # varies ids and token words; faults do not depend on it
     model: str = "mock"  # the model name served (/v1/models, metrics label); chunks echo the request's
+    embedding_dim: int = 64  # floats per /v1/embeddings vector (a request's `dimensions` may ask for fewer)
 
     def __post_init__(self) -> None:
         for name in ("ttft_ms", "itl_ms", "ping_interval_ms", "stall_s"):
@@ -73,6 +74,7 @@ class MockConfig:
         _check_int(self.reasoning_tokens, "reasoning_tokens", 0)
         _check_int(self.capacity, "capacity", 1, allow_none=True)
         _check_int(self.seed, "seed", None)
+        _check_int(self.embedding_dim, "embedding_dim", 1)
         if self.usage not in USAGE_PLACEMENTS:
             raise ConfigError(f"mock usage must be one of {', '.join(USAGE_PLACEMENTS)}, got {self.usage!r}")
         if not isinstance(self.model, str) or not self.model:
