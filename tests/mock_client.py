@@ -1,0 +1,89 @@
+"""A raw aiohttp client for the mock's Responses and embeddings tests: every read stamped, named SSE events split by hand."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from perfbench.servers.mock import MockConfig, MockServer
+
+MS = 1_000_000  # ns per ms
+
+
+@dataclass
+class Reply:
+    """One HTTP answer as the client saw it: every read with its arrival time."""
+
+    status: int
+    content_type: str
+    reads: list[tuple[int, bytes]] = field(default_factory=list)  # (perf_counter_ns, bytes)
+    error: BaseException | None = None  # a transport error while reading the body
+
+    @property
+    def raw(self) -> bytes:
+        return b"".join(b for _, b in self.reads)
+
+    def json(self) -> dict:
+        return json.loads(self.raw)
+
+    def events(self) -> list[tuple[str, dict]]:
+        """(event name, data JSON) of each named event; comment blocks (pings) dropped."""
+        out = []
+        for block in self.raw.replace(b"\r\n", b"\n").split(b"\n\n"):
+            if not block or block.startswith(b":"):
+                continue
+            lines = block.split(b"\n")
+            assert len(lines) == 2 and lines[0].startswith(b"event: ") and lines[1].startswith(b"data: "), block
+            out.append((lines[0][len(b"event: ") :].decode(), json.loads(lines[1][len(b"data: ") :])))
+        return out
+
+    def arrival_ns(self, marker: bytes) -> int:
+        """When the read that completed the first occurrence of ``marker`` arrived."""
+        seen = b""
+        for t, b in self.reads:
+            seen += b
+            if marker in seen:
+                return t
+        raise AssertionError(f"{marker!r} never arrived")
+
+
+async def post(session: aiohttp.ClientSession, url: str, body: dict | bytes, timeout_s: float = 10) -> Reply:
+    """POST and read the whole body raw, stamping each read."""
+    kwargs = {"data": body} if isinstance(body, bytes) else {"json": body}
+    async with session.post(url, timeout=aiohttp.ClientTimeout(total=timeout_s), **kwargs) as resp:
+        reply = Reply(resp.status, resp.headers.get("Content-Type", ""))
+        try:
+            async for chunk in resp.content.iter_any():
+                reply.reads.append((time.perf_counter_ns(), chunk))
+        except aiohttp.ClientPayloadError as exc:
+            reply.error = exc
+        return reply
+
+
+class MockStarter:
+    """``await start(**config)`` -> (server, base_url); ``await stop_all()`` after the test."""
+
+    def __init__(self) -> None:
+        self.servers: list[MockServer] = []
+
+    async def __call__(self, **config: object) -> tuple[MockServer, str]:
+        server = MockServer(MockConfig(**config))
+        self.servers.append(server)
+        return server, await server.start()
+
+    async def stop_all(self) -> None:
+        for server in self.servers:
+            await server.stop()
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """``name{labels} value`` lines of a Prometheus page, keyed by the name alone."""
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name_labels, value = line.rsplit(" ", 1)
+            values[name_labels.split("{", 1)[0]] = float(value)
+    return values
