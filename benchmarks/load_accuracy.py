@@ -12,10 +12,10 @@ stamps (latency = last write - arrival, TTFT = first write - arrival, throughput
 / (last write - first arrival)), and the relative error. The client's t0 is its scheduled send
 time, so its own send path counts against it, as it should.
 
-``--compare-head`` also runs the engine of the last commit (``git show HEAD:perfbench/engine.py``)
+``--compare REV`` also runs the engine of a git revision (``git show REV:perfbench/engine.py``)
 in alternating rounds, so a change can be judged by ratios taken in one run on a noisy machine.
 
-Run: python benchmarks/load_accuracy.py [--concurrency 256 --itl-ms 5 --tokens 256 --requests 1024] [--rounds 3] [--compare-head]
+Run: python benchmarks/load_accuracy.py [--concurrency 256 --itl-ms 5 --tokens 256 --requests 1024] [--rounds 3] [--compare REV]
 """
 
 from __future__ import annotations
@@ -133,8 +133,8 @@ class StampingServer:
 # --- one measurement --------------------------------------------------------------------------------
 
 
-def _engine_of_head() -> ModuleType:
-    source = subprocess.run(["git", "show", "HEAD:perfbench/engine.py"], capture_output=True, text=True, check=True).stdout
+def _engine_of(revision: str) -> ModuleType:
+    source = subprocess.run(["git", "show", f"{revision}:perfbench/engine.py"], capture_output=True, text=True, check=True).stdout
     path = Path(tempfile.mkdtemp()) / "engine_head.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("engine_head", path)
@@ -157,6 +157,7 @@ async def _client(engine_module: ModuleType, url: str, concurrency: int, request
         await engine.run_step(plan)
     step = summarize_step(records, concurrency=concurrency, rate_req_s=None, requests_expected=requests)
     assert step.requests_failed == 0, step.failure_reasons
+    print(f"  client queue (scheduled -> send started) mean {step.queue_ms.mean:.2f} ms, p99 {step.queue_ms.p99:.2f} ms", flush=True)
     return {"latency_ms": step.latency_ms.mean, "latency_p99_ms": step.latency_ms.p99, "ttft_ms": step.ttft_ms.mean,
             "tpot_ms": step.tpot_ms.mean, "itl_ms": step.itl_ms.mean, "output_tok_s": step.output_throughput_tok_s}
 
@@ -191,14 +192,14 @@ def main() -> None:
     parser.add_argument("--ttft-ms", type=float, default=0.0)
     parser.add_argument("--itl-ms", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--compare-head", action="store_true", help="alternate with the engine of the last commit")
+    parser.add_argument("--compare", metavar="REV", help="alternate with the engine of this git revision")
     args = parser.parse_args()
     if args.serve is not None:
         serve_main(args.serve, args.ttft_ms, args.itl_ms, args.stamps)
         return
     engines = {"now": engine_now}
-    if args.compare_head:
-        engines["head"] = _engine_of_head()
+    if args.compare:
+        engines[args.compare] = _engine_of(args.compare)
     print(f"server: one event per write, ttft {args.ttft_ms} ms, itl {args.itl_ms} ms, {args.tokens} tokens; "
           f"client: concurrency {args.concurrency}, {args.requests} requests; {args.rounds} rounds")
     results: dict[str, list[dict[str, tuple[float, float, float]]]] = {name: [] for name in engines}
@@ -206,7 +207,7 @@ def main() -> None:
         for name, module in engines.items():  # alternated, so both see the same machine
             results[name].append(measure(module, args))
             row = results[name][-1]
-            print(f"round {round_index + 1} {name:>4}: " + "  ".join(f"{k} {v[2]:+.2f}%" for k, v in row.items()), flush=True)
+            print(f"round {round_index + 1} {name:>8}: " + "  ".join(f"{k} {v[2]:+.2f}%" for k, v in row.items()), flush=True)
     for name, rows in results.items():
         print(f"\n{name}: median error over {len(rows)} rounds (client vs server), and spread (min..max)")
         for key in rows[0]:

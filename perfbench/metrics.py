@@ -328,6 +328,7 @@ class StepSummary:
     duration_s: float | None  # first scheduled send to last request finished
     request_throughput_req_s: float | None  # succeeded requests / duration
     output_throughput_tok_s: float | None  # output tokens of succeeded requests / duration
+    input_throughput_tok_s: float | None  # input tokens of succeeded requests / duration (None unless all are known)
     total_throughput_tok_s: float | None  # (input + output) tokens of succeeded requests / duration
     goodput_req_s: float | None  # succeeded requests meeting every per-request SLO / duration
     concurrency_achieved: float | None  # time-average of requests in flight
@@ -394,6 +395,15 @@ def _concurrency_achieved(in_flight_ns: int, duration_s: float | None) -> float 
 def _per_second(amount: float | None, duration_s: float | None) -> float | None:
     """A throughput: ``amount / duration``; None when either is unknown."""
     return None if amount is None or duration_s is None else amount / duration_s
+
+
+def _known_sum(tokens: np.ndarray, *, all_known: bool = False) -> float | None:
+    """Tokens summed over the requests that have a count; None when none has one (embeddings have
+    no output tokens: no output throughput, rather than 0), or with ``all_known`` when any lacks one."""
+    missing = np.isnan(tokens)  # no succeeded request at all: a real 0 over a known duration
+    if (tokens.size and missing.all()) or (all_known and missing.any()):
+        return None
+    return float(np.nansum(tokens))
 
 
 def _total_tokens(input_tokens: np.ndarray, output_tokens: np.ndarray) -> float | None:
@@ -536,7 +546,8 @@ class StepAccumulator:
             failure_examples=dict(sorted(self.failure_examples.items())),
             duration_s=duration_s,
             request_throughput_req_s=_per_second(self.requests_succeeded, duration_s),
-            output_throughput_tok_s=_per_second(float(np.nansum(output_tokens)), duration_s),
+            output_throughput_tok_s=_per_second(_known_sum(output_tokens), duration_s),
+            input_throughput_tok_s=_per_second(_known_sum(input_tokens, all_known=True), duration_s),
             total_throughput_tok_s=_per_second(_total_tokens(input_tokens, output_tokens), duration_s),
             goodput_req_s=goodput_req_s,
             concurrency_achieved=_concurrency_achieved(self._in_flight_ns, duration_s),

@@ -60,7 +60,11 @@ class RequestRecord:
         return self.sent_ns - self.scheduled_ns
 
     def to_json(self, run_start_ns: int) -> dict[str, Any]:
-        """The requests.jsonl line (DESIGN.md), times relative to ``run_start_ns``."""
+        """The requests.jsonl line's measured fields (DESIGN.md), times relative to ``run_start_ns``.
+
+        The derived ``ttft_ms`` and ``latency_ms`` are added by the writer from perfbench.metrics,
+        where each metric is defined once.
+        """
         t0 = self.scheduled_ns
         times = self.package_times_ns
         return {
@@ -73,8 +77,6 @@ class RequestRecord:
             "scheduled_s": (t0 - run_start_ns) / 1e9,
             "sent_s": (self.sent_ns - run_start_ns) / 1e9,
             "end_s": (self.end_ns - run_start_ns) / 1e9,
-            "ttft_ms": (times[0] - t0) / 1e6 if times else None,
-            "latency_ms": (times[-1] - t0) / 1e6 if times else None,
             "queue_ms": self.queue_ns / 1e6,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,

@@ -8,6 +8,7 @@ finished, also after Ctrl-C or a crash.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 import datetime as dt
@@ -350,7 +351,7 @@ async def _search(config: RunConfig, state: RunState, run_load: Callable[[int, L
 
 async def _preflight(config: RunConfig, engine: Engine, request: PreparedRequest) -> None:
     """One real request before the first step's clock (counted nowhere); its failure is exit 3 at once."""
-    record = await engine.preflight(PreparedRequest(_short_body(request.body), request.input_tokens))
+    record = await engine.preflight(dataclasses.replace(request, body=_short_body(request.body)))
     if not record.ok:
         raise TargetError(
             f"pre-flight request failed ({record.status}): {record.error}{_flag_hint(config, record.error or '')}; "

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from perfbench.metrics import summarize_step
+from perfbench.report.files import request_line
 from perfbench.records import OK, RequestRecord
 
 RUN_START_NS = 1_000_000_000
@@ -82,7 +83,7 @@ def write_run(
         for i, spec in enumerate(specs):
             records = simulate_step(i, spec, rng)
             for record in records:
-                fh.write(json.dumps(record.to_json(RUN_START_NS)) + "\n")
+                fh.write(json.dumps(request_line(record, RUN_START_NS)) + "\n")
             steps.append(summarize(records, spec.concurrency))
     summary = {
         "schema": "perfbench.summary/1", "perfbench_version": "0.1.0", "started_at": started_at,

@@ -213,3 +213,43 @@ async def test_embeddings_answered_as_a_stream_fail(aiohttp_server):
     app = sse_app("/v1/embeddings", [[(0, b"data: {}\n\n")]])
     [rec] = await run(await serve(aiohttp_server, app, "/v1/embeddings"), "openai-embeddings")
     assert rec.status == R.BAD_RESPONSE and "does not stream" in rec.error
+
+
+# --- through the command line, against the built-in mock ---------------------------------------
+
+
+def _cli_run(tmp_path, *args: str) -> dict:
+    from perfbench.cli import main
+
+    out = tmp_path / "run"
+    assert main([*args, "--no-plots", "--no-live", "--no-telemetry", "--output-dir", str(out), "--store", str(tmp_path / "s.db")]) == 0
+    return json.loads((out / "summary.json").read_text())
+
+
+def test_a_responses_run_against_the_mock(tmp_path):
+    summary = _cli_run(tmp_path, "--api", "openai-responses", "-c", "3", "-n", "9", "--max-tokens", "12", "--mock", "ttft_ms=5,itl_ms=1")
+    [step] = summary["steps"]
+    assert summary["target"]["url"].endswith("/v1/responses") and summary["target"]["api"] == "openai-responses"
+    assert step["requests_succeeded"] == 9 and step["output_tokens_per_request"]["mean"] == 12
+    assert step["packages_per_request"]["mean"] == 12 and step["ttft_ms"]["count"] == 9
+
+
+def test_an_embeddings_run_against_the_mock_batches_and_shows_no_streaming_metrics(tmp_path):
+    summary = _cli_run(tmp_path, "--api", "openai-embeddings", "--batch-size", "4", "-c", "2", "-n", "6", "--input-tokens", "10",
+                       "--mock", "ttft_ms=5")
+    [step] = summary["steps"]
+    assert step["requests_succeeded"] == 6 and step["input_tokens_per_request"]["mean"] == 40  # 4 inputs of 10 words
+    assert step["latency_ms"]["count"] == 6 and step["latency_ms"]["min"] >= 4
+    assert step["ttft_ms"]["count"] == 0 and step["ttft_ms"]["mean"] is None and step["itl_ms"]["mean"] is None
+    assert step["output_throughput_tok_s"] is None and step["input_throughput_tok_s"] > 0
+    lines = [json.loads(line) for line in (tmp_path / "run" / "requests.jsonl").read_text().splitlines()]
+    assert all(line["latency_ms"] >= 4 and line["ttft_ms"] is None for line in lines)
+
+
+def test_options_an_api_cannot_honour_are_refused(tmp_path, capsys):
+    from perfbench.cli import main
+
+    assert main(["--api", "openai-embeddings", "--max-tokens", "5", "--output-dir", str(tmp_path / "a")]) == 2
+    assert main(["--api", "openai-chat", "--batch-size", "3", "--output-dir", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "--max-tokens" in err[0] and "--batch-size" in err[1]

@@ -41,6 +41,15 @@ def output_error(name: str, exc: OSError) -> OutputError:
     return OutputError(f"cannot write {name}: {reason}; free space or choose another --output-dir")
 
 
+def request_line(record: RequestRecord, run_start_ns: int) -> dict[str, Any]:
+    """requests.jsonl's line for ``record``: its fields plus TTFT and latency as perfbench.metrics defines them."""
+    from perfbench.metrics import latency_ms, ttft_ms
+
+    line = record.to_json(run_start_ns)
+    line["ttft_ms"], line["latency_ms"] = ttft_ms(record), latency_ms(record)
+    return line
+
+
 class RecordWriter:
     """Appends one requests.jsonl line per finished request, each in one unbuffered write (a crash keeps it).
 
@@ -62,7 +71,7 @@ class RecordWriter:
     def write(self, record: RequestRecord) -> None:
         if self.failed or self._fd is None:
             return
-        line = (json.dumps(record.to_json(self._run_start_ns), separators=(",", ":")) + "\n").encode("utf-8")
+        line = (json.dumps(request_line(record, self._run_start_ns), separators=(",", ":")) + "\n").encode("utf-8")
         try:
             view = memoryview(line)
             while view:  # one write in practice; a short write (disk nearly full) continues the same line

@@ -43,6 +43,7 @@ _OVERVIEW_ROWS: tuple[tuple[str, Any], ...] = (
     ("Request throughput (req/s)", lambda s: _num(s["request_throughput_req_s"], 3)),
     ("Goodput (req/s)", lambda s: _num(s["goodput_req_s"], 3)),
     ("Output throughput (tok/s)", lambda s: _num(s["output_throughput_tok_s"])),
+    ("Input throughput (tok/s)", lambda s: _num(s.get("input_throughput_tok_s"))),
     ("Total throughput (tok/s)", lambda s: _num(s["total_throughput_tok_s"])),
     ("Latency mean (ms)", lambda s: _stat(s, "latency_ms")),
     ("TTFT mean (ms)", lambda s: _stat(s, "ttft_ms")),
