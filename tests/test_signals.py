@@ -120,8 +120,8 @@ def test_sigterm_stops_the_local_server_and_sigkill_does_not_orphan_it(tmp_path)
     try:
         run.kill()
         run.communicate(timeout=10)
+        # The parent-death signal and the stdin pipe race: either may stop it (each is tested alone below).
         wait_until(lambda: not alive(server_pid), 15, f"the orphaned server {server_pid} to exit")
-        assert "is gone; stopping this server" in (tmp_path / "kill" / "server.log").read_text()
     finally:
         kill_if_alive(server_pid)
 
