@@ -1,6 +1,7 @@
 """An OpenAI-compatible HTTP server for a local Hugging Face causal LM, with continuous batching.
 
 Routes: ``POST /v1/chat/completions``, ``POST /v1/completions`` (streaming and not),
+``POST /v1/responses`` and ``POST /v1/embeddings`` (servers/transformers_apis.py),
 ``GET /v1/models``, ``GET /health``. Chunks are shaped like vLLM's: the chat stream opens with a
 role-only chunk, each later chunk carries new text, the last text chunk carries ``finish_reason``,
 and with ``stream_options.include_usage`` a final chunk with empty ``choices`` carries ``usage``;
@@ -26,16 +27,21 @@ from typing import Any
 from aiohttp import web
 
 from perfbench.errors import ConfigError
-from perfbench.servers.generation import FINISH_ERROR, BatchGenerator, Delta, SamplingParams
+from perfbench.servers.generation import FINISH_ERROR, BatchGenerator, Delta
+from perfbench.servers.transformers_apis import embeddings_handler, responses_handler
+from perfbench.servers.transformers_requests import (
+    BadRequest,
+    DeltaStream,
+    chat_prompt_ids,
+    completion_prompt_ids,
+    error_response,
+    sampling_params,
+)
 
 logger = logging.getLogger(__name__)
 
 GENERATOR_KEY = web.AppKey("generator", BatchGenerator)
 MODEL_NAME_KEY = web.AppKey("model_name", str)
-
-
-class BadRequest(Exception):
-    """A request the server refuses with HTTP 400; the message goes to the client."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +158,8 @@ def create_app(generator: BatchGenerator, model_name: str) -> web.Application:
     app.router.add_get("/v1/models", _models)
     app.router.add_post("/v1/chat/completions", _chat_completions)
     app.router.add_post("/v1/completions", _completions)
+    app.router.add_post("/v1/responses", responses_handler(generator, model_name))
+    app.router.add_post("/v1/embeddings", embeddings_handler(generator, model_name))
     return app
 
 
@@ -185,55 +193,42 @@ async def _completions(request: web.Request) -> web.StreamResponse:
     return await _generate(request, chat=False)
 
 
-def _error_response(message: str, status: int = 400) -> web.Response:
-    kind = "BadRequestError" if status == 400 else "InternalServerError"
-    return web.json_response({"error": {"message": message, "type": kind, "param": None, "code": status}}, status=status)
-
-
 async def _generate(request: web.Request, *, chat: bool) -> web.StreamResponse:
     generator = request.app[GENERATOR_KEY]
     try:
         body = await request.json()
         if not isinstance(body, dict):
             raise BadRequest("the request body must be a JSON object")
-        prompt_ids = _chat_prompt_ids(generator, body) if chat else _completion_prompt_ids(generator, body)
-        params = _sampling_params(body, len(prompt_ids), generator.max_model_len, chat=chat)
+        prompt_ids = chat_prompt_ids(generator, body) if chat else completion_prompt_ids(generator, body)
+        params = sampling_params(body, len(prompt_ids), generator.max_model_len, api="chat" if chat else "completions")
         stream = bool(body.get("stream", False))
         stream_options = body.get("stream_options") or {}
         include_usage = bool(stream_options.get("include_usage", False)) if isinstance(stream_options, dict) else False
     except json.JSONDecodeError:
-        return _error_response("the request body is not valid JSON")
+        return error_response("the request body is not valid JSON")
     except BadRequest as exc:
-        return _error_response(str(exc))
+        return error_response(str(exc))
 
-    loop = asyncio.get_running_loop()
-    deltas: asyncio.Queue[Delta] = asyncio.Queue()
-    seq = generator.submit(prompt_ids, params, lambda d: loop.call_soon_threadsafe(deltas.put_nowait, d))
-    finished = False
+    deltas = DeltaStream(generator, prompt_ids, params)
     try:
         reply = _Reply(chat=chat, model=request.app[MODEL_NAME_KEY], prompt_tokens=len(prompt_ids))
         if not stream:
-            texts: list[str] = []
-            while not finished:
-                delta = await deltas.get()
-                texts.append(delta.text)
-                finished = delta.finish_reason is not None
+            delta, text = await deltas.whole()
             if delta.finish_reason == FINISH_ERROR:
-                return _error_response(delta.error or "generation failed", status=500)
-            return web.json_response(reply.full("".join(texts), delta))
+                return error_response(delta.error or "generation failed", status=500)
+            return web.json_response(reply.full(text, delta))
 
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await response.prepare(request)
         if chat:
             await response.write(reply.sse(reply.chunk_chat({"role": "assistant", "content": ""}, None)))
-        while not finished:
-            delta = _coalesce(await deltas.get(), deltas)
-            finished = delta.finish_reason is not None
+        while not deltas.finished:
+            delta = await deltas.next()
             if delta.finish_reason == FINISH_ERROR:
                 error = {"error": {"message": delta.error, "type": "InternalServerError", "code": 500}}
                 await response.write(reply.sse(error))
                 break
-            if delta.text or finished:
+            if delta.text or deltas.finished:
                 await response.write(reply.sse(reply.chunk(delta)))
         if include_usage and delta.finish_reason != FINISH_ERROR:
             await response.write(reply.sse(reply.usage_chunk(delta.completion_tokens)))
@@ -241,20 +236,7 @@ async def _generate(request: web.Request, *, chat: bool) -> web.StreamResponse:
         await response.write_eof()
         return response
     finally:
-        if not finished:
-            generator.cancel(seq)
-
-
-def _coalesce(delta: Delta, deltas: asyncio.Queue[Delta]) -> Delta:
-    """Merge deltas that are already queued into one (one package may carry several tokens)."""
-    if deltas.empty():
-        return delta
-    texts, new_tokens = [delta.text], delta.new_tokens
-    while not deltas.empty() and delta.finish_reason is None:
-        delta = deltas.get_nowait()
-        texts.append(delta.text)
-        new_tokens += delta.new_tokens
-    return Delta("".join(texts), new_tokens, delta.completion_tokens, delta.finish_reason, delta.error)
+        deltas.close()
 
 
 class _Reply:
@@ -310,89 +292,6 @@ class _Reply:
             reply = self._envelope("text_completion", [choice])
         reply["usage"] = self.usage(last.completion_tokens)
         return reply
-
-
-def _chat_prompt_ids(generator: BatchGenerator, body: dict[str, Any]) -> list[int]:
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise BadRequest("'messages' must be a non-empty list")
-    tokenizer = generator.tokenizer
-    if not getattr(tokenizer, "chat_template", None):
-        raise BadRequest("this model has no chat template; use /v1/completions")
-    for message in messages:
-        if not isinstance(message, dict) or "role" not in message:
-            raise BadRequest("each message must be an object with a 'role'")
-        content = message.get("content")
-        if isinstance(content, list):  # OpenAI content parts: keep the text ones
-            message["content"] = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    # The template already holds the special tokens (BOS), so the tokenizer must not add more.
-    return _check_prompt(generator, tokenizer.encode(text, add_special_tokens=False))
-
-
-def _completion_prompt_ids(generator: BatchGenerator, body: dict[str, Any]) -> list[int]:
-    prompt = body.get("prompt")
-    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
-        prompt = prompt[0]
-    if isinstance(prompt, str):
-        ids = generator.tokenizer.encode(prompt)
-    elif isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
-        ids = list(prompt)
-    else:
-        raise BadRequest("'prompt' must be a string or a list of token ids (one prompt per request)")
-    return _check_prompt(generator, ids)
-
-
-def _check_prompt(generator: BatchGenerator, ids: list[int]) -> list[int]:
-    if not ids:
-        raise BadRequest("the prompt is empty")
-    if len(ids) >= generator.max_model_len:
-        raise BadRequest(
-            f"the prompt has {len(ids)} tokens; this model's maximum context length is {generator.max_model_len}"
-        )
-    return ids
-
-
-def _number(body: dict[str, Any], key: str, default: Any, kind: type, low: float, high: float) -> Any:
-    value = body.get(key)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not float(value).is_integer()):
-        raise BadRequest(f"'{key}' must be a number")
-    if not low <= value <= high:
-        raise BadRequest(f"'{key}' must be between {low} and {high}, got {value}")
-    return kind(value)
-
-
-def _sampling_params(body: dict[str, Any], prompt_tokens: int, max_model_len: int, *, chat: bool) -> SamplingParams:
-    if _number(body, "n", 1, int, 1, 1) != 1:
-        raise BadRequest("only n=1 is supported")
-    room = max_model_len - prompt_tokens
-    key = "max_completion_tokens" if chat and body.get("max_completion_tokens") is not None else "max_tokens"
-    max_tokens = _number(body, key, room, int, 1, 2**31)
-    if max_tokens > room:
-        raise BadRequest(
-            f"this model's maximum context length is {max_model_len} tokens; the prompt has {prompt_tokens} "
-            f"and {key}={max_tokens} asks for more than the {room} left"
-        )
-    stop = body.get("stop")
-    if stop is None:
-        stop = ()
-    elif isinstance(stop, str):
-        stop = (stop,)
-    elif isinstance(stop, list) and all(isinstance(s, str) for s in stop):
-        stop = tuple(stop)
-    else:
-        raise BadRequest("'stop' must be a string or a list of strings")
-    return SamplingParams(
-        max_tokens=max_tokens,
-        temperature=_number(body, "temperature", 1.0, float, 0.0, 100.0),
-        top_p=_number(body, "top_p", 1.0, float, 1e-9, 1.0),
-        seed=_number(body, "seed", None, int, -(2**63), 2**63 - 1),
-        stop=tuple(s for s in stop if s),
-        ignore_eos=bool(body.get("ignore_eos", False)),
-        min_tokens=min(_number(body, "min_tokens", 0, int, 0, 2**31), max_tokens),
-    )
 
 
 async def serve(
