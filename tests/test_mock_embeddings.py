@@ -169,3 +169,12 @@ async def test_metrics_count_embeddings(mock, session):
         metrics = parse_metrics(await resp.text())
     assert metrics["vllm:request_success_total"] == 1 and metrics["vllm:prompt_tokens_total"] == 3
     assert metrics["vllm:generation_tokens_total"] == 0 and metrics["vllm:num_requests_running"] == 0
+
+
+def test_embedding_dim_flag_and_its_validation():
+    from perfbench.errors import ConfigError
+    from perfbench.servers.mock import _parser, config_from_args
+
+    assert config_from_args(_parser().parse_args(["--embedding-dim", "8"])).embedding_dim == 8
+    with pytest.raises(ConfigError, match="embedding_dim"):
+        config_from_args(_parser().parse_args(["--embedding-dim", "0"]))
