@@ -37,6 +37,7 @@ from types import ModuleType
 import numpy as np
 
 from perfbench import engine as engine_now
+from perfbench import event_loop
 from perfbench.apis import get_adapter
 from perfbench.metrics import summarize_step
 from perfbench.prompts import Prompt
@@ -175,7 +176,7 @@ def _server_view(stamps: list[list[int]]) -> dict[str, float]:
 def measure(engine_module: ModuleType, args: argparse.Namespace) -> dict[str, tuple[float, float, float]]:
     server = StampingServer(args.ttft_ms, args.itl_ms)
     try:
-        client = asyncio.run(_client(engine_module, f"http://127.0.0.1:{server.port}/v1/chat/completions", args.concurrency, args.requests, args.tokens))
+        client = event_loop.run(_client(engine_module, f"http://127.0.0.1:{server.port}/v1/chat/completions", args.concurrency, args.requests, args.tokens))
     finally:
         stamps = server.stop()
     truth = _server_view(stamps)
@@ -200,7 +201,7 @@ def main() -> None:
     engines = {"now": engine_now}
     if args.compare:
         engines[args.compare] = _engine_of(args.compare)
-    print(f"server: one event per write, ttft {args.ttft_ms} ms, itl {args.itl_ms} ms, {args.tokens} tokens; "
+    print(f"client loop: {event_loop.LOOP_NAME}; server: one event per write, ttft {args.ttft_ms} ms, itl {args.itl_ms} ms, {args.tokens} tokens; "
           f"client: concurrency {args.concurrency}, {args.requests} requests; {args.rounds} rounds")
     results: dict[str, list[dict[str, tuple[float, float, float]]]] = {name: [] for name in engines}
     for round_index in range(args.rounds):
