@@ -133,8 +133,11 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         settings.update(load_scenario(args.scenario))
     flags = {k: v for k, v in vars(args).items() if v is not None and k not in ("scenario", "debug")}
     if flags.get("extra_body") is not None:
+        def not_a_number(name: str) -> Any:  # json.loads takes NaN and Infinity, which no server parses
+            raise ConfigError(f"--extra-body holds {name}, which is not JSON; give a finite number")
+
         try:
-            flags["extra_body"] = json.loads(flags["extra_body"])
+            flags["extra_body"] = json.loads(flags["extra_body"], parse_constant=not_a_number)
         except ValueError:
             raise ConfigError("--extra-body is not valid JSON; give an object like '{\"temperature\": 0}'") from None
         if not isinstance(flags["extra_body"], dict):
@@ -192,6 +195,16 @@ def run_main(argv: Sequence[str]) -> int:
         if not config.baseline:
             logging.getLogger(__name__).warning("--threshold applies only with --baseline; this run is not compared")
     baseline_dir = _resolve_baseline(config)
+    if config.store:  # refused now, not after the run: e.g. a file that is not a run store
+        _open_store(config).close()
+    if config.junit:
+        from perfbench.cliutil import check_writable_file
+
+        check_writable_file(Path(config.junit), "--junit")
+    if config.url is None and config.model and config.engine == "transformers":
+        from perfbench.servers.serve import check_transformers_installed
+
+        check_transformers_installed()
     label = "simulated" if config.simulated else (config.model or "run")
     run_dir = make_run_dir(Path(config.output_dir) if config.output_dir else default_run_dir(config, label))
 
@@ -315,8 +328,13 @@ def _after_run(config: Any, outcome: Any, console: Any, baseline_dir: Path | Non
     if config.junit:
         from perfbench.junit import write_junit
 
-        write_junit(Path(config.junit), comparison=comparison, steps=() if config.search else outcome.summary["steps"])
-        console.print(f"JUnit: {config.junit}")
+        try:
+            write_junit(Path(config.junit), comparison=comparison, steps=() if config.search else outcome.summary["steps"])
+            console.print(f"JUnit: {config.junit}")
+        except OSError as exc:  # e.g. the disk went read-only during the run: keep the run's other outputs
+            print(f"perfbench: error: cannot write --junit {config.junit} ({exc.strerror or exc}); "
+                  "the run's files are kept, choose a writable path", file=sys.stderr)
+            exit_code = exit_code or 2
     if config.plots and outcome.summary["steps"]:
         from perfbench.report.html import write_html_report
         from perfbench.report.plots import write_plots

@@ -27,7 +27,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from perfbench.cliutil import OneLineArgumentParser
+from perfbench.cliutil import OneLineArgumentParser, check_writable_file
 from perfbench.errors import ConfigError, PerfbenchError
 from perfbench.report.files import iter_request_lines, read_summary, step_metric
 
@@ -557,9 +557,14 @@ def main(argv: list[str]) -> int:
     console = Console()
     try:
         args = parser.parse_args(argv)
+        if not 0 <= args.seed < 2**63:  # numpy's generators take no negative seed
+            raise ConfigError(f"--seed {args.seed} is out of range; use an integer from 0 to 2**63-1")
         if not 0.5 <= args.confidence < 1.0:
             raise ConfigError(f"--confidence {args.confidence} out of range; give a level in [0.5, 1), e.g. 0.99")
         thresholds = parse_thresholds(args.threshold) if args.threshold is not None else DEFAULT_THRESHOLDS
+        for path, flag in ((args.junit, "--junit"), (args.json, "--json")):
+            if path is not None:  # before the comparison: a bad output path is a usage error, not a traceback after it
+                check_writable_file(path, flag)
         base_dir = resolve_base(args.base, args.store)
         comparison = compare_runs(base_dir, args.new, thresholds, seed=args.seed, confidence=args.confidence)
     except PerfbenchError as exc:

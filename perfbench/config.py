@@ -13,10 +13,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 from perfbench.apis import API_NAMES, get_adapter
 from perfbench.errors import ConfigError
+from perfbench.redact import redact_url
 from perfbench.schedule import ARRIVALS
 from perfbench.slo import Slos, parse_slos
 
 DEFAULT_NUMBER = 100  # requests per step when neither --number nor --duration is given
+LARGEST_SETTING = 1e9  # any count, size or seconds above this is a typo (and overflows timers)
+MAX_TOKENS_PER_REQUEST = 1_000_000  # token lengths above this are a typo (prompts are built in memory)
 DATASET_LENGTHS = "dataset"  # --output-tokens value: each prompt's own length (JSONL max_tokens, ShareGPT answers)
 
 
@@ -103,35 +106,49 @@ class RunConfig:
         return out
 
 
+def known_endpoints() -> dict[str, str]:
+    """Endpoint path -> API name, as the adapters in perfbench.apis declare them."""
+    return {get_adapter(name).path: name for name in API_NAMES}
+
+
 def resolve_url(url: str, api: str | None) -> tuple[str, str]:
     """Return (full endpoint URL, API name) for a full endpoint or a base URL.
 
-    ``http://h:p/v1/chat/completions`` -> chat; ``.../v1/completions`` -> completions;
-    ``http://h:p`` or ``http://h:p/v1`` -> the path of ``api`` (default chat).
+    ``http://h:p/v1/chat/completions`` -> chat; ``.../v1/completions`` -> completions (a prefix
+    before them is kept, e.g. ``/openai/v1/chat/completions``); a base -- an empty path or one
+    ending in ``/v1`` -- gets the path of ``api`` (default chat). Any other path is refused: a
+    typo like ``/v1/chat/completion`` would otherwise become a base and fail every request.
     """
+    example = "use e.g. http://127.0.0.1:8000/v1/chat/completions"
+    if not url or not url.strip():
+        raise ConfigError(f"--url is empty; {example}, or drop --url to run against the built-in mock")
+    shown = redact_url(url)  # a URL's password or key never reaches the terminal
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        raise ConfigError(f"--url {shown!r} contains whitespace or control characters; {example}")
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise ConfigError(f"--url {url!r} is not a valid URL ({exc}); use e.g. http://127.0.0.1:8000/v1/chat/completions") from None
+        raise ConfigError(f"--url {shown!r} is not a valid URL ({redact_url(str(exc))}); {example}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"--url {url!r} is not an http(s) URL; use e.g. http://127.0.0.1:8000/v1/chat/completions")
+        raise ConfigError(f"--url {shown!r} is not an http(s) URL; {example}")
     del port
     path = parts.path.rstrip("/")
-    inferred = None
-    if path.endswith("/chat/completions"):
-        inferred = "openai-chat"
-    elif path.endswith("/completions"):
-        inferred = "openai-completions"
-    if inferred is not None:
-        if api is not None and api != inferred:
-            raise ConfigError(f"--url ends in {path.rsplit('/v1', 1)[-1]!r} but --api is {api}; drop --api or fix the URL")
-        return urlunsplit(parts._replace(path=path)), inferred
+    endpoints = known_endpoints()
+    # "/v1/chat/completions" -> "/chat/completions": a server may mount its API under another
+    # prefix; longest first, so ".../chat/completions" is never taken for ".../completions".
+    for endpoint, name in sorted(endpoints.items(), key=lambda item: -len(item[0])):
+        if path.endswith(endpoint.removeprefix("/v1")):
+            if api is not None and api != name:
+                raise ConfigError(f"--url ends in {endpoint.removeprefix('/v1')!r} (the {name} API) but --api is {api}; "
+                                  "drop --api or fix the URL")
+            return urlunsplit(parts._replace(path=path)), name
+    if path != "" and not path.endswith("/v1"):
+        known = " or ".join(endpoints)
+        raise ConfigError(f"--url path {parts.path!r} is not an endpoint perfbench knows; end the URL in {known}, "
+                          "or give a base URL (http://host:port or .../v1) and --api")
     api = api or "openai-chat"
-    endpoint = get_adapter(api).path
-    if path.endswith("/v1"):
-        path = path[: -len("/v1")]
-    return urlunsplit(parts._replace(path=path + endpoint)), api
+    return urlunsplit(parts._replace(path=path.removesuffix("/v1") + get_adapter(api).path)), api
 
 
 def build_steps(
@@ -148,6 +165,8 @@ def build_steps(
         for v in values or ():
             if v <= 0:
                 raise ConfigError(f"{flag} values must be positive (got {v:g})")
+            if v > LARGEST_SETTING:
+                raise ConfigError(f"{flag} value {v:g} is too large; use values up to {LARGEST_SETTING:g}")
     ladder = rate if rate is not None else (concurrency or [1])
     count = len(ladder)
     for flag, values in (("--concurrency", concurrency), ("--number", number)):
@@ -187,18 +206,68 @@ def parse_float_list(text: str, flag: str) -> list[float]:
     return values
 
 
+# RFC 7230 token: what a header name may be made of.
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_HEADER_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # CR, LF, NUL and other controls (tab is allowed)
+# Headers the HTTP client sets from the request itself: a user value would corrupt the framing.
+_CLIENT_HEADERS = ("content-length", "transfer-encoding", "host", "connection")
+
+
 def parse_headers(values: list[str] | Mapping[str, str] | None) -> dict[str, str]:
+    """``["X-Team: infra"]`` (or a mapping) -> dict; ConfigError for anything that would corrupt every request."""
     if not values:
         return {}
     if isinstance(values, Mapping):
-        return {str(k): str(v) for k, v in values.items()}
+        pairs = [(str(k), str(v)) for k, v in values.items()]
+    else:
+        pairs = []
+        for item in values:
+            name, sep, value = item.partition(":")
+            if not sep or not name.strip():
+                raise ConfigError(f"--header {_shown(item)}: expected 'Name: value'")
+            pairs.append((name.strip(), value.strip()))
     headers = {}
-    for item in values:
-        name, sep, value = item.partition(":")
-        if not sep or not name.strip():
-            raise ConfigError(f"--header {item!r}: expected 'Name: value'")
-        headers[name.strip()] = value.strip()
+    for name, value in pairs:
+        if not _HEADER_NAME.fullmatch(name):
+            raise ConfigError(f"--header {_shown(name)} is not a valid header name; use letters, digits and -, e.g. X-Team")
+        if name.lower() in _CLIENT_HEADERS:
+            raise ConfigError(f"--header {name}: perfbench sets {name} itself for each request; drop this header")
+        if _BAD_HEADER_VALUE.search(value):
+            raise ConfigError(f"--header {name}: the value contains a line break, NUL or control character; remove it")
+        headers[name] = value
     return headers
+
+
+def _shown(text: str) -> str:
+    """A user's text for an error line: escaped (no raw CR/LF), shortened."""
+    return ascii(text[:80])
+
+
+def check_path_text(path: str, flag: str) -> None:
+    """ConfigError for a path the file system cannot hold: NUL bytes, a name over 255 bytes."""
+    if "\x00" in path:
+        raise ConfigError(f"{flag} contains a NUL byte; give a plain path")
+    for part in path.replace(os.sep, "/").split("/"):
+        if len(os.fsencode(part)) > 255:
+            raise ConfigError(f"{flag}: the name {part[:40]}... is longer than 255 bytes; choose a shorter name")
+
+
+def check_extra_body(extra: Any) -> None:
+    """Refuse --extra-body fields that would make every request fail or be measured wrongly."""
+    if not isinstance(extra, Mapping):
+        raise ConfigError("--extra-body must be a JSON object like '{\"temperature\": 0}'")
+    if "stream" in extra and extra["stream"] is not True:
+        raise ConfigError("--extra-body sets stream to something other than true; perfbench measures streamed answers, drop 'stream'")
+    if "stream_options" in extra:
+        options = extra["stream_options"]
+        if not isinstance(options, Mapping) or options.get("include_usage") is not True:
+            raise ConfigError('--extra-body replaces stream_options without "include_usage": true, so no usage '
+                              'would come back; add "include_usage": true or drop stream_options')
+    for key in ("messages", "prompt"):
+        if key in extra:
+            raise ConfigError(f"--extra-body sets {key!r}, which would replace every prompt; give prompts with --prompts FILE")
+    if "model" in extra:
+        raise ConfigError("--extra-body sets 'model'; set the model with --model so the run records it")
 
 
 def parse_tags(values: list[str] | tuple[str, ...] | Mapping[str, str] | None) -> dict[str, str]:
@@ -217,6 +286,14 @@ def parse_tags(values: list[str] | tuple[str, ...] | Mapping[str, str] | None) -
     return tags
 
 
+def _check_local_server(s: Mapping[str, Any]) -> None:
+    """The local server's settings, checked before minutes of model loading."""
+    if s.get("device") is not None and not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(s["device"])):
+        raise ConfigError(f"--device {_shown(str(s['device']))} is not one of auto, cpu, cuda, cuda:N")
+    if s.get("dtype") is not None and s["dtype"] not in ("auto", "bfloat16", "float16", "float32"):
+        raise ConfigError(f"--dtype {_shown(str(s['dtype']))} is not one of auto, bfloat16, float16, float32")
+
+
 def _check_combinations(s: Mapping[str, Any], url: str | None) -> None:
     """Refuse settings that would silently do nothing, naming the missing or extra flag."""
     open_loop = s.get("rate") is not None or s.get("search") == "rate"
@@ -233,6 +310,11 @@ def _check_combinations(s: Mapping[str, Any], url: str | None) -> None:
                           ("dtype", "--dtype"), ("max_batch_size", "--max-batch-size")):
             if s.get(key):
                 raise ConfigError(f"{flag} configures a server perfbench starts; drop it, or drop --url to serve --model locally")
+    if s.get("search") == "concurrency" and s.get("rate") is not None:
+        raise ConfigError("--rate does nothing under --search concurrency (the search sets the concurrency of closed-loop steps); "
+                          "drop --rate, or use --search rate")
+    if s.get("search") == "rate" and s.get("rate") is not None:
+        raise ConfigError("--rate does nothing under --search rate (the search picks the rates); use --search-start/--search-max, or drop --rate")
     if not s.get("search"):
         for key, flag in (("search_start", "--search-start"), ("search_max", "--search-max"), ("search_precision", "--search-precision")):
             if s.get(key) is not None:
@@ -277,13 +359,30 @@ def config_from_settings(settings: Mapping[str, Any]) -> RunConfig:
             return
         if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
             raise ConfigError(f"{flag} must be a finite number {'>= 0' if allow_zero else '> 0'} (got {v})")
+        if v > LARGEST_SETTING:  # past this, timers overflow and counts exhaust memory
+            raise ConfigError(f"{flag} {v:g} is too large; use a value up to {LARGEST_SETTING:g}")
 
     for key, flag in (("duration_s", "--duration"), ("timeout_s", "--timeout"), ("connect_timeout_s", "--connect-timeout"),
                       ("max_tokens", "--max-tokens"), ("burstiness", "--burstiness"), ("search_precision", "--search-precision"),
-                      ("search_max", "--search-max"), ("search_start", "--search-start"), ("max_batch_size", "--max-batch-size")):
+                      ("search_max", "--search-max"), ("search_start", "--search-start"), ("max_batch_size", "--max-batch-size"),
+                      ("max_response_bytes", "--max-response-bytes"), ("prefix_groups", "--prefix-groups")):
         positive(key, flag)
     for key, flag in (("warmup", "--warmup"), ("ramp_up_s", "--ramp-up"), ("shared_prefix_tokens", "--shared-prefix-tokens")):
         positive(key, flag, allow_zero=True)
+    if s.get("max_tokens") is not None and s["max_tokens"] > MAX_TOKENS_PER_REQUEST:
+        raise ConfigError(f"--max-tokens {s['max_tokens']} is above {MAX_TOKENS_PER_REQUEST:,}; lower it")
+    seed = s.get("seed")
+    if seed is not None and not 0 <= seed < 2**63:
+        raise ConfigError(f"--seed {seed} is out of range; use an integer from 0 to 2**63-1")
+    for key, flag in (("model", "--model"), ("name", "--name"), ("output_dir", "--output-dir"), ("slo", "--slo"),
+                      ("tokenizer", "--tokenizer"), ("prompts", "--prompts"), ("store", "--store"), ("junit", "--junit"),
+                      ("baseline", "--baseline"), ("metrics_url", "--metrics-url")):
+        if isinstance(s.get(key), str) and not s[key].strip():
+            raise ConfigError(f"{flag} is empty; give a value or drop {flag}")
+    for key, flag in (("output_dir", "--output-dir"), ("store", "--store"), ("junit", "--junit")):
+        if s.get(key):
+            check_path_text(str(s[key]), flag)
+    _check_local_server(s)
 
     def as_list(key: str, flag: str, parse: Any) -> list[Any] | None:
         v = s.get(key)
@@ -304,8 +403,8 @@ def config_from_settings(settings: Mapping[str, Any]) -> RunConfig:
     url, api = s.get("url"), s.get("api")
     if api is not None and api not in API_NAMES:
         raise ConfigError(f"unknown --api {api!r}; use {' or '.join(API_NAMES)}")
-    if url:
-        url, api = resolve_url(url, api)
+    if url is not None:  # "" too: an empty --url is an error, not "start the mock"
+        url, api = resolve_url(str(url), api)
     api = api or "openai-chat"
     if s.get("search") not in (None, "concurrency", "rate"):
         raise ConfigError(f"--search {s['search']!r}: use concurrency or rate")
@@ -326,10 +425,28 @@ def config_from_settings(settings: Mapping[str, Any]) -> RunConfig:
         if s.get(key) is not None and s[key] != DATASET_LENGTHS:
             from perfbench.lengths import LengthDistribution
 
-            s[key] = str(LengthDistribution.parse(s[key]) if not isinstance(s[key], Mapping) else LengthDistribution.from_mapping(s[key]))
+            dist = (LengthDistribution.parse(s[key], name=flag) if not isinstance(s[key], Mapping)
+                    else LengthDistribution.from_mapping(s[key], name=flag))
+            # An unbounded normal reaches mean + 6 std in practice; synthetic prompts are built in memory.
+            largest = dist.high if dist.high is not None else (dist.mean or 0) + 6 * (dist.std or 0)
+            if largest > MAX_TOKENS_PER_REQUEST:
+                raise ConfigError(f"{flag} {dist} reaches {largest:,.0f} tokens, above {MAX_TOKENS_PER_REQUEST:,}; "
+                                  "give smaller lengths (or a normal's max)")
+            s[key] = str(dist)
     if s.get("prompts") and s.get("input_tokens"):
         raise ConfigError("--prompts and --input-tokens both choose the prompts; give one of them")
     _check_combinations(s, url)
+    if s.get("extra_body") is not None:
+        check_extra_body(s["extra_body"])
+    if s.get("metrics_url"):
+        try:
+            metrics_parts = urlsplit(str(s["metrics_url"]))
+            metrics_parts.port
+        except ValueError:
+            metrics_parts = urlsplit("")
+        if metrics_parts.scheme not in ("http", "https") or not metrics_parts.hostname:
+            raise ConfigError(f"--metrics-url {redact_url(str(s['metrics_url']))!r} is not an http(s) URL; "
+                              "use e.g. http://127.0.0.1:8000/metrics")
     _check_api_options(s, get_adapter(api))
     mock = s.get("mock") or {}
     if isinstance(mock, str):
@@ -337,6 +454,13 @@ def config_from_settings(settings: Mapping[str, Any]) -> RunConfig:
     if mock and (url or s.get("model")):
         raise ConfigError("--mock sets up the built-in mock server; drop it, or drop --url/--model")
     api_key = s.get("api_key") or os.environ.get("OPENAI_API_KEY") or None
+    if api_key is not None:
+        source = "--api-key" if s.get("api_key") else "$OPENAI_API_KEY"
+        if _BAD_HEADER_VALUE.search(api_key):  # CR/LF would split the Authorization header
+            raise ConfigError(f"{source} contains a line break, NUL or control character; pass the key alone")
+        if not api_key.isascii() or not api_key.strip():
+            raise ConfigError(f"{source} is empty or not ASCII text; pass the key exactly as issued")
+        api_key = api_key.strip()
     mfr = s.get("max_failure_rate")
     if mfr is not None and not 0 <= mfr <= 1:
         raise ConfigError(f"--max-failure-rate must be between 0 and 1 (got {mfr})")

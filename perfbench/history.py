@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Sequence
 
@@ -85,7 +86,13 @@ def main(argv: list[str]) -> int:
             raise ConfigError("--plot needs --metric; e.g. --metric ttft_ms.p99 --plot trend.png")
         tag = parse_tags(args.tag)
         metric = check_metric(args.metric) if args.metric else None
-        if not args.store.exists():
+        if args.concurrency is not None and args.concurrency < 1:
+            raise ConfigError(f"--concurrency {args.concurrency} is not positive; give a step's concurrency >= 1")
+        try:
+            store_exists = args.store.exists()
+        except OSError as exc:  # e.g. a name over 255 bytes
+            raise ConfigError(f"--store {args.store}: {exc.strerror or exc}; pass another --store PATH") from None
+        if not store_exists:
             raise ConfigError(f"no run store at {args.store}; record a run first or pass --store PATH")
         with RunStore(args.store) as store:
             if metric is None:
@@ -115,6 +122,10 @@ def main(argv: list[str]) -> int:
                     previous = value if value is not None else previous
                 if args.plot:
                     plot_trend(trend, metric, args.plot)
+    except sqlite3.Error as exc:  # damage that the checks on opening did not see
+        exc = ConfigError(f"{args.store} is not a perfbench run store ({exc}); pass another --store PATH")
+        Console(stderr=True).print(f"perfbench: error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        return exc.exit_code
     except PerfbenchError as exc:
         Console(stderr=True).print(f"perfbench: error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return exc.exit_code

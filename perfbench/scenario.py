@@ -55,6 +55,7 @@ looked up in the current directory first, then next to the scenario file.
 from __future__ import annotations
 
 import difflib
+import math
 from pathlib import Path
 from typing import Any, Callable
 
@@ -104,6 +105,8 @@ def _number(kind: type, *, low: float, low_open: bool, high: float | None = None
         if isinstance(value, bool) or not isinstance(value, ok_types):
             what = "an integer" if kind is int else "a number"
             raise _Bad(f"expected {what}, got {_type_name(value)}")
+        if not math.isfinite(value):
+            raise _Bad(f"{value!r} is not a finite number")
         if value < low or (low_open and value == low) or (high is not None and value > high):
             bound = f"> {low:g}" if low_open else f">= {low:g}"
             if high is not None:
@@ -291,6 +294,8 @@ def load_scenario(path: str | Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the scenario file ({exc.strerror}); check the path") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: the scenario file is not UTF-8 text; pass a YAML file saved as UTF-8") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -94,12 +94,27 @@ class RunStore:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        _check_store_file(self.path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path)
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(f"cannot open run store {self.path}: {exc}; pass a writable --store PATH") from None
+        try:
+            tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if tables and not {"runs", "tags"} <= tables:  # someone else's database: never add our tables to it
+                raise sqlite3.DatabaseError("it holds other tables")
+            # A damaged file must be refused here, not half-way through listing or recording a run.
+            if self._db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                raise sqlite3.DatabaseError("quick_check failed")
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise ConfigError(f"{self.path} is not a perfbench run store ({exc}); pass another --store PATH") from None
+        try:
             self._db.execute("PRAGMA foreign_keys = ON")
             self._db.executescript(_SCHEMA)
-        except (OSError, sqlite3.Error) as exc:
+        except sqlite3.Error as exc:
+            self._db.close()
             raise ConfigError(f"cannot open run store {self.path}: {exc}; pass a writable --store PATH") from None
         self._db.row_factory = sqlite3.Row
 
@@ -204,6 +219,24 @@ class RunStore:
                 steps = [s for s in steps if s.get("concurrency") == concurrency]
             trend.append((info, step_metric(steps[0], metric) if steps else None))
         return trend
+
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
+
+
+def _check_store_file(path: Path) -> None:
+    """ConfigError unless ``path`` is missing, empty, or a SQLite file: sqlite3 would overwrite other files."""
+    try:
+        if path.is_dir():
+            raise ConfigError(f"--store {path} is a folder; give a file path, e.g. {path / 'history.sqlite'}")
+        if not path.exists() or path.stat().st_size == 0:
+            return
+        with path.open("rb") as fh:
+            head = fh.read(len(_SQLITE_MAGIC))
+    except OSError as exc:
+        raise ConfigError(f"cannot open run store {path}: {exc.strerror or exc}; pass another --store PATH") from None
+    if head != _SQLITE_MAGIC:
+        raise ConfigError(f"{path} is not a perfbench run store (not a SQLite file); pass another --store PATH")
 
 
 def _like_prefix(text: str) -> str:

@@ -13,7 +13,9 @@ from perfbench.errors import ConfigError
         ("http://127.0.0.1:8000/v1/completions", None, ("http://127.0.0.1:8000/v1/completions", "openai-completions")),
         ("http://127.0.0.1:8000", None, ("http://127.0.0.1:8000/v1/chat/completions", "openai-chat")),
         ("http://127.0.0.1:8000/v1/", "openai-completions", ("http://127.0.0.1:8000/v1/completions", "openai-completions")),
-        ("https://h.example/prefix", "openai-chat", ("https://h.example/prefix/v1/chat/completions", "openai-chat")),
+        ("https://h.example/prefix/v1", "openai-chat", ("https://h.example/prefix/v1/chat/completions", "openai-chat")),
+        ("http://h/openai/v1/chat/completions/", None, ("http://h/openai/v1/chat/completions", "openai-chat")),
+        ("http://h:1/v1/completions?api-version=2", None, ("http://h:1/v1/completions?api-version=2", "openai-completions")),
     ],
 )
 def test_resolve_url_full_and_base_forms(url, api, expected):
@@ -25,6 +27,16 @@ def test_malformed_urls_name_the_fix(url):
     with pytest.raises(ConfigError, match="--url") as info:
         resolve_url(url, None)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://h/v1/chat/completion", "http://h/v1/chat", "http://h/prefix", "http://h/v1/completions/x", "http://h/v2"]
+)
+def test_unknown_endpoint_paths_are_refused_never_rewritten(url):
+    """A typo must not become a base URL with the API path appended (every request a 404)."""
+    with pytest.raises(ConfigError, match="not an endpoint perfbench knows") as info:
+        resolve_url(url, None)
+    assert "/v1/chat/completions" in str(info.value) and "/v1/completions" in str(info.value)
 
 
 def test_url_and_api_disagree():

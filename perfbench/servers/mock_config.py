@@ -73,7 +73,7 @@ class MockConfig:
         _check_int(self.tokens_per_package, "tokens_per_package", 1)
         _check_int(self.reasoning_tokens, "reasoning_tokens", 0)
         _check_int(self.capacity, "capacity", 1, allow_none=True)
-        _check_int(self.seed, "seed", None)
+        _check_int(self.seed, "seed", 0)
         _check_int(self.embedding_dim, "embedding_dim", 1)
         if self.usage not in USAGE_PLACEMENTS:
             raise ConfigError(f"mock usage must be one of {', '.join(USAGE_PLACEMENTS)}, got {self.usage!r}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import logging
 import os
 import re
@@ -17,6 +18,12 @@ from perfbench.errors import ConfigError
 
 ENGINES = ("transformers", "vllm")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
+
+
+def check_transformers_installed() -> None:
+    """ConfigError naming the install when torch or transformers is missing (a client install has neither)."""
+    if any(importlib.util.find_spec(name) is None for name in ("torch", "transformers")):
+        raise ConfigError("the transformers server needs torch and transformers: pip install 'perfbench[transformers]'")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +52,8 @@ def main(argv: list[str]) -> int:
         from perfbench.servers.lifetime import exit_with_parent
 
         exit_with_parent(args.parent_pid)
+    if not args.model.strip():
+        raise ConfigError("--model is empty; give a model directory or a Hugging Face name")
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port {args.port} is not a TCP port; use 1-65535")
     if args.max_batch_size < 1:
@@ -60,6 +69,7 @@ def main(argv: list[str]) -> int:
         os.execvp(command[0], command)  # vllm takes over this process: its signals, its exit code
     if args.engine_args:
         raise ConfigError("--engine-args is for --engine vllm; the transformers engine takes --device/--dtype/--max-batch-size")
+    check_transformers_installed()
     from perfbench.servers.transformers_server import serve
 
     if not logging.getLogger().handlers:
