@@ -176,6 +176,7 @@ def run_main(argv: Sequence[str]) -> int:
     from perfbench.run import check_open_files, default_run_dir, execute, make_run_dir
 
     config = config_from_settings(_settings(args))
+    _hide_secrets(config)
     check_open_files(config)  # before any server starts: refusing after a model load would waste it
     console = Console(highlight=False)
     if not console.is_terminal:
@@ -368,6 +369,36 @@ def _after_run(config: Any, outcome: Any, console: Any, baseline_dir: Path | Non
     return exit_code
 
 
+_run_secrets: tuple[str, ...] = ()  # this run's secrets (redact.run_secrets), masked in every line perfbench prints
+
+
+def _redacted(text: str) -> str:
+    from perfbench.redact import redact_text
+
+    return redact_text(text, _run_secrets)
+
+
+class _SecretFilter(logging.Filter):
+    """Masks the run's secrets in every log line (a warning may quote the target's URL or an error text)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = _redacted(message)
+        if masked != message:
+            record.msg, record.args = masked, ()
+        return True
+
+
+def _hide_secrets(config: Any) -> None:
+    global _run_secrets
+    from perfbench.redact import run_secrets
+
+    _run_secrets = run_secrets(url=config.url, api_key=config.api_key, headers=config.headers)
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _SecretFilter) for f in handler.filters):
+            handler.addFilter(_SecretFilter())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
@@ -384,7 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PerfbenchError as exc:
         if debug:
             raise
-        print(f"perfbench: error: {exc}", file=sys.stderr)
+        print(f"perfbench: error: {_redacted(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("perfbench: interrupted", file=sys.stderr)

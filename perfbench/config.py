@@ -102,6 +102,9 @@ class RunConfig:
         out.pop("api_key")
         out.pop("slos")
         out["headers"] = {k: "<redacted>" for k in self.headers}  # any header may carry a credential
+        for key in ("url", "metrics_url"):  # a URL's password or ?api_key= stays out of every file
+            if out.get(key):
+                out[key] = redact_url(out[key])
         out["steps"] = [asdict(s) for s in self.steps]
         return out
 
@@ -461,6 +464,15 @@ def config_from_settings(settings: Mapping[str, Any]) -> RunConfig:
         if not api_key.isascii() or not api_key.strip():
             raise ConfigError(f"{source} is empty or not ASCII text; pass the key exactly as issued")
         api_key = api_key.strip()
+    headers = parse_headers(s.get("headers"))
+    if url and "@" in urlsplit(url).netloc:
+        # The client sends URL credentials as "Authorization: Basic"; a second Authorization fails every request.
+        other = "--api-key" if s.get("api_key") else "$OPENAI_API_KEY" if api_key else None
+        if other is None and any(name.lower() == "authorization" for name in headers):
+            other = "--header Authorization"
+        if other:
+            raise ConfigError(f"--url carries user:password credentials and {other} sets Authorization too; "
+                              f"keep one of them{' (unset OPENAI_API_KEY)' if other.startswith('$') else ''}")
     mfr = s.get("max_failure_rate")
     if mfr is not None and not 0 <= mfr <= 1:
         raise ConfigError(f"--max-failure-rate must be between 0 and 1 (got {mfr})")
@@ -472,7 +484,7 @@ def config_from_settings(settings: Mapping[str, Any]) -> RunConfig:
         steps=steps,
         slos=slos,
         slo_text=slo_text,
-        headers=parse_headers(s.get("headers")),
+        headers=headers,
         tags=parse_tags(s.get("tags")),
         api_key=api_key,
         mock=mock,

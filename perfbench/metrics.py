@@ -451,6 +451,34 @@ _COLUMN_KEYS = (
 )  # fmt: skip
 
 
+class GrowingArray:
+    """A 1-D float64 (or other) array appended to chunk by chunk, its capacity growing 1.5x.
+
+    A list of chunks joined at the end holds every value twice at that moment, and the freed
+    chunks (small heap blocks) stay in the process; this holds each value once, in one block,
+    plus at most half again as spare room, and ``values`` is a view, never a copy.
+    """
+
+    def __init__(self, dtype: Any = np.float64) -> None:
+        self._data = np.empty(0, dtype=dtype)  # values, then spare room
+        self._size = 0  # values in use
+
+    def extend(self, values: np.ndarray) -> None:
+        """Append ``values`` (converted to this array's dtype)."""
+        needed = self._size + len(values)
+        if needed > len(self._data):
+            grown = np.empty(max(needed, len(self._data) * 3 // 2, 1024), dtype=self._data.dtype)
+            grown[: self._size] = self._data[: self._size]
+            self._data = grown
+        self._data[self._size : needed] = values
+        self._size = needed
+
+    @property
+    def values(self) -> np.ndarray:
+        """The values so far (a view)."""
+        return self._data[: self._size]
+
+
 class StepAccumulator:
     """One step's records reduced to what its summary needs: numeric columns, counts, extremes.
 
@@ -470,7 +498,7 @@ class StepAccumulator:
         self._first_scheduled_ns: int | None = None  # min(scheduled_ns) over non-warm-up records
         self._last_end_ns: int | None = None  # max(end_ns) over non-warm-up records
         self._in_flight_ns = 0  # sum(end_ns - sent_ns) over non-warm-up records: a Python int, exact
-        self._chunks: dict[str, list[np.ndarray]] = {key: [] for key in (*_COLUMN_KEYS, "itl_ms")}
+        self._columns: dict[str, GrowingArray] = {key: GrowingArray() for key in (*_COLUMN_KEYS, "itl_ms")}
 
     def add(self, records: Iterable[RequestRecord]) -> None:
         """Take a chunk of records; warm-up records are ignored."""
@@ -498,19 +526,16 @@ class StepAccumulator:
         c = _Columns.of(succeeded)
         per_request, itl_samples_ms = _per_request(c)
         for key, values in per_request.items():
-            self._chunks[key].append(values)
-        self._chunks["packages"].append(c.n_pkg.astype(np.float64))
-        self._chunks["input_tokens"].append(c.input_tokens)
-        self._chunks["output_tokens"].append(c.output_tokens)
-        self._chunks["itl_ms"].append(itl_samples_ms)
+            self._columns[key].extend(values)
+        self._columns["packages"].extend(c.n_pkg.astype(np.float64))
+        self._columns["input_tokens"].extend(c.input_tokens)
+        self._columns["output_tokens"].extend(c.output_tokens)
+        self._columns["itl_ms"].extend(itl_samples_ms)
 
     def column(self, key: str) -> np.ndarray:
         """One column over the succeeded records so far (``_COLUMN_KEYS``, or ``itl_ms``: the
-        pooled ITL samples), float64, NaN = no value. Chunks are joined once and kept joined."""
-        chunks = self._chunks[key]
-        if len(chunks) != 1:
-            chunks[:] = [np.concatenate(chunks) if chunks else np.empty(0, dtype=np.float64)]
-        return chunks[0]
+        pooled ITL samples), float64, NaN = no value. A view, no copy."""
+        return self._columns[key].values
 
     def summary(
         self, *, concurrency: int | None, rate_req_s: float | None, requests_expected: int, slos: Slos | None = None

@@ -7,46 +7,66 @@ echoes the key in its error text does not get it written to requests.jsonl or th
 
 from __future__ import annotations
 
+import base64
 import re
 from typing import Iterable, Mapping
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, unquote_plus, urlencode, urlsplit, urlunsplit
 
 MASK = "***"
 # Query parameters whose value is a credential (api_key, access_token, sig, password, ...).
 _SECRET_QUERY_KEY = re.compile(r"(key|token|secret|pass|pwd|auth|sig|credential|session)", re.IGNORECASE)
+_USERINFO = re.compile(r"(//)[^/?#]*@")  # the userinfo of a URL that urlsplit cannot parse
 _SHORTEST_SECRET = 4  # shorter values (e.g. a header "1") would mask ordinary text
 
 
+def _redact_pairs(text: str) -> str:
+    """A query (or fragment) with the values of secret-looking keys replaced by ``***``."""
+    pairs = parse_qsl(text, keep_blank_values=True)
+    if not any(_SECRET_QUERY_KEY.search(k) for k, _ in pairs):
+        return text
+    return urlencode([(k, MASK if _SECRET_QUERY_KEY.search(k) else v) for k, v in pairs], safe="*")
+
+
 def redact_url(url: str) -> str:
-    """``url`` with userinfo and secret-looking query values replaced by ``***``."""
+    """``url`` with userinfo and secret-looking query (and fragment) values replaced by ``***``.
+
+    Works on the text, not on a parsed port or host, so a URL that is otherwise invalid (a bad
+    port, say) still loses its password before it is shown in the error about it.
+    """
     try:
         parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return url
+    except ValueError:  # e.g. an unclosed "[" in the host: mask everything between "//" and "@"
+        return _USERINFO.sub(r"\1" + MASK + "@", url)
     netloc = parts.netloc
-    if parts.username is not None or parts.password is not None:
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        netloc = f"{MASK}@{host}" + (f":{port}" if port is not None else "")
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        if any(_SECRET_QUERY_KEY.search(k) for k, _ in pairs):
-            query = urlencode([(k, MASK if _SECRET_QUERY_KEY.search(k) else v) for k, v in pairs], safe="*")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    if "@" in netloc:
+        netloc = MASK + "@" + netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, netloc, parts.path, _redact_pairs(parts.query), _redact_pairs(parts.fragment)))
 
 
 def url_secrets(url: str) -> list[str]:
-    """The secrets a URL carries: its password (and user name) and secret-looking query values."""
+    """The secrets a URL carries: its password and user name, secret-looking query values.
+
+    Each as written and as decoded (``%40`` -> ``@``), and the Basic credential the client
+    builds from the userinfo, since a server may echo any of these forms.
+    """
     try:
         parts = urlsplit(url)
     except ValueError:
         return []
-    found = [s for s in (parts.password, parts.username) if s]
-    found += [v for k, v in parse_qsl(parts.query, keep_blank_values=True) if _SECRET_QUERY_KEY.search(k) and v]
-    return found
+    found: list[str] = []
+    if "@" in parts.netloc:
+        userinfo = parts.netloc.rpartition("@")[0]
+        user, _, password = userinfo.partition(":")
+        found += [userinfo, password, unquote(password)]
+        if not password:  # "https://TOKEN@host": the user name is the credential
+            found += [user, unquote(user)]
+        found.append(base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode())
+    for text in (parts.query, parts.fragment):
+        for item in text.split("&"):
+            key, _, raw = item.partition("=")
+            if raw and _SECRET_QUERY_KEY.search(unquote_plus(key)):
+                found += [raw, unquote_plus(raw)]
+    return [s for s in dict.fromkeys(found) if s]
 
 
 def run_secrets(*, url: str | None, api_key: str | None, headers: Mapping[str, str]) -> tuple[str, ...]:

@@ -35,7 +35,7 @@ from perfbench.limits import OPEN_FILES_MARGIN, ensure_open_files
 from perfbench.metrics import StepAccumulator, StepSummary
 from perfbench.prompts import Prompt, load_prompts, synthetic_prompts
 from perfbench.records import CONNECT_ERROR, RequestRecord
-from perfbench.redact import run_secrets
+from perfbench.redact import redact_url, run_secrets
 from perfbench.report.files import SUMMARY_SCHEMA, OutputError, RecordReader, RecordWriter, write_summary
 from perfbench.signals import CTRL_C, RunStopper, hold_signals, stop_on_signals
 from perfbench.tokens import Tokenizer, count_chat_tokens, count_prompt_tokens
@@ -317,7 +317,7 @@ async def drive(
         for index, load in enumerate(config.steps):
             summary = await run_load(index, load)
             if state.all_unreachable(index):
-                raise TargetError(f"every request of step {index + 1} failed to connect to {target.url}; is the server running?")
+                raise TargetError(f"every request of step {index + 1} failed to connect to {redact_url(target.url)}; is the server running?")
             if config.max_failure_rate is not None and summary.requests_completed:
                 rate = summary.requests_failed / summary.requests_completed
                 if rate > config.max_failure_rate:
@@ -398,7 +398,7 @@ def build_summary(
         "schema": SUMMARY_SCHEMA,
         "perfbench_version": __version__,
         "started_at": started_at,
-        "target": {"url": target_url, "api": config.api, "model": model, "simulated": config.simulated},
+        "target": {"url": redact_url(target_url), "api": config.api, "model": model, "simulated": config.simulated},
         "config": config.public_dict(),
         "environment": {
             "host": platform.node(), "python": platform.python_version(), "platform": platform.platform(),

@@ -19,6 +19,7 @@ from typing import Any, Mapping
 
 from perfbench.config import parse_tags
 from perfbench.errors import ConfigError
+from perfbench.redact import redact_url
 from perfbench.report.files import read_summary, read_telemetry, step_metric
 
 _SCHEMA = """
@@ -135,6 +136,7 @@ class RunStore:
         """
         run_dir = Path(run_dir).resolve()
         summary = read_summary(run_dir)
+        _redact_summary_urls(summary)  # also a summary written before URLs were redacted
         target = summary.get("target") or {}
         started_at = str(summary.get("started_at") or datetime.now(timezone.utc).isoformat())
         environment = summary.get("environment") or {}
@@ -237,6 +239,14 @@ def _check_store_file(path: Path) -> None:
         raise ConfigError(f"cannot open run store {path}: {exc.strerror or exc}; pass another --store PATH") from None
     if head != _SQLITE_MAGIC:
         raise ConfigError(f"{path} is not a perfbench run store (not a SQLite file); pass another --store PATH")
+
+
+def _redact_summary_urls(summary: dict[str, Any]) -> None:
+    """Mask a password or secret query value in the summary's URLs before it is stored."""
+    for section, key in (("target", "url"), ("config", "url"), ("config", "metrics_url")):
+        part = summary.get(section)
+        if isinstance(part, dict) and isinstance(part.get(key), str):
+            part[key] = redact_url(part[key])
 
 
 def _like_prefix(text: str) -> str:

@@ -106,6 +106,8 @@ RUN_CASES: list[tuple[list[str], str]] = [
     (["--api-key", "sk-a\nb"], "--api-key"),
     (["--api-key", "sk-a\rb"], "--api-key"),
     (["--api-key", "sk-a\x00b"], "--api-key"),
+    (["--url", "http://u:pw@127.0.0.1:9/v1", "--api-key", "sk-1"], "keep one of them"),
+    (["--url", "http://u:pw@127.0.0.1:9/v1", "--header", "authorization: Basic eA=="], "keep one of them"),
     # load
     (["--concurrency", "0"], "positive"),
     (["--concurrency", "-1"], "positive"),
