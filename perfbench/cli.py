@@ -399,10 +399,24 @@ def _hide_secrets(config: Any) -> None:
             handler.addFilter(_SecretFilter())
 
 
+def _check_utf8(argv: Sequence[str]) -> None:
+    """ConfigError for an argument that is not UTF-8 (Python keeps such bytes as surrogates, which
+    no output file, report or terminal line can hold), naming the flag it belongs to."""
+    for i, arg in enumerate(argv):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            flag = arg.partition("=")[0] if arg.startswith("--") else argv[i - 1] if i and argv[i - 1].startswith("-") else "an argument"
+            if not flag.isascii() or "\udc80" <= max(flag) <= "\udcff":
+                flag = "an argument"
+            raise ConfigError(f"{flag}: {ascii(arg)[:80]} is not valid UTF-8 text; use UTF-8 names and values") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
+        _check_utf8(argv)
         if argv and argv[0] in SUBCOMMANDS:
             import importlib
 

@@ -386,3 +386,38 @@ def test_non_database_store_is_refused_and_left_alone(files):
     result = _subprocess("--store", files["one_byte"], "--number", "1", *QUIET)
     _assert_one_line_error(result.returncode, result.stderr.decode(), "is not a perfbench run store")
     assert Path(files["one_byte"]).read_bytes() == before
+
+
+def test_non_utf8_output_dir_in_a_real_subprocess(tmp_path):
+    """A non-UTF-8 folder name would crash the terminal and summary.json after the run: refused before it."""
+    result = _subprocess(b"--number", b"1", b"--no-live", b"--output-dir", os.fsencode(tmp_path) + b"/out-\xff\xfe")
+    _assert_one_line_error(result.returncode, result.stderr.decode("utf-8", "replace"), "--output-dir")
+    assert not list(tmp_path.iterdir())
+
+
+def test_non_utf8_subcommand_argument_is_one_line():
+    result = _subprocess(b"report", b"/tmp/\xff-missing")
+    _assert_one_line_error(result.returncode, result.stderr.decode("utf-8", "replace"), "not valid UTF-8")
+
+
+def test_junit_that_cannot_be_written_after_the_run_is_one_line_and_keeps_the_run(tmp_path, capsys, monkeypatch):
+    """The disk went read-only between the up-front check and the end of the run."""
+    import errno
+    import json
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr("perfbench.junit.write_junit", read_only)
+    run_dir = tmp_path / "run"
+    code = cli.main(["--number", "2", "--no-live", "--no-telemetry", "--no-plots", "--output-dir", str(run_dir),
+                     "--junit", str(tmp_path / "junit.xml"), "--store", str(tmp_path / "s.sqlite")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    assert [line for line in err.splitlines() if line.startswith("perfbench: error: ")] == [
+        f"perfbench: error: cannot write --junit {tmp_path / 'junit.xml'} (Read-only file system); "
+        "the run's files are kept, choose a writable path"
+    ]
+    assert json.loads((run_dir / "summary.json").read_text())["steps"][0]["requests_succeeded"] == 2
+    assert (run_dir / "requests.jsonl").read_text().count("\n") == 2
+    assert (tmp_path / "s.sqlite").stat().st_size > 0  # recorded in the history all the same
