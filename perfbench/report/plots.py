@@ -166,25 +166,21 @@ class _Requests:
 def _read_requests(run_dir: Path) -> _Requests:
     """The run's records as ``_Requests`` columns (ConfigError for a damaged requests.jsonl)."""
     names = [f.name for f in _Requests.__dataclass_fields__.values() if f.name != "tokens"]
-    columns: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    dtypes = {"step": np.int64, "warmup": bool, "ok": bool}
+    columns = {name: metrics.GrowingArray(dtypes.get(name, np.float64)) for name in names}
     tokens = _TokenHistogram()
     for chunk in iter_record_chunks(run_dir):
         n = len(chunk)
         values_ms = metrics.per_request_ms(chunk)
-        columns["step"].append(np.fromiter((r.step for r in chunk), dtype=np.int64, count=n))
-        columns["warmup"].append(np.fromiter((r.warmup for r in chunk), dtype=bool, count=n))
-        columns["ok"].append(np.fromiter((r.ok for r in chunk), dtype=bool, count=n))
+        columns["step"].extend(np.fromiter((r.step for r in chunk), dtype=np.int64, count=n))
+        columns["warmup"].extend(np.fromiter((r.warmup for r in chunk), dtype=bool, count=n))
+        columns["ok"].extend(np.fromiter((r.ok for r in chunk), dtype=bool, count=n))
         for name, attribute in (("scheduled_s", "scheduled_ns"), ("sent_s", "sent_ns"), ("end_s", "end_ns")):
-            columns[name].append(np.fromiter((getattr(r, attribute) for r in chunk), dtype=np.int64, count=n) / 1e9)
-        columns["ttft_ms"].append(values_ms["ttft_ms"])
-        columns["latency_ms"].append(values_ms["latency_ms"])
+            columns[name].extend(np.fromiter((getattr(r, attribute) for r in chunk), dtype=np.int64, count=n) / 1e9)
+        columns["ttft_ms"].extend(values_ms["ttft_ms"])
+        columns["latency_ms"].extend(values_ms["latency_ms"])
         tokens.add(*_package_tokens(chunk))
-    dtypes = {"step": np.int64, "warmup": bool, "ok": bool}
-    joined = {}
-    for name in names:  # one column's chunks at a time: never the chunks and the columns of everything at once
-        parts = columns.pop(name)
-        joined[name] = np.concatenate(parts) if parts else np.empty(0, dtype=dtypes.get(name, np.float64))
-    return _Requests(**joined, tokens=tokens)
+    return _Requests(**{name: column.values for name, column in columns.items()}, tokens=tokens)
 
 
 _FINE_BIN_S = 0.01  # the narrowest timeline bin (_bin_s)
