@@ -29,13 +29,14 @@ import numpy as np
 
 from perfbench.cliutil import OneLineArgumentParser, check_writable_file
 from perfbench.errors import ConfigError, PerfbenchError
+from perfbench.metrics import DISTRIBUTION, METRICS, RATE, metric_of, request_samples
+from perfbench.records import RequestRecord
 from perfbench.report.files import iter_request_lines, read_summary, step_metric
 
-# Distributions whose per-request samples can be rebuilt from requests.jsonl.
-DISTRIBUTIONS = ("ttft_ms", "tpot_ms", "itl_ms", "latency_ms")
+# What compare shows, from the metric registry: the compared distributions at these statistics, and the compared rates.
+DISTRIBUTIONS = tuple(m.key for m in METRICS if m.compared and m.kind == DISTRIBUTION)
 STATISTICS = ("mean", "p50", "p90", "p95", "p99")
-# Step-level rates; higher is better.
-THROUGHPUTS = ("output_throughput_tok_s", "total_throughput_tok_s", "request_throughput_req_s")
+THROUGHPUTS = tuple(m.key for m in METRICS if m.compared and m.kind == RATE)
 
 N_BOOTSTRAP = 1000  # resamples per run; 99 % CI tails then hold 5 resamples each
 CONFIDENCE = 0.99  # high because ~10 metrics are checked per step (fewer false alarms)
@@ -59,7 +60,8 @@ def _known_metric(metric: str) -> bool:
 
 
 def _higher_is_better(metric: str) -> bool:
-    return metric in THROUGHPUTS
+    known = metric_of(metric)
+    return known is not None and known.higher_is_better
 
 
 _THRESHOLD_RE = re.compile(r"^\s*([a-z_]+(?:\.[a-z0-9]+)?)\s*=\s*([+-]?)\s*(\d+(?:\.\d*)?|\.\d+)\s*%?\s*$")
@@ -94,10 +96,7 @@ def parse_thresholds(text: str) -> tuple[Threshold, ...]:
     return tuple(thresholds.values())
 
 
-DEFAULT_THRESHOLDS: tuple[Threshold, ...] = tuple(
-    [Threshold(f"{d}.{s}", 10.0) for d in DISTRIBUTIONS for s in ("p50", "p99")]
-    + [Threshold("output_throughput_tok_s", -5.0), Threshold("request_throughput_req_s", -5.0)]
-)
+DEFAULT_THRESHOLDS: tuple[Threshold, ...] = tuple(Threshold(spec, pct) for m in METRICS for spec, pct in m.threshold_specs())
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,62 +181,20 @@ class _StepSamples:
     samples: dict[str, tuple[np.ndarray, np.ndarray]]  # distribution -> (values, request index)
 
 
-def _itl_gaps(times_ms: list[list[float]], tokens: list[list[int]], owners: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Pooled ITL samples with their request: each gap between consecutive output packages
-    of a request, divided evenly over the tokens the later package carries."""
-    lengths = np.fromiter((len(t) for t in times_ms), dtype=np.int64, count=len(times_ms))
-    if lengths.sum() == 0:
-        return np.empty(0), np.empty(0, dtype=np.int64)
-    flat_times = np.fromiter((x for t in times_ms for x in t), dtype=float, count=int(lengths.sum()))
-    # records without per-package token counts (or with a mismatched list) count 1 per package
-    flat_tokens = np.fromiter(
-        (x for t, c in zip(times_ms, tokens) for x in (c if len(c) == len(t) else [1] * len(t))),
-        dtype=np.int64, count=flat_times.size,
-    )
-    flat_tokens = np.maximum(flat_tokens, 1)
-    flat_owner = np.repeat(np.asarray(owners, dtype=np.int64), lengths)
-    is_gap = np.ones(flat_times.size, dtype=bool)
-    is_gap[np.cumsum(lengths)[lengths > 0] - lengths[lengths > 0]] = False  # a request's first package
-    gaps = np.diff(flat_times, prepend=0.0)[is_gap] / flat_tokens[is_gap]
-    repeat = flat_tokens[is_gap]
-    return np.repeat(gaps, repeat), np.repeat(flat_owner[is_gap], repeat)
-
-
 def _step_samples(lines: Iterable[dict[str, Any]]) -> _StepSamples:
-    ok, occupancy, out_tok, tot_tok = [], [], [], []
-    values: dict[str, list[float]] = {name: [] for name in DISTRIBUTIONS if name != "itl_ms"}
-    owners: dict[str, list[int]] = {name: [] for name in values}
-    times_ms, tokens, itl_owners = [], [], []
-    for i, line in enumerate(lines):
-        good = line.get("status") == "ok" and bool(line.get("package_times_ms"))
-        n_out = line.get("output_tokens") or 0
-        ok.append(good)
-        occupancy.append(max(line.get("end_s", 0.0) - line.get("scheduled_s", 0.0), 0.0))
-        out_tok.append(n_out if good else 0)
-        tot_tok.append((n_out + (line.get("input_tokens") or 0)) if good else 0)
-        if not good:
-            continue
-        times = line["package_times_ms"]
-        values["ttft_ms"].append(times[0])
-        owners["ttft_ms"].append(i)
-        values["latency_ms"].append(times[-1])
-        owners["latency_ms"].append(i)
-        if n_out >= 2:
-            values["tpot_ms"].append((times[-1] - times[0]) / (n_out - 1))
-            owners["tpot_ms"].append(i)
-        times_ms.append(times)
-        tokens.append(line.get("package_tokens") or [])
-        itl_owners.append(i)
-    samples = {
-        name: (np.asarray(values[name], dtype=float), np.asarray(owners[name], dtype=np.int64)) for name in values
-    }
-    samples["itl_ms"] = _itl_gaps(times_ms, tokens, itl_owners)
+    """One step's requests.jsonl lines as the bootstrap's arrays; the distributions' samples come
+    from perfbench.metrics (``request_samples``), so compare and the summary read one definition."""
+    records = [RequestRecord.from_json(line) for line in lines]
+    ok = np.fromiter((r.ok and not r.warmup for r in records), dtype=bool, count=len(records))
+    output = np.fromiter((r.output_tokens or 0 for r in records), dtype=float, count=len(records))
+    total = output + np.fromiter((r.input_tokens or 0 for r in records), dtype=float, count=len(records))
+    occupancy_s = np.fromiter((max(r.end_ns - r.scheduled_ns, 0) / 1e9 for r in records), dtype=float, count=len(records))
     return _StepSamples(
-        ok=np.asarray(ok, dtype=bool),
-        occupancy_s=np.asarray(occupancy, dtype=float),
-        output_tokens=np.asarray(out_tok, dtype=float),
-        total_tokens=np.asarray(tot_tok, dtype=float),
-        samples=samples,
+        ok=ok,
+        occupancy_s=occupancy_s,
+        output_tokens=np.where(ok, output, 0.0),
+        total_tokens=np.where(ok, total, 0.0),
+        samples=request_samples(records),
     )
 
 

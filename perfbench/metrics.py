@@ -198,9 +198,11 @@ def _itl(c: _Columns) -> tuple[np.ndarray, np.ndarray]:
     first package's tokens get no sample (their wait is TTFT).
 
     Returns:
-        (samples pooled over all records in record order, each record's largest sample or NaN)
+        (samples pooled over all records in record order, each record's largest sample or NaN,
+        the record each sample belongs to)
     """
     n = len(c.n_pkg)
+    owner = np.repeat(np.arange(n, dtype=np.int64), c.n_pkg)
     keep = c.pkg_tokens > 0
     record_start = np.zeros(len(c.pkg_ns), dtype=bool)  # marks each record's first package
     record_start[c.pkg_start[c.n_pkg > 0]] = True
@@ -212,18 +214,37 @@ def _itl(c: _Columns) -> tuple[np.ndarray, np.ndarray]:
         kept_per_record = seen[c.pkg_start + c.n_pkg] - seen[c.pkg_start]
         record_start = np.zeros(int(keep.sum()), dtype=bool)
         record_start[(seen[c.pkg_start])[kept_per_record > 0]] = True
-        times, tokens = times[keep], tokens[keep]
+        times, tokens, owner = times[keep], tokens[keep], owner[keep]
     pair = ~record_start[1:]  # (j-1, j) both belong to the same record
     pair_tokens = tokens[1:][pair]
     per_token_ms = (np.diff(times)[pair] / _NS_PER_MS) / pair_tokens
-    samples = per_token_ms if (pair_tokens == 1).all() else np.repeat(per_token_ms, pair_tokens)
+    pair_owner = owner[1:][pair]
+    one_each = bool((pair_tokens == 1).all())
+    samples = per_token_ms if one_each else np.repeat(per_token_ms, pair_tokens)
+    owners = pair_owner if one_each else np.repeat(pair_owner, pair_tokens)
     pairs_per_record = np.maximum(kept_per_record - 1, 0)
     largest_ms = np.full(n, np.nan)
     has_pairs = pairs_per_record > 0
     if has_pairs.any():
         segment_start = (np.cumsum(pairs_per_record) - pairs_per_record)[has_pairs]
         largest_ms[has_pairs] = np.maximum.reduceat(per_token_ms, segment_start)
-    return samples, largest_ms
+    return samples, largest_ms, owners
+
+
+def _inter_package(c: _Columns) -> tuple[np.ndarray, np.ndarray]:
+    """Inter-package gaps, ms: the plain gap between consecutive output packages of a request, not
+    shared over their tokens (what vLLM, EvalScope and AIPerf call ITL). Returns (gaps, owner record)."""
+    if not len(c.pkg_ns):
+        return np.empty(0), np.empty(0, dtype=np.int64)
+    owner = np.repeat(np.arange(len(c.n_pkg)), c.n_pkg)
+    pair = owner[1:] == owner[:-1]
+    return np.diff(c.pkg_ns)[pair] / _NS_PER_MS, owner[1:][pair]
+
+
+def _itl_samples(c: _Columns) -> tuple[np.ndarray, np.ndarray]:
+    """ITL samples (``_itl``) with the record each belongs to, for a bootstrap by request."""
+    samples, _, owners = _itl(c)
+    return samples, owners
 
 
 def _one(metric: Callable[[_Columns], np.ndarray], record: RequestRecord) -> float | None:
@@ -261,6 +282,11 @@ def itl_ms(record: RequestRecord) -> np.ndarray:
     return _itl(_Columns.of([record]))[0]
 
 
+def inter_package_ms(record: RequestRecord) -> np.ndarray:
+    """Gaps between one request's consecutive output packages, ms, not shared over tokens; empty when none."""
+    return _inter_package(_Columns.of([record]))[0]
+
+
 def per_request_ms(records: Sequence[RequestRecord]) -> dict[str, np.ndarray]:
     """Per-request metrics of many records at once, as float64 arrays (NaN = no value).
 
@@ -272,7 +298,7 @@ def per_request_ms(records: Sequence[RequestRecord]) -> dict[str, np.ndarray]:
 
 def _per_request(c: _Columns) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """(``per_request_ms``'s columns, the pooled ITL samples)."""
-    itl_samples_ms, itl_max_ms = _itl(c)
+    itl_samples_ms, itl_max_ms, _ = _itl(c)
     columns = {
         "ttft_ms": _ttft_ms(c),
         "latency_ms": _latency_ms(c),
@@ -282,6 +308,107 @@ def _per_request(c: _Columns) -> tuple[dict[str, np.ndarray], np.ndarray]:
         "itl_max_ms": itl_max_ms,
     }
     return columns, itl_samples_ms
+
+
+# --- the registry: one declaration per metric ---------------------------------------------
+
+DISTRIBUTION = "distribution"  # per-request (or pooled) values: a statistics object per step
+RATE = "rate"  # one value per step
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    """One metric, declared once; summaries, compare, the terminal, report.html, plots, JUnit and the history read it."""
+
+    key: str  # its key in a STEP of summary.json
+    label: str  # its human name
+    unit: str  # "ms", "tokens", "packages", "req/s", "tok/s", "requests"
+    kind: str  # DISTRIBUTION or RATE
+    description: str  # what it is, in one line (the README's table says the same)
+    higher_is_better: bool = False
+    thresholds: tuple[tuple[str, float], ...] = ()  # default regression checks: (statistic, or "" for a rate; max change %)
+    compared: bool = False  # perfbench compare shows it (with a bootstrap CI)
+    samples: Callable[[_Columns], tuple[np.ndarray, np.ndarray]] | None = None  # (values, owner record) of succeeded records
+
+    def threshold_specs(self) -> list[tuple[str, float]]:
+        """``(metric, max change %)`` for each default check: ``("ttft_ms.p99", 10.0)``."""
+        return [(f"{self.key}.{stat}" if stat else self.key, pct) for stat, pct in self.thresholds]
+
+
+def _column_samples(values: Callable[[_Columns], np.ndarray]) -> Callable[[_Columns], tuple[np.ndarray, np.ndarray]]:
+    """Samples of a per-request column: its values where defined, each owned by its own record."""
+
+    def samples(c: _Columns) -> tuple[np.ndarray, np.ndarray]:
+        column = values(c)
+        keep = ~np.isnan(column)
+        return column[keep], np.flatnonzero(keep)
+
+    return samples
+
+
+_P50_P99 = (("p50", 10.0), ("p99", 10.0))
+_FALL_5 = (("", -5.0),)
+
+METRICS: tuple[Metric, ...] = (
+    Metric("latency_ms", "Latency", "ms", DISTRIBUTION, "t_last - t0 (a non-streamed answer: its last byte - t0)",
+           thresholds=_P50_P99, compared=True, samples=_column_samples(_latency_ms)),
+    Metric("ttft_ms", "TTFT", "ms", DISTRIBUTION, "t_first - t0: time to the first output package",
+           thresholds=_P50_P99, compared=True, samples=_column_samples(_ttft_ms)),
+    Metric("tpot_ms", "TPOT", "ms", DISTRIBUTION, "(t_last - t_first) / (n_out - 1) per request",
+           thresholds=_P50_P99, compared=True, samples=_column_samples(_tpot_ms)),
+    Metric("itl_ms", "ITL", "ms", DISTRIBUTION, "gaps between output packages shared over their tokens, pooled",
+           thresholds=_P50_P99, compared=True, samples=_itl_samples),
+    Metric("inter_package_ms", "Inter-package gap", "ms", DISTRIBUTION,
+           "plain gaps between output packages, pooled (vLLM's, EvalScope's and AIPerf's 'ITL')", compared=True,
+           samples=_inter_package),
+    Metric("queue_ms", "Queue", "ms", DISTRIBUTION, "actual send - t0: the client's own lag", samples=_column_samples(_queue_ms)),
+    Metric("time_per_package_ms", "Time per package", "ms", DISTRIBUTION, "(t_last - t_first) / (n_pkg - 1) per request",
+           samples=_column_samples(_time_per_package_ms)),
+    Metric("packages_per_request", "Packages per request", "packages", DISTRIBUTION, "output-carrying packages per request",
+           samples=_column_samples(lambda c: c.n_pkg.astype(np.float64))),
+    Metric("input_tokens_per_request", "Input tokens", "tokens", DISTRIBUTION, "prompt tokens per request",
+           samples=_column_samples(lambda c: c.input_tokens)),
+    Metric("output_tokens_per_request", "Output tokens", "tokens", DISTRIBUTION, "generated tokens per request",
+           samples=_column_samples(lambda c: c.output_tokens)),
+    Metric("request_throughput_req_s", "Request throughput", "req/s", RATE, "succeeded requests / duration",
+           higher_is_better=True, thresholds=_FALL_5, compared=True),
+    Metric("output_throughput_tok_s", "Output throughput", "tok/s", RATE, "output tokens of succeeded requests / duration",
+           higher_is_better=True, thresholds=_FALL_5, compared=True),
+    Metric("input_throughput_tok_s", "Input throughput", "tok/s", RATE, "input tokens of succeeded requests / duration",
+           higher_is_better=True),
+    Metric("total_throughput_tok_s", "Total throughput", "tok/s", RATE, "(input + output) tokens of succeeded requests / duration",
+           higher_is_better=True, compared=True),
+    Metric("goodput_req_s", "Goodput", "req/s", RATE, "succeeded requests meeting every per-request SLO / duration",
+           higher_is_better=True),
+    Metric("concurrency_achieved", "Concurrency achieved", "requests", RATE, "time-average of requests in flight",
+           higher_is_better=True),
+)  # fmt: skip
+METRICS_BY_KEY: dict[str, Metric] = {m.key: m for m in METRICS}
+DISTRIBUTIONS: tuple[Metric, ...] = tuple(m for m in METRICS if m.kind == DISTRIBUTION)
+STATISTICS = ("count", "mean", "std", "min", "p50", "p90", "p95", "p99", "max")
+
+
+def metric_of(spec: str) -> Metric | None:
+    """The metric a spec names: a rate (``output_throughput_tok_s``) or a distribution's statistic (``ttft_ms.p99``)."""
+    key, _, stat = spec.partition(".")
+    metric = METRICS_BY_KEY.get(key)
+    if metric is None or (metric.kind == DISTRIBUTION) != bool(stat) or (stat and stat not in STATISTICS):
+        return None
+    return metric
+
+
+def request_samples(records: Sequence[RequestRecord]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Every distribution's samples over ``records`` (succeeded ones, in order), each with the index of
+    its record in ``records``: the values a step's statistics are made of, for a bootstrap by request."""
+    kept = [i for i, r in enumerate(records) if r.ok and not r.warmup]
+    c = _Columns.of([records[i] for i in kept])
+    where = np.asarray(kept, dtype=np.int64)
+    out = {}
+    for metric in DISTRIBUTIONS:
+        assert metric.samples is not None
+        values, owners = metric.samples(c)
+        out[metric.key] = (values, where[owners] if len(owners) else owners)
+    return out
 
 
 # --- a step --------------------------------------------------------------------------------
@@ -300,17 +427,7 @@ class SloResult:
         return {"name": self.name, "limit_ms": self.limit_ms, "value_ms": self.value_ms, "passed": self.passed}
 
 
-_STATS_KEYS = (
-    "latency_ms",
-    "ttft_ms",
-    "tpot_ms",
-    "itl_ms",
-    "queue_ms",
-    "time_per_package_ms",
-    "packages_per_request",
-    "input_tokens_per_request",
-    "output_tokens_per_request",
-)
+_STATS_KEYS = tuple(m.key for m in DISTRIBUTIONS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,6 +453,7 @@ class StepSummary:
     ttft_ms: Stats  # time to first token per request
     tpot_ms: Stats  # time per output token per request
     itl_ms: Stats  # per-token inter-token latency, pooled over requests
+    inter_package_ms: Stats  # plain gaps between output packages, pooled (other tools' "ITL")
     queue_ms: Stats  # client lag per request
     time_per_package_ms: Stats  # mean gap between output packages per request
     packages_per_request: Stats  # output-carrying packages per request
@@ -444,11 +562,9 @@ def _check(limit: StepLimit, values: np.ndarray) -> SloResult:
     return SloResult(limit.name, limit.limit_ms, value_ms, passed)
 
 
-# Per-request columns a StepAccumulator keeps for its succeeded records (float64, NaN = no value).
-_COLUMN_KEYS = (
-    "ttft_ms", "latency_ms", "tpot_ms", "time_per_package_ms", "queue_ms", "itl_max_ms",
-    "packages", "input_tokens", "output_tokens",
-)  # fmt: skip
+# Per-request columns (aligned, NaN = no value) a StepAccumulator keeps for goodput, SLO checks and
+# token totals (which need to know which counts are missing), besides each distribution's samples.
+_ALIGNED = ("ttft_ms", "latency_ms", "tpot_ms", "itl_max_ms", "input_tokens", "output_tokens")
 
 
 class GrowingArray:
@@ -498,7 +614,7 @@ class StepAccumulator:
         self._first_scheduled_ns: int | None = None  # min(scheduled_ns) over non-warm-up records
         self._last_end_ns: int | None = None  # max(end_ns) over non-warm-up records
         self._in_flight_ns = 0  # sum(end_ns - sent_ns) over non-warm-up records: a Python int, exact
-        self._columns: dict[str, GrowingArray] = {key: GrowingArray() for key in (*_COLUMN_KEYS, "itl_ms")}
+        self._columns: dict[str, GrowingArray] = {key: GrowingArray() for key in (*_STATS_KEYS, *(f"aligned:{k}" for k in _ALIGNED))}
 
     def add(self, records: Iterable[RequestRecord]) -> None:
         """Take a chunk of records; warm-up records are ignored."""
@@ -524,17 +640,17 @@ class StepAccumulator:
             return
         self.requests_succeeded += len(succeeded)
         c = _Columns.of(succeeded)
-        per_request, itl_samples_ms = _per_request(c)
-        for key, values in per_request.items():
-            self._columns[key].extend(values)
-        self._columns["packages"].extend(c.n_pkg.astype(np.float64))
-        self._columns["input_tokens"].extend(c.input_tokens)
-        self._columns["output_tokens"].extend(c.output_tokens)
-        self._columns["itl_ms"].extend(itl_samples_ms)
+        aligned, _ = _per_request(c)
+        aligned.update(input_tokens=c.input_tokens, output_tokens=c.output_tokens)
+        for key in _ALIGNED:
+            self._columns[f"aligned:{key}"].extend(aligned[key])
+        for metric in DISTRIBUTIONS:
+            assert metric.samples is not None
+            self._columns[metric.key].extend(metric.samples(c)[0])
 
     def column(self, key: str) -> np.ndarray:
-        """One column over the succeeded records so far (``_COLUMN_KEYS``, or ``itl_ms``: the
-        pooled ITL samples), float64, NaN = no value. A view, no copy."""
+        """A distribution's samples over the succeeded records so far (a ``Metric.key``), or an aligned
+        per-request column ``aligned:<key>`` (NaN = no value); float64. A view, no copy."""
         return self._columns[key].values
 
     def summary(
@@ -542,14 +658,13 @@ class StepAccumulator:
     ) -> StepSummary:
         """The step's numbers from everything added so far (DESIGN.md's STEP object)."""
         duration_s = _duration_s(self._first_scheduled_ns, self._last_end_ns)
-        per_request = {key: self.column(key) for key in ("ttft_ms", "latency_ms", "tpot_ms", "itl_max_ms")}
-        itl_samples_ms = self.column("itl_ms")
-        input_tokens, output_tokens = self.column("input_tokens"), self.column("output_tokens")
+        per_request = {key: self.column(f"aligned:{key}") for key in _ALIGNED}
+        input_tokens, output_tokens = per_request["input_tokens"], per_request["output_tokens"]
         distributions = {
             "ttft": per_request["ttft_ms"],
             "latency": per_request["latency_ms"],
             "tpot": per_request["tpot_ms"],
-            "itl": itl_samples_ms,
+            "itl": self.column("itl_ms"),
         }
 
         goodput_req_s = None
@@ -576,15 +691,7 @@ class StepAccumulator:
             total_throughput_tok_s=_per_second(_total_tokens(input_tokens, output_tokens), duration_s),
             goodput_req_s=goodput_req_s,
             concurrency_achieved=_concurrency_achieved(self._in_flight_ns, duration_s),
-            latency_ms=describe(per_request["latency_ms"]),
-            ttft_ms=describe(per_request["ttft_ms"]),
-            tpot_ms=describe(per_request["tpot_ms"]),
-            itl_ms=describe(itl_samples_ms),
-            queue_ms=describe(self.column("queue_ms")),
-            time_per_package_ms=describe(self.column("time_per_package_ms")),
-            packages_per_request=describe(self.column("packages")),
-            input_tokens_per_request=describe(input_tokens),
-            output_tokens_per_request=describe(output_tokens),
+            **{key: describe(self.column(key)) for key in _STATS_KEYS},
             slo_passed=all(r.passed for r in slo_results) if slo_results else None,
             slo_results=slo_results,
             token_sources=dict(sorted(self.token_sources.items())),

@@ -16,8 +16,8 @@ from perfbench.compare import (
     DEFAULT_THRESHOLDS,
     Threshold,
     _boot_statistics,
-    _itl_gaps,
     _resample_counts,
+    _step_samples,
     compare_runs,
     main,
     parse_thresholds,
@@ -68,12 +68,62 @@ def test_weighted_bootstrap_equals_explicit_resampling() -> None:
             assert boot[stat][b] == pytest.approx(np.percentile(resample, float(stat[1:])))
 
 
-def test_itl_gaps_are_divided_over_the_tokens_of_the_package() -> None:
-    # request 0: packages at 1, 3, 7 ms, the last carrying 2 tokens -> gaps 2, 2, 2
-    # request 1: one package -> no gap; request 2: no token counts -> one token each
-    gaps, owners = _itl_gaps([[1.0, 3.0, 7.0], [2.0], [0.0, 10.0]], [[1, 1, 2], [1], []], [0, 1, 2])
-    assert gaps.tolist() == [2.0, 2.0, 2.0, 10.0]
-    assert owners.tolist() == [0, 0, 0, 2]
+def _record(t0_ms: float, times_ms: list[float], tokens: list[int], *, output_tokens=None, status="ok"):
+    from perfbench.records import RequestRecord
+
+    ns = [round((t0_ms + t) * 1e6) for t in times_ms]
+    end = ns[-1] if ns else round(t0_ms * 1e6) + 1000
+    return RequestRecord(0, 0, False, status, 200, None, round(t0_ms * 1e6), round(t0_ms * 1e6), end, tuple(ns), tuple(tokens),
+                         3, output_tokens if output_tokens is not None else sum(tokens), "usage")
+
+
+def test_itl_samples_are_the_summarys_even_when_a_package_carries_no_token() -> None:
+    # Packages at 0, 10, 30 ms carrying 1, 0, 2 tokens: the 0-token package's gap flows into the
+    # next package's tokens, so ITL is [15, 15] in the summary, and compare must bootstrap the same.
+    from perfbench.metrics import summarize_step
+    from perfbench.report.files import request_line
+
+    record = _record(0, [0, 10, 30], [1, 0, 2])
+    summary = summarize_step([record], concurrency=1, rate_req_s=None, requests_expected=1)
+    samples = _step_samples([request_line(record, 0)]).samples
+    assert samples["itl_ms"][0].tolist() == [15.0, 15.0] and summary.itl_ms.mean == 15.0
+    assert samples["inter_package_ms"][0].tolist() == [10.0, 20.0]  # the plain gaps other tools call ITL
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@st.composite
+def _records(draw):
+    out = []
+    for i in range(draw(st.integers(1, 12))):
+        n = draw(st.integers(0, 6))
+        gaps = draw(st.lists(st.floats(0, 50, allow_nan=False), min_size=n, max_size=n))
+        times = list(np.cumsum(gaps) + draw(st.floats(0, 100, allow_nan=False)))
+        tokens = draw(st.lists(st.integers(0, 4), min_size=n, max_size=n))
+        status = draw(st.sampled_from(["ok", "ok", "ok", "timeout"])) if n else "timeout"
+        out.append(_record(float(i * 7), times, tokens, output_tokens=draw(st.one_of(st.none(), st.integers(0, 30))), status=status))
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(records=_records())
+def test_compare_samples_give_every_distribution_of_the_summary(records) -> None:
+    # Each distribution computed both ways from the same records: the summary's statistics, and
+    # the same statistics of the samples compare bootstraps (read back from requests.jsonl lines).
+    from perfbench.metrics import DISTRIBUTIONS, summarize_step
+    from perfbench.report.files import request_line
+
+    summary = summarize_step(records, concurrency=1, rate_req_s=None, requests_expected=len(records)).to_dict()
+    samples = _step_samples([request_line(r, 0) for r in records]).samples
+    for metric in DISTRIBUTIONS:
+        values, owners = samples[metric.key]
+        stats = summary[metric.key]
+        assert stats["count"] == len(values), metric.key
+        if len(values):
+            assert stats["mean"] == pytest.approx(float(np.mean(values)), rel=1e-9, abs=1e-9), metric.key
+            assert stats["p99"] == pytest.approx(float(np.percentile(values, 99)), rel=1e-9, abs=1e-9), metric.key
+            assert all(records[k].ok for k in owners.tolist())
 
 
 @pytest.fixture(scope="module")

@@ -139,5 +139,6 @@ async def test_capacity_queueing_shows_in_ttft():
     config = MockConfig(ttft_ms=50, itl_ms=10, capacity=2)
     records, _ = await measure(config, number=4, concurrency=4, max_tokens=10)
     ttfts = sorted((r.package_times_ns[0] - r.scheduled_ns) / 1e6 for r in records)
-    assert ttfts[0] == pytest.approx(50, abs=8) and ttfts[1] == pytest.approx(50, abs=8)
-    assert ttfts[2] == pytest.approx(190, abs=15) and ttfts[3] == pytest.approx(190, abs=15)
+    # Generous bounds (a busy 2-core machine adds tens of ms); the queueing is the 140 ms between the pairs.
+    assert 45 <= ttfts[0] and ttfts[1] < 90
+    assert 175 <= ttfts[2] and ttfts[3] < 240

@@ -403,6 +403,7 @@ def test_to_dict_keys_are_exactly_design_md_step_keys():
     # input_throughput_tok_s: beside output throughput, for APIs that generate none (embeddings); DESIGN lacks it yet
     expected = list(DESIGN_STEP_KEYS)
     expected.insert(expected.index("output_throughput_tok_s") + 1, "input_throughput_tok_s")
+    expected.insert(expected.index("itl_ms") + 1, "inter_package_ms")  # issue 11: other tools' "ITL", beside ours
     assert list(d) == expected + ["slo_passed", "slo_results", "token_sources"]
     for key in DESIGN_STEP_KEYS[DESIGN_STEP_KEYS.index("latency_ms"):]:
         assert list(d[key]) == ["count", "mean", "std", "min", "p50", "p90", "p95", "p99", "max"]
