@@ -67,6 +67,8 @@ from perfbench.errors import ConfigError
 
 __all__ = ["load_scenario"]
 
+MAX_SCENARIO_BYTES = 2**20  # a scenario is a few hundred bytes; anything this big is the wrong file
+
 
 class _Bad(Exception):
     """A value is wrong; the message says what and how to fix it (the key path is added later)."""
@@ -291,6 +293,11 @@ def load_scenario(path: str | Path) -> dict[str, Any]:
     """
     path = Path(path)
     try:
+        # Only a regular file of sane size: /dev/zero or a FIFO would never finish reading.
+        if path.exists() and not path.is_dir() and not path.is_file():
+            raise ConfigError(f"{path}: the scenario is not a regular file; pass a YAML file")
+        if path.is_file() and path.stat().st_size > MAX_SCENARIO_BYTES:
+            raise ConfigError(f"{path}: the scenario file is over {MAX_SCENARIO_BYTES // 2**20} MiB; pass a scenario YAML file")
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the scenario file ({exc.strerror}); check the path") from None

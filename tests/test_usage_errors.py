@@ -208,6 +208,7 @@ RUN_CASES: list[tuple[list[str], str]] = [
     (["--scenario", "{latin1}"], "UTF-8"),
     (["--scenario", "{yaml_list}"], "mapping"),
     (["--scenario", "{yaml_nan}"], "load.rate"),
+    (["--scenario", "/dev/zero"], "not a regular file"),
     (["--output-dir", "{file}"], "--output-dir"),
     (["--output-dir", "{under_file}"], "--output-dir"),
     (["--output-dir", "{long}"], "--output-dir"),
