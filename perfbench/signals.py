@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any, Iterator
 if TYPE_CHECKING:  # asyncio is imported where it is used: `perfbench --help` must stay quick
     import asyncio
 
-TERMINATING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # by default these kill the process without cleanup
+# By default these kill the process without cleanup (Windows has no SIGHUP).
+TERMINATING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 STOP_SIGNALS = (signal.SIGINT, *TERMINATING_SIGNALS)
 CTRL_C = "Ctrl-C"  # the reason of a SIGINT stop, as the user knows it
 
