@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from perfbench.engine import LiveCounters
+from perfbench.metrics import DISTRIBUTIONS, METRICS, METRICS_BY_KEY, RATE, Metric
 from perfbench.report.files import step_label
 
 
@@ -30,46 +31,39 @@ def _stat(step: Mapping[str, Any], key: str, stat: str = "mean", digits: int = 2
     return _num(stats.get(stat), digits)
 
 
-# (label, how to show it) in the EvalScope order users know, then the rest of DESIGN.md's metrics.
-_OVERVIEW_ROWS: tuple[tuple[str, Any], ...] = (
-    ("Time taken (s)", lambda s: _num(s["duration_s"])),
-    ("Concurrency (limit)", lambda s: _num(s["concurrency"])),
-    ("Rate (req/s)", lambda s: _num(s["rate_req_s"])),
-    ("Concurrency achieved", lambda s: _num(s["concurrency_achieved"])),
-    ("Expected requests", lambda s: _num(s["requests_expected"])),
-    ("Completed requests", lambda s: _num(s["requests_completed"])),
-    ("Succeeded requests", lambda s: _num(s["requests_succeeded"])),
-    ("Failed requests", lambda s: _num(s["requests_failed"])),
-    ("Request throughput (req/s)", lambda s: _num(s["request_throughput_req_s"], 3)),
-    ("Goodput (req/s)", lambda s: _num(s["goodput_req_s"], 3)),
-    ("Output throughput (tok/s)", lambda s: _num(s["output_throughput_tok_s"])),
-    ("Input throughput (tok/s)", lambda s: _num(s.get("input_throughput_tok_s"))),
-    ("Total throughput (tok/s)", lambda s: _num(s["total_throughput_tok_s"])),
-    ("Latency mean (ms)", lambda s: _stat(s, "latency_ms")),
-    ("TTFT mean (ms)", lambda s: _stat(s, "ttft_ms")),
-    ("TTFT p99 (ms)", lambda s: _stat(s, "ttft_ms", "p99")),
-    ("TPOT mean (ms)", lambda s: _stat(s, "tpot_ms")),
-    ("ITL mean (ms)", lambda s: _stat(s, "itl_ms")),
-    ("ITL p99 (ms)", lambda s: _stat(s, "itl_ms", "p99")),
-    ("Queue mean (ms)", lambda s: _stat(s, "queue_ms")),
-    ("Packages per request", lambda s: _stat(s, "packages_per_request")),
-    ("Time per package (ms)", lambda s: _stat(s, "time_per_package_ms")),
-    ("Input tokens per request", lambda s: _stat(s, "input_tokens_per_request")),
-    ("Output tokens per request", lambda s: _stat(s, "output_tokens_per_request")),
-    ("Token counts from", lambda s: ", ".join(s.get("token_sources") or {}) or "-"),
-)
+_COUNTS: tuple[tuple[str, str], ...] = (
+    ("Time taken (s)", "duration_s"), ("Concurrency (limit)", "concurrency"), ("Rate (req/s)", "rate_req_s"),
+    ("Expected requests", "requests_expected"), ("Completed requests", "requests_completed"),
+    ("Succeeded requests", "requests_succeeded"), ("Failed requests", "requests_failed"),
+)  # fmt: skip
+# The headline statistics shown per step beside the rates; the percentile table shows every distribution.
+_HEADLINE_STATS: tuple[tuple[str, str], ...] = (
+    ("latency_ms", "mean"), ("ttft_ms", "mean"), ("ttft_ms", "p99"), ("tpot_ms", "mean"), ("itl_ms", "mean"),
+    ("itl_ms", "p99"), ("inter_package_ms", "mean"), ("queue_ms", "mean"), ("packages_per_request", "mean"),
+    ("time_per_package_ms", "mean"), ("input_tokens_per_request", "mean"), ("output_tokens_per_request", "mean"),
+)  # fmt: skip
 
-_PERCENTILE_ROWS = (
-    ("TTFT (ms)", "ttft_ms"),
-    ("ITL (ms)", "itl_ms"),
-    ("TPOT (ms)", "tpot_ms"),
-    ("Latency (ms)", "latency_ms"),
-    ("Queue (ms)", "queue_ms"),
-    ("Time per package (ms)", "time_per_package_ms"),
-    ("Packages per request", "packages_per_request"),
-    ("Input tokens", "input_tokens_per_request"),
-    ("Output tokens", "output_tokens_per_request"),
-)
+
+def _title(metric: Metric, stat: str | None = None) -> str:
+    """``TTFT p99 (ms)``, ``Output throughput (tok/s)``, ``Input tokens per request``: names and units from the registry."""
+    name = metric.label if stat in (None, "mean") or metric.unit in ("tokens", "packages") else f"{metric.label} {stat}"
+    if metric.unit in ("tokens", "packages"):
+        return name if metric.key == "packages_per_request" else f"{name} per request"
+    return f"{name} {stat} ({metric.unit})" if stat == "mean" else f"{name} ({metric.unit})"
+
+
+def _overview_rows() -> list[tuple[str, Any]]:
+    rows: list[tuple[str, Any]] = [(label, lambda s, k=key: _num(s.get(k))) for label, key in _COUNTS]
+    for metric in METRICS:
+        if metric.kind == RATE:
+            digits = 3 if metric.unit == "req/s" else 2
+            rows.append((_title(metric), lambda s, k=metric.key, d=digits: _num(s.get(k), d)))
+    for key, stat in _HEADLINE_STATS:
+        rows.append((_title(METRICS_BY_KEY[key], stat), lambda s, k=key, st=stat: _stat(s, k, st)))
+    rows.append(("Token counts from", lambda s: ", ".join(s.get("token_sources") or {}) or "-"))
+    return rows
+
+
 _STATS = ("mean", "std", "min", "p50", "p90", "p95", "p99", "max")
 
 
@@ -78,8 +72,10 @@ def overview_table(steps: Sequence[Mapping[str, Any]], *, title: str) -> Table:
     table.add_column("Metric")
     for step in steps:
         table.add_column(step_label(step), justify="right")
-    for label, show in _OVERVIEW_ROWS:
-        table.add_row(label, *(show(s) for s in steps))
+    for label, show in _overview_rows():
+        cells = [show(s) for s in steps]
+        if any(cell != "-" for cell in cells):  # a metric no step has (TTFT of embeddings) is not shown
+            table.add_row(label, *cells)
     return table
 
 
@@ -89,9 +85,11 @@ def percentile_table(step: Mapping[str, Any], *, title: str) -> Table:
     table.add_column("count", justify="right")
     for stat in _STATS:
         table.add_column(stat, justify="right")
-    for label, key in _PERCENTILE_ROWS:
-        stats = step.get(key) or {}
-        table.add_row(label, _num(stats.get("count")), *(_num(stats.get(s)) for s in _STATS))
+    for metric in DISTRIBUTIONS:
+        stats = step.get(metric.key) or {}
+        if stats.get("count"):  # what applies: an embeddings run has no TTFT, ITL, TPOT rows
+            label = metric.label if metric.unit in ("tokens", "packages") else f"{metric.label} ({metric.unit})"
+            table.add_row(label, _num(stats.get("count")), *(_num(stats.get(s)) for s in _STATS))
     return table
 
 
