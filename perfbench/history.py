@@ -9,27 +9,20 @@ from typing import Sequence
 from perfbench.cliutil import OneLineArgumentParser
 from perfbench.errors import ConfigError, PerfbenchError
 from perfbench.config import parse_tags
+from perfbench.metrics import DISTRIBUTIONS, METRICS, RATE, STATISTICS, metric_of
 from perfbench.store import RunInfo, RunStore, default_store_path
 
-_DISTRIBUTIONS = (
-    "latency_ms", "ttft_ms", "tpot_ms", "itl_ms", "queue_ms", "time_per_package_ms",
-    "packages_per_request", "input_tokens_per_request", "output_tokens_per_request",
-)
-_STATISTICS = ("count", "mean", "std", "min", "p50", "p90", "p95", "p99", "max")
-_SCALARS = (
-    "request_throughput_req_s", "output_throughput_tok_s", "total_throughput_tok_s", "goodput_req_s",
-    "concurrency_achieved", "duration_s", "requests_succeeded", "requests_failed",
-)
+_STEP_COUNTS = ("duration_s", "requests_succeeded", "requests_failed")  # step facts a trend can follow, besides the metrics
 
 
 def check_metric(metric: str) -> str:
     """The metric name if a STEP of summary.json has it; ConfigError listing the choices."""
-    name, _, stat = metric.partition(".")
-    if (name in _DISTRIBUTIONS and stat in _STATISTICS) or (metric in _SCALARS):
+    if metric_of(metric) is not None or metric in _STEP_COUNTS:
         return metric
+    scalars = [m.key for m in METRICS if m.kind == RATE] + list(_STEP_COUNTS)
     raise ConfigError(
-        f"unknown metric {metric!r}; use DISTRIBUTION.STAT ({', '.join(_DISTRIBUTIONS)} with "
-        f"{'|'.join(_STATISTICS)}) or one of {', '.join(_SCALARS)}"
+        f"unknown metric {metric!r}; use DISTRIBUTION.STAT ({', '.join(m.key for m in DISTRIBUTIONS)} with "
+        f"{'|'.join(STATISTICS)}) or one of {', '.join(scalars)}"
     )
 
 
