@@ -20,6 +20,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from perfbench.compare import Comparison, compare_runs, resolve_base, step_label
 from perfbench.cliutil import OneLineArgumentParser
 from perfbench.errors import PerfbenchError
+from perfbench.metrics import DISTRIBUTIONS, METRICS, RATE
 from perfbench.report.files import iter_request_lines, read_summary, read_telemetry
 from perfbench.telemetry.sampler import server_series, summarize_telemetry
 
@@ -94,21 +95,24 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], numeric: Seque
 
 
 def _summary_section(summary: Mapping[str, Any]) -> str:
-    headers = ["step", "ok / failed", "duration s", "req/s", "out tok/s", "goodput req/s", "conc. achieved"]
-    for name in ("ttft_ms", "tpot_ms", "itl_ms", "latency_ms"):
-        headers += [f"{name} p50", f"{name} p99"]
-    headers.append("queue_ms p99")
+    steps = summary.get("steps") or []
+    # What applies: metrics no step has (an embeddings run's TTFT, ITL, output throughput) get no column.
+    rates = [m for m in METRICS if m.kind == RATE and any(s.get(m.key) is not None for s in steps)]
+    shown = [m for m in DISTRIBUTIONS if m.compared and any((s.get(m.key) or {}).get("count") for s in steps)]
+    headers = ["step", "ok / failed", "duration s", *(_e(f"{m.label} {m.unit}") for m in rates)]
+    for m in shown:
+        headers += [_e(f"{m.label} p50 {m.unit}"), _e(f"{m.label} p99 {m.unit}")]
+    headers.append("Queue p99 ms")
     rows = []
-    for step in summary.get("steps") or []:
+    for step in steps:
         row = [
             _e(step_label(step)),
             f"{_e(step.get('requests_succeeded'))} / {_e(step.get('requests_failed'))}",
-            _num(step.get("duration_s")), _num(step.get("request_throughput_req_s")),
-            _num(step.get("output_throughput_tok_s"), 1), _num(step.get("goodput_req_s")),
-            _num(step.get("concurrency_achieved")),
+            _num(step.get("duration_s")),
+            *(_num(step.get(m.key), 1) for m in rates),
         ]
-        for name in ("ttft_ms", "tpot_ms", "itl_ms", "latency_ms"):
-            row += [_num(_stat(step, name, "p50")), _num(_stat(step, name, "p99"))]
+        for m in shown:
+            row += [_num(_stat(step, m.key, "p50")), _num(_stat(step, m.key, "p99"))]
         row.append(_num(_stat(step, "queue_ms", "p99")))
         rows.append(row)
     parts = ['<section><h2>Summary</h2>', _table(headers, rows, [False, True] + [True] * (len(headers) - 2))]
@@ -118,7 +122,8 @@ def _summary_section(summary: Mapping[str, Any]) -> str:
         parts.append(f"<h3>Search</h3><dl>{items}</dl>")
     parts.append(
         '<p class="muted">All times in ms from each request\'s scheduled send time; TTFT counts the first '
-        "package carrying output; TPOT excludes the first token; ITL is per token between packages.</p></section>"
+        "package carrying output; TPOT excludes the first token; ITL is per token between packages; the inter-package gap "
+        "is the plain gap between packages (what vLLM, EvalScope and AIPerf report as ITL).</p></section>"
     )
     return "".join(parts)
 
