@@ -8,6 +8,7 @@ import math
 import os
 import re
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
@@ -295,6 +296,20 @@ def _check_local_server(s: Mapping[str, Any]) -> None:
         raise ConfigError(f"--device {_shown(str(s['device']))} is not one of auto, cpu, cuda, cuda:N")
     if s.get("dtype") is not None and s["dtype"] not in ("auto", "bfloat16", "float16", "float32"):
         raise ConfigError(f"--dtype {_shown(str(s['dtype']))} is not one of auto, bfloat16, float16, float32")
+    if s.get("engine_args"):
+        import shlex
+
+        try:
+            shlex.split(str(s["engine_args"]))
+        except ValueError as exc:
+            raise ConfigError(f"--engine-args {_shown(str(s['engine_args']))}: {exc}; quote it like a shell command line") from None
+    prompts = s.get("prompts")
+    try:  # /dev/zero or a FIFO would be read forever
+        odd_prompts = bool(prompts) and Path(prompts).exists() and not Path(prompts).is_file() and not Path(prompts).is_dir()
+    except OSError:
+        odd_prompts = False  # the prompts loader names the problem
+    if odd_prompts:
+        raise ConfigError(f"--prompts {prompts} is not a regular file; pass a prompts file")
 
 
 def _check_combinations(s: Mapping[str, Any], url: str | None) -> None:
