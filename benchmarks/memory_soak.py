@@ -161,6 +161,8 @@ def soak(requests: int, concurrency: int, max_tokens: int, timeout_s: float, kee
             round(at_mark[1.0]["rss_mb"] - at_mark[0.1]["rss_mb"], 1) if 1.0 in at_mark and 0.1 in at_mark else None
         ),
         "peak_sampled_after_last_request_mb": round(max(after), 1) if after else None,
+        # after the last request: summary, plots, report, parquet, history; the largest RSS of each 5 s
+        "after_last_request_mb_per_5s": _per_window([s for s in samples if finished_s is not None and s[0] >= finished_s]),
         "peak_mb": round(peak_mb, 1),
         "succeeded": sum(s["requests_succeeded"] for s in steps),
         "files": sorted(p.name for p in run_dir.iterdir()) if run_dir.exists() else [],
@@ -169,6 +171,18 @@ def soak(requests: int, concurrency: int, max_tokens: int, timeout_s: float, kee
     if exit_code != 0:
         result["stderr_tail"] = stderr[-2000:]
     return result
+
+
+def _per_window(samples: list[tuple[float, int, float]], window_s: float = 5.0) -> list[float]:
+    """The largest RSS (MB) of each ``window_s`` of ``samples``, in order."""
+    if not samples:
+        return []
+    start = samples[0][0]
+    peaks: dict[int, float] = {}
+    for t, _, rss in samples:
+        k = int((t - start) // window_s)
+        peaks[k] = max(peaks.get(k, 0.0), rss)
+    return [round(peaks[k], 1) for k in sorted(peaks)]
 
 
 def main() -> int:
