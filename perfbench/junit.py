@@ -10,10 +10,12 @@ from __future__ import annotations
 import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from perfbench.compare import Comparison
 from perfbench.report.files import step_label
+
+if TYPE_CHECKING:  # only the type: compare's CLI writes JUnit, so a runtime import would be a cycle
+    from perfbench.compare import Comparison
 
 
 def write_junit(
