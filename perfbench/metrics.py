@@ -282,6 +282,16 @@ def itl_ms(record: RequestRecord) -> np.ndarray:
     return _itl(_Columns.of([record]))[0]
 
 
+def request_times_ms(record: RequestRecord) -> dict[str, float | None]:
+    """``ttft_ms`` and ``latency_ms`` of one request (None where they do not apply), from one column build."""
+    c = _Columns.of([record])
+    out = {}
+    for key, column in (("ttft_ms", _ttft_ms), ("latency_ms", _latency_ms)):
+        value = float(column(c)[0])
+        out[key] = None if math.isnan(value) else value
+    return out
+
+
 def inter_package_ms(record: RequestRecord) -> np.ndarray:
     """Gaps between one request's consecutive output packages, ms, not shared over tokens; empty when none."""
     return _inter_package(_Columns.of([record]))[0]

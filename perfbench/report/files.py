@@ -43,10 +43,10 @@ def output_error(name: str, exc: OSError) -> OutputError:
 
 def request_line(record: RequestRecord, run_start_ns: int) -> dict[str, Any]:
     """requests.jsonl's line for ``record``: its fields plus TTFT and latency as perfbench.metrics defines them."""
-    from perfbench.metrics import latency_ms, ttft_ms
+    from perfbench.metrics import request_times_ms
 
     line = record.to_json(run_start_ns)
-    line["ttft_ms"], line["latency_ms"] = ttft_ms(record), latency_ms(record)
+    line.update(request_times_ms(record))
     return line
 
 
