@@ -331,6 +331,15 @@ def _check_combinations(s: Mapping[str, Any], url: str | None) -> None:
     if s.get("search") == "concurrency" and s.get("rate") is not None:
         raise ConfigError("--rate does nothing under --search concurrency (the search sets the concurrency of closed-loop steps); "
                           "drop --rate, or use --search rate")
+    if s.get("search") == "concurrency" and s.get("concurrency") is not None:
+        raise ConfigError("--concurrency does nothing under --search concurrency (the search picks it); "
+                          "use --search-start/--search-max, or drop --search")
+    if s.get("search") and s.get("max_failure_rate") is not None:
+        raise ConfigError("--max-failure-rate stops a ladder, not a search (failing probes are how it searches); drop one of them")
+    if s.get("prefix_groups") is not None and not s.get("shared_prefix_tokens"):
+        raise ConfigError("--prefix-groups does nothing without --shared-prefix-tokens K; add it or drop --prefix-groups")
+    if s.get("metrics_url") and s.get("telemetry") is False:
+        raise ConfigError("--metrics-url does nothing with --no-telemetry; drop one of them")
     if s.get("search") == "rate" and s.get("rate") is not None:
         raise ConfigError("--rate does nothing under --search rate (the search picks the rates); use --search-start/--search-max, or drop --rate")
     if not s.get("search"):

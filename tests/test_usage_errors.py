@@ -160,6 +160,12 @@ RUN_CASES: list[tuple[list[str], str]] = [
     (["--search", "concurrency", "--slo", "ttft_p99=500", "--search-max", "1e300"], "--search-max"),
     (["--search", "concurrency"], "step-limit SLOs"),
     (["--search-max", "8"], "--search"),
+    (["--search", "concurrency", "--slo", "ttft_p99=500", "--concurrency", "4"], "--concurrency does nothing"),
+    (["--search", "rate", "--slo", "ttft_p99=500", "--rate", "4"], "--rate does nothing"),
+    (["--search", "rate", "--slo", "ttft_p99=500", "--max-failure-rate", "0.5"], "--max-failure-rate"),
+    (["--search", "rate", "--slo", "ttft_p99=500", "--number", "5,10"], "--number has 2 values"),
+    (["--prefix-groups", "4"], "--shared-prefix-tokens"),
+    (["--metrics-url", "http://127.0.0.1:9/metrics", "--no-telemetry"], "--no-telemetry"),
     # workload
     (["--prompts", "{missing}"], "not found"),
     (["--prompts", "{dir}"], "prompts"),
