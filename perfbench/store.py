@@ -182,7 +182,7 @@ class RunStore:
             run_id=row["run_id"], recorded_at=row["recorded_at"], started_at=row["started_at"],
             run_dir=Path(row["run_dir"]), perfbench_version=row["perfbench_version"], target_url=row["target_url"],
             api=row["api"], model=row["model"], simulated=bool(row["simulated"]), host=row["host"],
-            gpu_name=row["gpu_name"], gpu_driver=row["gpu_driver"], tags=tags, summary=json.loads(row["summary_json"]),
+            gpu_name=row["gpu_name"], gpu_driver=row["gpu_driver"], tags=tags, summary=_summary_of(row["summary_json"]),
         )
 
     def list_runs(self, *, tag: Mapping[str, str] | None = None, limit: int = 50) -> list[RunInfo]:
@@ -239,6 +239,15 @@ def _check_store_file(path: Path) -> None:
         raise ConfigError(f"cannot open run store {path}: {exc.strerror or exc}; pass another --store PATH") from None
     if head != _SQLITE_MAGIC:
         raise ConfigError(f"{path} is not a perfbench run store (not a SQLite file); pass another --store PATH")
+
+
+def _summary_of(text: Any) -> dict[str, Any]:
+    """A stored summary; {} for a row whose JSON was damaged, so one bad row does not hide the others."""
+    try:
+        summary = json.loads(text)
+    except (TypeError, ValueError):
+        return {}
+    return summary if isinstance(summary, dict) else {}
 
 
 def _redact_summary_urls(summary: dict[str, Any]) -> None:

@@ -437,3 +437,18 @@ def test_junit_that_cannot_be_written_after_the_run_is_one_line_and_keeps_the_ru
     assert json.loads((run_dir / "summary.json").read_text())["steps"][0]["requests_succeeded"] == 2
     assert (run_dir / "requests.jsonl").read_text().count("\n") == 2
     assert (tmp_path / "s.sqlite").stat().st_size > 0  # recorded in the history all the same
+
+
+def test_history_lists_a_store_with_a_damaged_row(tmp_path, capsys):
+    from perfbench.store import RunStore
+
+    store = tmp_path / "s.sqlite"
+    RunStore(store).close()
+    db = sqlite3.connect(store)
+    db.execute("INSERT INTO runs (run_id, recorded_at, started_at, run_dir, summary_json) VALUES ('r1', 'x', 'y', '/nowhere', '{not json')")
+    db.commit()
+    db.close()
+    for argv in (["history", "--store", str(store)], ["history", "--store", str(store), "--metric", "ttft_ms.p99"]):
+        assert cli.main(argv) == 0
+        captured = capsys.readouterr()
+        assert "r1" in captured.out and "Traceback" not in captured.err
