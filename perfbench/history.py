@@ -10,6 +10,7 @@ from perfbench.cliutil import OneLineArgumentParser
 from perfbench.errors import ConfigError, PerfbenchError
 from perfbench.config import parse_tags
 from perfbench.metrics import DISTRIBUTIONS, METRICS, RATE, STATISTICS, metric_of
+from perfbench.redact import redact_url
 from perfbench.store import RunInfo, RunStore, default_store_path
 
 _STEP_COUNTS = ("duration_s", "requests_succeeded", "requests_failed")  # step facts a trend can follow, besides the metrics
@@ -95,7 +96,8 @@ def main(argv: list[str]) -> int:
                 for column in ("started (UTC)", "model", "target", "steps", "GPU", "version", "tags"):
                     table.add_column(column)
                 for info in runs:
-                    target = "simulated" if info.simulated else (info.target_url or "")
+                    # redact_url: a run stored before URLs were redacted must not show its password here either
+                    target = "simulated" if info.simulated else redact_url(info.target_url or "")
                     table.add_row(info.run_id, info.started_at, info.model or "", target, _steps(info),
                                   info.gpu_name or "", info.perfbench_version or "", _tags(info))
             else:
