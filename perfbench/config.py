@@ -292,6 +292,15 @@ def parse_tags(values: list[str] | tuple[str, ...] | Mapping[str, str] | None) -
 
 def _check_local_server(s: Mapping[str, Any]) -> None:
     """The local server's settings, checked before minutes of model loading."""
+    model = s.get("model")
+    if model and not s.get("url") and str(model).startswith(("/", "./", "../", "~")):
+        # Written as a path (a hub name is "org/name"): a missing folder is a typo, say so before starting a server.
+        try:
+            missing = not Path(str(model)).expanduser().exists()
+        except OSError:
+            missing = True
+        if missing:
+            raise ConfigError(f"--model {model}: no such directory; pass a model directory or a Hugging Face name")
     if s.get("device") is not None and not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(s["device"])):
         raise ConfigError(f"--device {_shown(str(s['device']))} is not one of auto, cpu, cuda, cuda:N")
     if s.get("dtype") is not None and s["dtype"] not in ("auto", "bfloat16", "float16", "float32"):

@@ -92,6 +92,7 @@ RUN_CASES: list[tuple[list[str], str]] = [
     (["--model", "m", "--url", None, "--max-batch-size", "0"], "--max-batch-size"),
     (["--model", "m", "--url", None, "--max-batch-size", "-3"], "--max-batch-size"),
     (["--model", ""], "--model is empty"),
+    (["--model", "{missing}", "--url", None], "no such directory"),
     (["--header", "NoColon"], "--header"),
     (["--header", ": v"], "--header"),
     (["--header", "Bad Name: v"], "not a valid header name"),
