@@ -492,11 +492,11 @@ def config_from_settings(settings: Mapping[str, Any]) -> RunConfig:
     api_key = s.get("api_key") or os.environ.get("OPENAI_API_KEY") or None
     if api_key is not None:
         source = "--api-key" if s.get("api_key") else "$OPENAI_API_KEY"
-        if _BAD_HEADER_VALUE.search(api_key):  # CR/LF would split the Authorization header
+        api_key = api_key.strip()  # a trailing newline from a secrets file is not part of the key
+        if _BAD_HEADER_VALUE.search(api_key):  # CR/LF inside would split the Authorization header
             raise ConfigError(f"{source} contains a line break, NUL or control character; pass the key alone")
-        if not api_key.isascii() or not api_key.strip():
+        if not api_key.isascii() or not api_key:
             raise ConfigError(f"{source} is empty or not ASCII text; pass the key exactly as issued")
-        api_key = api_key.strip()
     headers = parse_headers(s.get("headers"))
     if url and "@" in urlsplit(url).netloc:
         # The client sends URL credentials as "Authorization: Basic"; a second Authorization fails every request.

@@ -453,3 +453,14 @@ def test_history_lists_a_store_with_a_damaged_row(tmp_path, capsys):
         assert cli.main(argv) == 0
         captured = capsys.readouterr()
         assert "r1" in captured.out and "Traceback" not in captured.err
+
+
+def test_api_key_from_env_loses_a_trailing_newline_but_not_an_inner_one(monkeypatch):
+    from perfbench.config import config_from_settings
+    from perfbench.errors import ConfigError
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-file\n")
+    assert config_from_settings({"url": URL}).api_key == "sk-from-file"
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-a\nInjected: 1")
+    with pytest.raises(ConfigError, match=r"\$OPENAI_API_KEY contains a line break"):
+        config_from_settings({"url": URL})
