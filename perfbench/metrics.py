@@ -322,6 +322,12 @@ def _per_request(c: _Columns) -> tuple[dict[str, np.ndarray], np.ndarray]:
 
 # --- the registry: one declaration per metric ---------------------------------------------
 
+# What a step's duration means, recorded in summary.json beside the numbers it divides.
+DURATIONS = {
+    "duration_s": "first scheduled send to last request finished (warm-up excluded); divides every *_tok_s and *_req_s",
+    "wire_duration_s": "first request sent to the last answer's last byte: the server's view; divides output_throughput_wire_tok_s",
+}
+
 DISTRIBUTION = "distribution"  # per-request (or pooled) values: a statistics object per step
 RATE = "rate"  # one value per step
 
@@ -384,6 +390,8 @@ METRICS: tuple[Metric, ...] = (
            higher_is_better=True, thresholds=_FALL_5, compared=True),
     Metric("output_throughput_tok_s", "Output throughput", "tok/s", RATE, "output tokens of succeeded requests / duration",
            higher_is_better=True, thresholds=_FALL_5, compared=True),
+    Metric("output_throughput_wire_tok_s", "Output throughput on the wire", "tok/s", RATE,
+           "output tokens of succeeded requests / (first byte sent to last byte received)", higher_is_better=True),
     Metric("input_throughput_tok_s", "Input throughput", "tok/s", RATE, "input tokens of succeeded requests / duration",
            higher_is_better=True),
     Metric("total_throughput_tok_s", "Total throughput", "tok/s", RATE, "(input + output) tokens of succeeded requests / duration",
@@ -453,8 +461,10 @@ class StepSummary:
     failure_reasons: dict[str, int]  # {reason: count}, reasons sorted
     failure_examples: dict[str, str | None]  # {reason: the first error text seen for it (None: no text)}, reasons sorted
     duration_s: float | None  # first scheduled send to last request finished
+    wire_duration_s: float | None  # the server's view: first request sent to last answer's last byte
     request_throughput_req_s: float | None  # succeeded requests / duration
     output_throughput_tok_s: float | None  # output tokens of succeeded requests / duration
+    output_throughput_wire_tok_s: float | None  # the same over wire_duration_s (what the server delivered while busy)
     input_throughput_tok_s: float | None  # input tokens of succeeded requests / duration (None unless all are known)
     total_throughput_tok_s: float | None  # (input + output) tokens of succeeded requests / duration
     goodput_req_s: float | None  # succeeded requests meeting every per-request SLO / duration
@@ -622,6 +632,7 @@ class StepAccumulator:
         self.failure_examples: dict[str, str | None] = {}  # {reason: first error text seen}
         self.token_sources: Counter[str] = Counter()  # succeeded records by token source
         self._first_scheduled_ns: int | None = None  # min(scheduled_ns) over non-warm-up records
+        self._first_sent_ns: int | None = None  # min(sent_ns) over non-warm-up records
         self._last_end_ns: int | None = None  # max(end_ns) over non-warm-up records
         self._in_flight_ns = 0  # sum(end_ns - sent_ns) over non-warm-up records: a Python int, exact
         self._columns: dict[str, GrowingArray] = {key: GrowingArray() for key in (*_STATS_KEYS, *(f"aligned:{k}" for k in _ALIGNED))}
@@ -636,6 +647,8 @@ class StepAccumulator:
             self._in_flight_ns += r.end_ns - r.sent_ns
             if self._first_scheduled_ns is None or r.scheduled_ns < self._first_scheduled_ns:
                 self._first_scheduled_ns = r.scheduled_ns
+            if self._first_sent_ns is None or r.sent_ns < self._first_sent_ns:
+                self._first_sent_ns = r.sent_ns
             if self._last_end_ns is None or r.end_ns > self._last_end_ns:
                 self._last_end_ns = r.end_ns
             if r.ok:
@@ -695,6 +708,8 @@ class StepAccumulator:
             failure_reasons=dict(sorted(self.failure_reasons.items())),
             failure_examples=dict(sorted(self.failure_examples.items())),
             duration_s=duration_s,
+            wire_duration_s=_duration_s(self._first_sent_ns, self._last_end_ns),
+            output_throughput_wire_tok_s=_per_second(_known_sum(output_tokens), _duration_s(self._first_sent_ns, self._last_end_ns)),
             request_throughput_req_s=_per_second(self.requests_succeeded, duration_s),
             output_throughput_tok_s=_per_second(_known_sum(output_tokens), duration_s),
             input_throughput_tok_s=_per_second(_known_sum(input_tokens, all_known=True), duration_s),

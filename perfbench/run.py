@@ -32,7 +32,7 @@ from perfbench.engine import Engine, LiveCounters, PreparedRequest, StepPlan, Ta
 from perfbench.errors import ConfigError, TargetError
 from perfbench.lengths import LengthDistribution
 from perfbench.limits import OPEN_FILES_MARGIN, ensure_open_files
-from perfbench.metrics import StepAccumulator, StepSummary
+from perfbench.metrics import DURATIONS, StepAccumulator, StepSummary
 from perfbench.prompts import Prompt, load_prompts, synthetic_prompts
 from perfbench.records import CONNECT_ERROR, RequestRecord
 from perfbench.redact import redact_url, run_secrets
@@ -406,6 +406,7 @@ def build_summary(
         },
         "interrupted": interrupted,
         "stopped_early": state.stopped_early,
+        "durations": DURATIONS,
         "steps": [s.to_dict() for s in steps],
     }
     if state.search is not None:

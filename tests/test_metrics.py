@@ -402,7 +402,9 @@ def test_to_dict_keys_are_exactly_design_md_step_keys():
     d = summarize([rec()], "ttft=500,ttft_p99=500").to_dict()
     # input_throughput_tok_s: beside output throughput, for APIs that generate none (embeddings); DESIGN lacks it yet
     expected = list(DESIGN_STEP_KEYS)
-    expected.insert(expected.index("output_throughput_tok_s") + 1, "input_throughput_tok_s")
+    expected.insert(expected.index("duration_s") + 1, "wire_duration_s")  # issue 12: the server-side view
+    expected.insert(expected.index("output_throughput_tok_s") + 1, "output_throughput_wire_tok_s")
+    expected.insert(expected.index("output_throughput_wire_tok_s") + 1, "input_throughput_tok_s")
     expected.insert(expected.index("itl_ms") + 1, "inter_package_ms")  # issue 11: other tools' "ITL", beside ours
     assert list(d) == expected + ["slo_passed", "slo_results", "token_sources"]
     for key in DESIGN_STEP_KEYS[DESIGN_STEP_KEYS.index("latency_ms"):]:
@@ -528,3 +530,12 @@ def test_chunked_accumulation_equals_one_pass(recs, chunk_sizes):
     chunked = accumulator.summary(concurrency=4, rate_req_s=None, requests_expected=50, slos=slos)
     assert chunked.to_dict() == whole.to_dict()
     assert json.dumps(chunked.to_dict()) == json.dumps(whole.to_dict())  # same floats to the last bit
+
+
+def test_the_wire_duration_starts_at_the_first_byte_sent():
+    # Scheduled at 0 ms but sent at 40 ms (the client lagged), ended at 140 ms: the step's duration
+    # counts the lag, the server's view does not.
+    record = RequestRecord(0, 0, False, OK, 200, None, 0, 40_000_000, 140_000_000, (90_000_000, 140_000_000), (1, 1), 3, 2, "usage")
+    s = summarize_step([record], concurrency=1, rate_req_s=None, requests_expected=1)
+    assert s.duration_s == pytest.approx(0.14) and s.wire_duration_s == pytest.approx(0.10)
+    assert s.output_throughput_tok_s == pytest.approx(2 / 0.14) and s.output_throughput_wire_tok_s == pytest.approx(2 / 0.10)
