@@ -160,7 +160,8 @@ async def _client(engine_module: ModuleType, url: str, concurrency: int, request
     assert step.requests_failed == 0, step.failure_reasons
     print(f"  client queue (scheduled -> send started) mean {step.queue_ms.mean:.2f} ms, p99 {step.queue_ms.p99:.2f} ms", flush=True)
     return {"latency_ms": step.latency_ms.mean, "latency_p99_ms": step.latency_ms.p99, "ttft_ms": step.ttft_ms.mean,
-            "tpot_ms": step.tpot_ms.mean, "itl_ms": step.itl_ms.mean, "output_tok_s": step.output_throughput_tok_s}
+            "tpot_ms": step.tpot_ms.mean, "itl_ms": step.itl_ms.mean, "output_tok_s": step.output_throughput_tok_s,
+            "output_wire_tok_s": getattr(step, "output_throughput_wire_tok_s", None) or step.output_throughput_tok_s}
 
 
 def _server_view(stamps: list[list[int]]) -> dict[str, float]:
@@ -170,7 +171,8 @@ def _server_view(stamps: list[list[int]]) -> dict[str, float]:
     tokens = sum(len(t) - 1 for t in stamps)
     span_s = (max(t[-1] for t in stamps) - min(t[0] for t in stamps)) / 1e9
     return {"latency_ms": float(latency.mean()), "latency_p99_ms": float(np.percentile(latency, 99)), "ttft_ms": float(ttft.mean()),
-            "tpot_ms": float(tpot.mean()), "itl_ms": float(tpot.mean()), "output_tok_s": tokens / span_s}
+            "tpot_ms": float(tpot.mean()), "itl_ms": float(tpot.mean()), "output_tok_s": tokens / span_s,
+            "output_wire_tok_s": tokens / span_s}
 
 
 def measure(engine_module: ModuleType, args: argparse.Namespace) -> dict[str, tuple[float, float, float]]:
