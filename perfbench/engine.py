@@ -39,6 +39,7 @@ MAX_LINE_BYTES = 8 * 2**20  # one SSE line (an event's data) longer than this cu
 # trickling one byte per read must hit the bound as surely as one sending megabytes.
 _READ_OVERHEAD_BYTES = 100
 MAX_PRECONNECT = 4096  # connections opened ahead of a step, at most
+MAX_FINISH_BACKLOG = 256  # ended requests waiting for their records, at most (each holds its answer's bytes)
 _DECODERS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
@@ -476,6 +477,10 @@ class _Finisher:
 
     def put(self, exchange: _Exchange) -> None:
         self._queue.append(exchange)
+        # Requests can end faster than one a loop turn is finished (a zero-delay server): past a
+        # bound, finish on the spot, so the backlog of unparsed answers (memory) never grows with the run.
+        while len(self._queue) > MAX_FINISH_BACKLOG:
+            self._finish(self._queue.popleft())
         self._wake.set()
         if self._task is None or self._task.done():
             self._task = asyncio.ensure_future(self._run())
