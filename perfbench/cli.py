@@ -20,6 +20,7 @@ from typing import Any, NoReturn, Sequence
 from perfbench import __version__
 from perfbench.apis import API_NAMES
 from perfbench.errors import ConfigError, PerfbenchError
+from perfbench.finish import finish_run, open_store
 
 SUBCOMMANDS = {
     "mock": ("perfbench.servers.mock", "run the built-in mock server (ground truth, fault injection)"),
@@ -197,7 +198,7 @@ def run_main(argv: Sequence[str]) -> int:
             logging.getLogger(__name__).warning("--threshold applies only with --baseline; this run is not compared")
     baseline_dir = _resolve_baseline(config)
     if config.store:  # refused now, not after the run: e.g. a file that is not a run store
-        _open_store(config).close()
+        open_store(config).close()
     if config.junit:
         from perfbench.cliutil import check_writable_file
 
@@ -252,7 +253,7 @@ def run_main(argv: Sequence[str]) -> int:
             on_step_start=display.step_started, on_step_done=on_step_done, telemetry=telemetry,
         )
     render_summary(console, outcome.summary)
-    return _after_run(config, outcome, console, baseline_dir)
+    return finish_run(config, outcome, console, baseline_dir)
 
 
 SIMULATED_MOCK = {"ttft_ms": 50, "itl_ms": 5}  # the demo server: 50 ms to the first token, 5 ms per token
@@ -282,12 +283,6 @@ def _telemetry_factory(config: Any, endpoint: str) -> Any:
     return factory
 
 
-def _open_store(config: Any) -> Any:
-    from perfbench.store import RunStore, default_store_path
-
-    return RunStore(Path(config.store) if config.store else default_store_path())
-
-
 def _resolve_baseline(config: Any) -> Path | None:
     """The baseline's run directory, resolved before the run so a bad spec costs no benchmark time."""
     if not config.baseline:
@@ -295,78 +290,10 @@ def _resolve_baseline(config: Any) -> Path | None:
     from perfbench.store import NoBaselineYet, resolve_baseline
 
     try:
-        return resolve_baseline(config.baseline, _open_store(config))
+        return resolve_baseline(config.baseline, open_store(config))
     except NoBaselineYet as exc:  # a nightly job's first night: this run becomes the first baseline
         logging.getLogger(__name__).warning("%s; running without a comparison", exc)
         return None
-
-
-def _after_run(config: Any, outcome: Any, console: Any, baseline_dir: Path | None) -> int:
-    """Baseline check, plots, report and history; returns the exit code."""
-    run_dir = outcome.run_dir
-    exit_code = 0
-    comparison = None
-    if baseline_dir is not None:
-        from perfbench.compare import DEFAULT_THRESHOLDS, compare_runs, parse_thresholds, render_comparison
-
-        thresholds = parse_thresholds(config.thresholds) if config.thresholds else DEFAULT_THRESHOLDS
-        try:
-            comparison = compare_runs(baseline_dir, run_dir, thresholds)
-        except ConfigError as exc:  # e.g. no step in common: say so, but keep the run's report and history
-            print(f"perfbench: error: {exc}", file=sys.stderr)
-            exit_code = 2
-            baseline_dir = None
-    if comparison is not None:
-        render_comparison(comparison, console)
-        (run_dir / "comparison.json").write_text(json.dumps(comparison.to_dict(), indent=2) + "\n", encoding="utf-8")
-        if comparison.regressed:
-            console.print(f"[bold red]Regression against the baseline {baseline_dir}.[/]")
-            exit_code = 1
-    failed_slo = [s for s in outcome.summary["steps"] if s.get("slo_passed") is False]
-    if failed_slo and not config.search:  # a search's failing probes are its method, not a failure
-        console.print(f"[bold red]{len(failed_slo)} step(s) missed their SLOs.[/]")
-        exit_code = exit_code or 1
-    if config.junit:
-        from perfbench.junit import write_junit
-
-        try:
-            write_junit(Path(config.junit), comparison=comparison, steps=() if config.search else outcome.summary["steps"])
-            console.print(f"JUnit: {config.junit}")
-        except OSError as exc:  # e.g. the disk went read-only during the run: keep the run's other outputs
-            print(f"perfbench: error: cannot write --junit {config.junit} ({exc.strerror or exc}); "
-                  "the run's files are kept, choose a writable path", file=sys.stderr)
-            exit_code = exit_code or 2
-    if config.plots and outcome.summary["steps"]:
-        from perfbench.report.html import write_html_report
-        from perfbench.report.plots import write_plots
-
-        write_plots(run_dir)
-        report = write_html_report(run_dir, baseline_dir=baseline_dir, comparison=comparison)
-        console.print(f"Report: {report}")
-    if not outcome.interrupted and outcome.summary["steps"]:
-        tags = dict(config.tags)
-        if config.baseline and exit_code != 2:
-            # "check=pass" marks a run that met its baseline (or had none yet): `--baseline tag:check=pass` is the last good run.
-            tags["check"] = "fail" if exit_code else "pass"
-        try:
-            run_id = _open_store(config).record_run(run_dir, tags)
-            console.print(f"Recorded in the run history as {run_id}")
-        except Exception as exc:  # the history is a convenience: never lose a finished run over it
-            console.print(f"[yellow]Could not record the run in the history ({exc}); use --store PATH.[/]")
-    from perfbench.report.files import write_requests_parquet
-
-    parquet = write_requests_parquet(run_dir) if outcome.summary["steps"] else None
-    console.print(f"Files: {run_dir}/ (summary.json, summary.csv, requests.jsonl{', requests.parquet' if parquet else ''})")
-    if outcome.interrupted:
-        console.print(f"[yellow]Interrupted ({outcome.stopped_by or 'Ctrl-C'}): the summary covers the requests that finished.[/]")
-        return 130 if exit_code == 0 else exit_code
-    from perfbench.run import every_request_failed
-
-    all_failed = every_request_failed(outcome.summary["steps"])
-    if all_failed is not None:  # exit 3, after summary.json and the report are written
-        print(f"perfbench: error: {all_failed}", file=sys.stderr)
-        return 3
-    return exit_code
 
 
 _run_secrets: tuple[str, ...] = ()  # this run's secrets (redact.run_secrets), masked in every line perfbench prints

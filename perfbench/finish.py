@@ -1,0 +1,149 @@
+"""A run's finishing work, as a list of stages: each a function of the run directory, the config and what earlier stages found.
+
+    prepare -> run steps (perfbench.run.execute) -> finish (here)
+
+Stages, in order: the baseline comparison, the SLO verdict, JUnit, plots and report.html, the run
+history, exports (requests.parquet). Each reads the run's files (never the engine) and may set the
+exit code; a failing convenience (history, JUnit) never costs the run's other outputs. The CLI only
+calls ``finish_run`` and returns its exit code. To add a stage: write ``def _stage(ctx) -> None`` and
+put it in ``STAGES`` where it belongs.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from perfbench.errors import ConfigError
+
+
+def open_store(config: Any) -> Any:
+    """The run history store of ``--store`` (default in the user's data directory)."""
+    from perfbench.store import RunStore, default_store_path
+
+    return RunStore(Path(config.store) if config.store else default_store_path())
+
+
+@dataclass
+class FinishContext:
+    """What the stages share: the run, and what earlier stages found."""
+
+    config: Any  # the RunConfig
+    outcome: Any  # the RunOutcome of perfbench.run.execute
+    console: Any  # a rich Console
+    baseline_dir: Path | None  # the resolved --baseline, if any
+    comparison: Any = None  # set by the comparison stage
+    exit_code: int = 0
+    files: list[str] = field(default_factory=lambda: ["summary.json", "summary.csv", "requests.jsonl"])
+
+    @property
+    def run_dir(self) -> Path:
+        return self.outcome.run_dir
+
+    @property
+    def steps(self) -> list[dict[str, Any]]:
+        return self.outcome.summary["steps"]
+
+    def fail(self, code: int) -> None:
+        """Keep the first non-zero exit code."""
+        self.exit_code = self.exit_code or code
+
+
+def _error(message: str) -> None:
+    print(f"perfbench: error: {message}", file=sys.stderr)
+
+
+def _compare_with_baseline(ctx: FinishContext) -> None:
+    if ctx.baseline_dir is None:
+        return
+    from perfbench.compare import DEFAULT_THRESHOLDS, compare_runs, parse_thresholds, render_comparison
+
+    thresholds = parse_thresholds(ctx.config.thresholds) if ctx.config.thresholds else DEFAULT_THRESHOLDS
+    try:
+        ctx.comparison = compare_runs(ctx.baseline_dir, ctx.run_dir, thresholds)
+    except ConfigError as exc:  # e.g. no step in common: say so, but keep the run's report and history
+        _error(str(exc))
+        ctx.exit_code = 2
+        ctx.baseline_dir = None
+        return
+    render_comparison(ctx.comparison, ctx.console)
+    (ctx.run_dir / "comparison.json").write_text(json.dumps(ctx.comparison.to_dict(), indent=2) + "\n", encoding="utf-8")
+    if ctx.comparison.regressed:
+        ctx.console.print(f"[bold red]Regression against the baseline {ctx.baseline_dir}.[/]")
+        ctx.exit_code = 1
+
+
+def _slo_verdict(ctx: FinishContext) -> None:
+    failed = [s for s in ctx.steps if s.get("slo_passed") is False]
+    if failed and not ctx.config.search:  # a search's failing probes are its method, not a failure
+        ctx.console.print(f"[bold red]{len(failed)} step(s) missed their SLOs.[/]")
+        ctx.fail(1)
+
+
+def _junit(ctx: FinishContext) -> None:
+    if not ctx.config.junit:
+        return
+    from perfbench.junit import write_junit
+
+    try:
+        write_junit(Path(ctx.config.junit), comparison=ctx.comparison, steps=() if ctx.config.search else ctx.steps)
+        ctx.console.print(f"JUnit: {ctx.config.junit}")
+    except OSError as exc:  # e.g. the disk went read-only during the run: keep the run's other outputs
+        _error(f"cannot write --junit {ctx.config.junit} ({exc.strerror or exc}); the run's files are kept, choose a writable path")
+        ctx.fail(2)
+
+
+def _reports(ctx: FinishContext) -> None:
+    if not (ctx.config.plots and ctx.steps):
+        return
+    from perfbench.report.html import write_html_report
+    from perfbench.report.plots import write_plots
+
+    write_plots(ctx.run_dir)
+    report = write_html_report(ctx.run_dir, baseline_dir=ctx.baseline_dir, comparison=ctx.comparison)
+    ctx.console.print(f"Report: {report}")
+
+
+def _history(ctx: FinishContext) -> None:
+    if ctx.outcome.interrupted or not ctx.steps:
+        return
+    tags = dict(ctx.config.tags)
+    if ctx.config.baseline and ctx.exit_code != 2:
+        # "check=pass" marks a run that met its baseline (or had none yet): `--baseline tag:check=pass` is the last good run.
+        tags["check"] = "fail" if ctx.exit_code else "pass"
+    try:
+        run_id = open_store(ctx.config).record_run(ctx.run_dir, tags)
+        ctx.console.print(f"Recorded in the run history as {run_id}")
+    except Exception as exc:  # the history is a convenience: never lose a finished run over it
+        ctx.console.print(f"[yellow]Could not record the run in the history ({exc}); use --store PATH.[/]")
+
+
+def _exports(ctx: FinishContext) -> None:
+    from perfbench.report.files import write_requests_parquet
+
+    if ctx.steps and write_requests_parquet(ctx.run_dir):
+        ctx.files.append("requests.parquet")
+
+
+STAGES: tuple[Callable[[FinishContext], None], ...] = (_compare_with_baseline, _slo_verdict, _junit, _reports, _history, _exports)
+
+
+def finish_run(config: Any, outcome: Any, console: Any, baseline_dir: Path | None) -> int:
+    """Run every finishing stage; return the run's exit code (DESIGN.md: 0, 1, 2, 3 or 130)."""
+    ctx = FinishContext(config, outcome, console, baseline_dir)
+    for stage in STAGES:
+        stage(ctx)
+    console.print(f"Files: {ctx.run_dir}/ ({', '.join(ctx.files)})")
+    if outcome.interrupted:
+        console.print(f"[yellow]Interrupted ({outcome.stopped_by or 'Ctrl-C'}): the summary covers the requests that finished.[/]")
+        return 130 if ctx.exit_code == 0 else ctx.exit_code
+    from perfbench.run import every_request_failed
+
+    all_failed = every_request_failed(ctx.steps)
+    if all_failed is not None:  # exit 3, after summary.json and the report are written
+        _error(all_failed)
+        return 3
+    return ctx.exit_code
