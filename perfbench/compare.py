@@ -158,6 +158,18 @@ class Comparison:
             "rows": [asdict(row) for row in self.rows],
         }
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Comparison:
+        """Inverse of ``to_dict``: a run folder's comparison.json, for rebuilding its report."""
+        rows = []
+        for row in d.get("rows") or ():
+            threshold = row.get("threshold")
+            rows.append(MetricComparison(**{**row, "threshold": Threshold(**threshold) if threshold else None}))
+        return cls(
+            rows=tuple(rows), regressed=bool(d.get("regressed")), base_dir=str(d.get("base_dir")), new_dir=str(d.get("new_dir")),
+            confidence=float(d.get("confidence", CONFIDENCE)), unmatched_steps=tuple(d.get("unmatched_steps") or ()),
+        )
+
 
 def _fmt(value: float | None) -> str:
     if value is None:

@@ -100,7 +100,9 @@ def test_report_is_self_contained_escaped_and_complete(tmp_path: Path) -> None:
 def test_report_with_baseline_shows_the_comparison(tmp_path: Path) -> None:
     base = write_run(tmp_path / "base", [StepSpec(requests=150)], seed=1)
     slow = write_run(tmp_path / "slow", [StepSpec(requests=150, slowdown=1.3)], seed=2)
-    text = "".join(_parse(write_html_report(slow, baseline_dir=base).read_text()).text)
+    from perfbench.compare import compare_runs
+
+    text = "".join(_parse(write_html_report(slow, comparison=compare_runs(base, slow)).read_text()).text)
     assert "Comparison with the baseline" in text and "Regression against the baseline" in text
     assert "ttft_ms.p99" in text and "regressed" in text
     # without plots, failures or telemetry the page says so instead of breaking
@@ -178,3 +180,18 @@ def test_failures_show_each_reason_with_its_count_and_sample_texts_escaped(tmp_p
     del summary["steps"][0]["failure_examples"]
     (run / "summary.json").write_text(json.dumps(summary))
     assert _failure_rows(run) == rows
+
+
+def test_a_rebuilt_report_keeps_the_runs_own_comparison(tmp_path: Path) -> None:
+    # The run was checked against its baseline (comparison.json in its folder); `perfbench report DIR`
+    # later, without --baseline, must still show that verdict, not drop it.
+    from perfbench.compare import Comparison, compare_runs
+
+    base = write_run(tmp_path / "base", [StepSpec(requests=150)], seed=1)
+    slow = write_run(tmp_path / "slow", [StepSpec(requests=150, slowdown=1.3)], seed=2)
+    comparison = compare_runs(base, slow)
+    (slow / "comparison.json").write_text(json.dumps(comparison.to_dict()))
+    assert Comparison.from_dict(json.loads((slow / "comparison.json").read_text())) == comparison
+    assert main([str(slow)]) == 0
+    text = "".join(_parse((slow / "report.html").read_text()).text)
+    assert "Comparison with the baseline" in text and "Regression against the baseline" in text

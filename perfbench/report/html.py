@@ -263,19 +263,32 @@ def _comparison_section(comparison: Comparison) -> str:
     )
 
 
+def read_comparison(run_dir: Path) -> Comparison | None:
+    """``run_dir/comparison.json`` as a Comparison; None when absent or unreadable (the report is shown without it)."""
+    path = Path(run_dir) / "comparison.json"
+    try:
+        return Comparison.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        log.warning("%s is unreadable (%s); the report is written without the comparison", path, exc)
+        return None
+
+
 def write_html_report(
     run_dir: Path, *, baseline_dir: Path | None = None, comparison: Comparison | None = None
 ) -> Path:
     """Write ``run_dir/report.html`` and return its path.
 
-    ``comparison`` (already computed after a run) is shown as is; otherwise, with
-    ``baseline_dir``, the run is compared with it under the default thresholds.
+    ``comparison`` is shown as given; without one, the run folder's own comparison.json (written
+    when the run was checked against its baseline) is shown, so a rebuilt report keeps its verdict.
+    This only renders: no comparison is computed here.
     """
     run_dir = Path(run_dir)
     summary = read_summary(run_dir)
     facts = _request_facts(run_dir, summary)
-    if comparison is None and baseline_dir is not None:
-        comparison = compare_runs(Path(baseline_dir), run_dir)
+    if comparison is None:
+        comparison = read_comparison(run_dir)
     target = summary.get("target") or {}
     simulated = ' <span class="badge sim">simulated</span>' if target.get("simulated") else ""
     title = f"perfbench: {target.get('model') or 'run'} — {summary.get('started_at') or ''}"
@@ -330,7 +343,8 @@ def main(argv: list[str]) -> int:
             log.info("perfbench.report.plots not available; report without new plots")
         else:
             write_plots(args.run_dir)
-        path = write_html_report(args.run_dir, baseline_dir=baseline)
+        comparison = compare_runs(Path(baseline), args.run_dir) if baseline is not None else None
+        path = write_html_report(args.run_dir, baseline_dir=baseline, comparison=comparison)
     except PerfbenchError as exc:
         print(f"perfbench: error: {exc}", file=sys.stderr)
         return exc.exit_code
