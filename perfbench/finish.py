@@ -121,11 +121,35 @@ def _history(ctx: FinishContext) -> None:
         ctx.console.print(f"[yellow]Could not record the run in the history ({exc}); use --store PATH.[/]")
 
 
-def _exports(ctx: FinishContext) -> None:
-    from perfbench.report.files import write_requests_parquet
+# requests.parquet is written by a child interpreter: pyarrow costs ~90 MB once loaded, which would
+# otherwise sit on top of everything the run's process already holds (its peak memory).
+_PARQUET_CHILD = """
+import sys
+from pathlib import Path
+from perfbench.errors import PerfbenchError
+from perfbench.report.files import write_requests_parquet
+try:
+    sys.exit(0 if write_requests_parquet(Path(sys.argv[1])) else 3)
+except PerfbenchError as exc:
+    print(exc, file=sys.stderr)
+    sys.exit(2)
+"""
 
-    if ctx.steps and write_requests_parquet(ctx.run_dir):
+
+def _exports(ctx: FinishContext) -> None:
+    import subprocess
+
+    from perfbench.report.files import OutputError
+
+    if not ctx.steps:
+        return
+    done = subprocess.run([sys.executable, "-c", _PARQUET_CHILD, str(ctx.run_dir)], capture_output=True, text=True)
+    if done.returncode == 0:
         ctx.files.append("requests.parquet")
+    elif done.returncode == 2:  # e.g. the disk filled: one line, exit 2, the other files kept
+        raise OutputError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "cannot write requests.parquet")
+    elif done.returncode != 3:  # 3: no pyarrow, nothing to write
+        ctx.console.print(f"[yellow]requests.parquet not written: {(done.stderr.strip().splitlines() or ['?'])[-1]}[/]")
 
 
 STAGES: tuple[Callable[[FinishContext], None], ...] = (_compare_with_baseline, _slo_verdict, _junit, _reports, _history, _exports)

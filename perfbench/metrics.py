@@ -344,7 +344,15 @@ class Metric:
     higher_is_better: bool = False
     thresholds: tuple[tuple[str, float], ...] = ()  # default regression checks: (statistic, or "" for a rate; max change %)
     compared: bool = False  # perfbench compare shows it (with a bootstrap CI)
-    samples: Callable[[_Columns], tuple[np.ndarray, np.ndarray]] | None = None  # (values, owner record) of succeeded records
+    column: Callable[[_Columns], np.ndarray] | None = None  # a per-request metric: one value per record (NaN: none)
+    samples: Callable[[_Columns], tuple[np.ndarray, np.ndarray]] | None = None  # a pooled one: (values, owner record)
+
+    def sample_values(self, c: _Columns) -> tuple[np.ndarray, np.ndarray]:
+        """The metric's values over ``c`` and the record each belongs to (a per-request column without its NaN)."""
+        if self.column is not None:
+            return _column_samples(self.column)(c)
+        assert self.samples is not None
+        return self.samples(c)
 
     def threshold_specs(self) -> list[tuple[str, float]]:
         """``(metric, max change %)`` for each default check: ``("ttft_ms.p99", 10.0)``."""
@@ -367,25 +375,25 @@ _FALL_5 = (("", -5.0),)
 
 METRICS: tuple[Metric, ...] = (
     Metric("latency_ms", "Latency", "ms", DISTRIBUTION, "t_last - t0 (a non-streamed answer: its last byte - t0)",
-           thresholds=_P50_P99, compared=True, samples=_column_samples(_latency_ms)),
+           thresholds=_P50_P99, compared=True, column=_latency_ms),
     Metric("ttft_ms", "TTFT", "ms", DISTRIBUTION, "t_first - t0: time to the first output package",
-           thresholds=_P50_P99, compared=True, samples=_column_samples(_ttft_ms)),
+           thresholds=_P50_P99, compared=True, column=_ttft_ms),
     Metric("tpot_ms", "TPOT", "ms", DISTRIBUTION, "(t_last - t_first) / (n_out - 1) per request",
-           thresholds=_P50_P99, compared=True, samples=_column_samples(_tpot_ms)),
+           thresholds=_P50_P99, compared=True, column=_tpot_ms),
     Metric("itl_ms", "ITL", "ms", DISTRIBUTION, "gaps between output packages shared over their tokens, pooled",
            thresholds=_P50_P99, compared=True, samples=_itl_samples),
     Metric("inter_package_ms", "Inter-package gap", "ms", DISTRIBUTION,
            "plain gaps between output packages, pooled (vLLM's, EvalScope's and AIPerf's 'ITL')", compared=True,
            samples=_inter_package),
-    Metric("queue_ms", "Queue", "ms", DISTRIBUTION, "actual send - t0: the client's own lag", samples=_column_samples(_queue_ms)),
+    Metric("queue_ms", "Queue", "ms", DISTRIBUTION, "actual send - t0: the client's own lag", column=_queue_ms),
     Metric("time_per_package_ms", "Time per package", "ms", DISTRIBUTION, "(t_last - t_first) / (n_pkg - 1) per request",
-           samples=_column_samples(_time_per_package_ms)),
+           column=_time_per_package_ms),
     Metric("packages_per_request", "Packages per request", "packages", DISTRIBUTION, "output-carrying packages per request",
-           samples=_column_samples(lambda c: c.n_pkg.astype(np.float64))),
+           column=lambda c: c.n_pkg.astype(np.float64)),
     Metric("input_tokens_per_request", "Input tokens", "tokens", DISTRIBUTION, "prompt tokens per request",
-           samples=_column_samples(lambda c: c.input_tokens)),
+           column=lambda c: c.input_tokens),
     Metric("output_tokens_per_request", "Output tokens", "tokens", DISTRIBUTION, "generated tokens per request",
-           samples=_column_samples(lambda c: c.output_tokens)),
+           column=lambda c: c.output_tokens),
     Metric("request_throughput_req_s", "Request throughput", "req/s", RATE, "succeeded requests / duration",
            higher_is_better=True, thresholds=_FALL_5, compared=True),
     Metric("output_throughput_tok_s", "Output throughput", "tok/s", RATE, "output tokens of succeeded requests / duration",
@@ -423,8 +431,7 @@ def request_samples(records: Sequence[RequestRecord]) -> dict[str, tuple[np.ndar
     where = np.asarray(kept, dtype=np.int64)
     out = {}
     for metric in DISTRIBUTIONS:
-        assert metric.samples is not None
-        values, owners = metric.samples(c)
+        values, owners = metric.sample_values(c)
         out[metric.key] = (values, where[owners] if len(owners) else owners)
     return out
 
@@ -584,7 +591,7 @@ def _check(limit: StepLimit, values: np.ndarray) -> SloResult:
 
 # Per-request columns (aligned, NaN = no value) a StepAccumulator keeps for goodput, SLO checks and
 # token totals (which need to know which counts are missing), besides each distribution's samples.
-_ALIGNED = ("ttft_ms", "latency_ms", "tpot_ms", "itl_max_ms", "input_tokens", "output_tokens")
+_ALIGNED = ("itl_max_ms",)  # per-request metrics are kept aligned (NaN included) under their own keys
 
 
 class GrowingArray:
@@ -663,17 +670,15 @@ class StepAccumulator:
             return
         self.requests_succeeded += len(succeeded)
         c = _Columns.of(succeeded)
-        aligned, _ = _per_request(c)
-        aligned.update(input_tokens=c.input_tokens, output_tokens=c.output_tokens)
-        for key in _ALIGNED:
-            self._columns[f"aligned:{key}"].extend(aligned[key])
-        for metric in DISTRIBUTIONS:
-            assert metric.samples is not None
-            self._columns[metric.key].extend(metric.samples(c)[0])
+        _, itl_max_ms, _ = _itl(c)
+        self._columns["aligned:itl_max_ms"].extend(itl_max_ms)
+        for metric in DISTRIBUTIONS:  # each value once: a per-request column aligned (NaN kept), a pooled metric's samples
+            self._columns[metric.key].extend(metric.column(c) if metric.column is not None else metric.sample_values(c)[0])
 
     def column(self, key: str) -> np.ndarray:
-        """A distribution's samples over the succeeded records so far (a ``Metric.key``), or an aligned
-        per-request column ``aligned:<key>`` (NaN = no value); float64. A view, no copy."""
+        """A distribution over the succeeded records so far (a ``Metric.key``): a per-request metric's
+        column, aligned with the records (NaN = no value), or a pooled metric's samples; or
+        ``aligned:itl_max_ms``. float64, a view, no copy."""
         return self._columns[key].values
 
     def summary(
@@ -681,8 +686,9 @@ class StepAccumulator:
     ) -> StepSummary:
         """The step's numbers from everything added so far (DESIGN.md's STEP object)."""
         duration_s = _duration_s(self._first_scheduled_ns, self._last_end_ns)
-        per_request = {key: self.column(f"aligned:{key}") for key in _ALIGNED}
-        input_tokens, output_tokens = per_request["input_tokens"], per_request["output_tokens"]
+        per_request = {key: self.column(key) for key in ("ttft_ms", "latency_ms", "tpot_ms")}
+        per_request["itl_max_ms"] = self.column("aligned:itl_max_ms")
+        input_tokens, output_tokens = self.column("input_tokens_per_request"), self.column("output_tokens_per_request")
         distributions = {
             "ttft": per_request["ttft_ms"],
             "latency": per_request["latency_ms"],
