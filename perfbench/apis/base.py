@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 from perfbench.prompts import Prompt
 
@@ -110,6 +110,36 @@ def error_message(obj: dict[str, Any]) -> str:
         code = err.get("code")
         return f"{msg} (code {code})" if code is not None else str(msg)
     return str(err if err is not None else obj.get("message", obj))
+
+
+def openai_error(obj: dict[str, Any]) -> str | None:
+    """The message of an OpenAI-style error answer; None when ``obj`` is no error."""
+    return error_message(obj) if obj.get("error") is not None or obj.get("object") == "error" else None
+
+
+def whole_answer(
+    body: bytes, read: Callable[[dict[str, Any], StreamContent], str], failure: Callable[[dict[str, Any]], str | None] = openai_error
+) -> StreamContent:
+    """A non-streamed JSON answer: ``failure(obj)`` names an error answer; ``read(obj, content)`` records
+    its usage (checked as it reads) and returns its output text, which is one package (event 0)."""
+    content = StreamContent()
+    obj = decode_json(body)
+    if not isinstance(obj, dict):
+        content.malformed = body[:200].decode("utf-8", "replace")
+        return content
+    error = failure(obj)
+    if error is not None:
+        content.error = error
+        return content
+    try:
+        text = read(obj, content)
+    except InvalidEvent as exc:
+        content.mark_invalid(str(exc))
+        return content
+    if text:
+        content.add_output(0, text)
+    content.saw_done = True
+    return content
 
 
 def usage_object(obj: dict[str, Any]) -> dict[str, Any] | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-from perfbench.apis.base import InvalidEvent, StreamContent, decode_json, encode_body, error_message, shown, token_count, usage_object
+from perfbench.apis.base import InvalidEvent, StreamContent, encode_body, shown, token_count, usage_object, whole_answer
 from perfbench.prompts import Prompt
 
 
@@ -33,24 +33,16 @@ class OpenAIEmbeddings:
         return content
 
     def interpret_body(self, body: bytes) -> StreamContent:
-        content = StreamContent()
-        obj = decode_json(body)
-        if not isinstance(obj, dict):
-            content.malformed = body[:200].decode("utf-8", "replace")
-            return content
-        if obj.get("error") is not None or obj.get("object") == "error":
-            content.error = error_message(obj)
-            return content
-        try:
-            content.items = _count_embeddings(obj.get("data"))
-            usage = usage_object(obj)
-            if usage:
-                content.prompt_tokens = token_count(usage, "prompt_tokens")
-        except InvalidEvent as exc:
-            content.mark_invalid(str(exc))
-            return content
-        content.saw_done = True
-        return content
+        return whole_answer(body, _read_embeddings)
+
+
+def _read_embeddings(obj: dict[str, Any], content: StreamContent) -> str:
+    """The answer's embedding count and input tokens; an embeddings answer carries no output text."""
+    content.items = _count_embeddings(obj.get("data"))
+    usage = usage_object(obj)
+    if usage:
+        content.prompt_tokens = token_count(usage, "prompt_tokens")
+    return ""
 
 
 def _count_embeddings(data: Any) -> int:

@@ -26,6 +26,7 @@ from perfbench.apis.base import (
     shown as _shown,
     token_count as _token_count,
     usage_object,
+    whole_answer,
 )
 from perfbench.prompts import Prompt
 
@@ -248,23 +249,7 @@ def _means_plain_text(adapter: _ChoicesApi, split: tuple[bytes, bytes, bytes]) -
 
 def interpret_body(adapter: _ChoicesApi, body: bytes) -> StreamContent:
     """A whole (non-streamed) JSON answer: its output, if any, is one package (event 0)."""
-    content = StreamContent()
-    obj = _decode(body)
-    if not isinstance(obj, dict):
-        content.malformed = body[:200].decode("utf-8", "replace")
-        return content
-    if obj.get("error") is not None or obj.get("object") == "error":
-        content.error = _error_message(obj)
-        return content
-    try:
-        _, text = _read_usage_and_text(adapter, obj, content)
-    except InvalidEvent as exc:
-        content.mark_invalid(str(exc))
-        return content
-    if text:
-        content.add_output(0, text)
-    content.saw_done = True
-    return content
+    return whole_answer(body, lambda obj, content: _read_usage_and_text(adapter, obj, content)[1])
 
 
 class _Choices:

@@ -23,6 +23,7 @@ from perfbench.apis.base import (
     shown,
     token_count,
     usage_object,
+    whole_answer,
 )
 from perfbench.prompts import Prompt
 
@@ -95,24 +96,17 @@ class OpenAIResponses:
 
     def interpret_body(self, body: bytes) -> StreamContent:
         """A non-streamed response object: its whole output is one package (event 0)."""
-        content = StreamContent()
-        obj = decode_json(body)
-        if not isinstance(obj, dict):
-            content.malformed = body[:200].decode("utf-8", "replace")
-            return content
-        if obj.get("error") is not None and obj.get("object") != "response" or obj.get("status") == "failed":
-            content.error = _failure_message(obj)
-            return content
-        try:
-            _read_usage(content, obj)
-            text = "".join(_output_texts(obj.get("output")))
-        except InvalidEvent as exc:
-            content.mark_invalid(str(exc))
-            return content
-        if text:
-            content.add_output(0, text)
-        content.saw_done = True
-        return content
+        return whole_answer(body, _read_response, _response_failure)
+
+
+def _read_response(obj: dict[str, Any], content: StreamContent) -> str:
+    _read_usage(content, obj)
+    return "".join(_output_texts(obj.get("output")))
+
+
+def _response_failure(obj: dict[str, Any]) -> str | None:
+    failed = (obj.get("error") is not None and obj.get("object") != "response") or obj.get("status") == "failed"
+    return _failure_message(obj) if failed else None
 
 
 def _read_usage(content: StreamContent, response: dict[str, Any]) -> None:
