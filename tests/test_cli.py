@@ -46,6 +46,8 @@ def test_chat_run_writes_every_file(mock_url, tmp_path, capsys):
     lines = read_lines(out / "requests.jsonl")
     assert len(lines) == 20 and all(line["status"] == "ok" and line["packages"] == 16 for line in lines)
     assert (out / "summary.csv").read_text().splitlines()[0].startswith("concurrency,")
+    pyarrow_parquet = pytest.importorskip("pyarrow.parquet")  # written by a child interpreter (finish._exports)
+    assert pyarrow_parquet.read_table(out / "requests.parquet").num_rows == 20
     shown = capsys.readouterr().out
     assert "TTFT" in shown and "Output throughput" in shown and "SIMULATED" not in shown
 
