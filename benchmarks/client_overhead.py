@@ -36,9 +36,10 @@ def free_port() -> int:
 
 @contextmanager
 def mock_process(*args: str) -> Iterator[str]:
+    """`perfbench mock` in its own process; its base URL once it accepts connections."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "perfbench", "mock", "--port", str(port), *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -51,8 +52,12 @@ def mock_process(*args: str) -> Iterator[str]:
                 time.sleep(0.05)
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        proc.terminate()  # the mock this script started, by its handle
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def body(max_tokens: int) -> bytes:

@@ -20,51 +20,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+
+from client_overhead import mock_process  # the benchmarks share one way to start the mock (run from benchmarks/)
 
 FLAT_LIMIT_MB = 20.0  # RSS growth allowed from 10 % to 100 % of the requests
 PEAK_LIMIT_MB = 300.0  # RSS allowed at any time, summary, plots and report included
 SAMPLE_S = 0.05  # how often RSS and progress are read
 MARKS = (0.10, 0.50, 1.00)  # shares of the requests at which RSS is reported
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def mock_process(*args: str) -> Iterator[str]:
-    """`perfbench mock` in its own process; its base URL once it accepts connections."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "perfbench", "mock", "--port", str(port), *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise SystemExit("the mock server did not start")
-                time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()  # the mock this script started, by its handle
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def rss_mb(pid: int) -> float | None:
