@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
-from perfbench.apis import API_NAMES, get_adapter
+from perfbench.apis import API_NAMES, DEFAULT_API, adapter_for_path, get_adapter
 from perfbench.errors import ConfigError
 from perfbench.redact import redact_url
 from perfbench.schedule import ARRIVALS
@@ -39,7 +39,7 @@ class RunConfig:
 
     # target
     url: str | None = None  # full endpoint URL (resolved); None: perfbench starts a server
-    api: str = "openai-chat"  # which API adapter
+    api: str = DEFAULT_API  # which API adapter
     model: str | None = None  # model name sent in requests / model to serve
     engine: str = "transformers"  # local server engine when --model and no --url
     engine_args: str = ""  # extra arguments for the local server
@@ -110,11 +110,6 @@ class RunConfig:
         return out
 
 
-def known_endpoints() -> dict[str, str]:
-    """Endpoint path -> API name, as the adapters in perfbench.apis declare them."""
-    return {get_adapter(name).path: name for name in API_NAMES}
-
-
 def resolve_url(url: str, api: str | None) -> tuple[str, str]:
     """Return (full endpoint URL, API name) for a full endpoint or a base URL.
 
@@ -138,20 +133,17 @@ def resolve_url(url: str, api: str | None) -> tuple[str, str]:
         raise ConfigError(f"--url {shown!r} is not an http(s) URL; {example}")
     del port
     path = parts.path.rstrip("/")
-    endpoints = known_endpoints()
-    # "/v1/chat/completions" -> "/chat/completions": a server may mount its API under another
-    # prefix; longest first, so ".../chat/completions" is never taken for ".../completions".
-    for endpoint, name in sorted(endpoints.items(), key=lambda item: -len(item[0])):
-        if path.endswith(endpoint.removeprefix("/v1")):
-            if api is not None and api != name:
-                raise ConfigError(f"--url ends in {endpoint.removeprefix('/v1')!r} (the {name} API) but --api is {api}; "
-                                  "drop --api or fix the URL")
-            return urlunsplit(parts._replace(path=path)), name
+    adapter = adapter_for_path(path)
+    if adapter is not None:
+        if api is not None and api != adapter.name:
+            raise ConfigError(f"--url ends in {adapter.path.removeprefix('/v1')!r} (the {adapter.name} API) but --api is {api}; "
+                              "drop --api or fix the URL")
+        return urlunsplit(parts._replace(path=path)), adapter.name
     if path != "" and not path.endswith("/v1"):
-        known = " or ".join(endpoints)
+        known = " or ".join(get_adapter(name).path for name in API_NAMES)
         raise ConfigError(f"--url path {parts.path!r} is not an endpoint perfbench knows; end the URL in {known}, "
                           "or give a base URL (http://host:port or .../v1) and --api")
-    api = api or "openai-chat"
+    api = api or DEFAULT_API
     return urlunsplit(parts._replace(path=path.removesuffix("/v1") + get_adapter(api).path)), api
 
 
@@ -441,7 +433,7 @@ def config_from_settings(settings: Mapping[str, Any]) -> RunConfig:
         raise ConfigError(f"unknown --api {api!r}; use {' or '.join(API_NAMES)}")
     if url is not None:  # "" too: an empty --url is an error, not "start the mock"
         url, api = resolve_url(str(url), api)
-    api = api or "openai-chat"
+    api = api or DEFAULT_API
     if s.get("search") not in (None, "concurrency", "rate"):
         raise ConfigError(f"--search {s['search']!r}: use concurrency or rate")
     slo_text = s.get("slo")

@@ -27,9 +27,11 @@ def get_adapter(name: str) -> ApiAdapter:
 
 
 def adapter_for_path(path: str) -> ApiAdapter | None:
-    """The adapter whose endpoint path ``path`` ends in (longest first: /chat/completions before /completions)."""
+    """The adapter whose endpoint path ``path`` ends in, the ``/v1`` optional (a server may mount its
+    API under another prefix); longest first, so ``.../chat/completions`` is never taken for ``.../completions``."""
+    path = path.rstrip("/")
     for adapter in sorted(_ADAPTERS.values(), key=lambda a: len(a.path), reverse=True):
-        if path.rstrip("/").endswith(adapter.path):
+        if path.endswith(adapter.path.removeprefix("/v1")):
             return adapter
     return None
 
