@@ -589,9 +589,8 @@ def _check(limit: StepLimit, values: np.ndarray) -> SloResult:
     return SloResult(limit.name, limit.limit_ms, value_ms, passed)
 
 
-# Per-request columns (aligned, NaN = no value) a StepAccumulator keeps for goodput, SLO checks and
-# token totals (which need to know which counts are missing), besides each distribution's samples.
-_ALIGNED = ("itl_max_ms",)  # per-request metrics are kept aligned (NaN included) under their own keys
+# Besides each distribution, a StepAccumulator keeps each request's largest ITL sample, for the per-request itl SLO.
+_ITL_MAX = "itl_max_ms"
 
 
 class GrowingArray:
@@ -642,7 +641,7 @@ class StepAccumulator:
         self._first_sent_ns: int | None = None  # min(sent_ns) over non-warm-up records
         self._last_end_ns: int | None = None  # max(end_ns) over non-warm-up records
         self._in_flight_ns = 0  # sum(end_ns - sent_ns) over non-warm-up records: a Python int, exact
-        self._columns: dict[str, GrowingArray] = {key: GrowingArray() for key in (*_STATS_KEYS, *(f"aligned:{k}" for k in _ALIGNED))}
+        self._columns: dict[str, GrowingArray] = {key: GrowingArray() for key in (*_STATS_KEYS, _ITL_MAX)}
 
     def add(self, records: Iterable[RequestRecord]) -> None:
         """Take a chunk of records; warm-up records are ignored."""
@@ -671,14 +670,14 @@ class StepAccumulator:
         self.requests_succeeded += len(succeeded)
         c = _Columns.of(succeeded)
         _, itl_max_ms, _ = _itl(c)
-        self._columns["aligned:itl_max_ms"].extend(itl_max_ms)
+        self._columns[_ITL_MAX].extend(itl_max_ms)
         for metric in DISTRIBUTIONS:  # each value once: a per-request column aligned (NaN kept), a pooled metric's samples
             self._columns[metric.key].extend(metric.column(c) if metric.column is not None else metric.sample_values(c)[0])
 
     def column(self, key: str) -> np.ndarray:
         """A distribution over the succeeded records so far (a ``Metric.key``): a per-request metric's
         column, aligned with the records (NaN = no value), or a pooled metric's samples; or
-        ``aligned:itl_max_ms``. float64, a view, no copy."""
+        ``itl_max_ms``, a request's largest ITL sample. float64, a view, no copy."""
         return self._columns[key].values
 
     def summary(
@@ -687,7 +686,7 @@ class StepAccumulator:
         """The step's numbers from everything added so far (DESIGN.md's STEP object)."""
         duration_s = _duration_s(self._first_scheduled_ns, self._last_end_ns)
         per_request = {key: self.column(key) for key in ("ttft_ms", "latency_ms", "tpot_ms")}
-        per_request["itl_max_ms"] = self.column("aligned:itl_max_ms")
+        per_request[_ITL_MAX] = self.column(_ITL_MAX)
         input_tokens, output_tokens = self.column("input_tokens_per_request"), self.column("output_tokens_per_request")
         distributions = {
             "ttft": per_request["ttft_ms"],
