@@ -1,4 +1,4 @@
-"""A raw aiohttp client for the mock's Responses and embeddings tests: every read stamped, named SSE events split by hand."""
+"""A raw aiohttp client for the mock's tests: every read stamped, named SSE events split by hand."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 import aiohttp
+import pytest
 
 from perfbench.servers.mock import MockConfig, MockServer
 
@@ -29,11 +30,24 @@ class Reply:
     def json(self) -> dict:
         return json.loads(self.raw)
 
+    def blocks(self) -> list[bytes]:
+        """The stream split at blank lines (events and comment blocks), line endings normalised."""
+        text = self.raw.replace(b"\r\n", b"\n")
+        return [b for b in text.split(b"\n\n") if b]
+
+    def data(self) -> list[bytes]:
+        """The `data:` payloads in order (comments dropped)."""
+        return [b[len(b"data: ") :] for b in self.blocks() if b.startswith(b"data: ")]
+
+    def chunks(self) -> list[dict]:
+        """The JSON objects of the stream (without [DONE])."""
+        return [json.loads(d) for d in self.data() if d != b"[DONE]"]
+
     def events(self) -> list[tuple[str, dict]]:
         """(event name, data JSON) of each named event; comment blocks (pings) dropped."""
         out = []
-        for block in self.raw.replace(b"\r\n", b"\n").split(b"\n\n"):
-            if not block or block.startswith(b":"):
+        for block in self.blocks():
+            if block.startswith(b":"):
                 continue
             lines = block.split(b"\n")
             assert len(lines) == 2 and lines[0].startswith(b"event: ") and lines[1].startswith(b"data: "), block
@@ -87,3 +101,17 @@ def parse_metrics(text: str) -> dict[str, float]:
             name_labels, value = line.rsplit(" ", 1)
             values[name_labels.split("{", 1)[0]] = float(value)
     return values
+
+
+@pytest.fixture
+async def mock():
+    """``await mock(**config)`` -> (server, base_url); every server is stopped after the test."""
+    starter = MockStarter()
+    yield starter
+    await starter.stop_all()
+
+
+@pytest.fixture
+async def session():
+    async with aiohttp.ClientSession() as s:
+        yield s

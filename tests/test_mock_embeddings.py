@@ -13,22 +13,9 @@ import struct
 import aiohttp
 import pytest
 
-from tests.mock_client import MS, MockStarter, parse_metrics, post
+from tests.mock_client import MS, parse_metrics, post, mock, session  # noqa: F401 (fixtures)
 
 EMBEDDINGS = "/v1/embeddings"
-
-
-@pytest.fixture
-async def mock():
-    starter = MockStarter()
-    yield starter
-    await starter.stop_all()
-
-
-@pytest.fixture
-async def session():
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 async def embed(session: aiohttp.ClientSession, url: str, inputs: object, **extra: object) -> dict:

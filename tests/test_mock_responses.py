@@ -10,10 +10,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-import aiohttp
 import pytest
 
-from tests.mock_client import MS, MockStarter, Reply, parse_metrics, post
+from tests.mock_client import MS, Reply, parse_metrics, post, mock, session  # noqa: F401 (fixtures)
 
 RESPONSES = "/v1/responses"
 OPENING = ["response.created", "response.in_progress", "response.output_item.added", "response.content_part.added"]
@@ -22,19 +21,6 @@ CLOSING = ["response.output_text.done", "response.content_part.done", "response.
 
 def body(stream: bool = True, max_output_tokens: int = 8, **extra: object) -> dict:
     return {"model": "m", "input": "say hello to the mock", "max_output_tokens": max_output_tokens, "stream": stream, **extra}
-
-
-@pytest.fixture
-async def mock():
-    starter = MockStarter()
-    yield starter
-    await starter.stop_all()
-
-
-@pytest.fixture
-async def session():
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 def deltas(reply: Reply, kind: str = "output_text") -> list[str]:

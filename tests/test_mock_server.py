@@ -17,56 +17,19 @@ import sys
 import time
 import urllib.request
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 import pytest
 
 from perfbench.errors import ConfigError, TargetError
-from perfbench.servers.mock import MockConfig, MockInThread, MockRequestLog, MockServer, main
+from perfbench.servers.mock import MockConfig, MockInThread, MockRequestLog, main
 from perfbench.servers.mock_config import FAULT_KINDS, FaultSchedule
+from tests.mock_client import MS, Reply, mock, post, session  # noqa: F401 (fixtures)
 from usage_errors import assert_one_line_usage_error
 
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
-MS = 1_000_000  # ns per ms
-
-
-@dataclass
-class Reply:
-    """One HTTP answer as the client saw it: every read with its arrival time."""
-
-    status: int
-    content_type: str
-    reads: list[tuple[int, bytes]] = field(default_factory=list)  # (perf_counter_ns, bytes)
-    error: BaseException | None = None  # a transport error while reading the body
-
-    @property
-    def raw(self) -> bytes:
-        return b"".join(b for _, b in self.reads)
-
-    def blocks(self) -> list[bytes]:
-        """The stream split at blank lines (events and comment blocks), line endings normalised."""
-        text = self.raw.replace(b"\r\n", b"\n")
-        return [b for b in text.split(b"\n\n") if b]
-
-    def data(self) -> list[bytes]:
-        """The `data:` payloads in order (comments dropped)."""
-        return [b[len(b"data: ") :] for b in self.blocks() if b.startswith(b"data: ")]
-
-    def chunks(self) -> list[dict]:
-        """The JSON objects of the stream (without [DONE])."""
-        return [json.loads(d) for d in self.data() if d != b"[DONE]"]
-
-    def arrival_ns(self, marker: bytes) -> int:
-        """When the read that completed the first occurrence of ``marker`` arrived."""
-        seen = b""
-        for t, b in self.reads:
-            seen += b
-            if marker in seen:
-                return t
-        raise AssertionError(f"{marker!r} never arrived")
 
 
 def chat_body(stream: bool = True, max_tokens: int = 8, **extra: object) -> dict:
@@ -76,39 +39,6 @@ def chat_body(stream: bool = True, max_tokens: int = 8, **extra: object) -> dict
 
 def completions_body(stream: bool = True, max_tokens: int = 8, **extra: object) -> dict:
     return {"model": "m", "prompt": "one two three", "max_tokens": max_tokens, "stream": stream, **extra}
-
-
-async def post(session: aiohttp.ClientSession, url: str, body: dict, timeout_s: float = 10) -> Reply:
-    """POST and read the whole body raw, stamping each read."""
-    async with session.post(url, json=body, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
-        reply = Reply(resp.status, resp.headers.get("Content-Type", ""))
-        try:
-            async for chunk in resp.content.iter_any():
-                reply.reads.append((time.perf_counter_ns(), chunk))
-        except aiohttp.ClientPayloadError as exc:
-            reply.error = exc
-        return reply
-
-
-@pytest.fixture
-async def mock():
-    """start(**config) -> (server, base_url); every server is stopped after the test."""
-    servers: list[MockServer] = []
-
-    async def start(**config: object) -> tuple[MockServer, str]:
-        server = MockServer(MockConfig(**config))
-        servers.append(server)
-        return server, await server.start()
-
-    yield start
-    for server in servers:
-        await server.stop()
-
-
-@pytest.fixture
-async def session():
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 def deadlines_ns(entry: MockRequestLog, ttft_ms: float, itl_ms: float) -> list[int]:
