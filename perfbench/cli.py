@@ -362,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("perfbench: interrupted", file=sys.stderr)
         return 130
     except OSError as exc:  # a full or read-only disk while writing reports: one line, not a traceback
-        from perfbench.report.files import OUTPUT_ERRNOS, output_error
+        from perfbench.runfiles import OUTPUT_ERRNOS, output_error
 
         if debug or exc.errno not in OUTPUT_ERRNOS:
             raise

@@ -19,7 +19,6 @@ Exit codes of ``perfbench compare``: 0 no regression, 1 regression, 2 bad usage.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from perfbench.cliutil import OneLineArgumentParser, check_writable_file
 from perfbench.errors import ConfigError, PerfbenchError
 from perfbench.metrics import DISTRIBUTION, METRICS, RATE, metric_of, request_samples
 from perfbench.records import RequestRecord
-from perfbench.report.files import iter_request_lines, read_summary, step_metric
+from perfbench.runfiles import COMPARISON_SCHEMA, iter_request_lines, read_summary, step_metric, write_comparison
 
 # What compare shows, from the metric registry: the compared distributions at these statistics, and the compared rates.
 DISTRIBUTIONS = tuple(m.key for m in METRICS if m.compared and m.kind == DISTRIBUTION)
@@ -149,7 +148,7 @@ class Comparison:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (``perfbench compare --json``)."""
         return {
-            "schema": "perfbench.comparison/1",
+            "schema": COMPARISON_SCHEMA,
             "base_dir": self.base_dir,
             "new_dir": self.new_dir,
             "regressed": self.regressed,
@@ -545,7 +544,7 @@ def main(argv: list[str]) -> int:
 
         write_junit(args.junit, comparison=comparison)
     if args.json:
-        args.json.write_text(json.dumps(comparison.to_dict(), indent=2) + "\n", encoding="utf-8")
+        write_comparison(args.json, comparison.to_dict())
     return 1 if comparison.regressed else 0
 
 

@@ -11,13 +11,13 @@ put it in ``STAGES`` where it belongs.
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from perfbench.errors import ConfigError
+from perfbench.runfiles import COMPARISON_FILE, OutputError, write_comparison
 
 
 def open_store(config: Any) -> Any:
@@ -70,7 +70,7 @@ def _compare_with_baseline(ctx: FinishContext) -> None:
         ctx.baseline_dir = None
         return
     render_comparison(ctx.comparison, ctx.console)
-    (ctx.run_dir / "comparison.json").write_text(json.dumps(ctx.comparison.to_dict(), indent=2) + "\n", encoding="utf-8")
+    write_comparison(ctx.run_dir / COMPARISON_FILE, ctx.comparison.to_dict())
     if ctx.comparison.regressed:
         ctx.console.print(f"[bold red]Regression against the baseline {ctx.baseline_dir}.[/]")
         ctx.exit_code = 1
@@ -127,7 +127,7 @@ _PARQUET_CHILD = """
 import sys
 from pathlib import Path
 from perfbench.errors import PerfbenchError
-from perfbench.report.files import write_requests_parquet
+from perfbench.report.exports import write_requests_parquet
 try:
     sys.exit(0 if write_requests_parquet(Path(sys.argv[1])) else 3)
 except PerfbenchError as exc:
@@ -138,8 +138,6 @@ except PerfbenchError as exc:
 
 def _exports(ctx: FinishContext) -> None:
     import subprocess
-
-    from perfbench.report.files import OutputError
 
     if not ctx.steps:
         return

@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from perfbench.report.files import step_label
+from perfbench.runfiles import step_label
 
 if TYPE_CHECKING:  # only the type: compare's CLI writes JUnit, so a runtime import would be a cycle
     from perfbench.compare import Comparison

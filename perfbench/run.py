@@ -36,7 +36,8 @@ from perfbench.metrics import DURATIONS, StepAccumulator, StepSummary
 from perfbench.prompts import Prompt, load_prompts, synthetic_prompts
 from perfbench.records import CONNECT_ERROR, RequestRecord
 from perfbench.redact import redact_url, run_secrets
-from perfbench.report.files import SUMMARY_SCHEMA, OutputError, RecordReader, RecordWriter, write_summary
+from perfbench.report.exports import write_summary_files as write_summary
+from perfbench.runfiles import SUMMARY_SCHEMA, OutputError, RecordReader, RecordWriter
 from perfbench.signals import CTRL_C, RunStopper, hold_signals, stop_on_signals
 from perfbench.tokens import Tokenizer, count_chat_tokens, count_prompt_tokens
 

@@ -20,7 +20,7 @@ from typing import Any, Mapping
 from perfbench.config import parse_tags
 from perfbench.errors import ConfigError
 from perfbench.redact import redact_url
-from perfbench.report.files import read_summary, read_telemetry, step_metric
+from perfbench.runfiles import read_summary, read_telemetry, step_metric
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (

@@ -81,7 +81,7 @@ def test_itl_samples_are_the_summarys_even_when_a_package_carries_no_token() -> 
     # Packages at 0, 10, 30 ms carrying 1, 0, 2 tokens: the 0-token package's gap flows into the
     # next package's tokens, so ITL is [15, 15] in the summary, and compare must bootstrap the same.
     from perfbench.metrics import summarize_step
-    from perfbench.report.files import request_line
+    from perfbench.runfiles import request_line
 
     record = _record(0, [0, 10, 30], [1, 0, 2])
     summary = summarize_step([record], concurrency=1, rate_req_s=None, requests_expected=1)
@@ -112,7 +112,7 @@ def test_compare_samples_give_every_distribution_of_the_summary(records) -> None
     # Each distribution computed both ways from the same records: the summary's statistics, and
     # the same statistics of the samples compare bootstraps (read back from requests.jsonl lines).
     from perfbench.metrics import DISTRIBUTIONS, summarize_step
-    from perfbench.report.files import request_line
+    from perfbench.runfiles import request_line
 
     summary = summarize_step(records, concurrency=1, rate_req_s=None, requests_expected=len(records)).to_dict()
     samples = _step_samples([request_line(r, 0) for r in records]).samples

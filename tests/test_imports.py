@@ -58,6 +58,19 @@ def test_the_import_graph_has_no_cycle() -> None:
     assert cycles == [], cycles
 
 
+def test_the_run_file_format_sits_below_what_reads_it() -> None:
+    # runfiles is the hand-over between a run and everything that looks at it later: nothing it
+    # reaches, directly or not, may be one of those readers.
+    modules = _modules()
+    reached, todo = set(), ["perfbench.runfiles"]
+    while todo:
+        for dep in _runtime_imports(modules[todo.pop()], modules) - reached:
+            reached.add(dep)
+            todo.append(dep)
+    readers = ("perfbench.report", "perfbench.compare", "perfbench.finish", "perfbench.cli", "perfbench.junit", "perfbench.store")
+    assert sorted(m for m in reached if m.startswith(readers)) == []
+
+
 def test_every_module_imports_on_its_own() -> None:
     # Each module first, in a fresh interpreter: an import that works only after another module was loaded fails here.
     for name in sorted(n for n in _modules() if not n.endswith("__main__")):

@@ -23,7 +23,7 @@ import pytest
 
 from perfbench.cli import main
 from perfbench.records import OK, RequestRecord
-from perfbench.report.files import OutputError, RecordWriter, read_request_lines
+from perfbench.runfiles import OutputError, RecordWriter, read_request_lines
 
 PERFBENCH = [sys.executable, "-m", "perfbench"]
 RUN_FLAGS = ["--no-live", "--no-plots", "--no-telemetry", "--max-tokens", "10"]

@@ -15,7 +15,7 @@ from perfbench.records import OK, RequestRecord, http_reason
 
 HTTP_500 = http_reason(500)
 from perfbench.report import plots
-from perfbench.report.files import RecordWriter, read_records
+from perfbench.runfiles import RecordWriter, read_records
 from perfbench.slo import parse_slos
 from usage_errors import assert_one_line_usage_error
 
@@ -237,7 +237,7 @@ def test_plot_usage_errors_are_one_line_exit_2(tmp_path: Path) -> None:
 def test_plots_read_requests_in_chunks_and_draw_the_same(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A million-request run must never exist as record objects at once: the plots read
     # requests.jsonl chunk by chunk. Small chunks must draw exactly what one chunk draws.
-    from perfbench.report import files
+    from perfbench import runfiles
 
     steps = [closed_loop_step(0, 8, slots=4, start_ms=0, waves=20), closed_loop_step(1, 16, slots=4, start_ms=9000, waves=20)]
     steps[0][5:9] = [record(0, k, 50 * k, 0, 0, 0, status=HTTP_500) for k in range(5, 9)]
@@ -246,7 +246,7 @@ def test_plots_read_requests_in_chunks_and_draw_the_same(tmp_path: Path, monkeyp
     largest: list[int] = []
 
     def small_chunks(run_dir: Path, size: int = 0):
-        for chunk in files.iter_record_chunks(run_dir, size=7):
+        for chunk in runfiles.iter_record_chunks(run_dir, size=7):
             largest.append(len(chunk))
             yield chunk
 

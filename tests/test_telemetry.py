@@ -17,7 +17,7 @@ from perfbench.servers.mock import MockServer
 from perfbench.servers.mock_config import MockConfig
 from perfbench.telemetry import gpu as gpu_module
 from perfbench.telemetry.prometheus import metrics_url_for, parse_prometheus
-from perfbench.report.files import read_telemetry
+from perfbench.runfiles import read_telemetry
 from perfbench.telemetry.sampler import TelemetrySampler, summarize_telemetry
 
 VLLM_PAGE = """\

@@ -19,9 +19,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from perfbench.compare import Comparison, compare_runs, resolve_base, step_label
 from perfbench.cliutil import OneLineArgumentParser
-from perfbench.errors import PerfbenchError
+from perfbench.errors import ConfigError, PerfbenchError
 from perfbench.metrics import DISTRIBUTIONS, METRICS, RATE
-from perfbench.report.files import iter_request_lines, read_summary, read_telemetry
+from perfbench.runfiles import COMPARISON_FILE, TELEMETRY_FILE, iter_request_lines, read_comparison, read_summary, read_telemetry
 from perfbench.telemetry.sampler import server_series, summarize_telemetry
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ def _request_facts(run_dir: Path, summary: Mapping[str, Any]) -> _RequestFacts:
             if text:
                 facts.samples[(index, str(reason))] = [str(text)]
     has_failures = any(step.get("failure_reasons") for step in summary.get("steps") or [])
-    if not has_failures and not (run_dir / "telemetry.jsonl").exists():
+    if not has_failures and not (run_dir / TELEMETRY_FILE).exists():
         return facts
     for line in iter_request_lines(run_dir):
         status = line.get("status")
@@ -263,14 +263,13 @@ def _comparison_section(comparison: Comparison) -> str:
     )
 
 
-def read_comparison(run_dir: Path) -> Comparison | None:
+def _saved_comparison(run_dir: Path) -> Comparison | None:
     """``run_dir/comparison.json`` as a Comparison; None when absent or unreadable (the report is shown without it)."""
-    path = Path(run_dir) / "comparison.json"
+    path = Path(run_dir) / COMPARISON_FILE
     try:
-        return Comparison.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, TypeError, KeyError) as exc:
+        saved = read_comparison(path)
+        return None if saved is None else Comparison.from_dict(saved)
+    except (ConfigError, ValueError, TypeError, KeyError) as exc:
         log.warning("%s is unreadable (%s); the report is written without the comparison", path, exc)
         return None
 
@@ -288,7 +287,7 @@ def write_html_report(
     summary = read_summary(run_dir)
     facts = _request_facts(run_dir, summary)
     if comparison is None:
-        comparison = read_comparison(run_dir)
+        comparison = _saved_comparison(run_dir)
     target = summary.get("target") or {}
     simulated = ' <span class="badge sim">simulated</span>' if target.get("simulated") else ""
     title = f"perfbench: {target.get('model') or 'run'} — {summary.get('started_at') or ''}"

@@ -31,7 +31,7 @@ from perfbench.cliutil import OneLineArgumentParser
 from perfbench.errors import ConfigError, PerfbenchError
 from perfbench import metrics
 from perfbench.records import RequestRecord
-from perfbench.report.files import iter_record_chunks, read_summary, read_telemetry
+from perfbench.runfiles import iter_record_chunks, read_summary, read_telemetry
 from perfbench.search import find_knee
 
 if TYPE_CHECKING:

@@ -15,7 +15,7 @@ from rich.text import Text
 
 from perfbench.engine import LiveCounters
 from perfbench.metrics import DISTRIBUTIONS, METRICS, METRICS_BY_KEY, RATE, Metric
-from perfbench.report.files import step_label
+from perfbench.runfiles import step_label
 
 
 def _num(value: Any, digits: int = 2) -> str:

@@ -19,7 +19,6 @@ logged once and dropped.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import re
@@ -29,6 +28,7 @@ from typing import Any, Iterable
 
 import aiohttp
 
+from perfbench.runfiles import write_telemetry
 from perfbench.telemetry.gpu import GpuSource
 from perfbench.telemetry.prometheus import parse_prometheus
 
@@ -137,9 +137,7 @@ class TelemetrySampler:
 
     def write(self, path: Path) -> None:
         """Write the samples as telemetry.jsonl."""
-        with Path(path).open("w", encoding="utf-8") as fh:
-            for sample in self.samples:
-                fh.write(json.dumps(sample) + "\n")
+        write_telemetry(path, self.samples)
 
     def summary(self, output_tokens: int) -> dict[str, Any]:
         """Energy and utilisation over the run; see ``summarize_telemetry``."""

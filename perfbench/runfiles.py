@@ -1,30 +1,41 @@
-"""Output files: requests.jsonl written as requests finish, summary.json and summary.csv at the end.
+"""The run-file format: what a run directory holds, written and read back only here.
 
-The reports, ``perfbench compare`` and the run store read these files back, only through the
-readers here, so they are the only hand-over between a run and everything that looks at it
-later, and a damaged file is reported the same way everywhere.
+    summary.json     the run's numbers (DESIGN.md's schema), written whole at the end
+    requests.jsonl   one line per request, appended as requests finish
+    telemetry.jsonl  GPU and server samples taken during the run
+    comparison.json  the check against a baseline, when the run had one
+
+The reports, ``perfbench compare``, the finishing stages and the run store read these files
+only through the readers here, so they are the one hand-over between a run and everything that
+looks at it later, and a damaged file is reported the same way everywhere. This module sits
+below all of them: it imports nothing from the reports, compare, finish or the CLI. Exports made
+from these files (summary.csv, requests.parquet) are not the format: see ``perfbench.report.exports``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import errno
 import json
 import logging
 import math
 import os
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, Iterable, Iterator, Mapping, TypeVar
 
 from perfbench.errors import ConfigError
 from perfbench.records import RequestRecord
 
 log = logging.getLogger(__name__)
 
+SUMMARY_FILE = "summary.json"
+REQUESTS_FILE = "requests.jsonl"
+TELEMETRY_FILE = "telemetry.jsonl"
+COMPARISON_FILE = "comparison.json"
 SUMMARY_SCHEMA = "perfbench.summary/1"
+COMPARISON_SCHEMA = "perfbench.comparison/1"
+CHUNK_RECORDS = 10_000  # records per chunk when a whole requests.jsonl is read: a few MB of objects at a time
 T = TypeVar("T")
-STATS_FIELDS = ("count", "mean", "std", "min", "p50", "p90", "p95", "p99", "max")
 
 
 # Errors that mean "this disk takes no more": full, over quota, over the file-size limit, read-only.
@@ -41,9 +52,12 @@ def output_error(name: str, exc: OSError) -> OutputError:
     return OutputError(f"cannot write {name}: {reason}; free space or choose another --output-dir")
 
 
+# --- requests.jsonl ----------------------------------------------------------------------------
+
+
 def request_line(record: RequestRecord, run_start_ns: int) -> dict[str, Any]:
     """requests.jsonl's line for ``record``: its fields plus TTFT and latency as perfbench.metrics defines them."""
-    from perfbench.metrics import request_times_ms
+    from perfbench.metrics import request_times_ms  # numpy: not for the CLI's start, which imports finish and so this
 
     line = record.to_json(run_start_ns)
     line.update(request_times_ms(record))
@@ -97,12 +111,17 @@ def iter_request_lines(run_dir: Path) -> Iterator[dict[str, Any]]:
     A torn last line (a run killed while writing it) is skipped with a warning. An unreadable
     line anywhere else means the file is damaged: ConfigError naming ``file:line``.
     """
-    return (line for _, line in _numbered_lines(Path(run_dir) / "requests.jsonl"))
+    return (line for _, line in _numbered_lines(Path(run_dir) / REQUESTS_FILE))
 
 
 def read_request_lines(run_dir: Path) -> list[dict[str, Any]]:
     """All of ``iter_request_lines``."""
     return list(iter_request_lines(run_dir))
+
+
+def iter_request_line_chunks(run_dir: Path, size: int = CHUNK_RECORDS) -> Iterator[list[dict[str, Any]]]:
+    """``iter_request_lines`` in lists of up to ``size`` lines."""
+    return _chunks(iter_request_lines(run_dir), size)
 
 
 def iter_records(run_dir: Path) -> Iterator[RequestRecord]:
@@ -111,7 +130,7 @@ def iter_records(run_dir: Path) -> Iterator[RequestRecord]:
     Torn last line and damaged lines as in ``iter_request_lines``; a JSON line that is not a
     request record is a ConfigError naming ``file:line``.
     """
-    path = Path(run_dir) / "requests.jsonl"
+    path = Path(run_dir) / REQUESTS_FILE
     for number, line in _numbered_lines(path):
         try:
             yield RequestRecord.from_json(line)
@@ -124,9 +143,6 @@ def iter_records(run_dir: Path) -> Iterator[RequestRecord]:
 def read_records(run_dir: Path) -> list[RequestRecord]:
     """All of ``iter_records``."""
     return list(iter_records(run_dir))
-
-
-CHUNK_RECORDS = 10_000  # records per chunk when a whole requests.jsonl is read: a few MB of objects at a time
 
 
 def iter_record_chunks(run_dir: Path, size: int = CHUNK_RECORDS) -> Iterator[list[RequestRecord]]:
@@ -201,129 +217,6 @@ def _numbered_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         log.warning("%s:%d: torn last line skipped (the run stopped while writing it)", path, torn[0])
 
 
-def write_summary(run_dir: Path, summary: Mapping[str, Any]) -> None:
-    """summary.json (the schema of DESIGN.md) and summary.csv (one row per step, stats flattened).
-
-    summary.json appears whole or not at all (written aside, then renamed). OutputError when a
-    file cannot be written.
-    """
-    tmp = run_dir / "summary.json.tmp"
-    try:
-        tmp.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        tmp.replace(run_dir / "summary.json")
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise output_error("summary.json", exc) from None
-    try:
-        write_summary_csv(run_dir / "summary.csv", summary["steps"])
-    except OSError as exc:
-        raise output_error("summary.csv", exc) from None
-
-
-def read_summary(run_dir: Path) -> dict[str, Any]:
-    """A run directory's summary.json; ConfigError (one line) when it is missing or not a perfbench summary."""
-    path = Path(run_dir) / "summary.json"
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"no summary.json in {run_dir}; pass a run directory written by perfbench") from None
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}; pass an intact run directory") from None
-    if not isinstance(summary, dict) or not isinstance(summary.get("steps"), list):
-        raise ConfigError(f"{path} has no 'steps' list; pass a run directory written by perfbench")
-    return summary
-
-
-def flatten_step(step: Mapping[str, Any]) -> dict[str, Any]:
-    """A STEP as one flat row: ``ttft_ms`` stats become ``ttft_ms_mean``, ``ttft_ms_p99``, ..."""
-    row: dict[str, Any] = {}
-    for key, value in step.items():
-        if isinstance(value, Mapping) and "p50" in value:
-            for stat in STATS_FIELDS:
-                row[f"{key}_{stat}"] = value.get(stat)
-        elif isinstance(value, Mapping):
-            row[key] = ";".join(f"{k}={v}" for k, v in value.items())
-        elif isinstance(value, (list, tuple)):
-            row[key] = json.dumps(value, separators=(",", ":"))
-        else:
-            row[key] = value
-    return row
-
-
-def write_summary_csv(path: Path, steps: Sequence[Mapping[str, Any]]) -> None:
-    rows = [flatten_step(s) for s in steps]
-    columns: list[str] = []
-    for row in rows:
-        columns.extend(k for k in row if k not in columns)
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-# requests.jsonl's fields (DESIGN.md) as Arrow types, so every chunk of a long run is written
-# with one schema (a chunk whose errors are all null must not make `error` a null column).
-_PARQUET_TYPES = {
-    "step": "int64", "index": "int64", "warmup": "bool", "status": "string", "http_status": "int64",
-    "error": "string", "scheduled_s": "float64", "sent_s": "float64", "end_s": "float64", "ttft_ms": "float64",
-    "latency_ms": "float64", "queue_ms": "float64", "input_tokens": "int64", "output_tokens": "int64",
-    "token_source": "string", "packages": "int64", "package_times_ms": "list<float64>", "package_tokens": "list<int64>",
-}  # fmt: skip
-_PARQUET_LINES = 2_000  # lines converted at once
-_PARQUET_ROW_GROUP = 50_000  # rows per row group
-
-
-def write_requests_parquet(run_dir: Path) -> Path | None:
-    """requests.parquet: requests.jsonl as a table for pandas/Spark/DuckDB users.
-
-    Written only when pyarrow is installed (``pip install 'perfbench[parquet]'``); returns the
-    path, or None without pyarrow. Package times stay one list column per request. Lines are
-    converted _PARQUET_LINES at a time (as dicts they are the costly part) and written in row
-    groups of _PARQUET_ROW_GROUP rows, so a million-request run is never in memory at once.
-    A line that does not fit the table is logged and the file left out (it is a convenience).
-    """
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        return None
-
-    arrow_types = {"int64": pa.int64(), "bool": pa.bool_(), "string": pa.string(), "float64": pa.float64(),
-                   "list<float64>": pa.list_(pa.float64()), "list<int64>": pa.list_(pa.int64())}  # fmt: skip
-    path = run_dir / "requests.parquet"
-    writer = None
-    batches: list[Any] = []  # converted lines not yet written: columnar, a fraction of their dicts' size
-    try:
-        for chunk in _chunks(iter_request_lines(run_dir), _PARQUET_LINES):
-            if writer is None:
-                # Known fields typed; any other field as the first chunk shows it (all null: text).
-                fields = []
-                for name in dict.fromkeys(key for line in chunk for key in line):
-                    if name in _PARQUET_TYPES:
-                        fields.append(pa.field(name, arrow_types[_PARQUET_TYPES[name]]))
-                    else:
-                        inferred = pa.array([line.get(name) for line in chunk]).type
-                        fields.append(pa.field(name, pa.string() if pa.types.is_null(inferred) else inferred))
-                writer = pq.ParquetWriter(path, pa.schema(fields))
-            batches.append(pa.RecordBatch.from_pylist(chunk, schema=writer.schema))
-            if sum(batch.num_rows for batch in batches) >= _PARQUET_ROW_GROUP:
-                writer.write_table(pa.Table.from_batches(batches), row_group_size=_PARQUET_ROW_GROUP)
-                batches = []
-        if batches:
-            writer.write_table(pa.Table.from_batches(batches), row_group_size=_PARQUET_ROW_GROUP)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
-        log.warning("requests.parquet not written: a line does not fit its table (%s)", exc)
-        if writer is not None:
-            writer.close()
-        path.unlink(missing_ok=True)
-        return None
-    finally:
-        if writer is not None:
-            writer.close()  # idempotent; also when requests.jsonl turns out damaged (ConfigError goes on up)
-    return path if writer is not None else None  # no lines: no table
-
-
 def _chunks(items: Iterator[T], size: int) -> Iterator[list[T]]:
     """``items`` in lists of up to ``size``."""
     chunk: list[T] = []
@@ -336,21 +229,36 @@ def _chunks(items: Iterator[T], size: int) -> Iterator[list[T]]:
         yield chunk
 
 
-def read_telemetry(run_dir: Path) -> list[dict[str, Any]]:
-    """telemetry.jsonl's samples (telemetry/sampler.py writes it); none when absent; torn or odd lines skipped."""
-    path = run_dir / "telemetry.jsonl"
-    if not path.exists():
-        return []
-    samples = []
-    with path.open(encoding="utf-8") as lines:
-        for line in lines:
-            try:
-                sample = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(sample, dict) and isinstance(sample.get("t_s"), (int, float)):
-                samples.append(sample)
-    return samples
+# --- summary.json ------------------------------------------------------------------------------
+
+
+def write_summary(run_dir: Path, summary: Mapping[str, Any]) -> None:
+    """summary.json (the schema of DESIGN.md), whole or not at all (written aside, then renamed).
+
+    OutputError when it cannot be written.
+    """
+    tmp = run_dir / f"{SUMMARY_FILE}.tmp"
+    try:
+        tmp.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        tmp.replace(run_dir / SUMMARY_FILE)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise output_error(SUMMARY_FILE, exc) from None
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    """A run directory's summary.json; ConfigError (one line) when it is missing or not a perfbench summary."""
+    path = Path(run_dir) / SUMMARY_FILE
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"no {SUMMARY_FILE} in {run_dir}; pass a run directory written by perfbench") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}; pass an intact run directory") from None
+    if not isinstance(summary, dict) or not isinstance(summary.get("steps"), list):
+        raise ConfigError(f"{path} has no 'steps' list; pass a run directory written by perfbench")
+    return summary
 
 
 def step_metric(step: Mapping[str, Any], metric: str) -> float | None:
@@ -371,3 +279,51 @@ def step_label(step: Mapping[str, Any]) -> str:
     """A step's short name: ``c=8`` for a closed-loop step, ``rate=4/s`` for an open-loop one."""
     rate = step.get("rate_req_s")
     return f"rate={rate:g}/s" if isinstance(rate, (int, float)) else f"c={step.get('concurrency')}"
+
+
+# --- telemetry.jsonl ---------------------------------------------------------------------------
+
+
+def write_telemetry(path: Path, samples: Iterable[Mapping[str, Any]]) -> None:
+    """telemetry.jsonl: one sample a line, ``t_s`` seconds since the run's start (requests.jsonl's clock)."""
+    with Path(path).open("w", encoding="utf-8") as fh:
+        for sample in samples:
+            fh.write(json.dumps(sample) + "\n")
+
+
+def read_telemetry(run_dir: Path) -> list[dict[str, Any]]:
+    """telemetry.jsonl's samples; none when absent; torn or odd lines skipped."""
+    path = Path(run_dir) / TELEMETRY_FILE
+    if not path.exists():
+        return []
+    samples = []
+    with path.open(encoding="utf-8") as lines:
+        for line in lines:
+            try:
+                sample = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(sample, dict) and isinstance(sample.get("t_s"), (int, float)):
+                samples.append(sample)
+    return samples
+
+
+# --- comparison.json ---------------------------------------------------------------------------
+
+
+def write_comparison(path: Path, comparison: Mapping[str, Any]) -> None:
+    """A comparison (``Comparison.to_dict()``) as JSON: a run's comparison.json, or ``compare --json FILE``."""
+    Path(path).write_text(json.dumps(comparison, indent=2) + "\n", encoding="utf-8")
+
+
+def read_comparison(path: Path) -> dict[str, Any] | None:
+    """A comparison written by ``write_comparison``; None when absent, ConfigError when unreadable."""
+    try:
+        comparison = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    if not isinstance(comparison, dict):
+        raise ConfigError(f"{path} is not a JSON object")
+    return comparison
