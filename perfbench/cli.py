@@ -8,7 +8,6 @@ Heavy modules are imported only after parsing, so ``perfbench --help`` answers a
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -18,9 +17,9 @@ from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
 from perfbench import __version__
-from perfbench.apis import API_NAMES
 from perfbench.errors import ConfigError, PerfbenchError
 from perfbench.finish import finish_run, open_store
+from perfbench.options import COMMAND_LINE_ONLY, GROUPS, OPTIONS
 
 SUBCOMMANDS = {
     "mock": ("perfbench.servers.mock", "run the built-in mock server (ground truth, fault injection)"),
@@ -58,91 +57,21 @@ def build_parser() -> argparse.ArgumentParser:
         argument_default=None,
     )
     p.add_argument("--version", action="version", version=f"perfbench {__version__}")
-    t = p.add_argument_group("target")
-    t.add_argument("--url", help="endpoint (…/v1/chat/completions, …/v1/completions) or base URL (http://host:port[/v1]); "
-                   "without it, perfbench starts a server: for --model, else the built-in mock (simulated)")
-    t.add_argument("--api", choices=API_NAMES, help="API for a base URL (default openai-chat); a known endpoint path picks it")
-    t.add_argument("--model", help="model name sent in requests; without --url, the model (directory or HF cache name) to serve")
-    t.add_argument("--engine", choices=("transformers", "vllm"), help="local server engine for --model without --url (default transformers)")
-    t.add_argument("--engine-args", help="extra arguments for the local server (vllm serve …)")
-    t.add_argument("--device", help="local transformers server device: auto, cpu, cuda[:N] (default auto)")
-    t.add_argument("--dtype", help="local transformers server dtype: auto, bfloat16, float16, float32")
-    t.add_argument("--max-batch-size", type=int, metavar="N", help="local transformers server: most sequences decoded together (default 64)")
-    t.add_argument("--header", dest="headers", action="append", metavar="'NAME: VALUE'", help="extra HTTP header (repeatable)")
-    t.add_argument("--api-key", help="sent as 'Authorization: Bearer …' (default $OPENAI_API_KEY); never written to any output")
-    l = p.add_argument_group("load")
-    l.add_argument("--concurrency", "-c", help="requests in flight (closed loop), or the cap with --rate; a list like 1,4,16 runs one step each")
-    l.add_argument("--number", "-n", help="requests per step (default 100); a list pairs with --concurrency/--rate")
-    l.add_argument("--rate", help="open loop: requests/s (Poisson arrivals); a list runs one step each")
-    l.add_argument("--duration", dest="duration_s", type=float, metavar="S", help="per-step duration in seconds instead of --number")
-    l.add_argument("--warmup", type=int, metavar="K", help="warm-up requests before the first step, excluded from statistics")
-    l.add_argument("--arrivals", choices=("poisson", "constant"), help="open-loop arrival process (default poisson)")
-    l.add_argument("--burstiness", type=float, help="gamma shape of open-loop intervals: 1 Poisson, <1 burstier, >1 smoother")
-    l.add_argument("--ramp-up", dest="ramp_up_s", type=float, metavar="S", help="open loop: raise the rate linearly over S seconds")
-    l.add_argument("--timeout", dest="timeout_s", type=float, metavar="S", help="per-request total timeout (default 600)")
-    l.add_argument("--connect-timeout", dest="connect_timeout_s", type=float, metavar="S", help="per-request connect timeout (default 10)")
-    l.add_argument("--max-response-bytes", type=int, metavar="B", help="cut and fail a response past B bytes (default 64 MiB; bounds memory)")
-    l.add_argument("--no-preflight", dest="preflight", action="store_const", const=False,
-                   help="skip the one uncounted request sent before the first step to check the target")
-    l.add_argument("--no-preconnect", dest="preconnect", action="store_const", const=False,
-                   help="open no connections before each step's clock starts (measures cold starts, TCP setup included)")
-    l.add_argument("--max-failure-rate", type=float, metavar="F", help="stop a ladder after a step whose failed fraction exceeds F")
-    l.add_argument("--search", choices=("concurrency", "rate"), help="find the highest load meeting the step-limit SLOs")
-    l.add_argument("--search-start", type=float, help="first load the search tries (default 1)")
-    l.add_argument("--search-max", type=float, help="highest load the search tries (default 1024)")
-    l.add_argument("--search-precision", type=float, help="relative precision of the search (default 0.1)")
-    w = p.add_argument_group("workload")
-    w.add_argument("--prompts", metavar="FILE", help="prompts: text (one per line), JSONL (prompt or messages), or ShareGPT JSON")
-    w.add_argument("--input-tokens", metavar="DIST", help="synthetic prompts of this many tokens: 128, uniform:64-256, normal:128,32")
-    w.add_argument("--output-tokens", metavar="DIST", help="exact output length (sets max_tokens=min_tokens and ignore_eos): 256, "
-                   "uniform:64-512, normal:256,64, or 'dataset' for each prompt's own (JSONL max_tokens, ShareGPT answer words)")
-    w.add_argument("--max-tokens", type=int, help="cap on output tokens per request (default 128)")
-    w.add_argument("--batch-size", type=int, metavar="N", help="inputs per request for --api openai-embeddings (default 1)")
-    w.add_argument("--ignore-eos", action="store_const", const=True, help="ask the server to ignore EOS (vLLM-style servers)")
-    w.add_argument("--extra-body", metavar="JSON", help="JSON object merged into every request body, e.g. '{\"temperature\": 0}'")
-    w.add_argument("--shared-prefix-tokens", type=int, metavar="K", help="synthetic prompts share a K-token prefix (prefix caching)")
-    w.add_argument("--prefix-groups", type=int, metavar="N", help="number of distinct shared prefixes (default 1)")
-    w.add_argument("--tokenizer", metavar="PATH", help="local tokenizer: exact synthetic lengths, token counts when the server sends no usage")
-    w.add_argument("--seed", type=int, help="seed for prompts and arrivals (default 0)")
-    o = p.add_argument_group("checks and output")
-    o.add_argument("--slo", help="limits in ms: ttft=500 (per request, gives goodput) or ttft_p99=500 (per step); comma-separated")
-    o.add_argument("--scenario", metavar="FILE", help="scenario YAML (flags override its values)")
-    o.add_argument("--output-dir", metavar="DIR", help="where files go (default runs/<UTC time>-<name>/)")
-    o.add_argument("--name", help="run name (output folder, history)")
-    o.add_argument("--tag", dest="tags", action="append", metavar="KEY=VALUE", help="label the run in the history store (repeatable)")
-    o.add_argument("--baseline", metavar="DIR|RUN_ID|last|tag:K=V", help="compare against this run afterwards; exit 1 on regression")
-    o.add_argument("--threshold", dest="thresholds", metavar="SPEC", help="regression thresholds, e.g. ttft_ms.p99=+10%%,output_throughput_tok_s=-5%%")
-    o.add_argument("--store", metavar="PATH", help="history store (SQLite; default in the user data dir)")
-    o.add_argument("--junit", metavar="FILE", help="write the baseline checks as JUnit XML")
-    o.add_argument("--metrics-url", help="Prometheus /metrics to sample during the run (default: the target's, when it answers)")
-    o.add_argument("--no-telemetry", dest="telemetry", action="store_const", const=False, help="no GPU or server metrics sampling")
-    o.add_argument("--no-plots", dest="plots", action="store_const", const=False, help="skip plots and report.html")
-    o.add_argument("--no-live", dest="live", action="store_const", const=False, help="no live progress display")
-    o.add_argument("--mock", metavar="KEY=VALUE,...", help="built-in mock settings for simulated runs, e.g. capacity=8,itl_ms=5,ttft_ms=50 (see perfbench mock --help)")
-    o.add_argument("--debug", action="store_true", help="log debug messages and show tracebacks")
+    groups = {name: p.add_argument_group(name) for name in GROUPS}
+    for option in OPTIONS:
+        if option.flags:
+            groups[option.group].add_argument(*option.flags, dest=option.dest, help=option.help, **option.parse)
     return p
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     """Scenario values, overridden by every flag given on the command line."""
-    from perfbench.config import RunConfig
-
     settings: dict[str, Any] = {}
     if args.scenario:
         from perfbench.scenario import load_scenario
 
         settings.update(load_scenario(args.scenario))
-    flags = {k: v for k, v in vars(args).items() if v is not None and k not in ("scenario", "debug")}
-    if flags.get("extra_body") is not None:
-        def not_a_number(name: str) -> Any:  # json.loads takes NaN and Infinity, which no server parses
-            raise ConfigError(f"--extra-body holds {name}, which is not JSON; give a finite number")
-
-        try:
-            flags["extra_body"] = json.loads(flags["extra_body"], parse_constant=not_a_number)
-        except ValueError:
-            raise ConfigError("--extra-body is not valid JSON; give an object like '{\"temperature\": 0}'") from None
-        if not isinstance(flags["extra_body"], dict):
-            raise ConfigError("--extra-body must be a JSON object like '{\"temperature\": 0}'")
+    flags = {k: v for k, v in vars(args).items() if v is not None and k not in COMMAND_LINE_ONLY}
     if "number" in flags:
         settings.pop("duration_s", None)
     if "duration_s" in flags:
@@ -152,9 +81,6 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     if "search" in flags:  # the searched dimension comes from the search, not from the file's ladder
         settings.pop("rate" if flags["search"] == "concurrency" else "concurrency", None)
     settings.update(flags)
-    unknown = set(settings) - set(RunConfig.__dataclass_fields__) - {"concurrency", "number", "rate", "slo"}
-    for key in unknown:
-        settings.pop(key)
     if not settings.get("url") and not settings.get("model"):
         load_keys = ("concurrency", "number", "rate", "duration_s")
         if not any(settings.get(k) is not None for k in load_keys) and not settings.get("search"):

@@ -4,24 +4,24 @@ messages that name the fix, then read by every later stage and never changed.
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, make_dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 from perfbench.apis import API_NAMES, DEFAULT_API, adapter_for_path, get_adapter
 from perfbench.errors import ConfigError
+from perfbench.option_values import DATASET_LENGTHS, LARGEST_SETTING, MAX_TOKENS_PER_REQUEST, BadValue
+from perfbench.options import BY_DEST, COMMAND_LINE_ONLY, FILE_ONLY, OPTIONS, flag_of
 from perfbench.redact import redact_url
 from perfbench.schedule import ARRIVALS
 from perfbench.slo import Slos, parse_slos
 
 DEFAULT_NUMBER = 100  # requests per step when neither --number nor --duration is given
-LARGEST_SETTING = 1e9  # any count, size or seconds above this is a typo (and overflows timers)
-MAX_TOKENS_PER_REQUEST = 1_000_000  # token lengths above this are a typo (prompts are built in memory)
-DATASET_LENGTHS = "dataset"  # --output-tokens value: each prompt's own length (JSONL max_tokens, ShareGPT answers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,81 +33,43 @@ class LoadStep:
     rate_req_s: float | None  # None: closed loop
 
 
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything a run needs; ``public_dict`` is what summary.json records (no secrets)."""
+class _RunConfigMethods:
+    """What a RunConfig can say about itself (its fields come from the option table)."""
 
-    # target
-    url: str | None = None  # full endpoint URL (resolved); None: perfbench starts a server
-    api: str = DEFAULT_API  # which API adapter
-    model: str | None = None  # model name sent in requests / model to serve
-    engine: str = "transformers"  # local server engine when --model and no --url
-    engine_args: str = ""  # extra arguments for the local server
-    device: str = "auto"  # local transformers server device
-    dtype: str = "auto"  # local transformers server dtype
-    max_batch_size: int = 64  # local transformers server: sequences decoded together
-    headers: Mapping[str, str] = field(default_factory=dict)  # extra HTTP headers
-    api_key: str | None = None  # sent as a Bearer token; never written anywhere
-    # load
-    steps: tuple[LoadStep, ...] = ()  # the ladder, one entry per step
-    duration_s: float | None = None  # per-step duration instead of a request count
-    warmup: int = 0  # warm-up requests before the first step
-    arrivals: str = "poisson"  # open-loop arrivals: poisson (gamma by burstiness) or constant
-    burstiness: float = 1.0  # gamma shape for open-loop intervals
-    ramp_up_s: float = 0.0  # open-loop linear ramp-up
-    timeout_s: float = 600.0  # per-request total timeout
-    connect_timeout_s: float = 10.0  # per-request connect timeout
-    max_failure_rate: float | None = None  # stop a ladder after a step failing more than this
-    max_response_bytes: int = 64 * 2**20  # a response past this is cut and failed (response_too_large)
-    preflight: bool = True  # one uncounted request before the first step; its failure is exit 3
-    preconnect: bool = True  # open each step's connections before its clock starts (--no-preconnect: cold starts)
-    search: str | None = None  # "concurrency" | "rate": max-load search instead of a ladder
-    search_start: float = 1.0  # first load the search probes
-    search_max: float = 1024.0  # highest load the search probes
-    search_precision: float = 0.1  # relative precision of the search result
-    # workload
-    prompts: str | None = None  # prompts file
-    input_tokens: str | None = None  # synthetic prompt length distribution (tokens)
-    output_tokens: str | None = None  # exact output length distribution (tokens)
-    max_tokens: int | None = None  # cap on output tokens
-    ignore_eos: bool = False  # ask the server to ignore EOS (vLLM-style servers)
-    batch_size: int = 1  # inputs per request (embeddings API)
-    extra_body: Mapping[str, Any] = field(default_factory=dict)  # merged into every request body
-    shared_prefix_tokens: int = 0  # synthetic prompts share a prefix of this many tokens
-    prefix_groups: int = 1  # number of distinct shared prefixes
-    tokenizer: str | None = None  # local tokenizer (exact synthetic lengths, token counts without usage)
-    seed: int = 0  # prompts and arrivals
-    # checks and outputs
-    slos: Slos | None = None  # --slo
-    slo_text: str | None = None  # --slo as given, for the record
-    name: str | None = None  # run name (output folder, history)
-    output_dir: str | None = None  # where files go
-    tags: Mapping[str, str] = field(default_factory=dict)  # history labels
-    baseline: str | None = None  # compare against this run after the run
-    thresholds: str | None = None  # regression thresholds for --baseline
-    store: str | None = None  # history store path
-    junit: str | None = None  # JUnit XML of the checks
-    metrics_url: str | None = None  # Prometheus endpoint to sample during the run
-    telemetry: bool = True  # sample GPU / server metrics
-    plots: bool = True  # write plots and report.html
-    live: bool = True  # live progress display
-    mock: Mapping[str, Any] = field(default_factory=dict)  # built-in mock settings (simulated runs)
+    __slots__ = ()
 
     @property
     def simulated(self) -> bool:
-        return self.url is None and self.model is None
+        return self.url is None and self.model is None  # type: ignore[attr-defined]
 
     def public_dict(self) -> dict[str, Any]:
         """The config as summary.json records it: secrets removed, header values redacted."""
-        out = asdict(self)
+        out = asdict(self)  # type: ignore[call-overload]
         out.pop("api_key")
         out.pop("slos")
-        out["headers"] = {k: "<redacted>" for k in self.headers}  # any header may carry a credential
+        out["headers"] = {k: "<redacted>" for k in out["headers"]}  # any header may carry a credential
         for key in ("url", "metrics_url"):  # a URL's password or ?api_key= stays out of every file
             if out.get(key):
                 out[key] = redact_url(out[key])
-        out["steps"] = [asdict(s) for s in self.steps]
         return out
+
+
+def _run_config_fields() -> list[tuple[str, str, Any]]:
+    fields = [(o.dest, o.type, field(default_factory=dict) if o.default == {} else field(default=o.default))
+              for o in OPTIONS if o.config]
+    # Fields computed from several options: the ladder from concurrency/number/rate, the limits from --slo.
+    fields += [
+        ("steps", "tuple[LoadStep, ...]", field(default=())),
+        ("slos", "Slos | None", field(default=None)),
+        ("slo_text", "str | None", field(default=None)),  # the limits as --slo text, for the record
+    ]
+    return fields
+
+
+# Everything a run needs, one field per option of the table; ``public_dict`` is what summary.json
+# records (no secrets). Frozen: built once by ``config_from_settings``, then only read.
+RunConfig = make_dataclass("RunConfig", _run_config_fields(), bases=(_RunConfigMethods,), frozen=True)
+RunConfig.__module__ = __name__
 
 
 def resolve_url(url: str, api: str | None) -> tuple[str, str]:
@@ -377,36 +339,29 @@ def safe_name(text: str) -> str:
     return _NAME_SAFE.sub("-", text).strip("-")[:60] or "run"
 
 
+_STEP_KEYS = ("concurrency", "number", "rate", "slo")  # settings that become steps and slos, not fields
+
+# Text options for which an empty value is a slip (an empty --url has its own message).
+_NOT_EMPTY = ("model", "name", "output_dir", "slo", "tokenizer", "prompts", "store", "junit", "baseline", "metrics_url")
+
+
 def config_from_settings(settings: Mapping[str, Any]) -> RunConfig:
-    """Validate merged settings (scenario values under flags, keyed by argparse dest) into a RunConfig."""
+    """Validate merged settings (scenario values under flags, keyed by the option table's dests) into a RunConfig."""
     s = dict(settings)
+    for key in s:
+        if key not in BY_DEST or key in COMMAND_LINE_ONLY or key in FILE_ONLY:
+            hint = difflib.get_close_matches(str(key), [o.dest for o in OPTIONS if o.config or o.dest in _STEP_KEYS], n=1)
+            raise ConfigError(f"unknown setting {key!r}" + (f"; did you mean {hint[0]!r}?" if hint else ""))
 
-    def positive(key: str, flag: str, *, allow_zero: bool = False) -> None:
-        v = s.get(key)
-        if v is None:
-            return
-        if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
-            raise ConfigError(f"{flag} must be a finite number {'>= 0' if allow_zero else '> 0'} (got {v})")
-        if v > LARGEST_SETTING:  # past this, timers overflow and counts exhaust memory
-            raise ConfigError(f"{flag} {v:g} is too large; use a value up to {LARGEST_SETTING:g}")
-
-    for key, flag in (("duration_s", "--duration"), ("timeout_s", "--timeout"), ("connect_timeout_s", "--connect-timeout"),
-                      ("max_tokens", "--max-tokens"), ("burstiness", "--burstiness"), ("search_precision", "--search-precision"),
-                      ("search_max", "--search-max"), ("search_start", "--search-start"), ("max_batch_size", "--max-batch-size"),
-                      ("max_response_bytes", "--max-response-bytes"), ("prefix_groups", "--prefix-groups")):
-        positive(key, flag)
-    for key, flag in (("warmup", "--warmup"), ("ramp_up_s", "--ramp-up"), ("shared_prefix_tokens", "--shared-prefix-tokens")):
-        positive(key, flag, allow_zero=True)
-    if s.get("max_tokens") is not None and s["max_tokens"] > MAX_TOKENS_PER_REQUEST:
-        raise ConfigError(f"--max-tokens {s['max_tokens']} is above {MAX_TOKENS_PER_REQUEST:,}; lower it")
-    seed = s.get("seed")
-    if seed is not None and not 0 <= seed < 2**63:
-        raise ConfigError(f"--seed {seed} is out of range; use an integer from 0 to 2**63-1")
-    for key, flag in (("model", "--model"), ("name", "--name"), ("output_dir", "--output-dir"), ("slo", "--slo"),
-                      ("tokenizer", "--tokenizer"), ("prompts", "--prompts"), ("store", "--store"), ("junit", "--junit"),
-                      ("baseline", "--baseline"), ("metrics_url", "--metrics-url")):
+    for option in OPTIONS:  # each number within its option's bounds (a scenario's were checked as read: same bounds)
+        if option.check is not None and s.get(option.dest) is not None:
+            try:
+                option.check.check(s[option.dest])
+            except BadValue as exc:
+                raise ConfigError(f"{option.flag} {exc}") from None
+    for key in _NOT_EMPTY:
         if isinstance(s.get(key), str) and not s[key].strip():
-            raise ConfigError(f"{flag} is empty; give a value or drop {flag}")
+            raise ConfigError(f"{flag_of(key)} is empty; give a value or drop {flag_of(key)}")
     for key, flag in (("output_dir", "--output-dir"), ("store", "--store"), ("junit", "--junit")):
         if s.get(key):
             check_path_text(str(s[key]), flag)
@@ -436,11 +391,9 @@ def config_from_settings(settings: Mapping[str, Any]) -> RunConfig:
     api = api or DEFAULT_API
     if s.get("search") not in (None, "concurrency", "rate"):
         raise ConfigError(f"--search {s['search']!r}: use concurrency or rate")
-    slo_text = s.get("slo")
-    slos = parse_slos(slo_text) if isinstance(slo_text, str) and slo_text else None
-    if isinstance(slo_text, Mapping):
-        slos = Slos.from_mapping(slo_text)
-        slo_text = ",".join(f"{k}={v}" for k, v in slo_text.items())
+    slo = s.get("slo")
+    slos = parse_slos(slo) if isinstance(slo, str) and slo else Slos.from_mapping(slo) if isinstance(slo, Mapping) else None
+    slo_text = slos.to_text() if slos is not None else None
     if s.get("search") and (slos is None or not slos.step_limits):
         raise ConfigError("--search needs step-limit SLOs to judge each load, e.g. --slo ttft_p99=500,tpot_p99=50")
     if s.get("engine") not in (None, "transformers", "vllm"):
@@ -498,11 +451,7 @@ def config_from_settings(settings: Mapping[str, Any]) -> RunConfig:
         if other:
             raise ConfigError(f"--url carries user:password credentials and {other} sets Authorization too; "
                               f"keep one of them{' (unset OPENAI_API_KEY)' if other.startswith('$') else ''}")
-    mfr = s.get("max_failure_rate")
-    if mfr is not None and not 0 <= mfr <= 1:
-        raise ConfigError(f"--max-failure-rate must be between 0 and 1 (got {mfr})")
-    known = {f for f in RunConfig.__dataclass_fields__}
-    direct = {k: v for k, v in s.items() if k in known and v is not None}
+    direct = {k: v for k, v in s.items() if k in RunConfig.__dataclass_fields__ and v is not None}
     direct.update(
         url=url,
         api=api,

@@ -27,7 +27,8 @@ import numpy as np
 
 from perfbench import __version__, event_loop
 from perfbench.apis import ApiAdapter, get_adapter
-from perfbench.config import DATASET_LENGTHS, LoadStep, RunConfig, safe_name
+from perfbench.config import LoadStep, RunConfig, safe_name
+from perfbench.option_values import DATASET_LENGTHS
 from perfbench.engine import Engine, LiveCounters, PreparedRequest, StepPlan, Target, make_session
 from perfbench.errors import ConfigError, TargetError
 from perfbench.lengths import LengthDistribution

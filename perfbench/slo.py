@@ -69,6 +69,10 @@ class Slos:
         out.update((limit.name, limit.limit_ms) for limit in self.step_limits)
         return out
 
+    def to_text(self) -> str:
+        """The --slo text that parses back to these limits, one spelling however they were given."""
+        return ",".join(f"{key}={limit_ms:g}" for key, limit_ms in self.to_mapping().items())
+
 
 def parse_slos(text: str) -> Slos:
     """Parse ``--slo`` text: comma-separated ``key=value`` items, values in ms (``ms`` optional)."""

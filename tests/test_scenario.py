@@ -132,7 +132,6 @@ def test_prompts_resolved_from_cwd_first_then_scenario_folder(tmp_path: Path, mo
         ("load: {rate: []}", "load.rate: the list is empty"),
         ("load: {search: concurency}", "load.search: 'concurency' is not allowed; did you mean 'concurrency'?"),
         ("load: {search: rate, rate: [1, 2]}", "load.rate: a ladder cannot go with 'search: rate'"),
-        ("load: {start: 4}", "load.start: only applies to a search"),
         ("load: {number: 10, duration_s: 5}", "load.duration_s: number and duration_s both bound a step; keep one"),
         ("load: {search: concurrency, start: 1.5}", "load.start: a concurrency search starts at a whole number"),
         ("load: {search: rate, start: 8, max: 2}", "load.max: 2 is below start 8; raise max"),
