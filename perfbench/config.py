@@ -5,7 +5,6 @@ messages that name the fix, then read by every later stage and never changed.
 from __future__ import annotations
 
 import difflib
-import math
 import os
 import re
 from dataclasses import asdict, dataclass, field, make_dataclass, replace
@@ -15,7 +14,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 from perfbench.apis import API_NAMES, DEFAULT_API, adapter_for_path, get_adapter
 from perfbench.errors import ConfigError
-from perfbench.option_values import DATASET_LENGTHS, LARGEST_SETTING, MAX_TOKENS_PER_REQUEST, BadValue
+from perfbench.option_values import (
+    BAD_HEADER_VALUE, DATASET_LENGTHS, LARGEST_SETTING, MAX_TOKENS_PER_REQUEST, BadValue, check_extra_body, check_path_text,
+    parse_float_list, parse_headers, parse_int_list, parse_mock_settings, parse_tags, shown_text,
+)
 from perfbench.options import BY_DEST, COMMAND_LINE_ONLY, FILE_ONLY, OPTIONS, flag_of
 from perfbench.redact import redact_url
 from perfbench.schedule import ARRIVALS
@@ -147,103 +149,6 @@ def build_steps(
     return tuple(steps)
 
 
-def parse_int_list(text: str, flag: str) -> list[int]:
-    try:
-        return [int(x) for x in str(text).split(",") if x.strip()]
-    except ValueError:
-        raise ConfigError(f"{flag} {text!r}: expected an integer or a comma-separated list like 1,4,16") from None
-
-
-def parse_float_list(text: str, flag: str) -> list[float]:
-    try:
-        values = [float(x) for x in str(text).split(",") if x.strip()]
-    except ValueError:
-        values = [math.nan]
-    if not all(math.isfinite(v) for v in values):
-        raise ConfigError(f"{flag} {text!r}: expected a finite number or a comma-separated list like 1,2.5,10")
-    return values
-
-
-# RFC 7230 token: what a header name may be made of.
-_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_BAD_HEADER_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # CR, LF, NUL and other controls (tab is allowed)
-# Headers the HTTP client sets from the request itself: a user value would corrupt the framing.
-_CLIENT_HEADERS = ("content-length", "transfer-encoding", "host", "connection")
-
-
-def parse_headers(values: list[str] | Mapping[str, str] | None) -> dict[str, str]:
-    """``["X-Team: infra"]`` (or a mapping) -> dict; ConfigError for anything that would corrupt every request."""
-    if not values:
-        return {}
-    if isinstance(values, Mapping):
-        pairs = [(str(k), str(v)) for k, v in values.items()]
-    else:
-        pairs = []
-        for item in values:
-            name, sep, value = item.partition(":")
-            if not sep or not name.strip():
-                raise ConfigError(f"--header {_shown(item)}: expected 'Name: value'")
-            pairs.append((name.strip(), value.strip()))
-    headers = {}
-    for name, value in pairs:
-        if not _HEADER_NAME.fullmatch(name):
-            raise ConfigError(f"--header {_shown(name)} is not a valid header name; use letters, digits and -, e.g. X-Team")
-        if name.lower() in _CLIENT_HEADERS:
-            raise ConfigError(f"--header {name}: perfbench sets {name} itself for each request; drop this header")
-        if _BAD_HEADER_VALUE.search(value):
-            raise ConfigError(f"--header {name}: the value contains a line break, NUL or control character; remove it")
-        headers[name] = value
-    return headers
-
-
-def _shown(text: str) -> str:
-    """A user's text for an error line: escaped (no raw CR/LF), shortened."""
-    return ascii(text[:80])
-
-
-def check_path_text(path: str, flag: str) -> None:
-    """ConfigError for a path the file system cannot hold: NUL bytes, a name over 255 bytes."""
-    if "\x00" in path:
-        raise ConfigError(f"{flag} contains a NUL byte; give a plain path")
-    for part in path.replace(os.sep, "/").split("/"):
-        if len(os.fsencode(part)) > 255:
-            raise ConfigError(f"{flag}: the name {part[:40]}... is longer than 255 bytes; choose a shorter name")
-
-
-def check_extra_body(extra: Any) -> None:
-    """Refuse --extra-body fields that would make every request fail or be measured wrongly."""
-    if not isinstance(extra, Mapping):
-        raise ConfigError("--extra-body must be a JSON object like '{\"temperature\": 0}'")
-    if "stream" in extra and extra["stream"] is not True:
-        raise ConfigError("--extra-body sets stream to something other than true; perfbench measures streamed answers, drop 'stream'")
-    if "stream_options" in extra:
-        options = extra["stream_options"]
-        if not isinstance(options, Mapping) or options.get("include_usage") is not True:
-            raise ConfigError('--extra-body replaces stream_options without "include_usage": true, so no usage '
-                              'would come back; add "include_usage": true or drop stream_options')
-    for key in ("messages", "prompt"):
-        if key in extra:
-            raise ConfigError(f"--extra-body sets {key!r}, which would replace every prompt; give prompts with --prompts FILE")
-    if "model" in extra:
-        raise ConfigError("--extra-body sets 'model'; set the model with --model so the run records it")
-
-
-def parse_tags(values: list[str] | tuple[str, ...] | Mapping[str, str] | None) -> dict[str, str]:
-    """``["branch=main", "gpu=h100,suite=nightly"]`` (or a mapping) -> dict; ConfigError naming the bad item."""
-    if not values:
-        return {}
-    if isinstance(values, Mapping):
-        return {str(k): str(v) for k, v in values.items()}
-    tags: dict[str, str] = {}
-    for item in values:
-        for part in item.split(","):
-            key, sep, value = part.partition("=")
-            if not sep or not key.strip():
-                raise ConfigError(f"bad tag {part!r}; write KEY=VALUE, e.g. --tag branch=main")
-            tags[key.strip()] = value.strip()
-    return tags
-
-
 def _check_local_server(s: Mapping[str, Any]) -> None:
     """The local server's settings, checked before minutes of model loading."""
     model = s.get("model")
@@ -256,16 +161,16 @@ def _check_local_server(s: Mapping[str, Any]) -> None:
         if missing:
             raise ConfigError(f"--model {model}: no such directory; pass a model directory or a Hugging Face name")
     if s.get("device") is not None and not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(s["device"])):
-        raise ConfigError(f"--device {_shown(str(s['device']))} is not one of auto, cpu, cuda, cuda:N")
+        raise ConfigError(f"--device {shown_text(str(s['device']))} is not one of auto, cpu, cuda, cuda:N")
     if s.get("dtype") is not None and s["dtype"] not in ("auto", "bfloat16", "float16", "float32"):
-        raise ConfigError(f"--dtype {_shown(str(s['dtype']))} is not one of auto, bfloat16, float16, float32")
+        raise ConfigError(f"--dtype {shown_text(str(s['dtype']))} is not one of auto, bfloat16, float16, float32")
     if s.get("engine_args"):
         import shlex
 
         try:
             shlex.split(str(s["engine_args"]))
         except ValueError as exc:
-            raise ConfigError(f"--engine-args {_shown(str(s['engine_args']))}: {exc}; quote it like a shell command line") from None
+            raise ConfigError(f"--engine-args {shown_text(str(s['engine_args']))}: {exc}; quote it like a shell command line") from None
     prompts = s.get("prompts")
     try:  # /dev/zero or a FIFO would be read forever
         odd_prompts = bool(prompts) and Path(prompts).exists() and not Path(prompts).is_file() and not Path(prompts).is_dir()
@@ -311,24 +216,6 @@ def _check_combinations(s: Mapping[str, Any], url: str | None) -> None:
                 raise ConfigError(f"{flag} tunes a max-load search; add --search concurrency|rate, or drop {flag}")
     elif s.get("search_start") is not None and s.get("search_max") is not None and s["search_start"] > s["search_max"]:
         raise ConfigError(f"--search-start ({s['search_start']:g}) is above --search-max ({s['search_max']:g}); lower the start or raise the max")
-
-
-def parse_mock_settings(text: str) -> dict[str, Any]:
-    """``--mock capacity=8,itl_ms=5`` -> {"capacity": 8, "itl_ms": 5.0}; values are numbers or words."""
-    settings: dict[str, Any] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--mock {item!r}: expected key=value, e.g. --mock capacity=8,itl_ms=5")
-        for kind in (int, float):
-            try:
-                settings[key.strip()] = kind(value)
-                break
-            except ValueError:
-                continue
-        else:
-            settings[key.strip()] = {"true": True, "false": False}.get(value.strip().lower(), value.strip())
-    return settings
 
 
 _NAME_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -438,7 +325,7 @@ def config_from_settings(settings: Mapping[str, Any]) -> RunConfig:
     if api_key is not None:
         source = "--api-key" if s.get("api_key") else "$OPENAI_API_KEY"
         api_key = api_key.strip()  # a trailing newline from a secrets file is not part of the key
-        if _BAD_HEADER_VALUE.search(api_key):  # CR/LF inside would split the Authorization header
+        if BAD_HEADER_VALUE.search(api_key):  # CR/LF inside would split the Authorization header
             raise ConfigError(f"{source} contains a line break, NUL or control character; pass the key alone")
         if not api_key.isascii() or not api_key:
             raise ConfigError(f"{source} is empty or not ASCII text; pass the key exactly as issued")

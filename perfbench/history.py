@@ -8,9 +8,10 @@ from typing import Sequence
 
 from perfbench.cliutil import OneLineArgumentParser
 from perfbench.errors import ConfigError, PerfbenchError
-from perfbench.config import parse_tags
+from perfbench.option_values import parse_tags
 from perfbench.metrics import DISTRIBUTIONS, METRICS, RATE, STATISTICS, metric_of
 from perfbench.redact import redact_url
+from perfbench.runfiles import step_label
 from perfbench.store import RunInfo, RunStore, default_store_path
 
 _STEP_COUNTS = ("duration_s", "requests_succeeded", "requests_failed")  # step facts a trend can follow, besides the metrics
@@ -32,7 +33,7 @@ def _tags(info: RunInfo) -> str:
 
 
 def _steps(info: RunInfo) -> str:
-    return ",".join(str(s.get("concurrency")) for s in info.summary.get("steps") or [])
+    return ", ".join(step_label(s) for s in info.summary.get("steps") or [])
 
 
 def plot_trend(trend: Sequence[tuple[RunInfo, float | None]], metric: str, path: Path) -> None:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import os
+import re
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from perfbench.errors import ConfigError
 
@@ -216,3 +218,120 @@ def mock_settings(value: Any) -> dict[str, Any]:
             hint = difflib.get_close_matches(str(key), allowed, n=1)
             raise BadValue(f"unknown mock setting '{key}'; " + (f"did you mean '{hint[0]}'?" if hint else "allowed: " + ", ".join(allowed)))
     return dict(value)
+
+
+# Flag texts of the options whose command-line spelling needs parsing beyond argparse.
+
+# RFC 7230 token: what a header name may be made of.
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+BAD_HEADER_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # CR, LF, NUL and other controls (tab is allowed)
+# Headers the HTTP client sets from the request itself: a user value would corrupt the framing.
+_CLIENT_HEADERS = ("content-length", "transfer-encoding", "host", "connection")
+
+
+def parse_int_list(text: str, flag: str) -> list[int]:
+    try:
+        return [int(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"{flag} {text!r}: expected an integer or a comma-separated list like 1,4,16") from None
+
+
+def parse_float_list(text: str, flag: str) -> list[float]:
+    try:
+        values = [float(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        values = [math.nan]
+    if not all(math.isfinite(v) for v in values):
+        raise ConfigError(f"{flag} {text!r}: expected a finite number or a comma-separated list like 1,2.5,10")
+    return values
+
+
+def parse_headers(values: list[str] | Mapping[str, str] | None) -> dict[str, str]:
+    """``["X-Team: infra"]`` (or a mapping) -> dict; ConfigError for anything that would corrupt every request."""
+    if not values:
+        return {}
+    if isinstance(values, Mapping):
+        pairs = [(str(k), str(v)) for k, v in values.items()]
+    else:
+        pairs = []
+        for item in values:
+            name, sep, value = item.partition(":")
+            if not sep or not name.strip():
+                raise ConfigError(f"--header {shown_text(item)}: expected 'Name: value'")
+            pairs.append((name.strip(), value.strip()))
+    headers = {}
+    for name, value in pairs:
+        if not _HEADER_NAME.fullmatch(name):
+            raise ConfigError(f"--header {shown_text(name)} is not a valid header name; use letters, digits and -, e.g. X-Team")
+        if name.lower() in _CLIENT_HEADERS:
+            raise ConfigError(f"--header {name}: perfbench sets {name} itself for each request; drop this header")
+        if BAD_HEADER_VALUE.search(value):
+            raise ConfigError(f"--header {name}: the value contains a line break, NUL or control character; remove it")
+        headers[name] = value
+    return headers
+
+
+def shown_text(text: str) -> str:
+    """A user's text for an error line: escaped (no raw CR/LF), shortened."""
+    return ascii(text[:80])
+
+
+def check_path_text(path: str, flag: str) -> None:
+    """ConfigError for a path the file system cannot hold: NUL bytes, a name over 255 bytes."""
+    if "\x00" in path:
+        raise ConfigError(f"{flag} contains a NUL byte; give a plain path")
+    for part in path.replace(os.sep, "/").split("/"):
+        if len(os.fsencode(part)) > 255:
+            raise ConfigError(f"{flag}: the name {part[:40]}... is longer than 255 bytes; choose a shorter name")
+
+
+def check_extra_body(extra: Any) -> None:
+    """Refuse --extra-body fields that would make every request fail or be measured wrongly."""
+    if not isinstance(extra, Mapping):
+        raise ConfigError("--extra-body must be a JSON object like '{\"temperature\": 0}'")
+    if "stream" in extra and extra["stream"] is not True:
+        raise ConfigError("--extra-body sets stream to something other than true; perfbench measures streamed answers, drop 'stream'")
+    if "stream_options" in extra:
+        options = extra["stream_options"]
+        if not isinstance(options, Mapping) or options.get("include_usage") is not True:
+            raise ConfigError('--extra-body replaces stream_options without "include_usage": true, so no usage '
+                              'would come back; add "include_usage": true or drop stream_options')
+    for key in ("messages", "prompt"):
+        if key in extra:
+            raise ConfigError(f"--extra-body sets {key!r}, which would replace every prompt; give prompts with --prompts FILE")
+    if "model" in extra:
+        raise ConfigError("--extra-body sets 'model'; set the model with --model so the run records it")
+
+
+def parse_tags(values: list[str] | tuple[str, ...] | Mapping[str, str] | None) -> dict[str, str]:
+    """``["branch=main", "gpu=h100,suite=nightly"]`` (or a mapping) -> dict; ConfigError naming the bad item."""
+    if not values:
+        return {}
+    if isinstance(values, Mapping):
+        return {str(k): str(v) for k, v in values.items()}
+    tags: dict[str, str] = {}
+    for item in values:
+        for part in item.split(","):
+            key, sep, value = part.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"bad tag {part!r}; write KEY=VALUE, e.g. --tag branch=main")
+            tags[key.strip()] = value.strip()
+    return tags
+
+
+def parse_mock_settings(text: str) -> dict[str, Any]:
+    """``--mock capacity=8,itl_ms=5`` -> {"capacity": 8, "itl_ms": 5.0}; values are numbers or words."""
+    settings: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--mock {item!r}: expected key=value, e.g. --mock capacity=8,itl_ms=5")
+        for kind in (int, float):
+            try:
+                settings[key.strip()] = kind(value)
+                break
+            except ValueError:
+                continue
+        else:
+            settings[key.strip()] = {"true": True, "false": False}.get(value.strip().lower(), value.strip())
+    return settings

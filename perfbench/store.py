@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
-from perfbench.config import parse_tags
+from perfbench.option_values import parse_tags
 from perfbench.errors import ConfigError
 from perfbench.redact import redact_url
 from perfbench.runfiles import read_summary, read_telemetry, step_metric
