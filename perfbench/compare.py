@@ -30,7 +30,7 @@ from perfbench.cliutil import OneLineArgumentParser, check_writable_file
 from perfbench.errors import ConfigError, PerfbenchError
 from perfbench.metrics import DISTRIBUTION, METRICS, RATE, metric_of, request_samples
 from perfbench.records import RequestRecord
-from perfbench.runfiles import COMPARISON_SCHEMA, iter_request_lines, read_summary, step_metric, write_comparison
+from perfbench.runfiles import COMPARISON_SCHEMA, iter_request_lines, read_summary, step_label, step_metric, write_comparison
 
 # What compare shows, from the metric registry: the compared distributions at these statistics, and the compared rates.
 DISTRIBUTIONS = tuple(m.key for m in METRICS if m.compared and m.kind == DISTRIBUTION)
@@ -102,7 +102,7 @@ DEFAULT_THRESHOLDS: tuple[Threshold, ...] = tuple(Threshold(spec, pct) for m in 
 class MetricComparison:
     """One metric of one step, base against new."""
 
-    step: str  # step label, e.g. "concurrency=16" or "concurrency=64 rate=8/s"
+    step: str  # the step's label (runfiles.step_label), e.g. "c=16" or "rate=8/s cap=64"
     metric: str  # "ttft_ms.p99", "output_throughput_tok_s", ...
     base: float | None  # the base run's value (summary.json), None when it has none
     new: float | None  # the new run's value
@@ -309,14 +309,6 @@ def _ci_pct(base_boot: np.ndarray, new_boot: np.ndarray, confidence: float) -> t
 
 
 # -------------------------------------------------------------------------- comparing
-
-
-def step_label(step: Mapping[str, Any]) -> str:
-    """A step's name: its concurrency and, for open loop, its rate."""
-    label = f"concurrency={step.get('concurrency')}"
-    if step.get("rate_req_s") is not None:
-        label += f" rate={step['rate_req_s']:g}/s"
-    return label
 
 
 def _match_steps(

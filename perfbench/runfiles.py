@@ -276,9 +276,12 @@ def step_metric(step: Mapping[str, Any], metric: str) -> float | None:
 
 
 def step_label(step: Mapping[str, Any]) -> str:
-    """A step's short name: ``c=8`` for a closed-loop step, ``rate=4/s`` for an open-loop one."""
-    rate = step.get("rate_req_s")
-    return f"rate={rate:g}/s" if isinstance(rate, (int, float)) else f"c={step.get('concurrency')}"
+    """A STEP's one name wherever a step is shown (terminal, report.html, plots, compare, JUnit, history):
+    ``c=8`` closed loop, ``rate=4/s`` open loop, ``rate=4/s cap=8`` open loop with a concurrency cap."""
+    rate, concurrency = step.get("rate_req_s"), step.get("concurrency")
+    if not isinstance(rate, (int, float)):
+        return f"c={concurrency}"
+    return f"rate={rate:g}/s" if concurrency is None else f"rate={rate:g}/s cap={concurrency}"
 
 
 # --- telemetry.jsonl ---------------------------------------------------------------------------

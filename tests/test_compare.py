@@ -193,8 +193,8 @@ def test_steps_are_matched_by_concurrency(tmp_path: Path) -> None:
         tmp_path / "new", [StepSpec(concurrency=8, requests=80, slowdown=1.3), StepSpec(concurrency=2, requests=60)], seed=5
     )
     comparison = compare_runs(base, new)
-    assert {r.step for r in comparison.rows} == {"concurrency=8"}
-    assert comparison.unmatched_steps == ("new concurrency=2", "base concurrency=1")
+    assert {r.step for r in comparison.rows} == {"c=8"}
+    assert comparison.unmatched_steps == ("new c=2", "base c=1")
     assert comparison.regressed
 
 

@@ -91,7 +91,7 @@ def test_report_is_self_contained_escaped_and_complete(tmp_path: Path) -> None:
     images = [attrs["src"] for tag, attrs in parsed.tags if tag == "img"]
     assert images == ["data:image/png;base64," + base64.b64encode(PNG_1x1).decode()]
     # summary per step, telemetry, config and environment
-    assert "concurrency=4" in text and "35 / 5" in text
+    assert "c=4" in text and "35 / 5" in text
     assert "400.0 J (counter)" in text  # (401000 - 1000) mJ
     assert "vllm:num_requests_running" in text
     assert '"max_tokens": 32' in text and "perfbench" in text

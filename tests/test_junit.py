@@ -16,7 +16,7 @@ from run_fixtures import StepSpec, simulate_step, write_run
 
 def _row(metric: str, change: float | None, regressed: bool, threshold: Threshold | None) -> MetricComparison:
     return MetricComparison(
-        step="concurrency=4", metric=metric, base=100.0, new=None if change is None else 100.0 + change,
+        step="c=4", metric=metric, base=100.0, new=None if change is None else 100.0 + change,
         change_pct=change, ci_low_pct=None if change is None else change - 5, ci_high_pct=None if change is None else change + 5,
         significant=change is not None, regressed=regressed, threshold=threshold,
     )
@@ -45,7 +45,7 @@ def test_one_testcase_per_check(tmp_path: Path) -> None:
     assert failure is not None and "+25.0%" in failure.get("message") and "limit +10%" in failure.get("message")
     assert cases["tpot_ms.p50 +10%"].find("failure") is None
     assert cases["itl_ms.p50 +10%"].find("skipped") is not None
-    assert all(case.get("classname") == "perfbench.concurrency=4" for case in cases.values())
+    assert all(case.get("classname") == "perfbench.c=4" for case in cases.values())
     props = {p.get("name"): p.get("value") for p in suite.iter("property")}
     assert props["base"] == "runs/<base>"  # escaped by the writer, intact after parsing
 
@@ -81,11 +81,11 @@ def test_slo_results_are_testcases(tmp_path: Path) -> None:
     assert (root.get("tests"), root.get("failures")) == ("6", "2")
     cases = [(c.get("classname"), c.get("name"), c.find("failure")) for c in suite.iter("testcase")]
     assert [(cls, name) for cls, name, _ in cases[:3]] == [
-        ("slo.c=4", "ttft_p99 <= 10000 ms"), ("slo.c=4", "ttft_p50 <= 1 ms"), ("slo.c=4", "tpot_p99 <= 10000 ms"),
+        ("perfbench.c=4", "ttft_p99 <= 10000 ms"), ("perfbench.c=4", "ttft_p50 <= 1 ms"), ("perfbench.c=4", "tpot_p99 <= 10000 ms"),
     ]
-    assert {cls for cls, _, _ in cases[3:]} == {"slo.rate=4/s"}
+    assert {cls for cls, _, _ in cases[3:]} == {"perfbench.rate=4/s cap=64"}
     failed = [(cls, name, f) for cls, name, f in cases if f is not None]
-    assert [(cls, name) for cls, name, _ in failed] == [("slo.c=4", "ttft_p50 <= 1 ms"), ("slo.rate=4/s", "ttft_p50 <= 1 ms")]
+    assert [(cls, name) for cls, name, _ in failed] == [("perfbench.c=4", "ttft_p50 <= 1 ms"), ("perfbench.rate=4/s cap=64", "ttft_p50 <= 1 ms")]
     value = steps[0]["slo_results"][1]["value_ms"]
     assert failed[0][2].get("message") == f"c=4 ttft_p50: {value:.2f} ms, limit 1 ms"
 

@@ -137,7 +137,7 @@ def test_search_run_and_rate_steps_plot(tmp_path: Path) -> None:
     search = {"dimension": "rate", "max_passing": 4.0, "knee": 4.0, "precision": 0.1}
     run_dir = write_run(tmp_path / "search", steps, slo="ttft_p99=100", search=search, loads=loads)
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert [s.label for s in plots._by_load(plots._steps(summary))] == ["2 req/s", "4 req/s", "6 req/s", "8 req/s"]
+    assert [s.label for s in plots._by_load(plots._steps(summary))] == ["rate=2/s cap=64", "rate=4/s cap=64", "rate=6/s cap=64", "rate=8/s cap=64"]
     assert "capacity.png" in [p.name for p in plots.write_plots(run_dir)]
 
 

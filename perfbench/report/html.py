@@ -17,11 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from perfbench.compare import Comparison, compare_runs, resolve_base, step_label
+from perfbench.compare import Comparison, compare_runs, resolve_base
 from perfbench.cliutil import OneLineArgumentParser
 from perfbench.errors import ConfigError, PerfbenchError
 from perfbench.metrics import DISTRIBUTIONS, METRICS, RATE
-from perfbench.runfiles import COMPARISON_FILE, TELEMETRY_FILE, iter_request_lines, read_comparison, read_summary, read_telemetry
+from perfbench.runfiles import (
+    COMPARISON_FILE, TELEMETRY_FILE, iter_request_lines, read_comparison, read_summary, read_telemetry, step_label,
+)
 from perfbench.telemetry.sampler import server_series, summarize_telemetry
 
 log = logging.getLogger(__name__)

@@ -31,7 +31,7 @@ from perfbench.cliutil import OneLineArgumentParser
 from perfbench.errors import ConfigError, PerfbenchError
 from perfbench import metrics
 from perfbench.records import RequestRecord
-from perfbench.runfiles import iter_record_chunks, read_summary, read_telemetry
+from perfbench.runfiles import iter_record_chunks, read_summary, read_telemetry, step_label
 from perfbench.search import find_knee
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ class _Step:
     """One summary.json step with what the plots need."""
 
     index: int  # position in summary.json (= records' step)
-    label: str  # "c=8" or "4 req/s"
+    label: str  # runfiles.step_label ("c=8", "rate=4/s cap=8"), "#3 " before it when a load repeats
     load: float  # concurrency or requests/s
     data: dict[str, Any]  # the STEP object
 
@@ -298,11 +298,8 @@ def _steps(summary: dict[str, Any]) -> list[_Step]:
     steps = []
     for index, data in enumerate(summary["steps"]):
         rate = data.get("rate_req_s")
-        if rate is not None:
-            steps.append(_Step(index, f"{rate:g} req/s", float(rate), data))
-        else:
-            concurrency = data.get("concurrency") or 0
-            steps.append(_Step(index, f"c={concurrency}", float(concurrency), data))
+        load = float(rate) if rate is not None else float(data.get("concurrency") or 0)
+        steps.append(_Step(index, step_label(data), load, data))
     labels = [s.label for s in steps]
     if len(set(labels)) < len(labels):  # repeated loads: tell them apart by step number
         steps = [_Step(s.index, f"#{s.index + 1} {s.label}", s.load, s.data) for s in steps]
