@@ -15,21 +15,18 @@ A failed request never raises out of here: it is a record with a reason.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-import zlib
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Any, Callable, NamedTuple, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 import aiohttp
 
 from perfbench import records as R
-from perfbench.apis import ApiAdapter, StreamContent
+from perfbench.answers import DECODERS, AnswerReader, Exchange, ReadStream, error_text, is_event_stream, is_json, one_line, too_large
+from perfbench.apis import ApiAdapter
 from perfbench.records import RequestRecord
-from perfbench.redact import redact_text
 from perfbench.schedule import arrival_offsets_s
-from perfbench.sse import RecordedEvents, parse_recorded
 from perfbench.tokens import Tokenizer
 
 _ERROR_BODY_BYTES = 2000  # how much of an error answer to read for the record's error text
@@ -40,7 +37,6 @@ MAX_LINE_BYTES = 8 * 2**20  # one SSE line (an event's data) longer than this cu
 _READ_OVERHEAD_BYTES = 100
 MAX_PRECONNECT = 4096  # connections opened ahead of a step, at most
 MAX_FINISH_BACKLOG = 256  # ended requests waiting for their records, at most (each holds its answer's bytes)
-_DECODERS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +128,7 @@ class Engine:
         self._target = target
         self._requests = requests
         self._sink = sink
-        self._tokenizer = tokenizer
+        self._answers = AnswerReader(target, tokenizer)
         self.counters = counters or LiveCounters()
         self._next_request = 0  # cycles through `requests` across steps
         self._finisher = _Finisher(self._finish)
@@ -251,9 +247,9 @@ class Engine:
         self._finisher.put(exchange)
         return exchange.end_ns
 
-    def _finish(self, exchange: "_Exchange") -> None:
+    def _finish(self, exchange: Exchange) -> None:
         """An ended request's record: built, counted, handed to the sink (by the finisher, between reads)."""
-        record = self._record(exchange)
+        record = self._answers.record(exchange)
         counters = self.counters
         if record.ok:
             counters.succeeded += 1
@@ -269,11 +265,11 @@ class Engine:
     async def preflight(self, request: PreparedRequest) -> RequestRecord:
         """Send ``request`` once, outside every step and counter, and return its record (not sunk)."""
         now_ns = time.perf_counter_ns()
-        return self._record(await self._exchange(-1, 0, True, now_ns, request))
+        return self._answers.record(await self._exchange(-1, 0, True, now_ns, request))
 
-    async def _exchange(self, step: int, index: int, warmup: bool, scheduled_ns: int, request: PreparedRequest) -> "_Exchange":
+    async def _exchange(self, step: int, index: int, warmup: bool, scheduled_ns: int, request: PreparedRequest) -> Exchange:
         """One request, start to end, as read: bytes and stamps; nothing is parsed here."""
-        stream = _Stream()
+        stream = ReadStream()
         http_status: int | None = None
         failure: tuple[str, str] | None = None
         sent_ns = time.perf_counter_ns()
@@ -284,15 +280,15 @@ class Engine:
                 http_status = response.status
                 if response.status >= 300:
                     body = await response.content.read(_ERROR_BODY_BYTES)
-                    failure = (R.http_reason(response.status), f"HTTP {response.status}: {_error_text(body, response.headers)}")
+                    failure = (R.http_reason(response.status), f"HTTP {response.status}: {error_text(body, response.headers)}")
                 else:
                     content_type = response.headers.get("Content-Type", "")
-                    stream.whole_body = _is_json(content_type)
+                    stream.whole_body = is_json(content_type)
                     stream.encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
-                    if not stream.whole_body and not _is_event_stream(content_type):
+                    if not stream.whole_body and not is_event_stream(content_type):
                         body = await response.content.read(_ERROR_BODY_BYTES)
-                        failure = (R.BAD_RESPONSE, f"neither an SSE stream nor JSON (Content-Type {content_type!r}): {_one_line(body)}")
-                    elif stream.encoding not in _DECODERS and stream.encoding != "identity":
+                        failure = (R.BAD_RESPONSE, f"neither an SSE stream nor JSON (Content-Type {content_type!r}): {one_line(body)}")
+                    elif stream.encoding not in DECODERS and stream.encoding != "identity":
                         failure = (R.BAD_RESPONSE, f"Content-Encoding {stream.encoding!r} is not supported (perfbench asks for identity)")
                     else:
                         failure = await self._read_stream(response, stream)
@@ -303,15 +299,15 @@ class Engine:
         except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
             # Connected, then closed: before the headers or inside the body, the request was cut, the server is there.
             when = "while streaming" if http_status is not None else "before answering"
-            failure = (R.CUT_STREAM, f"the server closed the connection {when}: {_one_line(str(exc).encode()) or type(exc).__name__}")
+            failure = (R.CUT_STREAM, f"the server closed the connection {when}: {one_line(str(exc).encode()) or type(exc).__name__}")
         except aiohttp.ClientError as exc:
-            failure = (R.BAD_RESPONSE, f"{type(exc).__name__}: {_one_line(str(exc).encode())}")
+            failure = (R.BAD_RESPONSE, f"{type(exc).__name__}: {one_line(str(exc).encode())}")
         except (ValueError, UnicodeError, OSError, RuntimeError) as exc:  # odd headers or framing aiohttp did not wrap
-            failure = (R.BAD_RESPONSE, f"unreadable answer ({type(exc).__name__}: {_one_line(str(exc).encode())})")
+            failure = (R.BAD_RESPONSE, f"unreadable answer ({type(exc).__name__}: {one_line(str(exc).encode())})")
         end_ns = time.perf_counter_ns()
-        return _Exchange(step, index, warmup, scheduled_ns, sent_ns, end_ns, http_status, failure, stream, request)
+        return Exchange(step, index, warmup, scheduled_ns, sent_ns, end_ns, http_status, failure, stream, request)
 
-    async def _read_stream(self, response: aiohttp.ClientResponse, stream: "_Stream") -> tuple[str, str] | None:
+    async def _read_stream(self, response: aiohttp.ClientResponse, stream: ReadStream) -> tuple[str, str] | None:
         """The hot path: stamp each read and keep its bytes, within the response and line bounds."""
         chunks, read_ns = stream.chunks, stream.read_ns
         append_chunk, append_ns, clock = chunks.append, read_ns.append, time.perf_counter_ns
@@ -327,110 +323,8 @@ class Engine:
                 end = chunk.rfind(b"\r")
             line_bytes = line_bytes + len(chunk) if end < 0 else len(chunk) - end - 1
             if budget < 0 or line_bytes > line_limit:
-                return _too_large(self._target.max_response_bytes, line_limit, budget < 0)
+                return too_large(self._target.max_response_bytes, line_limit, budget < 0)
         return None
-
-    def _record(self, exchange: "_Exchange") -> RequestRecord:
-        """Every outcome becomes a record, whatever the server sent."""
-        try:
-            return self._interpret(exchange)
-        except Exception as exc:  # a bug of ours must cost one request, never the run
-            failure = (R.BAD_RESPONSE, f"perfbench could not interpret this answer ({type(exc).__name__}: {exc}); please report it")
-            return self._interpret(exchange._replace(failure=failure, stream=_Stream()))
-
-    def _interpret(self, exchange: "_Exchange") -> RequestRecord:
-        step, index, warmup, scheduled_ns, sent_ns, end_ns, http_status, failure, stream, request = exchange
-        api = self._target.api
-        events: RecordedEvents | None = None
-        content = StreamContent()
-        if stream.chunks:
-            decode_failure = stream.decode(self._target.max_response_bytes) if stream.encoding in _DECODERS else None
-            failure = failure or decode_failure
-            if decode_failure is None and stream.whole_body:
-                content = api.interpret_body(b"".join(stream.chunks))
-                # A whole answer arrives with its last byte: any output it holds is one package, then.
-                events = RecordedEvents([], None, [len(stream.chunks) - 1])
-            elif decode_failure is None:
-                events = parse_recorded(stream.chunks)
-                content = api.interpret_events(events.data, events.types)
-        if failure is None:
-            if content.error is not None:
-                failure = (R.ERROR_EVENT, f"error event: {_one_line(content.error.encode())}")
-            elif content.invalid is not None:
-                failure = (R.BAD_RESPONSE, f"unexpected event: {_one_line(content.invalid.encode())}")
-            elif content.malformed is not None:
-                failure = (R.BAD_RESPONSE, f"event is not JSON: {_one_line(content.malformed.encode())}")
-            elif content.items is not None and content.items != request.inputs:
-                failure = (R.BAD_RESPONSE, f"{content.items} embeddings in the answer for {request.inputs} inputs")
-            elif api.produces_output and not content.output_events:
-                failure = (R.NO_OUTPUT, "the answer ended without output tokens")
-            elif not api.produces_output and not content.saw_done:
-                failure = (R.NO_OUTPUT, "the answer was empty")
-        package_times = tuple([stream.read_ns[events.completed_by[i]] for i in content.output_events]) if events else ()
-        output_tokens, source = self._output_tokens(content)
-        error = redact_text(failure[1], self._target.secrets) if failure else None
-        return RequestRecord(
-            step=step,
-            index=index,
-            warmup=warmup,
-            status=failure[0] if failure else R.OK,
-            http_status=http_status,
-            error=error,
-            scheduled_ns=scheduled_ns,
-            sent_ns=sent_ns,
-            end_ns=end_ns,
-            package_times_ns=package_times,
-            package_tokens=self._package_tokens(output_tokens, content),
-            input_tokens=content.prompt_tokens if content.prompt_tokens is not None else request.input_tokens,
-            output_tokens=output_tokens,
-            token_source=source,
-        )
-
-    def _package_tokens(self, output_tokens: int | None, content: StreamContent) -> tuple[int, ...]:
-        if not output_tokens:
-            return ()
-        packages = len(content.output_events)
-        if output_tokens == packages or self._tokenizer is None:
-            return split_tokens(output_tokens, packages)
-        return split_tokens(output_tokens, packages, [self._tokenizer.count(text) for text in content.output_text])
-
-    def _output_tokens(self, content: StreamContent) -> tuple[int | None, str | None]:
-        if content.completion_tokens is not None:
-            return content.completion_tokens, R.TOKENS_FROM_USAGE
-        if not content.output_events:
-            return None, None
-        if self._tokenizer is not None:
-            return self._tokenizer.count("".join(content.output_text)), R.TOKENS_FROM_TOKENIZER
-        return len(content.output_events), R.TOKENS_FROM_PACKAGES
-
-
-def split_tokens(total: int, packages: int, weights: Sequence[int] | None = None) -> tuple[int, ...]:
-    """Share a request's ``total`` output tokens among its ``packages``, for ITL.
-
-    One token per package when the counts match (the common case). Otherwise each package gets at
-    least one and the rest is shared by ``weights`` (each package's own token count from a
-    tokenizer) or, without them, evenly, earlier packages taking the remainder: a server sending
-    k tokens per package gets k each (its last package may carry fewer). Shares are whole
-    numbers by largest remainder, so they add up to ``total``.
-    """
-    if packages == 0:
-        return ()
-    if total == packages:
-        return (1,) * packages
-    if total < packages:
-        # More packages than tokens (e.g. usage counted without reasoning): one each, the rest none.
-        return tuple(1 if i < total else 0 for i in range(packages))
-    spare = total - packages
-    extra_weights = [max(w - 1, 0) for w in weights or ()]  # tokens beyond each package's guaranteed one
-    if not any(extra_weights):
-        base, extra = divmod(spare, packages)
-        return tuple(1 + base + (1 if i < extra else 0) for i in range(packages))
-    weight_sum = sum(extra_weights)
-    shares = [spare * w / weight_sum for w in extra_weights]
-    whole = [int(share) for share in shares]
-    for i in sorted(range(packages), key=lambda i: whole[i] - shares[i])[: spare - sum(whole)]:
-        whole[i] += 1
-    return tuple(1 + w for w in whole)
 
 
 async def _gather_or_cancel(aws: Sequence[Any]) -> None:
@@ -445,21 +339,6 @@ async def _gather_or_cancel(aws: Sequence[Any]) -> None:
         raise
 
 
-class _Exchange(NamedTuple):
-    """One ended request as it was read, before its bytes are interpreted."""
-
-    step: int
-    index: int
-    warmup: bool
-    scheduled_ns: int
-    sent_ns: int
-    end_ns: int
-    http_status: int | None
-    failure: tuple[str, str] | None  # a failure seen while reading (HTTP status, timeout, cut, too large)
-    stream: "_Stream"
-    request: PreparedRequest
-
-
 class _Finisher:
     """Turns ended requests into records between the loop's reads, never in the way of one.
 
@@ -469,13 +348,13 @@ class _Finisher:
     a time, yielding to the event loop after each, so pending reads are stamped first.
     """
 
-    def __init__(self, finish: Callable[[_Exchange], None]) -> None:
+    def __init__(self, finish: Callable[[Exchange], None]) -> None:
         self._finish = finish
-        self._queue: deque[_Exchange] = deque()
+        self._queue: deque[Exchange] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    def put(self, exchange: _Exchange) -> None:
+    def put(self, exchange: Exchange) -> None:
         self._queue.append(exchange)
         # Requests can end faster than one a loop turn is finished (a zero-delay server): past a
         # bound, finish on the spot, so the backlog of unparsed answers (memory) never grows with the run.
@@ -508,69 +387,6 @@ class _Finisher:
         if self._task is not None:
             self._task.cancel()
             self._task = None
-
-
-@dataclass(slots=True)
-class _Stream:
-    """One response body as it was read: each read's bytes and when it returned."""
-
-    chunks: list[bytes] = field(default_factory=list)
-    read_ns: list[int] = field(default_factory=list)
-    encoding: str = "identity"  # Content-Encoding of the body
-    whole_body: bool = False  # a JSON answer (read whole), not an SSE stream
-
-    def decode(self, max_bytes: int) -> tuple[str, str] | None:
-        """Decompress the reads in place, each into what it completed; a failure when the body is bad or too large."""
-        decoder = zlib.decompressobj(_DECODERS[self.encoding])
-        total = 0
-        try:
-            for i, chunk in enumerate(self.chunks):
-                self.chunks[i] = piece = decoder.decompress(chunk, max_bytes - total + 1)
-                total += len(piece)
-                if total > max_bytes or decoder.unconsumed_tail:
-                    return _too_large(max_bytes, max_bytes, True)
-        except zlib.error as exc:
-            return (R.BAD_RESPONSE, f"the {self.encoding} body does not decode: {exc}")
-        return None
-
-
-def _too_large(max_response_bytes: int, line_limit: int, whole: bool) -> tuple[str, str]:
-    if whole:
-        return (R.RESPONSE_TOO_LARGE, f"response cut past {max_response_bytes} bytes (--max-response-bytes)")
-    return (R.RESPONSE_TOO_LARGE, f"response cut: one line ran past {line_limit} bytes without a line end")
-
-
-def _error_text(body: bytes, headers: Any) -> str:
-    """The server's own words from an error answer: its JSON message when there is one, else the text."""
-    text = _one_line(body)
-    try:
-        obj = json.loads(body)
-    except ValueError:
-        obj = None
-    if isinstance(obj, dict):
-        err = obj.get("error")
-        message = (err.get("message") if isinstance(err, dict) else err) or obj.get("message") or obj.get("detail")
-        if isinstance(message, list):  # FastAPI validation errors: a list of {"msg", "loc"}
-            message = "; ".join(str(m.get("msg", m)) if isinstance(m, dict) else str(m) for m in message)
-        if message:
-            text = _one_line(str(message).encode())
-    location = headers.get("Location")
-    return f"{text} (redirect to {_one_line(location.encode(), 100)})" if location else text
-
-
-def _is_json(content_type: str) -> bool:
-    media = content_type.split(";")[0].strip().lower()
-    return media == "application/json" or media.endswith("+json")
-
-
-def _is_event_stream(content_type: str) -> bool:
-    # Some servers omit the header; treat a missing one as a stream and let the parser judge.
-    return not content_type or content_type.split(";")[0].strip().lower() == "text/event-stream"
-
-
-def _one_line(body: bytes, limit: int = 300) -> str:
-    text = " ".join(body.decode("utf-8", "replace").split())
-    return text[:limit] + ("…" if len(text) > limit else "")
 
 
 def _timeout_message(exc: BaseException, http_status: int | None) -> str:

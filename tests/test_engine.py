@@ -15,7 +15,8 @@ from aiohttp import web
 
 from perfbench import records as R
 from perfbench.apis import get_adapter
-from perfbench.engine import Engine, PreparedRequest, StepPlan, Target, make_session, split_tokens
+from perfbench.answers import split_tokens
+from perfbench.engine import Engine, PreparedRequest, StepPlan, Target, make_session
 
 
 def chunk(delta: dict | None = None, *, finish: str | None = None, usage: dict | None = None, text: str | None = None, choices=True) -> bytes:

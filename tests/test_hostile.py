@@ -19,7 +19,8 @@ from hypothesis import given, settings, strategies as st
 from perfbench import engine as engine_module
 from perfbench import records as R
 from perfbench.apis import get_adapter
-from perfbench.engine import Engine, PreparedRequest, StepPlan, Target, _Exchange, _Stream, make_session
+from perfbench.answers import Exchange, ReadStream
+from perfbench.engine import Engine, PreparedRequest, StepPlan, Target, make_session
 from perfbench.metrics import summarize_step
 
 ROLE = b'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}\n\n'
@@ -281,13 +282,13 @@ def test_no_stream_raises_and_every_record_is_sane(chunks, api, gzipped, whole_b
     engine = Engine(None, Target("http://127.0.0.1:9/", get_adapter(api), {}), [PreparedRequest(b"{}", 4)], lambda r: None)  # type: ignore[arg-type]
     if whole_body:  # the same bytes as one JSON answer, e.g. '{"choices": ...}' without the "data: " framing
         chunks = [c.replace(b"data: ", b"") for c in chunks]
-    stream = _Stream(chunks=list(chunks), read_ns=[1_000 + i for i in range(len(chunks))], whole_body=whole_body)
+    stream = ReadStream(chunks=list(chunks), read_ns=[1_000 + i for i in range(len(chunks))], whole_body=whole_body)
     if gzipped and chunks:
         packed = zlib.compressobj(wbits=16 + zlib.MAX_WBITS)
         stream.chunks = [packed.compress(c) for c in chunks]
         stream.chunks[-1] += packed.flush()
         stream.encoding = "gzip"
-    record = engine._record(_Exchange(0, 0, False, 0, 10, 20_000, 200, None, stream, PreparedRequest(b"{}", 4)))
+    record = engine._answers.record(Exchange(0, 0, False, 0, 10, 20_000, 200, None, stream, PreparedRequest(b"{}", 4)))
     assert record.status == R.OK or record.error, record
     if record.ok and get_adapter(api).produces_output:
         assert record.package_times_ns and list(record.package_times_ns) == sorted(record.package_times_ns)
