@@ -12,6 +12,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from perfbench.metrics import SLO_METRICS
 from perfbench.runfiles import step_label
 
 if TYPE_CHECKING:  # only the type: compare's CLI writes JUnit, so a runtime import would be a cycle
@@ -50,9 +51,10 @@ def _slo_suite(root: ET.Element, cases: Sequence[tuple[Mapping[str, Any], Mappin
     for step, result in cases:
         limit_ms, value_ms = result.get("limit_ms"), result.get("value_ms")
         load = step_label(step)
-        case = ET.SubElement(suite, "testcase", classname=_classname(load), name=f"{result.get('name')} <= {limit_ms:g} ms")
-        shown = f"{value_ms:.2f} ms" if isinstance(value_ms, (int, float)) and math.isfinite(value_ms) else "no value"
-        text = f"{load} {result.get('name')}: {shown}, limit {limit_ms:g} ms"
+        unit = SLO_METRICS[str(result.get("name")).partition("_")[0]].unit  # the limited metric's unit (registry)
+        case = ET.SubElement(suite, "testcase", classname=_classname(load), name=f"{result.get('name')} <= {limit_ms:g} {unit}")
+        shown = f"{value_ms:.2f} {unit}" if isinstance(value_ms, (int, float)) and math.isfinite(value_ms) else "no value"
+        text = f"{load} {result.get('name')}: {shown}, limit {limit_ms:g} {unit}"
         if result.get("passed"):
             ET.SubElement(case, "system-out").text = text
         else:

@@ -346,6 +346,12 @@ class Metric:
     compared: bool = False  # perfbench compare shows it (with a bootstrap CI)
     column: Callable[[_Columns], np.ndarray] | None = None  # a per-request metric: one value per record (NaN: none)
     samples: Callable[[_Columns], tuple[np.ndarray, np.ndarray]] | None = None  # a pooled one: (values, owner record)
+    slo_name: str | None = None  # its name in --slo ("ttft"), for the metrics an SLO may limit (slo.METRICS)
+
+    @property
+    def title(self) -> str:
+        """``TTFT (ms)``: its label with its unit, as an axis or a column shows it."""
+        return f"{self.label} ({self.unit})"
 
     def sample_values(self, c: _Columns) -> tuple[np.ndarray, np.ndarray]:
         """The metric's values over ``c`` and the record each belongs to (a per-request column without its NaN)."""
@@ -375,13 +381,13 @@ _FALL_5 = (("", -5.0),)
 
 METRICS: tuple[Metric, ...] = (
     Metric("latency_ms", "Latency", "ms", DISTRIBUTION, "t_last - t0 (a non-streamed answer: its last byte - t0)",
-           thresholds=_P50_P99, compared=True, column=_latency_ms),
+           thresholds=_P50_P99, compared=True, column=_latency_ms, slo_name="latency"),
     Metric("ttft_ms", "TTFT", "ms", DISTRIBUTION, "t_first - t0: time to the first output package",
-           thresholds=_P50_P99, compared=True, column=_ttft_ms),
+           thresholds=_P50_P99, compared=True, column=_ttft_ms, slo_name="ttft"),
     Metric("tpot_ms", "TPOT", "ms", DISTRIBUTION, "(t_last - t_first) / (n_out - 1) per request",
-           thresholds=_P50_P99, compared=True, column=_tpot_ms),
+           thresholds=_P50_P99, compared=True, column=_tpot_ms, slo_name="tpot"),
     Metric("itl_ms", "ITL", "ms", DISTRIBUTION, "gaps between output packages shared over their tokens, pooled",
-           thresholds=_P50_P99, compared=True, samples=_itl_samples),
+           thresholds=_P50_P99, compared=True, samples=_itl_samples, slo_name="itl"),
     Metric("inter_package_ms", "Inter-package gap", "ms", DISTRIBUTION,
            "plain gaps between output packages, pooled (vLLM's, EvalScope's and AIPerf's 'ITL')", compared=True,
            samples=_inter_package),
@@ -411,6 +417,7 @@ METRICS: tuple[Metric, ...] = (
 )  # fmt: skip
 METRICS_BY_KEY: dict[str, Metric] = {m.key: m for m in METRICS}
 DISTRIBUTIONS: tuple[Metric, ...] = tuple(m for m in METRICS if m.kind == DISTRIBUTION)
+SLO_METRICS: dict[str, Metric] = {m.slo_name: m for m in METRICS if m.slo_name}  # --slo's names: "ttft" -> TTFT
 STATISTICS = ("count", "mean", "std", "min", "p50", "p90", "p95", "p99", "max")
 
 

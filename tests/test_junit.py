@@ -6,6 +6,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from perfbench.compare import Comparison, MetricComparison, Threshold, compare_runs
 from perfbench.junit import write_junit
@@ -110,3 +111,15 @@ def test_nothing_to_check_is_an_empty_valid_report(tmp_path: Path) -> None:
     write_junit(tmp_path / "junit.xml", steps=[{"concurrency": 1, "slo_results": []}])
     root = ET.parse(tmp_path / "junit.xml").getroot()
     assert root.tag == "testsuites" and len(root) == 0 and root.get("tests") == "0"
+
+
+def test_slo_units_come_from_the_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    from perfbench.metrics import SLO_METRICS
+
+    monkeypatch.setitem(SLO_METRICS, "ttft", dataclasses.replace(SLO_METRICS["ttft"], unit="unit-of-ttft"))
+    write_junit(tmp_path / "junit.xml", steps=_steps("ttft_p50=1"))
+    case = ET.parse(tmp_path / "junit.xml").getroot().find("testsuite/testcase")
+    assert case.get("name") == "ttft_p50 <= 1 unit-of-ttft"
+    assert case.find("failure").get("message").endswith(" unit-of-ttft, limit 1 unit-of-ttft")

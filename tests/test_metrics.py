@@ -539,3 +539,11 @@ def test_the_wire_duration_starts_at_the_first_byte_sent():
     s = summarize_step([record], concurrency=1, rate_req_s=None, requests_expected=1)
     assert s.duration_s == pytest.approx(0.14) and s.wire_duration_s == pytest.approx(0.10)
     assert s.output_throughput_tok_s == pytest.approx(2 / 0.14) and s.output_throughput_wire_tok_s == pytest.approx(2 / 0.10)
+
+
+def test_the_registry_names_every_metric_an_slo_may_limit():
+    from perfbench import slo
+    from perfbench.metrics import SLO_METRICS
+
+    assert sorted(SLO_METRICS) == sorted(slo.METRICS)
+    assert {m.unit for m in SLO_METRICS.values()} == {"ms"}  # SLO limits are in ms

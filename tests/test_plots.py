@@ -274,3 +274,31 @@ def test_token_histogram_counts_what_a_histogram_of_every_package_counts(monkeyp
     expected, _ = np.histogram(times_s, bins=edges, weights=tokens)
     assert histogram.per_bin(edges) == pytest.approx(expected)
     assert histogram.per_bin(edges).sum() == tokens.sum()
+
+
+def test_every_metric_name_and_unit_drawn_comes_from_the_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Give every metric a made-up label and unit: a figure still showing "TTFT", "Latency" or "(ms)"
+    # has its own copy of a name instead of the registry's one declaration.
+    import dataclasses
+    import re
+
+    from matplotlib.figure import Figure
+
+    from perfbench.metrics import METRICS_BY_KEY
+
+    for n, (key, metric) in enumerate(list(METRICS_BY_KEY.items())):
+        monkeypatch.setitem(METRICS_BY_KEY, key, dataclasses.replace(metric, label=f"M{n}", unit=f"u{n}"))
+    figures: list[Figure] = []
+    monkeypatch.setattr(Figure, "savefig", lambda self, *args, **kwargs: figures.append(self))
+    plots.write_plots(ladder(tmp_path))
+    texts = []
+    for figure in figures:
+        texts.append(figure.get_suptitle())
+        for ax in figure.axes:
+            texts += [ax.get_title(), ax.get_xlabel(), ax.get_ylabel()]
+            texts += [t.get_text() for t in ax.get_legend().get_texts()] if ax.get_legend() else []
+    assert len(figures) == 4
+    own = [t for t in texts if not t.startswith("SLO ") and re.search(r"(?i)\b(ttft|tpot|itl|latency)\b|\((ms|tok/s|req/s)\)", t)]
+    assert own == []
+    shown = {METRICS_BY_KEY[key].title for key in ("ttft_ms", "tpot_ms", "latency_ms", "output_throughput_tok_s")}
+    assert shown <= set(texts)

@@ -370,6 +370,11 @@ def _new_figure(rows: int, cols: int, width: float, height: float, title: str, *
     return figure, axes
 
 
+def _metric(key: str) -> metrics.Metric:
+    """A metric's declaration: plots take every name and unit they show from the registry."""
+    return metrics.METRICS_BY_KEY[key]
+
+
 def _by_load(steps: Iterable[_Step]) -> list[_Step]:
     return sorted(steps, key=lambda s: (s.load, s.index))
 
@@ -380,10 +385,9 @@ def _capacity_figure(
     """2x2: throughput vs load, latency vs throughput, TTFT and TPOT vs load."""
     ordered = _by_load(steps)
     use_tokens = any(not math.isnan(s.value("output_throughput_tok_s")) for s in ordered)
-    thr_key, thr_label = (
-        ("output_throughput_tok_s", "Output throughput (tok/s)") if use_tokens
-        else ("request_throughput_req_s", "Request throughput (req/s)")
-    )  # fmt: skip
+    thr = _metric("output_throughput_tok_s" if use_tokens else "request_throughput_req_s")
+    thr_key, thr_label = thr.key, thr.title
+    latency = _metric("latency_ms")
     throughput = np.array([s.value(thr_key) for s in ordered])
     if np.isnan(throughput).all():
         return None
@@ -395,31 +399,32 @@ def _capacity_figure(
     figure, axes = _new_figure(2, 2, 13, 8.5, f"Capacity across steps — {title}")
     (thr_ax, curve_ax), (ttft_ax, tpot_ax) = axes
 
-    thr_ax.plot(load, throughput, marker="o", color="#2ca02c", label=thr_label.split(" (")[0].lower())
+    thr_ax.plot(load, throughput, marker="o", color="#2ca02c", label=thr.label.lower())
     thr_ax.set_ylabel(thr_label)
     thr_ax.set_title("Throughput vs load")
 
     for stat, color in (("p50", "#1f77b4"), ("p99", "#9467bd")):
-        latency = np.array([s.stat("latency_ms", stat) for s in ordered])
+        values = np.array([s.stat(latency.key, stat) for s in ordered])
         line, marker = _PCT_STYLES[stat]
-        curve_ax.plot(throughput, latency, linestyle=line, marker=marker, color=color, markersize=5, label=f"latency {stat}")
-    _annotate_loads(curve_ax, throughput, [s.stat("latency_ms", "p50") for s in ordered], [s.label for s in ordered])
-    _limit_lines(curve_ax, limits, "latency")
+        curve_ax.plot(throughput, values, linestyle=line, marker=marker, color=color, markersize=5,
+                      label=f"{latency.label.lower()} {stat}")  # fmt: skip
+    _annotate_loads(curve_ax, throughput, [s.stat(latency.key, "p50") for s in ordered], [s.label for s in ordered])
+    _limit_lines(curve_ax, limits, latency)
     if knee_step is not None:
-        curve_ax.plot(knee_step.value(thr_key), knee_step.stat("latency_ms", "p50"), "o", markersize=14, markerfacecolor="none",
+        curve_ax.plot(knee_step.value(thr_key), knee_step.stat(latency.key, "p50"), "o", markersize=14, markerfacecolor="none",
                       markeredgecolor=_KNEE_COLOR, markeredgewidth=2, label=f"knee ({knee_source}): {knee_step.label}")  # fmt: skip
     curve_ax.set_xlabel(thr_label)
-    curve_ax.set_ylabel("Latency, end to end (ms)")
-    curve_ax.set_title("Latency vs throughput (each point a step)")
+    curve_ax.set_ylabel(latency.title)
+    curve_ax.set_title(f"{latency.label} vs throughput (each point a step)")
 
-    for ax, metric, key, y_label in ((ttft_ax, "ttft", "ttft_ms", "TTFT (ms)"), (tpot_ax, "tpot", "tpot_ms", "TPOT (ms)")):
+    for ax, metric in ((ttft_ax, _metric("ttft_ms")), (tpot_ax, _metric("tpot_ms"))):
         for stat, color in (("p50", "#1f77b4"), ("p99", "#9467bd")):
-            values = np.array([s.stat(key, stat) for s in ordered])
+            values = np.array([s.stat(metric.key, stat) for s in ordered])
             line, marker = _PCT_STYLES[stat]
             ax.plot(load, values, linestyle=line, marker=marker, color=color, markersize=5, label=stat)
         _limit_lines(ax, limits, metric)
-        ax.set_ylabel(y_label)
-        ax.set_title(f"{metric.upper()} vs load")
+        ax.set_ylabel(metric.title)
+        ax.set_title(f"{metric.label} vs load")
 
     for ax in (thr_ax, ttft_ax, tpot_ax):
         if failed.any():
@@ -451,9 +456,10 @@ def _capacity_figure(
     return figure
 
 
-def _limit_lines(ax: Axes, limits: list[_Limit], metric: str) -> None:
+def _limit_lines(ax: Axes, limits: list[_Limit], metric: metrics.Metric) -> None:
+    """The step limits on ``metric`` as horizontal lines."""
     for limit in limits:
-        if limit.metric == metric:
+        if limit.metric == metric.slo_name:
             ax.axhline(limit.limit_ms, color=_SLO_COLOR, linestyle="-.", linewidth=1.2, label=limit.label)
 
 
@@ -499,29 +505,28 @@ def _annotate_loads(ax: Axes, x: np.ndarray, y: Sequence[float], labels: Sequenc
 
 def _percentiles_figure(steps: list[_Step], limits: list[_Limit], title: str) -> Figure | None:
     ordered = _by_load(steps)
-    if all(math.isnan(s.stat("ttft_ms", "p50")) for s in ordered):
+    ttft, tpot = _metric("ttft_ms"), _metric("tpot_ms")
+    if all(math.isnan(s.stat(ttft.key, "p50")) for s in ordered):
         return None
     width = min(16.0, max(9.0, 1.1 * len(ordered) + 4))
-    figure, axes = _new_figure(1, 2, width, 4.6, f"TTFT and TPOT percentiles per step — {title}")
+    figure, axes = _new_figure(1, 2, width, 4.6, f"{ttft.label} and {tpot.label} percentiles per step — {title}")
     stats = ("p50", "p90", "p99")
     colors = ("#9ecae1", "#4292c6", "#08519c")
     positions = np.arange(len(ordered))
     bar_width = 0.8 / len(stats)
-    for ax, (metric, key, y_label) in zip(axes[0], (("ttft", "ttft_ms", "TTFT (ms)"), ("tpot", "tpot_ms", "TPOT (ms)"))):
+    for ax, metric in zip(axes[0], (ttft, tpot)):
         for i, (stat, color) in enumerate(zip(stats, colors)):
-            values = [s.stat(key, stat) for s in ordered]
+            values = [s.stat(metric.key, stat) for s in ordered]
             bars = ax.bar(positions + (i - 1) * bar_width, values, bar_width, color=color, label=stat)
             if len(ordered) <= 4:  # few bars: print their values
                 ax.bar_label(bars, fmt="%.3g", fontsize=7, padding=2)
-        for limit in limits:
-            if limit.metric == metric:
-                ax.axhline(limit.limit_ms, color=_SLO_COLOR, linestyle="-.", linewidth=1.2, label=limit.label)
+        _limit_lines(ax, limits, metric)
         ax.set_xticks(positions, [s.label for s in ordered], rotation=30 if len(ordered) > 6 else 0)
         ax.set_xlim(-0.5 - 0.5 / len(ordered) ** 0.5, len(ordered) - 0.5 + 0.5 / len(ordered) ** 0.5)
         ax.set_ylim(0, ax.get_ylim()[1] * 1.25)  # room for the legend above the bars
         ax.set_xlabel("Step (load)")
-        ax.set_ylabel(y_label)
-        ax.set_title(f"{metric.upper()} percentiles")
+        ax.set_ylabel(metric.title)
+        ax.set_title(f"{metric.label} percentiles")
         ax.legend(fontsize=8, loc="upper left", ncols=4)
         ax.grid(False, axis="x")
     return figure
@@ -538,8 +543,8 @@ def _cdf_figure(
     in_steps = sorted({int(k) for k in np.unique(requests.step[measured])}, key=lambda k: order.get(k, k))
     cmap = colormaps["viridis"]
     figure, axes = _new_figure(1, 2, 12, 4.6, f"Distribution per step — {title}")
-    panels = (("ttft", "TTFT (ms)", requests.ttft_ms), ("latency", "Latency, end to end (ms)", requests.latency_ms))
-    for ax, (metric, x_label, column) in zip(axes[0], panels):
+    panels = ((_metric("ttft_ms"), requests.ttft_ms), (_metric("latency_ms"), requests.latency_ms))
+    for ax, (metric, column) in zip(axes[0], panels):
         lowest, highest = math.inf, 0.0
         for step in in_steps:
             values = np.sort(column[measured & (requests.step == step)])
@@ -551,10 +556,11 @@ def _cdf_figure(
             color = cmap(order.get(step, 0) / max(1, len(in_steps) - 1) * 0.9)
             ax.step(values, share, where="post", color=color, label=f"{labels.get(step, step)} (n={count})")
             lowest, highest = min(lowest, float(values[0])), max(highest, float(values[-1]))
-        if metric in per_request_ms:
-            ax.axvline(per_request_ms[metric], color=_SLO_COLOR, linestyle="-.", label=f"SLO {metric} ≤ {per_request_ms[metric]:g} ms")
+        slo_ms = per_request_ms.get(metric.slo_name or "")
+        if slo_ms is not None:
+            ax.axvline(slo_ms, color=_SLO_COLOR, linestyle="-.", label=f"SLO {metric.slo_name} ≤ {slo_ms:g} ms")
         for limit in step_limits:  # a percentile limit is a point the CDF must pass left of
-            if limit.metric == metric and limit.stat.startswith("p"):
+            if limit.metric == metric.slo_name and limit.stat.startswith("p"):
                 ax.plot(limit.limit_ms, float(limit.stat[1:]) / 100, marker="X", markersize=10, linestyle="none",
                         color=_SLO_COLOR, label=limit.label)  # fmt: skip
         if lowest > 0 and highest / lowest > 50:  # spans orders of magnitude: a log axis shows every step
@@ -562,10 +568,10 @@ def _cdf_figure(
 
             ax.set_xscale("log")
             ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-        ax.set_xlabel(x_label)
+        ax.set_xlabel(metric.title)
         ax.set_ylabel("Share of requests ≤ x")
         ax.set_ylim(0, 1.02)
-        ax.set_title(f"{'TTFT' if metric == 'ttft' else 'Latency'} CDF")
+        ax.set_title(f"{metric.label} CDF")
         ax.legend(fontsize=8, loc="lower right")
     return figure
 
@@ -608,17 +614,20 @@ def _timeline_figure(requests: _Requests, steps: list[_Step], title: str) -> Fig
 
     # Output tokens per second, from each package's arrival and token count.
     counts = requests.tokens.per_bin(edges)
-    tokens_ax.stairs(counts / width_s, edges, fill=True, color="#2ca02c", alpha=0.7, label=f"output tok/s ({width_s:g} s bins)")
-    tokens_ax.set_ylabel("Output tokens / s")
+    output = _metric("output_throughput_tok_s")
+    tokens_ax.stairs(counts / width_s, edges, fill=True, color="#2ca02c", alpha=0.7,
+                     label=f"{output.label.lower()} ({width_s:g} s bins)")  # fmt: skip
+    tokens_ax.set_ylabel(output.title)
     tokens_ax.legend(fontsize=8, loc="upper left")
 
     # Each request's TTFT at its scheduled time: queueing shows as a rising cloud.
     with_output = requests.ok & ~np.isnan(requests.ttft_ms)
     k = _every_kth(int(with_output.sum()))
     shown = f", every {k}th shown" if k > 1 else ""
+    ttft = _metric("ttft_ms")
     ttft_ax.scatter(requests.scheduled_s[with_output][::k], requests.ttft_ms[with_output][::k],
-                    s=4, alpha=0.5, color="#9467bd", label=f"TTFT of a request (at its scheduled time{shown})")  # fmt: skip
-    ttft_ax.set_ylabel("TTFT (ms)")
+                    s=4, alpha=0.5, color="#9467bd", label=f"{ttft.label} of a request (at its scheduled time{shown})")  # fmt: skip
+    ttft_ax.set_ylabel(ttft.title)
     ttft_ax.set_xlabel("Time since run start (s)")
     ttft_ax.set_ylim(bottom=0)
     ttft_ax.legend(fontsize=8, loc="upper left")

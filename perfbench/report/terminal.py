@@ -88,7 +88,7 @@ def percentile_table(step: Mapping[str, Any], *, title: str) -> Table:
     for metric in DISTRIBUTIONS:
         stats = step.get(metric.key) or {}
         if stats.get("count"):  # what applies: an embeddings run has no TTFT, ITL, TPOT rows
-            label = metric.label if metric.unit in ("tokens", "packages") else f"{metric.label} ({metric.unit})"
+            label = metric.label if metric.unit in ("tokens", "packages") else metric.title
             table.add_row(label, _num(stats.get("count")), *(_num(stats.get(s)) for s in _STATS))
     return table
 
