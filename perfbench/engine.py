@@ -74,6 +74,14 @@ class StepPlan:
     warmup: int = 0  # requests sent first, marked warm-up, excluded from statistics
     seed: int = 0  # arrival-time seed
     preconnect: int = 0  # connections to open before the step's clock starts (0: none)
+    # One slice of a step split across worker processes (perfbench/workers.py); the defaults are the whole step.
+    start_ns: int | None = None  # the step's clock start shared by every slice (perf_counter_ns); None: when it starts
+    request_base: int = 0  # the run's request number of index 0: prompts are chosen by it, as in one process
+    first_index: int = 0  # closed loop: this slice's indexes are first_index + k * index_stride
+    index_stride: int = 1
+    warmup_first_index: int = 0  # the slice's first warm-up index (warm-up requests use prompts from 0)
+    arrival_slice: int = 0  # open loop: this slice sends arrivals arrival_slice::arrival_slices of the schedule
+    arrival_slices: int = 1
 
 
 @dataclass(slots=True)
@@ -93,6 +101,18 @@ class LiveCounters:
 
     def start_step(self, step: int, expected: int | None) -> None:
         self.step, self.step_expected, self.step_done = step, expected, 0
+
+    def count(self, record: RequestRecord) -> None:
+        """One finished request."""
+        if record.ok:
+            self.succeeded += 1
+            self.output_tokens += record.output_tokens or 0
+            if record.package_times_ns:  # a non-streaming answer (embeddings) has no first token
+                self.ttft_ms_sum += (record.package_times_ns[0] - record.scheduled_ns) / 1e6
+                self.ttft_count += 1
+        else:
+            self.failed += 1
+        self.step_done += 1
 
 
 RecordSink = Callable[[RequestRecord], None]
@@ -130,27 +150,33 @@ class Engine:
         self._sink = sink
         self._answers = AnswerReader(target, tokenizer)
         self.counters = counters or LiveCounters()
-        self._next_request = 0  # cycles through `requests` across steps
         self._finisher = _Finisher(self._finish)
 
     async def run_step(self, plan: StepPlan) -> int:
-        """Run warm-up (if any) then the step; return how many requests the step scheduled.
+        """Prepare the step (connections, warm-up), then run it; return how many requests it scheduled.
 
         Returns when every request of the step has a record (handed to ``sink``), also when cancelled.
         """
+        await self.prepare(plan)
+        return await self.run_load(plan)
+
+    async def prepare(self, plan: StepPlan) -> None:
+        """What comes before the step's clock: its connections and its warm-up requests."""
         try:
-            return await self._run_step(plan)
+            if plan.preconnect:
+                await self.preconnect(min(plan.preconnect, MAX_PRECONNECT))
+            if plan.warmup:
+                self.counters.start_step(plan.step, plan.warmup)
+                await self._closed_loop(plan, plan.warmup, None, warmup=True, start_ns=time.perf_counter_ns(),
+                                        first_index=plan.warmup_first_index, stride=1, request_base=0)
+                await self._finisher.drain()
         finally:
             self._finisher.finish_all()  # Ctrl-C: every request that ended still becomes a record
 
-    async def _run_step(self, plan: StepPlan) -> int:
-        if plan.preconnect:
-            await self.preconnect(min(plan.preconnect, MAX_PRECONNECT))
-        if plan.warmup:
-            self.counters.start_step(plan.step, plan.warmup)
-            await self._closed_loop(plan, plan.warmup, None, warmup=True)
-        expected = plan.number
-        if plan.rate_req_s is not None:
+    async def run_load(self, plan: StepPlan) -> int:
+        """The step itself, from ``plan.start_ns`` (waited for) or now; returns the requests it scheduled."""
+        offsets = None
+        if plan.rate_req_s is not None:  # computed before the clock starts: the first arrival is due at once
             offsets = arrival_offsets_s(
                 rate_req_s=plan.rate_req_s,
                 count=plan.number,
@@ -160,14 +186,26 @@ class Engine:
                 ramp_up_s=plan.ramp_up_s,
                 seed=plan.seed,
             )
-            self.counters.start_step(plan.step, len(offsets))
-            await self._open_loop(plan, offsets)
+        try:
+            start_ns = time.perf_counter_ns()
+            if plan.start_ns is not None:
+                if plan.start_ns > start_ns:
+                    await asyncio.sleep((plan.start_ns - start_ns) / 1e9)
+                start_ns = plan.start_ns
+            if offsets is not None:
+                indexes = range(plan.arrival_slice, len(offsets), plan.arrival_slices)
+                self.counters.start_step(plan.step, len(indexes))
+                await self._open_loop(plan, start_ns, indexes, offsets)
+                await self._finisher.drain()
+                return len(indexes)
+            self.counters.start_step(plan.step, plan.number)
+            claimed = await self._closed_loop(plan, plan.number, plan.duration_s, warmup=False, start_ns=start_ns,
+                                              first_index=plan.first_index, stride=plan.index_stride,
+                                              request_base=plan.request_base)
             await self._finisher.drain()
-            return len(offsets)
-        self.counters.start_step(plan.step, expected)
-        claimed = await self._closed_loop(plan, plan.number, plan.duration_s, warmup=False)
-        await self._finisher.drain()
-        return claimed
+            return claimed
+        finally:
+            self._finisher.finish_all()  # Ctrl-C: every request that ended still becomes a record
 
     async def preconnect(self, connections: int) -> None:
         """Open up to ``connections`` keep-alive connections to the target, so no step's clock pays for TCP setup.
@@ -188,13 +226,12 @@ class Engine:
 
         await asyncio.gather(*(one() for _ in range(count)))
 
-    def _take_request(self) -> PreparedRequest:
-        request = self._requests[self._next_request % len(self._requests)]
-        self._next_request += 1
-        return request
+    def _request(self, number: int) -> PreparedRequest:
+        """The run's request ``number``: prompts cycle through the prepared requests."""
+        return self._requests[number % len(self._requests)]
 
-    async def _closed_loop(self, plan: StepPlan, number: int | None, duration_s: float | None, *, warmup: bool) -> int:
-        start_ns = time.perf_counter_ns()
+    async def _closed_loop(self, plan: StepPlan, number: int | None, duration_s: float | None, *, warmup: bool,
+                           start_ns: int, first_index: int, stride: int, request_base: int) -> int:
         stop_ns = start_ns + int(duration_s * 1e9) if duration_s is not None else None
         claimed = 0
 
@@ -206,16 +243,16 @@ class Engine:
                     return
                 if stop_ns is not None and due_ns >= stop_ns:
                     return
-                index = claimed
+                index = first_index + claimed * stride
                 claimed += 1
-                due_ns = await self._send(plan.step, index, warmup, due_ns, self._take_request())  # the slot freed then
+                request = self._request(request_base + index)
+                due_ns = await self._send(plan.step, index, warmup, due_ns, request)  # the slot freed then
 
         workers = plan.concurrency if number is None else min(plan.concurrency, number)
         await _gather_or_cancel([worker() for _ in range(workers)])
         return claimed
 
-    async def _open_loop(self, plan: StepPlan, offsets_s: Sequence[float]) -> None:
-        start_ns = time.perf_counter_ns()
+    async def _open_loop(self, plan: StepPlan, start_ns: int, indexes: range, offsets_s: Sequence[float]) -> None:
         slots = asyncio.Semaphore(plan.concurrency)
         tasks: list[asyncio.Task[Any]] = []
 
@@ -224,12 +261,12 @@ class Engine:
                 await self._send(plan.step, index, False, due_ns, request)
 
         try:
-            for index, offset_s in enumerate(offsets_s):
-                due_ns = start_ns + int(offset_s * 1e9)
+            for index in indexes:
+                due_ns = start_ns + int(offsets_s[index] * 1e9)
                 delay_ns = due_ns - time.perf_counter_ns()
                 if delay_ns > 0:
                     await asyncio.sleep(delay_ns / 1e9)
-                tasks.append(asyncio.ensure_future(capped(index, due_ns, self._take_request())))
+                tasks.append(asyncio.ensure_future(capped(index, due_ns, self._request(plan.request_base + index))))
             await _gather_or_cancel(tasks)
         finally:
             for task in tasks:
@@ -250,16 +287,7 @@ class Engine:
     def _finish(self, exchange: Exchange) -> None:
         """An ended request's record: built, counted, handed to the sink (by the finisher, between reads)."""
         record = self._answers.record(exchange)
-        counters = self.counters
-        if record.ok:
-            counters.succeeded += 1
-            counters.output_tokens += record.output_tokens or 0
-            if record.package_times_ns:  # a non-streaming answer (embeddings) has no first token
-                counters.ttft_ms_sum += (record.package_times_ns[0] - record.scheduled_ns) / 1e6
-                counters.ttft_count += 1
-        else:
-            counters.failed += 1
-        counters.step_done += 1
+        self.counters.count(record)
         self._sink(record)
 
     async def preflight(self, request: PreparedRequest) -> RequestRecord:

@@ -219,7 +219,7 @@ def check_open_files(config: RunConfig) -> None:
     ensure_open_files(connections * per_connection + OPEN_FILES_MARGIN, what=flag)
 
 
-def _plan(config: RunConfig, index: int, load: LoadStep) -> StepPlan:
+def _plan(config: RunConfig, index: int, load: LoadStep, request_base: int) -> StepPlan:
     return StepPlan(
         step=index,
         concurrency=load.concurrency if load.concurrency is not None else UNCAPPED,
@@ -232,6 +232,7 @@ def _plan(config: RunConfig, index: int, load: LoadStep) -> StepPlan:
         warmup=config.warmup if index == 0 else 0,
         seed=config.seed + index,
         preconnect=_preconnections(config, load),
+        request_base=request_base,
     )
 
 
@@ -303,11 +304,15 @@ async def drive(
         if config.preflight:
             await _preflight(config, engine, requests[0])
 
+        consumed = config.warmup  # requests taken so far: the warm-up takes the first prompts
+
         async def run_load(index: int, load: LoadStep) -> StepSummary:
-            plan = _plan(config, index, load)
+            nonlocal consumed
+            plan = _plan(config, index, load, request_base=consumed)
             state.steps.append((index, load, plan.number))  # an interrupted step keeps its planned count
             on_step_start()
             expected = await engine.run_step(plan)
+            consumed += expected
             state.steps[-1] = (index, load, expected)
             summary = _summarize_step(config, state, index, load, expected)
             on_step_done(summary)
