@@ -15,6 +15,7 @@ from perfbench.records import OK, RequestRecord, http_reason
 
 HTTP_500 = http_reason(500)
 from perfbench.report import plots
+from perfbench.report.plots import _inputs, _requests, _telemetry
 from perfbench.runfiles import RecordWriter, read_records
 from perfbench.slo import parse_slos
 from usage_errors import assert_one_line_usage_error
@@ -111,16 +112,16 @@ def test_single_step_skips_cross_step_plot(tmp_path: Path) -> None:
 def test_knee_from_search_or_estimated_from_ladder(tmp_path: Path) -> None:
     run_dir = ladder(tmp_path)
     summary = json.loads((run_dir / "summary.json").read_text())
-    steps = plots._steps(summary)
+    steps = _inputs.read_steps(summary)
     assert [s.label for s in steps] == ["c=1", "c=2", "c=4", "c=8", "c=16"]
-    assert plots._knee(summary, steps) == (4.0, "estimated")  # throughput flat past 4 slots
+    assert _inputs.knee_of(summary, steps) == (4.0, "estimated")  # throughput flat past 4 slots
     summary["search"] = {"dimension": "concurrency", "max_passing": 4, "knee": 8, "precision": 0.1}
-    assert plots._knee(summary, steps) == (8, "search")
+    assert _inputs.knee_of(summary, steps) == (8, "search")
 
 
 def test_slo_limits_read_from_steps_and_config(tmp_path: Path) -> None:
     summary = json.loads((ladder(tmp_path) / "summary.json").read_text())
-    limits, per_request = plots._slos(summary)
+    limits, per_request = _inputs.read_slos(summary)
     assert {(x.metric, x.stat, x.limit_ms) for x in limits} == {("ttft", "p99", 60.0), ("tpot", "p99", 20.0)}
     assert per_request == {"latency": 200.0}
     assert [s["slo_passed"] for s in summary["steps"]] == [True, True, True, False, False]
@@ -137,7 +138,7 @@ def test_search_run_and_rate_steps_plot(tmp_path: Path) -> None:
     search = {"dimension": "rate", "max_passing": 4.0, "knee": 4.0, "precision": 0.1}
     run_dir = write_run(tmp_path / "search", steps, slo="ttft_p99=100", search=search, loads=loads)
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert [s.label for s in plots._by_load(plots._steps(summary))] == ["rate=2/s cap=64", "rate=4/s cap=64", "rate=6/s cap=64", "rate=8/s cap=64"]
+    assert [s.label for s in _inputs.by_load(_inputs.read_steps(summary))] == ["rate=2/s cap=64", "rate=4/s cap=64", "rate=6/s cap=64", "rate=8/s cap=64"]
     assert "capacity.png" in [p.name for p in plots.write_plots(run_dir)]
 
 
@@ -173,7 +174,7 @@ def test_telemetry_series(tmp_path: Path) -> None:
         for t in range(10)
     ]  # fmt: skip
     (run_dir / "telemetry.jsonl").write_text("\n".join(json.dumps(x) for x in gpu + scrapes) + "\nnot json\n")
-    series = {(x.panel, x.label): x for x in plots._read_telemetry(run_dir)}
+    series = {(x.panel, x.label): x for x in _telemetry.telemetry_series(run_dir)}
     assert list(series) == [
         ("Server requests", "running"),
         ("Server requests", "waiting"),
@@ -198,14 +199,14 @@ def test_busy_time_matches_brute_force() -> None:
     end = start + rng.uniform(0, 3, 200)
     at = np.linspace(-1, 14, 61)
     brute = np.array([np.clip(t - start, 0, end - start).sum() for t in at])
-    assert plots._busy_time_s(start, end, at) == pytest.approx(brute)
+    assert _requests._busy_time_s(start, end, at) == pytest.approx(brute)
     # one request in flight from 1 s to 3 s: a 1 s bin over [1.5, 2.5] holds one request on average
-    assert np.diff(plots._busy_time_s(np.array([1.0]), np.array([3.0]), np.array([1.5, 2.5]))) == pytest.approx([1.0])
+    assert np.diff(_requests._busy_time_s(np.array([1.0]), np.array([3.0]), np.array([1.5, 2.5]))) == pytest.approx([1.0])
 
 
 @pytest.mark.parametrize(("duration_s", "width_s"), [(0.5, 0.01), (14, 0.1), (43, 0.2), (600, 5), (3600, 20)])
 def test_bin_width(duration_s: float, width_s: float) -> None:
-    assert plots._bin_s(duration_s) == width_s
+    assert _requests._bin_s(duration_s) == width_s
 
 
 def test_main_lists_files_and_rejects_a_dir_without_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -250,7 +251,7 @@ def test_plots_read_requests_in_chunks_and_draw_the_same(tmp_path: Path, monkeyp
             largest.append(len(chunk))
             yield chunk
 
-    monkeypatch.setattr(plots, "iter_record_chunks", small_chunks)
+    monkeypatch.setattr(_inputs, "iter_record_chunks", small_chunks)
     chunked = {p.name: p.read_bytes() for p in plots.write_plots(run_dir)}
     assert len(largest) > 40 and max(largest) == 7
     assert chunked.keys() == one.keys() == {"capacity.png", "percentiles.png", "latency_cdf.png", "timeline.png"}
@@ -261,11 +262,11 @@ def test_plots_read_requests_in_chunks_and_draw_the_same(tmp_path: Path, monkeyp
 def test_token_histogram_counts_what_a_histogram_of_every_package_counts(monkeypatch: pytest.MonkeyPatch, max_fine_bins: int) -> None:
     # The timeline counts packages into fine bins as chunks arrive instead of keeping them; with
     # few bins allowed it coarsens 10x (twice here: 10 ms -> 1 s) and must still count every token.
-    monkeypatch.setattr(plots, "_MAX_FINE_BINS", max_fine_bins)
+    monkeypatch.setattr(_inputs, "_MAX_FINE_BINS", max_fine_bins)
     rng = np.random.default_rng(3)
     times_s = np.sort(rng.uniform(0, 40, 5000))
     tokens = rng.integers(1, 4, 5000).astype(np.float64)
-    histogram = plots._TokenHistogram()
+    histogram = _inputs._TokenHistogram()
     for part in np.array_split(np.arange(5000), 13):
         histogram.add(times_s[part], tokens[part])
     width_s = 1.0 if max_fine_bins == 50 else 0.2

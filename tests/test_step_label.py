@@ -12,7 +12,7 @@ from perfbench.compare import compare_runs
 from perfbench.junit import write_junit
 from perfbench.metrics import summarize_step
 from perfbench.records import RequestRecord
-from perfbench.report import plots
+from perfbench.report.plots._inputs import read_steps
 from perfbench.report.terminal import overview_table
 from perfbench.runfiles import request_line, step_label
 from perfbench.slo import parse_slos
@@ -47,7 +47,7 @@ def test_junit_compare_plots_and_terminal_name_each_step_alike(tmp_path: Path) -
 
     comparison = compare_runs(run_dir, run_dir)
     assert list(dict.fromkeys(row.step for row in comparison.rows)) == LABELS
-    assert [s.label for s in plots._steps(summary)] == LABELS
+    assert [s.label for s in read_steps(summary)] == LABELS
     table = overview_table(summary["steps"], title="t")
     assert [column.header for column in table.columns][1:] == LABELS
 
