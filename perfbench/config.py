@@ -338,6 +338,10 @@ def config_from_settings(settings: Mapping[str, Any]) -> RunConfig:
         if other:
             raise ConfigError(f"--url carries user:password credentials and {other} sets Authorization too; "
                               f"keep one of them{' (unset OPENAI_API_KEY)' if other.startswith('$') else ''}")
+    if s.get("workers") == "auto":
+        from perfbench.limits import available_workers
+
+        s["workers"] = available_workers()
     direct = {k: v for k, v in s.items() if k in RunConfig.__dataclass_fields__ and v is not None}
     direct.update(
         url=url,

@@ -9,6 +9,7 @@ one-line message naming the fix.
 from __future__ import annotations
 
 import logging
+import os
 
 from perfbench.errors import ConfigError
 
@@ -62,3 +63,12 @@ def ensure_open_files(needed: int, *, what: str | None) -> None:
         f"{what} needs about {needed} open files but the limit is {soft} (hard {hard_text}); "
         f"raise it with `ulimit -n {suggestion}` or lower {what.split()[0]}"
     )
+
+
+def available_workers() -> int:
+    """``--workers auto``: the cores this process may use, less one for the parent (which writes every record)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        cores = os.cpu_count() or 1
+    return max(1, cores - 1)

@@ -93,6 +93,28 @@ nonnegative_float = Number(float, low_open=False)
 fraction = Number(float, low_open=False, high=1)
 
 
+def worker_count(value: Any) -> int | str:
+    """--workers: a whole number >= 1, or "auto" (the cores the machine can spare)."""
+    if value == "auto":
+        return value
+    if isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            raise BadValue(f"{value!r} is neither a whole number nor auto; use e.g. 2, or auto") from None
+    return Number(int, high=1024)(value)
+
+
+def worker_count_flag(text_value: str) -> int | str:
+    """argparse type for --workers."""
+    import argparse
+
+    try:
+        return worker_count(text_value)
+    except BadValue as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def list_of(item: Reader) -> Reader:
     """One value, a YAML list, or a comma-separated string ("1,4,16") -> a list."""
 

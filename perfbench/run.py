@@ -8,6 +8,7 @@ finished, also after Ctrl-C or a crash.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import math
@@ -41,6 +42,7 @@ from perfbench.report.exports import write_summary_files as write_summary
 from perfbench.runfiles import SUMMARY_SCHEMA, OutputError, RecordReader, RecordWriter
 from perfbench.signals import CTRL_C, RunStopper, hold_signals, stop_on_signals
 from perfbench.tokens import Tokenizer, count_chat_tokens, count_prompt_tokens
+from perfbench.workers import WorkerPool, WorkerSetup
 
 logger = logging.getLogger(__name__)
 
@@ -299,10 +301,16 @@ async def drive(
 ) -> None:
     """Run the ladder (or the max-load search) through one pooled session."""
     max_in_flight, _ = max_connections(config)
-    async with make_session(max_in_flight, config.timeout_s, config.connect_timeout_s) as session:
-        engine = Engine(session, target, requests, sink, tokenizer=tokenizer, counters=counters)
+    async with contextlib.AsyncExitStack() as stack:
+        session = await stack.enter_async_context(make_session(max_in_flight, config.timeout_s, config.connect_timeout_s))
+        engine: Engine | WorkerPool = Engine(session, target, requests, sink, tokenizer=tokenizer, counters=counters)
         if config.preflight:
             await _preflight(config, engine, requests[0])
+        if config.workers > 1:  # the parent keeps the pre-flight, the records and the files; the workers send
+            setup = WorkerSetup(target=target, requests=requests, tokenizer=tokenizer,
+                                max_connections=math.ceil(max_in_flight / config.workers),
+                                timeout_s=config.timeout_s, connect_timeout_s=config.connect_timeout_s)
+            engine = await stack.enter_async_context(WorkerPool(config.workers, setup, sink, counters))
 
         consumed = config.warmup  # requests taken so far: the warm-up takes the first prompts
 

@@ -51,6 +51,7 @@ EXAMPLES: dict[str, tuple[list[str], list[str], dict[str, Any]]] = {
     "burstiness": (RATE, ["--burstiness", "0.5"], {"load": {"burstiness": 0.5}}),
     "ramp_up_s": (RATE, ["--ramp-up", "3"], {"load": {"ramp_up_s": 3}}),
     "preconnect": (URL, ["--no-preconnect"], {"load": {"preconnect": False}}),
+    "workers": (URL, ["--workers", "2"], {"load": {"workers": 2}}),
     "search": (URL + ["--slo", "ttft_p99=500"], ["--search", "rate"], {"load": {"search": "rate"}}),
     "search_start": (SEARCH, ["--search-start", "2"], {"load": {"start": 2}}),
     "search_max": (SEARCH, ["--search-max", "64"], {"load": {"max": 64}}),

@@ -1,0 +1,181 @@
+"""--workers: a step split into slices run by worker processes, merged into one run.
+
+Real processes against the built-in mock on 127.0.0.1: the same requests (indexes, prompts,
+counts, open-loop schedule) with 1, 2 and 4 workers; a worker killed mid-step is reported and
+the run finishes; SIGTERM stops every worker and keeps every finished record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from perfbench.apis import get_adapter
+from perfbench.cli import main
+from perfbench.engine import LiveCounters, PreparedRequest, StepPlan, Target
+from perfbench.servers.mock import MockConfig, MockInThread
+from perfbench.workers import WORKER_LOST, WorkerPool, WorkerSetup, split_step
+from tests.test_signals import alive, children, kill_if_alive, line_count, wait_until
+
+QUIET = ["--no-live", "--no-plots", "--no-telemetry"]
+
+
+def _indexes(part: StepPlan, schedule_length: int) -> list[int]:
+    if part.rate_req_s is not None:
+        return list(range(part.arrival_slice, schedule_length, part.arrival_slices))
+    return [part.first_index + k * part.index_stride for k in range(part.number or 0)]
+
+
+@pytest.mark.parametrize("slices", [1, 2, 3, 4, 7])
+@pytest.mark.parametrize("plan", [
+    StepPlan(step=0, concurrency=10, number=101, duration_s=None, warmup=5, preconnect=10),
+    StepPlan(step=1, concurrency=3, number=50, duration_s=None),
+    StepPlan(step=0, concurrency=1_000_000, number=77, duration_s=None, rate_req_s=20.0, warmup=3),
+    StepPlan(step=2, concurrency=2, number=40, duration_s=None, rate_req_s=20.0),
+], ids=["closed", "closed-low-concurrency", "open-uncapped", "open-capped"])
+def test_slices_send_exactly_what_the_step_sends(plan: StepPlan, slices: int) -> None:
+    parts = split_step(plan, slices)
+    assert 1 <= len(parts) <= min(slices, plan.concurrency)
+    assert sum(p.concurrency for p in parts) <= plan.concurrency and all(p.concurrency >= 1 for p in parts)
+    assert sum(p.warmup for p in parts) == plan.warmup
+    warmups = sorted(p.warmup_first_index + k for p in parts for k in range(p.warmup))
+    assert warmups == list(range(plan.warmup))
+    indexes = sorted(i for p in parts for i in _indexes(p, plan.number or 0))
+    assert indexes == list(range(plan.number or 0))  # every request once: unique indexes, none missing
+    if plan.rate_req_s is None:
+        assert sum(p.concurrency for p in parts) == plan.concurrency
+
+
+def test_duration_bound_slices_interleave_their_indexes() -> None:
+    parts = split_step(StepPlan(step=0, concurrency=4, number=None, duration_s=1.0), 3)
+    assert [(p.first_index, p.index_stride) for p in parts] == [(0, 3), (1, 3), (2, 3)]
+    assert [p.concurrency for p in parts] == [2, 1, 1]
+
+
+def _run(tmp_path: Path, name: str, *flags: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    out = tmp_path / name
+    assert main([*flags, *QUIET, "--output-dir", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    lines = [json.loads(line) for line in (out / "requests.jsonl").read_text().splitlines()]
+    return summary, lines
+
+
+@pytest.fixture(scope="module")
+def mock_url() -> Any:
+    with MockInThread(MockConfig(ttft_ms=20, itl_ms=2, output_tokens=8)) as mock:
+        yield mock.base_url
+
+
+def test_one_two_and_four_workers_send_the_same_requests(tmp_path: Path, mock_url: str) -> None:
+    flags = ["--url", mock_url, "-c", "4,8", "-n", "24,40", "--warmup", "4", "--input-tokens", "uniform:10-90", "--seed", "3"]
+    runs = {n: _run(tmp_path, f"w{n}", *flags, "--workers", str(n)) for n in (1, 2, 4)}
+    shape = {}
+    for workers, (summary, lines) in runs.items():
+        assert summary["config"]["workers"] == workers
+        steps = summary["steps"]
+        assert [s["requests_completed"] for s in steps] == [24, 40] and [s["requests_failed"] for s in steps] == [0, 0]
+        assert [s["requests_expected"] for s in steps] == [24, 40]
+        # The prompt a request carries follows from its index, as in one process: same index, same prompt length.
+        shape[workers] = sorted((line["step"], line["warmup"], line["index"], line["input_tokens"], line["output_tokens"])
+                                for line in lines)
+        assert len(lines) == 4 + 24 + 40
+        assert [s["output_tokens_per_request"]["mean"] for s in steps] == [8, 8]
+        # The mock's 20 ms to the first token, through 1, 2 or 4 processes (a generous bound: a busy CI box).
+        assert all(19 <= s["ttft_ms"]["p50"] < 80 for s in steps), [s["ttft_ms"] for s in steps]
+    assert shape[1] == shape[2] == shape[4]
+    # ... and it is the one a single process takes: the warm-up first, then each step continuing the cycle.
+    from perfbench.config import config_from_settings
+    from perfbench.run import load_workload
+
+    prompts = load_workload(config_from_settings({"url": mock_url, "concurrency": "4,8", "number": "24,40", "warmup": 4,
+                                                  "input_tokens": "uniform:10-90", "seed": 3}), None)
+    words = [len(p.completion_text.split()) for p in prompts]
+    base = {(0, True): 0, (0, False): 4, (1, False): 28}
+    for step, warmup, index, input_tokens, _ in shape[4]:
+        assert input_tokens == words[(base[step, warmup] + index) % len(words)], (step, warmup, index)
+    assert len({(step, warm, index) for step, warm, index, _, _ in shape[1]}) == len(shape[1])  # indexes unique
+
+
+def test_open_loop_workers_merge_into_the_requested_schedule(tmp_path: Path, mock_url: str) -> None:
+    flags = ["--url", mock_url, "--rate", "100", "-n", "60", "--seed", "5"]
+    schedules = {}
+    for workers in (1, 3):
+        summary, lines = _run(tmp_path, f"open{workers}", *flags, "--workers", str(workers))
+        assert summary["steps"][0]["requests_succeeded"] == 60
+        by_index = sorted((line["index"], line["scheduled_s"]) for line in lines)
+        first = by_index[0][1]
+        schedules[workers] = [(index, round(s - first, 6)) for index, s in by_index]
+    assert schedules[1] == schedules[3]  # the same arrival times, whichever process sent each
+
+
+def test_a_worker_killed_mid_step_is_reported_and_the_step_finishes(mock_url: str) -> None:
+    url = mock_url + "/v1/chat/completions"
+    target = Target(url=url, api=get_adapter("openai-chat"), headers={"Content-Type": "application/json"})
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True,
+                       "max_tokens": 200, "stream_options": {"include_usage": True}}).encode()
+    setup = WorkerSetup(target=target, requests=[PreparedRequest(body, 3)], tokenizer=None, max_connections=8,
+                        timeout_s=60, connect_timeout_s=10)
+    records: list[Any] = []
+
+    async def scenario() -> int:
+        async with WorkerPool(2, setup, records.append, LiveCounters()) as pool:
+            victim = pool._workers[0].process
+            step = asyncio.ensure_future(pool.run_step(StepPlan(step=0, concurrency=4, number=40, duration_s=None)))
+            deadline = time.monotonic() + 60
+            while len(records) < 4 and time.monotonic() < deadline:  # a few finished: the step is running
+                await asyncio.sleep(0.01)
+            os.kill(victim.pid, signal.SIGKILL)
+            expected = await asyncio.wait_for(step, 120)
+            assert pool.live_workers == 1
+            # The next step runs on the worker that is left.
+            more = await asyncio.wait_for(pool.run_step(StepPlan(step=1, concurrency=2, number=6, duration_s=None)), 60)
+            assert more == 6
+            return expected
+
+    expected = asyncio.run(scenario())
+    first = [r for r in records if r.step == 0]
+    assert expected == 40 and len(first) == 40
+    assert sorted(r.index for r in first) == list(range(40))
+    lost = [r for r in first if r.status == WORKER_LOST]
+    assert lost and all("worker process 0" in (r.error or "") and "code -9" in (r.error or "") for r in lost)
+    assert sum(r.ok for r in first) == 40 - len(lost) >= 4
+    assert len([r for r in records if r.step == 1 and r.ok]) == 6
+
+
+def test_sigterm_stops_every_worker_and_keeps_every_finished_record(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "perfbench", "--mock", "ttft_ms=5,itl_ms=40", "-c", "4", "-n", "10000", "--max-tokens", "10",
+         "--workers", "2", *QUIET, "--output-dir", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    workers: list[int] = []
+    try:
+        wait_until(lambda: line_count(out / "requests.jsonl") >= 8 or run.poll() is not None, 90, "8 finished requests")
+        assert run.poll() is None, run.communicate()
+        workers = children(run.pid)
+        assert len(workers) >= 2, workers
+        run.send_signal(signal.SIGTERM)
+        stdout, stderr = run.communicate(timeout=60)
+    finally:
+        kill_if_alive(run.pid)
+    assert run.returncode == 130, stderr
+    lines = [json.loads(line) for line in (out / "requests.jsonl").read_text().splitlines()]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] is True
+    assert summary["steps"][0]["requests_completed"] == len(lines) >= 8
+    assert all(line["status"] == "ok" for line in lines), {line["status"] for line in lines}
+    assert "Traceback" not in stderr
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(pid) for pid in workers), "a worker outlived the run"
