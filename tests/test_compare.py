@@ -12,17 +12,8 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from perfbench.compare import (
-    DEFAULT_THRESHOLDS,
-    Threshold,
-    _boot_statistics,
-    _resample_counts,
-    _step_samples,
-    compare_runs,
-    main,
-    parse_thresholds,
-    render_comparison,
-)
+from perfbench.compare import DEFAULT_THRESHOLDS, Threshold, compare_runs, main, parse_thresholds, render_comparison
+from perfbench.compare._bootstrap import boot_statistics, resample_counts, step_samples
 from perfbench.errors import ConfigError
 from run_fixtures import StepSpec, write_run
 from usage_errors import assert_one_line_usage_error
@@ -59,8 +50,8 @@ def test_weighted_bootstrap_equals_explicit_resampling() -> None:
     rng = np.random.default_rng(1)
     values = rng.lognormal(size=120)
     owners = rng.integers(0, 50, size=120)  # several samples per request, like ITL gaps
-    counts = _resample_counts(50, 20, rng)
-    boot = _boot_statistics(values, owners, counts, ["mean", "p50", "p90", "p99"], rng)
+    counts = resample_counts(50, 20, rng)
+    boot = boot_statistics(values, owners, counts, ["mean", "p50", "p90", "p99"], rng)
     for b in range(20):
         resample = np.repeat(values, counts[b, owners])
         assert boot["mean"][b] == pytest.approx(resample.mean())
@@ -85,7 +76,7 @@ def test_itl_samples_are_the_summarys_even_when_a_package_carries_no_token() -> 
 
     record = _record(0, [0, 10, 30], [1, 0, 2])
     summary = summarize_step([record], concurrency=1, rate_req_s=None, requests_expected=1)
-    samples = _step_samples([request_line(record, 0)]).samples
+    samples = step_samples([request_line(record, 0)]).samples
     assert samples["itl_ms"][0].tolist() == [15.0, 15.0] and summary.itl_ms.mean == 15.0
     assert samples["inter_package_ms"][0].tolist() == [10.0, 20.0]  # the plain gaps other tools call ITL
 
@@ -115,7 +106,7 @@ def test_compare_samples_give_every_distribution_of_the_summary(records) -> None
     from perfbench.runfiles import request_line
 
     summary = summarize_step(records, concurrency=1, rate_req_s=None, requests_expected=len(records)).to_dict()
-    samples = _step_samples([request_line(r, 0) for r in records]).samples
+    samples = step_samples([request_line(r, 0) for r in records]).samples
     for metric in DISTRIBUTIONS:
         values, owners = samples[metric.key]
         stats = summary[metric.key]
