@@ -55,6 +55,9 @@ async def _serve(port: int, ttft_ns: int, itl_ns: int, stamps: list[list[int]]) 
                 for line in head.split(b"\r\n"):
                     if line.lower().startswith(b"content-length:"):
                         length = int(line.split(b":", 1)[1])
+                if not head.startswith(b"POST"):  # perfbench's pre-connect GET: answer at once, keep the connection
+                    writer.write(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
+                    continue
                 body = json.loads(await reader.readexactly(length))
                 tokens = int(body.get("max_tokens") or 16)
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
