@@ -3,7 +3,9 @@
 ``start_local_server`` runs ``python -m perfbench serve --engine transformers ...`` or
 ``vllm serve ...`` in its own process group with stdout and stderr going to a log file (the
 child dies with perfbench, even a SIGKILLed one: perfbench/servers/lifetime.py), polls
-``/health`` then ``/v1/models`` until both answer, and yields a ``LocalServer``. On leaving the
+``/health`` then ``/v1/models`` until both answer, and yields a ``LocalServer`` whose
+``model_name`` is the name ``/v1/models`` lists (the served name a request must send: the
+transformers server's default is the directory's name, vLLM's the path as given). On leaving the
 ``with`` block, normally, on an exception or on Ctrl-C, it sends SIGTERM to the whole process
 group, waits, then SIGKILLs what is left, so no worker process outlives the run.
 """
@@ -44,7 +46,7 @@ class LocalServer:
     """A running local server (a child process and its process group)."""
 
     base_url: str  # http://127.0.0.1:PORT
-    model_name: str  # the name to put in requests ("model")
+    model_name: str  # the name to put in requests ("model"): what /v1/models lists once ready
     engine: str  # "transformers" or "vllm"
     log_path: Path  # the server's stdout and stderr
     _process: subprocess.Popen | None = field(default=None, repr=False)
@@ -66,13 +68,15 @@ def free_port() -> int:
 
 
 def server_command(
-    model: str, *, engine: str, port: int, engine_args: str, device: str, dtype: str, max_batch_size: int
+    model: str, *, engine: str, port: int, engine_args: str, device: str, dtype: str, max_batch_size: int,
+    served_model_name: str | None = None,
 ) -> list[str]:
     """The child's argv for ``engine``."""
+    name = ["--served-model-name", served_model_name] if served_model_name else []
     if engine == "vllm":
         from perfbench.servers.vllm_launcher import vllm_command
 
-        return vllm_command(model, host="127.0.0.1", port=port, engine_args=engine_args)
+        return vllm_command(model, host="127.0.0.1", port=port, engine_args=engine_args) + name
     if engine != "transformers":
         raise ConfigError(f"--engine {engine!r} is not one of {', '.join(ENGINES)}")
     if engine_args:
@@ -80,7 +84,7 @@ def server_command(
     return [
         sys.executable, "-m", "perfbench", "serve", "--engine", "transformers", "--model", model,
         "--host", "127.0.0.1", "--port", str(port), "--device", device, "--dtype", dtype,
-        "--max-batch-size", str(max_batch_size), "--parent-pid", str(os.getpid()),
+        "--max-batch-size", str(max_batch_size), "--parent-pid", str(os.getpid()), *name,
     ]  # fmt: skip
 
 
@@ -95,6 +99,7 @@ def start_local_server(
     device: str = "auto",
     dtype: str = "auto",
     max_batch_size: int = 64,
+    served_model_name: str | None = None,
     startup_timeout_s: float = 600,
     on_progress: Callable[[str], None] | None = None,
 ) -> Iterator[LocalServer]:
@@ -106,7 +111,7 @@ def start_local_server(
     port = port or free_port()
     command = server_command(
         model, engine=engine, port=port, engine_args=engine_args, device=device, dtype=dtype,
-        max_batch_size=max_batch_size,
+        max_batch_size=max_batch_size, served_model_name=served_model_name,
     )  # fmt: skip
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -148,7 +153,9 @@ def _wait_ready(
                 f"the {server.engine} server for {server.model_name} exited with code {code} before it was ready; "
                 f"last lines of {server.log_path}:\n{log_tail(server.log_path)}"
             )
-        if _ready(server.base_url):
+        served = _ready(server.base_url)
+        if served is not None:
+            server.model_name = served
             logger.info("%s server ready at %s after %.1f s", server.engine, server.base_url, time.monotonic() - start)
             return
         now = time.monotonic()
@@ -166,16 +173,20 @@ def _wait_ready(
         time.sleep(_POLL_INTERVAL_S)
 
 
-def _ready(base_url: str) -> bool:
-    """``/health`` answers 200 and ``/v1/models`` lists at least one model."""
+def _ready(base_url: str) -> str | None:
+    """The first model ``/v1/models`` lists once ``/health`` answers 200; None while not ready."""
     try:
         with urllib.request.urlopen(base_url + "/health", timeout=2) as reply:
             if reply.status != 200:
-                return False
+                return None
         with urllib.request.urlopen(base_url + "/v1/models", timeout=2) as reply:
-            return reply.status == 200 and bool(json.load(reply).get("data"))
+            models = json.load(reply).get("data") if reply.status == 200 else None
     except (OSError, ValueError, urllib.error.URLError):
-        return False
+        return None
+    if not isinstance(models, list) or not models or not isinstance(models[0], dict):
+        return None
+    name = models[0].get("id")
+    return name if isinstance(name, str) and name else None
 
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
