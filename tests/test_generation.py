@@ -5,8 +5,11 @@ from __future__ import annotations
 import threading
 from dataclasses import replace
 
+import pytest
 
 from perfbench.servers.generation import FINISH_LENGTH, FINISH_STOP, BatchGenerator, Delta, SamplingParams, Sequence
+from perfbench.servers.sampling import GenerationDefaults, generation_defaults
+from tests.tiny_llama import PROMPT, SUPPRESSED_DEFAULTS, multi_eos_llama, suppressed_eos_llama
 
 GREEDY = SamplingParams(max_tokens=24, temperature=0.0, ignore_eos=True)
 PROMPTS = ["the model server", "a b c d e f g h i j k l m n o p", "x", "benchmark the queue throughput of a river"]
@@ -74,16 +77,29 @@ def test_seed_reproducible_and_greedy_deterministic(generator):
     assert greedy[0] == greedy[1]
 
 
-def test_eos_stops_unless_min_tokens_or_ignore_eos(generator):
-    [probe] = run(generator, ["the model"], replace(GREEDY, max_tokens=1))
-    first_token = generator.tokenizer.encode(probe[0].text, add_special_tokens=False)[0]
-    generator.eos_token_ids = [first_token]  # make the greedy first token the model's EOS
-    [stopped] = run(generator, ["the model"], replace(GREEDY, ignore_eos=False))
-    assert stopped[-1].finish_reason == FINISH_STOP and stopped[-1].completion_tokens == 1
-    [at_least] = run(generator, ["the model"], replace(GREEDY, ignore_eos=False, min_tokens=5, max_tokens=8))
-    assert at_least[-1].completion_tokens >= 5
-    [ignored] = run(generator, ["the model"], replace(GREEDY, max_tokens=8))
-    assert ignored[-1].completion_tokens == 8 and ignored[-1].finish_reason == FINISH_LENGTH
+def test_eos_stops_unless_min_tokens_or_ignore_eos(loaded):
+    probe_gen = BatchGenerator(loaded.model, loaded.tokenizer)
+    probe_gen.start()
+    try:
+        [probe] = run(probe_gen, ["the model"], replace(GREEDY, max_tokens=1))
+    finally:
+        probe_gen.stop()
+    first_token = loaded.tokenizer.encode(probe[0].text, add_special_tokens=False)[0]
+    # A generator whose EOS is the greedy first token.
+    gen = BatchGenerator(loaded.model, loaded.tokenizer, defaults=GenerationDefaults(eos_token_ids=(first_token,)))
+    gen.start()
+    try:
+        [stopped] = run(gen, ["the model"], replace(GREEDY, ignore_eos=False))
+        assert stopped[-1].finish_reason == FINISH_STOP and stopped[-1].completion_tokens == 1
+        assert text_of(stopped) == ""  # the EOS token counts but adds no text
+        [at_least] = run(gen, ["the model"], replace(GREEDY, ignore_eos=False, min_tokens=5, max_tokens=8))
+        assert at_least[-1].completion_tokens >= 5
+        [exact] = run(gen, ["the model"], replace(GREEDY, ignore_eos=False, min_tokens=8, max_tokens=8))
+        assert exact[-1].completion_tokens == 8 and exact[-1].finish_reason == FINISH_LENGTH
+        [ignored] = run(gen, ["the model"], replace(GREEDY, max_tokens=8))
+        assert ignored[-1].completion_tokens == 8 and ignored[-1].finish_reason == FINISH_LENGTH
+    finally:
+        gen.stop()
 
 
 def test_stop_string_cuts_text_and_never_leaks(generator):
@@ -119,3 +135,103 @@ def test_incremental_detokenising_never_splits_a_character(generator):
     deltas = [generator._detokenise(seq, token, final=i == len(ids) - 1) for i, token in enumerate(ids)]
     assert "".join(deltas) == text
     assert not any("\ufffd" in d for d in deltas)
+
+
+@pytest.fixture(scope="module")
+def suppressed():
+    """The tiny Llama whose generation_config.json suppresses EOS and byte fragments (tests/tiny_llama.py)."""
+    from perfbench.servers.transformers_server import load_model
+
+    return load_model(str(suppressed_eos_llama()), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def multi_eos():
+    from perfbench.servers.transformers_server import load_model
+
+    return load_model(str(multi_eos_llama()), device="cpu")
+
+
+@pytest.fixture
+def started():
+    """Start generators for a test and stop them after it."""
+    generators = []
+
+    def start(loaded, **kwargs) -> BatchGenerator:
+        gen = BatchGenerator(loaded.model, loaded.tokenizer, **kwargs)
+        gen.start()
+        generators.append(gen)
+        return gen
+
+    yield start
+    for gen in generators:
+        gen.stop()
+
+
+def file_config(loaded) -> dict:
+    import json
+    from pathlib import Path
+
+    return json.loads((Path(loaded.model.name_or_path) / "generation_config.json").read_text())
+
+
+def test_generation_defaults_are_the_files(loaded, suppressed, multi_eos):
+    config = file_config(suppressed)
+    defaults = generation_defaults(suppressed.model, suppressed.tokenizer)
+    assert defaults.suppress_token_ids == tuple(config["suppress_tokens"])
+    assert defaults.begin_suppress_token_ids == tuple(config["begin_suppress_tokens"])
+    assert (defaults.temperature, defaults.top_k, defaults.top_p, defaults.repetition_penalty, defaults.max_new_tokens) == (
+        0.7, 40, 0.95, 1.1, 48) == tuple(SUPPRESSED_DEFAULTS[k] for k in ("temperature", "top_k", "top_p", "repetition_penalty", "max_new_tokens"))  # fmt: skip
+    multi = generation_defaults(multi_eos.model, multi_eos.tokenizer)
+    assert multi.eos_token_ids == tuple(file_config(multi_eos)["eos_token_id"]) and len(multi.eos_token_ids) == 2
+    assert multi.temperature == 0.0  # do_sample: false means greedy unless the request asks otherwise
+    # A file that is silent: the OpenAI defaults.
+    assert generation_defaults(loaded.model, loaded.tokenizer) == GenerationDefaults(eos_token_ids=(2,))
+
+
+def test_greedy_matches_hf_generate_under_the_files_processors(suppressed, started):
+    """Suppressed tokens, begin-suppressed tokens and the repetition penalty act as in transformers' generate."""
+    import torch
+
+    gen = started(suppressed)
+    config = file_config(suppressed)
+    [out] = run(gen, [PROMPT], SamplingParams(max_tokens=40, temperature=0.0, repetition_penalty=1.1))
+    assert out[-1].completion_tokens == 40 and out[-1].finish_reason == FINISH_LENGTH  # EOS is suppressed
+    ids = suppressed.tokenizer.encode(PROMPT)
+    ref = suppressed.model.generate(torch.tensor([ids]), max_new_tokens=40, do_sample=False)[0, len(ids) :].tolist()
+    assert text_of(out) == suppressed.tokenizer.decode(ref)
+    assert ref[0] not in config["begin_suppress_tokens"] and not set(ref) & set(config["suppress_tokens"])
+    # Without the penalty the output differs, so the comparison above checked it.
+    [plain] = run(gen, [PROMPT], SamplingParams(max_tokens=40, temperature=0.0))
+    assert text_of(plain) != text_of(out)
+
+
+def test_every_token_of_the_suppressed_model_is_one_delta(suppressed, started):
+    gen = started(suppressed)
+    sampled = SamplingParams(max_tokens=64, temperature=1.0, top_k=40, top_p=0.95)
+    outs = run(gen, PROMPTS * 2, sampled)
+    for out in outs:
+        assert [d.new_tokens for d in out] == [1] * 64 and all(d.text and "\ufffd" not in d.text for d in out)
+        assert out[-1].finish_reason == FINISH_LENGTH
+
+
+def test_multi_id_eos_stops_at_either_id(multi_eos, started):
+    gen = started(multi_eos)
+    _, second_eos = file_config(multi_eos)["eos_token_id"]
+    [free] = run(gen, [PROMPT], replace(GREEDY, max_tokens=16))  # ignore_eos: the plain greedy output
+    ids = multi_eos.tokenizer.encode(text_of(free), add_special_tokens=False)
+    stop_at = ids.index(second_eos)
+    [stopped] = run(gen, [PROMPT], replace(GREEDY, max_tokens=16, ignore_eos=False))
+    assert stopped[-1].finish_reason == FINISH_STOP and stopped[-1].completion_tokens == stop_at + 1
+    assert text_of(stopped) == multi_eos.tokenizer.decode(ids[:stop_at])  # the EOS token adds no text
+    [longer] = run(gen, [PROMPT], replace(GREEDY, max_tokens=16, ignore_eos=False, min_tokens=stop_at + 3))
+    assert longer[-1].completion_tokens >= stop_at + 3
+
+
+def test_top_k_and_top_p_narrow_the_draw(loaded, started):
+    gen = started(loaded)
+    greedy = text_of(run(gen, [PROMPT], GREEDY)[0])
+    hot = replace(GREEDY, temperature=5.0)
+    assert text_of(run(gen, [PROMPT], replace(hot, top_k=1))[0]) == greedy
+    assert text_of(run(gen, [PROMPT], replace(hot, top_p=1e-6))[0]) == greedy
+    assert text_of(run(gen, [PROMPT], replace(hot, seed=1))[0]) != greedy  # at 5.0 the draw wanders

@@ -4,12 +4,19 @@
 2-layer, 64-wide ``LlamaForCausalLM`` with random weights (fixed seed) in one directory, which
 ``AutoModelForCausalLM.from_pretrained`` and ``AutoTokenizer.from_pretrained`` load like any
 Hugging Face model directory.
+
+Two variants share its weights and differ in ``generation_config.json``, the file a server must honour:
+``suppressed_eos_llama()`` suppresses EOS, BOS, padding and every byte-fragment token (so every token
+decodes to complete text and every request runs to its length), suppresses the plain greedy first token
+of ``PROMPT`` at the start, and sets sampling defaults; ``multi_eos_llama()`` is greedy by default and has
+two EOS ids, the second a plain token its greedy output for ``PROMPT`` reaches after a few tokens.
 """
 
 from __future__ import annotations
 
 import atexit
 import functools
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -54,3 +61,57 @@ def shared_tiny_llama() -> Path:
     directory = Path(tempfile.mkdtemp(prefix="perfbench-tiny-llama-"))
     atexit.register(shutil.rmtree, directory, ignore_errors=True)
     return build_tiny_llama(directory / "model")
+
+
+PROMPT = "the model server"  # the prompt the variants' special tokens were chosen on
+SUPPRESSED_DEFAULTS = {"do_sample": True, "temperature": 0.7, "top_k": 40, "top_p": 0.95, "repetition_penalty": 1.1,
+                       "max_new_tokens": 48}  # fmt: skip
+
+
+def _variant(name: str, generation_config: dict) -> Path:
+    directory = shared_tiny_llama().parent / name
+    if not directory.is_dir():
+        shutil.copytree(shared_tiny_llama(), directory)
+    base = json.loads((directory / "generation_config.json").read_text())
+    (directory / "generation_config.json").write_text(json.dumps({**base, **generation_config}, indent=2))
+    return directory
+
+
+def _greedy_ids(directory: Path, max_new_tokens: int, suppress: list[int] | None = None) -> list[int]:
+    import torch
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(directory))
+    model = AutoModelForCausalLM.from_pretrained(str(directory))
+    ids = torch.tensor([tokenizer.encode(PROMPT)])
+    out = model.generate(ids, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, do_sample=False,
+                         suppress_tokens=suppress, pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+    return out[0, ids.shape[1] :].tolist()
+
+
+def byte_fragment_ids(directory: Path) -> list[int]:
+    """Tokens that are not complete UTF-8 on their own (byte-level pieces of a longer character)."""
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(directory))
+    return [i for i in range(len(tokenizer)) if "\ufffd" in tokenizer.decode([i])]
+
+
+@functools.lru_cache(maxsize=None)
+def suppressed_eos_llama() -> Path:
+    """The tiny Llama whose generation config suppresses EOS and byte fragments (see the module docstring)."""
+    base = shared_tiny_llama()
+    suppress = sorted({0, 1, 2, *byte_fragment_ids(base)})  # pad, bos, eos: text-less tokens
+    [first] = _greedy_ids(base, 1, suppress)
+    return _variant("suppressed-eos", {**SUPPRESSED_DEFAULTS, "suppress_tokens": suppress, "begin_suppress_tokens": [first]})
+
+
+@functools.lru_cache(maxsize=None)
+def multi_eos_llama() -> Path:
+    """The tiny Llama with ``eos_token_id: [2, X]`` and ``do_sample: false`` (see the module docstring)."""
+    base = shared_tiny_llama()
+    fragments = set(byte_fragment_ids(base))
+    ids = _greedy_ids(base, 16)
+    # X: the first plain token that appears at least three tokens in and not before.
+    index = next(i for i in range(3, len(ids)) if ids[i] > 2 and ids[i] not in fragments and ids[i] not in ids[:i])
+    return _variant("multi-eos", {"do_sample": False, "eos_token_id": [2, ids[index]]})

@@ -12,22 +12,29 @@ right. Joining pads the shorter cache on the left; leaving selects the remaining
 columns that have become padding for every row. ``DynamicCache`` itself grows by concatenation
 each step, so the re-batching copies cost no more than the cache already does.
 
+Each step's logits become tokens in ``Sampler`` (perfbench/servers/sampling.py), which applies the
+model's generation config and each request's parameters.
+
 Tokens go back to the caller through the ``emit`` callback given at submission, called on the
-generator thread with a ``Delta``; the server turns it into ``loop.call_soon_threadsafe``.
-Text is detokenised incrementally (vLLM/TGI offsets) so a delta never holds half a UTF-8
-character, and stop strings are held back until they are ruled out, so they never leak into a
-stream.
+generator thread with a ``Delta``: one per token whose text is complete. Text is detokenised
+incrementally (vLLM/TGI offsets), so a token that ends inside a UTF-8 character is held back and
+reported with the token that completes it, and stop strings are held back until they are ruled
+out, so they never leak into a stream. The EOS token that ends a sequence counts as a token but
+adds no text (as in vLLM).
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-import os
 import threading
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
+
+from perfbench.servers.sampling import GenerationDefaults, Sampler, SamplingParams, generation_defaults
+
+__all__ = ["BatchGenerator", "Delta", "GenerationDefaults", "SamplingParams", "Sequence"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,19 +45,6 @@ FINISH_ERROR = "error"  # the forward pass failed (e.g. out of memory); Delta.er
 # Prompt tokens kept in front of the generated ids when detokenising, so tokenizers that drop a
 # leading space at the start of a decode (SentencePiece) still produce the right first delta.
 _DETOKENISE_PREFIX_TOKENS = 5
-
-
-@dataclass(frozen=True, slots=True)
-class SamplingParams:
-    """What one request asks of generation (OpenAI/vLLM request fields)."""
-
-    max_tokens: int  # exact number of tokens unless EOS or a stop string comes first
-    temperature: float = 1.0  # 0 = greedy
-    top_p: float = 1.0  # nucleus sampling mass, 1 = off
-    seed: int | None = None  # per-request RNG seed; same seed + same prompt = same output
-    stop: tuple[str, ...] = ()  # stop strings; the text ends before the first one found
-    ignore_eos: bool = False  # keep generating past EOS (fixed-length benchmarks)
-    min_tokens: int = 0  # EOS and stop strings are ignored until this many tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +67,7 @@ class Sequence:
     emit: Callable[[Delta], None]
     cancelled: bool = False  # set by the submitter; the loop drops the row before its next step
     generated_ids: list[int] = field(default_factory=list)
-    rng: Any = None  # torch.Generator, seeded
+    rng: Any = None  # torch.Generator of a request with a seed, else None (the batch's shared draw)
     # Incremental detokenisation state: ids = prompt tail + generated ids.
     detok_ids: list[int] = field(default_factory=list)
     prefix_offset: int = 0
@@ -95,6 +89,7 @@ class BatchGenerator:
         max_batch_size: int = 64,
         max_prefill_tokens: int = 8192,
         max_model_len: int | None = None,
+        defaults: GenerationDefaults | None = None,
     ) -> None:
         import torch
 
@@ -105,7 +100,9 @@ class BatchGenerator:
         self.max_batch_size = max_batch_size
         self.max_prefill_tokens = max_prefill_tokens
         self.max_model_len = max_model_len or _model_max_len(model)
-        self.eos_token_ids = _eos_token_ids(model, tokenizer)
+        self.defaults = defaults or generation_defaults(model, tokenizer)
+        self.eos_token_ids = frozenset(self.defaults.eos_token_ids)
+        self.sampler = Sampler(torch, self.defaults, self.device)
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         # transformers 5 renamed the forward argument `past_key_values` to `cache`; support both.
         forward_args = inspect.signature(model.forward).parameters
@@ -113,6 +110,10 @@ class BatchGenerator:
         self.forward_passes = 0  # prefill + decode passes run so far (tests check sharing)
         self.decode_steps = 0
         self.max_rows_seen = 0  # largest batch a decode step ran with
+        # /metrics counters, written by the generator thread only.
+        self.prompt_tokens_total = 0  # prompt tokens prefilled
+        self.generation_tokens_total = 0  # tokens generated (EOS included)
+        self.cache_tokens = 0  # KV-cache slots held: rows x columns, left padding included
         self._waiting: deque[Sequence] = deque()
         self._wake = threading.Condition()
         self._stopping = False
@@ -153,6 +154,15 @@ class BatchGenerator:
     @property
     def running(self) -> int:
         return len(self._rows)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def cache_capacity_tokens(self) -> int:
+        """The most KV-cache slots the batch can hold (every row at the context length)."""
+        return self.max_batch_size * self.max_model_len
 
     # -- generator thread -----------------------------------------------------------------------
 
@@ -198,14 +208,18 @@ class BatchGenerator:
             if not seq.finished and not seq.cancelled:
                 seq.finished = True
                 seq.emit(Delta("", 0, len(seq.generated_ids), FINISH_ERROR, message))
-        self._rows, self._cache = [], None
+        self._clear_batch()
+
+    def _clear_batch(self) -> None:
+        self._rows, self._cache, self._mask, self._next_pos, self._last_ids = [], None, None, None, None
+        self.cache_tokens = 0
 
     def _drop_done(self) -> None:
         keep = [i for i, seq in enumerate(self._rows) if not (seq.finished or seq.cancelled)]
         if len(keep) == len(self._rows):
             return
         if not keep:
-            self._rows, self._cache = [], None
+            self._clear_batch()
             return
         torch = self._torch
         index = torch.tensor(keep, device=self.device)
@@ -219,6 +233,7 @@ class BatchGenerator:
             layer.keys = layer.keys.index_select(0, index)[..., first_used:, :]
             layer.values = layer.values.index_select(0, index)[..., first_used:, :]
         self._mask = self._mask[:, first_used:]
+        self.cache_tokens = self._mask.numel()
 
     def _prefill(self, new: list[Sequence]) -> None:
         from transformers import DynamicCache
@@ -240,16 +255,15 @@ class BatchGenerator:
             **{self._cache_arg: cache},
         )  # fmt: skip
         self.forward_passes += 1
-        tokens = self._sample(out.logits[:, -1, :], new)
+        self.prompt_tokens_total += sum(len(s.prompt_ids) for s in new)
+        tokens = self.sampler(out.logits[:, -1, :], new, first=True)
+        del out  # the prompt's logits and hidden states, before the batch's cache grows
         next_pos = mask.sum(-1)
         self._merge(new, cache, mask, next_pos, tokens)
         self._accept(new, tokens)
 
     def _init_sequence(self, seq: Sequence) -> None:
-        torch = self._torch
-        seq.rng = torch.Generator(device=self.device)
-        seed = seq.params.seed if seq.params.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
-        seq.rng.manual_seed(seed)
+        seq.rng = self.sampler.seeded_rng(seq.params.seed) if seq.params.seed is not None else None
         tail = seq.prompt_ids[-_DETOKENISE_PREFIX_TOKENS:]
         seq.detok_ids = list(tail)
         seq.prefix_offset = 0
@@ -277,6 +291,7 @@ class BatchGenerator:
         self._next_pos = torch.cat([self._next_pos, next_pos])
         self._last_ids = torch.cat([self._last_ids, tokens])
         self._rows.extend(new)
+        self.cache_tokens = self._mask.numel()
 
     def _decode_step(self) -> None:
         torch = self._torch
@@ -293,29 +308,10 @@ class BatchGenerator:
         self.decode_steps += 1
         self.max_rows_seen = max(self.max_rows_seen, batch)
         self._next_pos = self._next_pos + 1
-        tokens = self._sample(out.logits[:, -1, :], self._rows)
+        self.cache_tokens = self._mask.numel()
+        tokens = self.sampler(out.logits[:, -1, :], self._rows, first=False)
         self._last_ids = tokens
         self._accept(self._rows, tokens)
-
-    def _sample(self, logits: Any, rows: list[Sequence]) -> Any:
-        """One token per row: greedy for temperature 0, else temperature + top-p with the row's RNG."""
-        torch = self._torch
-        logits = logits.float()
-        for i, seq in enumerate(rows):
-            if len(seq.generated_ids) < seq.params.min_tokens and self.eos_token_ids:
-                logits[i, self.eos_token_ids] = float("-inf")
-        tokens = logits.argmax(dim=-1)
-        sampled = [i for i, seq in enumerate(rows) if seq.params.temperature > 0]
-        if sampled:
-            index = torch.tensor(sampled, device=logits.device)
-            temps = torch.tensor([rows[i].params.temperature for i in sampled], device=logits.device)
-            probs = torch.softmax(logits.index_select(0, index) / temps[:, None], dim=-1)
-            top_ps = [rows[i].params.top_p for i in sampled]
-            if any(p < 1.0 for p in top_ps):
-                probs = _top_p_filter(torch, probs, torch.tensor(top_ps, device=logits.device))
-            for j, i in enumerate(sampled):
-                tokens[i] = torch.multinomial(probs[j], 1, generator=rows[i].rng)[0]
-        return tokens
 
     def _accept(self, rows: list[Sequence], tokens: Any) -> None:
         for seq, token in zip(rows, tokens.tolist()):
@@ -323,8 +319,10 @@ class BatchGenerator:
                 continue
             seq.generated_ids.append(token)
             seq.pending_tokens += 1
+            self.generation_tokens_total += 1
             finish = self._finish_reason(seq, token)
-            seq.text += self._detokenise(seq, token, final=finish is not None)
+            ended_by_eos = finish == FINISH_STOP  # its text is not part of the output
+            seq.text += self._detokenise(seq, None if ended_by_eos else token, final=finish is not None)
             finish = self._check_stop_strings(seq) or finish
             self._emit(seq, finish)
 
@@ -337,9 +335,10 @@ class BatchGenerator:
             return FINISH_LENGTH
         return None
 
-    def _detokenise(self, seq: Sequence, token: int, *, final: bool) -> str:
-        """New complete text since the last call (TGI/vLLM prefix/read offsets)."""
-        seq.detok_ids.append(token)
+    def _detokenise(self, seq: Sequence, token: int | None, *, final: bool) -> str:
+        """New complete text since the last call (TGI/vLLM prefix/read offsets); ``token`` None only flushes."""
+        if token is not None:
+            seq.detok_ids.append(token)
         decode = self.tokenizer.decode
         prefix_text = decode(seq.detok_ids[seq.prefix_offset : seq.read_offset], skip_special_tokens=True)
         new_text = decode(seq.detok_ids[seq.prefix_offset :], skip_special_tokens=True)
@@ -386,25 +385,6 @@ def _stop_prefix_length(text: str, stops: tuple[str, ...]) -> int:
                 best = n
                 break
     return best
-
-
-def _top_p_filter(torch: Any, probs: Any, top_ps: Any) -> Any:
-    """Zero the tail of each row outside its top-p mass (the first token always stays)."""
-    sorted_probs, order = probs.sort(dim=-1, descending=True)
-    outside = sorted_probs.cumsum(dim=-1) - sorted_probs > top_ps[:, None]
-    sorted_probs = sorted_probs.masked_fill(outside, 0.0)
-    return torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-
-
-def _eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
-    ids: set[int] = set()
-    config = getattr(model, "generation_config", None)
-    for source in (getattr(config, "eos_token_id", None), tokenizer.eos_token_id):
-        if isinstance(source, int):
-            ids.add(source)
-        elif source:
-            ids.update(int(i) for i in source)
-    return sorted(ids)
 
 
 def _model_max_len(model: Any) -> int:

@@ -38,7 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-batch-size", type=int, default=64, help="most sequences decoded together (transformers; default: 64)"
     )
     parser.add_argument("--engine-args", default="", help='extra arguments for vllm serve, one string: "--max-model-len 4096"')
-    parser.add_argument("--served-model-name", default=None, help="model name in the API (default: --model)")
+    parser.add_argument(
+        "--served-model-name", default=None,
+        help="the model's name in the API; requests naming another get 404 (default: the model directory's name; vllm: --model)",
+    )  # fmt: skip
     # Set by perfbench when it starts this server for a run (servers/local.py): exit when that
     # process is gone; stdin is then a pipe from it (servers/lifetime.py).
     parser.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)

@@ -3,8 +3,8 @@
 Responses run on the same continuous-batching generator as chat: the input messages and
 ``instructions`` go through the model's chat template, ``max_output_tokens``, ``temperature``,
 ``top_p`` and ``seed`` become the sampling parameters, and the events are servers/openai_wire.py's
-(the mock sends the same). Each package is one ``response.output_text.delta`` holding whatever
-text the generator produced since the previous one.
+(the mock sends the same). Each package is one ``response.output_text.delta`` holding one token's
+text, as the chat stream's chunks do. Both routes refuse another model's name with vLLM's 404.
 
 Embeddings are the mean of the model's last hidden state over the input's tokens (padding masked
 out), L2-normalised; strings are tokenised as a completion prompt is (with the tokenizer's special
@@ -39,6 +39,7 @@ from perfbench.servers.openai_wire import (
 from perfbench.servers.transformers_requests import (
     BadRequest,
     DeltaStream,
+    check_model,
     check_prompt,
     error_response,
     sampling_params,
@@ -69,13 +70,13 @@ def responses_handler(generator: BatchGenerator, model_name: str) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         try:
             body = await _json_body(request)
+            check_model(body, model_name)
             max_output_tokens(body)  # type-checked here, range-checked with the prompt's room below
             prompt_ids = template_prompt_ids(generator, input_messages(body))
-            params = sampling_params(body, len(prompt_ids), generator.max_model_len, api="responses")
+            params = sampling_params(body, len(prompt_ids), generator, api="responses")
         except (BadRequest, WireBadRequest) as exc:
-            return error_response(str(exc))
-        model = body.get("model") if isinstance(body.get("model"), str) else model_name
-        events = ResponseStream(f"resp_{uuid.uuid4().hex}", int(time.time()), model)
+            return error_response(str(exc), getattr(exc, "status", 400))
+        events = ResponseStream(f"resp_{uuid.uuid4().hex}", int(time.time()), model_name)
         deltas = DeltaStream(generator, prompt_ids, params)
         try:
             if not body.get("stream", False):
@@ -84,17 +85,16 @@ def responses_handler(generator: BatchGenerator, model_name: str) -> Handler:
                     return error_response(last.error or "generation failed", status=500)
                 usage = responses_usage(len(prompt_ids), last.completion_tokens)
                 output = response_output(events.item_ids, "", text)
-                return web.json_response(response_object(events.response_id, events.created_at, model, "completed", output, usage))
+                return web.json_response(response_object(events.response_id, events.created_at, model_name, "completed", output, usage))
             response = web.StreamResponse(headers=_SSE_HEADERS)
             await response.prepare(request)
             await response.write(events.opening(reasoning_first=False))
             while not deltas.finished:
-                delta = await deltas.next()
-                if delta.finish_reason == FINISH_ERROR:
-                    await response.write(events.error(delta.error or "generation failed"))
-                    break
-                if delta.text:
-                    await response.write(events.delta(delta.text))
+                ready = await deltas.ready()
+                await response.write(b"".join(events.delta(d.text) for d in ready if d.text))
+                delta = ready[-1]  # a failure is always the last delta
+            if delta.finish_reason == FINISH_ERROR:
+                await response.write(events.error(delta.error or "generation failed"))
             else:
                 await response.write(events.closing(responses_usage(len(prompt_ids), delta.completion_tokens)))
             await response.write_eof()
@@ -113,6 +113,7 @@ def embeddings_handler(generator: BatchGenerator, model_name: str) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         try:
             body = await _json_body(request)
+            check_model(body, model_name)
             inputs = embedding_inputs(body)
             fmt = encoding_format(body)
             dimensions = _dimensions(body, hidden_size)
@@ -120,14 +121,13 @@ def embeddings_handler(generator: BatchGenerator, model_name: str) -> Handler:
                 raise BadRequest(f"at most {MAX_EMBEDDING_INPUTS} inputs per request, got {len(inputs)}")
             ids = [_input_ids(generator, item, vocab_size) for item in inputs]
         except (BadRequest, WireBadRequest) as exc:
-            return error_response(str(exc))
+            return error_response(str(exc), getattr(exc, "status", 400))
         loop = asyncio.get_running_loop()
         try:
             vectors = await loop.run_in_executor(None, mean_pooled_embeddings, generator.model, ids, generator.pad_token_id, dimensions)
         except RuntimeError as exc:  # e.g. out of memory: the client gets a 500, the server keeps serving
             return error_response(f"embedding failed: {exc}", status=500)
-        model = body.get("model") if isinstance(body.get("model"), str) else model_name
-        payload = embeddings_body(vectors, model, sum(len(x) for x in ids), fmt)
+        payload = embeddings_body(vectors, model_name, sum(len(x) for x in ids), fmt)
         return web.Response(body=payload, content_type="application/json")
 
     return handle

@@ -1,9 +1,11 @@
-"""What every generation route of the transformers server shares: reading a request, answering 400, receiving deltas.
+"""What every generation route of the transformers server shares: reading a request, answering 400/404, receiving deltas.
 
 Request bodies become prompt ids (chat template, completion prompt, token ids) and
-``SamplingParams``; a ``DeltaStream`` is one submitted sequence as the handler sees it: deltas
-from the generator thread, merged when several are waiting, and the sequence cancelled when the
-handler leaves before it finished (a client that went away frees its batch slot).
+``SamplingParams``, the model's generation config filling in what a request leaves out; a
+request naming another model than the one served is refused with vLLM's 404. A ``DeltaStream`` is
+one submitted sequence as the handler sees it: deltas from the generator thread, one per token
+with complete text (never merged, so each becomes its own event), and the sequence cancelled when
+the handler leaves before it finished (a client that went away frees its batch slot).
 """
 
 from __future__ import annotations
@@ -19,11 +21,33 @@ from perfbench.servers.generation import BatchGenerator, Delta, SamplingParams
 class BadRequest(Exception):
     """A request the server refuses with HTTP 400; the message goes to the client."""
 
+    status = 400
+
+
+class ModelNotFound(BadRequest):
+    """A request for a model this server does not serve: HTTP 404, as vLLM answers it."""
+
+    status = 404
+
+
+_ERROR_TYPES = {400: "BadRequestError", 404: "NotFoundError"}
+
 
 def error_response(message: str, status: int = 400) -> web.Response:
     """An OpenAI-style JSON error answer (``{"error": {...}}``)."""
-    kind = "BadRequestError" if status == 400 else "InternalServerError"
+    kind = _ERROR_TYPES.get(status, "InternalServerError")
     return web.json_response({"error": {"message": message, "type": kind, "param": None, "code": status}}, status=status)
+
+
+def check_model(body: dict[str, Any], served_model_name: str) -> None:
+    """ModelNotFound unless ``body["model"]`` is absent or the served name (vLLM's rule and message)."""
+    model = body.get("model")
+    if model is None:
+        return
+    if not isinstance(model, str):
+        raise BadRequest("'model' must be a string")
+    if model != served_model_name:
+        raise ModelNotFound(f"The model `{model}` does not exist.")
 
 
 def chat_prompt_ids(generator: BatchGenerator, body: dict[str, Any]) -> list[int]:
@@ -94,13 +118,17 @@ def max_tokens_key(body: dict[str, Any], api: str) -> str:
     return "max_completion_tokens" if api == "chat" and body.get("max_completion_tokens") is not None else "max_tokens"
 
 
-def sampling_params(body: dict[str, Any], prompt_tokens: int, max_model_len: int, *, api: str) -> SamplingParams:
-    """The SamplingParams a request body asks for (BadRequest naming the field when it is out of range)."""
+def sampling_params(body: dict[str, Any], prompt_tokens: int, generator: BatchGenerator, *, api: str) -> SamplingParams:
+    """The SamplingParams a request body asks for, the model's generation config filling in the rest.
+
+    BadRequest naming the field when one is out of range.
+    """
     if number(body, "n", 1, int, 1, 1) != 1:
         raise BadRequest("only n=1 is supported")
+    defaults, max_model_len = generator.defaults, generator.max_model_len
     room = max_model_len - prompt_tokens
     key = max_tokens_key(body, api)
-    max_tokens = number(body, key, room, int, 1, 2**31)
+    max_tokens = number(body, key, min(defaults.max_new_tokens or room, room), int, 1, 2**31)
     if max_tokens > room:
         raise BadRequest(
             f"this model's maximum context length is {max_model_len} tokens; the prompt has {prompt_tokens} "
@@ -117,8 +145,10 @@ def sampling_params(body: dict[str, Any], prompt_tokens: int, max_model_len: int
         raise BadRequest("'stop' must be a string or a list of strings")
     return SamplingParams(
         max_tokens=max_tokens,
-        temperature=number(body, "temperature", 1.0, float, 0.0, 100.0),
-        top_p=number(body, "top_p", 1.0, float, 1e-9, 1.0),
+        temperature=number(body, "temperature", defaults.temperature, float, 0.0, 100.0),
+        top_p=number(body, "top_p", defaults.top_p, float, 1e-9, 1.0),
+        top_k=max(0, number(body, "top_k", defaults.top_k, int, -1, 2**31)),  # vLLM: -1 or 0 = off
+        repetition_penalty=number(body, "repetition_penalty", defaults.repetition_penalty, float, 0.01, 100.0),
         seed=number(body, "seed", None, int, -(2**63), 2**63 - 1),
         stop=tuple(s for s in stop if s),
         ignore_eos=bool(body.get("ignore_eos", False)),
@@ -136,32 +166,23 @@ class DeltaStream:
         self._seq = generator.submit(prompt_ids, params, lambda d: loop.call_soon_threadsafe(self._queue.put_nowait, d))
         self.finished = False  # the last delta (with a finish_reason) was returned
 
-    async def next(self) -> Delta:
-        """The next delta, merged with any others already waiting (one package may carry several tokens)."""
-        delta = _coalesce(await self._queue.get(), self._queue)
-        self.finished = delta.finish_reason is not None
-        return delta
+    async def ready(self) -> list[Delta]:
+        """The deltas that have arrived, in order, waiting for at least one; none after the last."""
+        deltas = [await self._queue.get()]
+        while not self._queue.empty() and deltas[-1].finish_reason is None:
+            deltas.append(self._queue.get_nowait())
+        self.finished = deltas[-1].finish_reason is not None
+        return deltas
 
     async def whole(self) -> tuple[Delta, str]:
         """Wait for the end: (the last delta, all the text)."""
         texts = []
         while not self.finished:
-            delta = await self.next()
-            texts.append(delta.text)
-        return delta, "".join(texts)
+            deltas = await self.ready()
+            texts += (d.text for d in deltas)
+        return deltas[-1], "".join(texts)
 
     def close(self) -> None:
         if not self.finished:
             self._generator.cancel(self._seq)
 
-
-def _coalesce(delta: Delta, deltas: asyncio.Queue[Delta]) -> Delta:
-    """Merge deltas that are already queued into one (one package may carry several tokens)."""
-    if deltas.empty():
-        return delta
-    texts, new_tokens = [delta.text], delta.new_tokens
-    while not deltas.empty() and delta.finish_reason is None:
-        delta = deltas.get_nowait()
-        texts.append(delta.text)
-        new_tokens += delta.new_tokens
-    return Delta("".join(texts), new_tokens, delta.completion_tokens, delta.finish_reason, delta.error)

@@ -2,15 +2,24 @@
 
 Routes: ``POST /v1/chat/completions``, ``POST /v1/completions`` (streaming and not),
 ``POST /v1/responses`` and ``POST /v1/embeddings`` (servers/transformers_apis.py),
-``GET /v1/models``, ``GET /health``. Chunks are shaped like vLLM's: the chat stream opens with a
-role-only chunk, each later chunk carries new text, the last text chunk carries ``finish_reason``,
-and with ``stream_options.include_usage`` a final chunk with empty ``choices`` carries ``usage``;
-then ``data: [DONE]``.
+``GET /v1/models``, ``GET /health`` and ``GET /metrics``. One model is served, under one name
+(``--served-model-name``, by default the model directory's name); a request naming another gets
+vLLM's 404. Chunks are shaped like vLLM's: the chat stream opens with a role-only chunk, each later
+chunk carries the text of one token (a token that ends inside a UTF-8 character goes with the one
+that completes it), the last chunk carries ``finish_reason``, and with
+``stream_options.include_usage`` a final chunk with empty ``choices`` carries ``usage``; then
+``data: [DONE]``.
+
+``/metrics`` uses vLLM's names, so perfbench's telemetry reads it as it reads vLLM's:
+``vllm:num_requests_running`` and ``vllm:num_requests_waiting``, ``vllm:prompt_tokens_total`` and
+``vllm:generation_tokens_total``, and ``vllm:kv_cache_usage_perc``: this server's cache has no fixed
+pool of blocks, so the fraction is of the largest cache the batch may hold (KV slots held, left
+padding included, over ``max_batch_size`` rows of the model's context length).
 
 Generation runs in ``BatchGenerator``'s own thread (perfbench/servers/generation.py); each
 request waits on an ``asyncio.Queue`` fed through ``loop.call_soon_threadsafe``. Deltas that pile
-up while a handler is busy are sent as one chunk. A client that disconnects (the handler is
-cancelled) cancels its sequence, which frees its batch slot.
+up while a handler is busy are written together, still one event each. A client that disconnects
+(the handler is cancelled) cancels its sequence, which frees its batch slot.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -33,6 +43,7 @@ from perfbench.servers.transformers_requests import (
     BadRequest,
     DeltaStream,
     chat_prompt_ids,
+    check_model,
     completion_prompt_ids,
     error_response,
     sampling_params,
@@ -42,6 +53,7 @@ logger = logging.getLogger(__name__)
 
 GENERATOR_KEY = web.AppKey("generator", BatchGenerator)
 MODEL_NAME_KEY = web.AppKey("model_name", str)
+_METRICS_HEADERS = {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +161,12 @@ def _cuda_memory_note(device: str) -> str:
     return f"; GPU memory {(total_bytes - free_bytes) / 2**30:.2f} of {total_bytes / 2**30:.1f} GiB in use"
 
 
+def default_served_model_name(model: str) -> str:
+    """A model directory's own name (``./models/llama-3/`` -> ``llama-3``); a cache name as given."""
+    path = Path(model)
+    return path.resolve().name if path.is_dir() else model
+
+
 def create_app(generator: BatchGenerator, model_name: str) -> web.Application:
     """The aiohttp application serving ``generator`` under ``model_name``."""
     app = web.Application(client_max_size=64 * 2**20)
@@ -156,6 +174,7 @@ def create_app(generator: BatchGenerator, model_name: str) -> web.Application:
     app[MODEL_NAME_KEY] = model_name
     app.router.add_get("/health", _health)
     app.router.add_get("/v1/models", _models)
+    app.router.add_get("/metrics", _metrics)
     app.router.add_post("/v1/chat/completions", _chat_completions)
     app.router.add_post("/v1/completions", _completions)
     app.router.add_post("/v1/responses", responses_handler(generator, model_name))
@@ -185,6 +204,29 @@ async def _models(request: web.Request) -> web.Response:
     )
 
 
+def metrics_text(generator: BatchGenerator, model_name: str) -> str:
+    """The /metrics page (see the module docstring), Prometheus text format 0.0.4."""
+    label = 'model_name="' + model_name.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    cache = min(1.0, generator.cache_tokens / generator.cache_capacity_tokens)
+    rows = (
+        ("vllm:num_requests_running", "gauge", "Number of requests in model execution batches.", generator.running),
+        ("vllm:num_requests_waiting", "gauge", "Number of requests waiting to be processed.", generator.waiting),
+        ("vllm:kv_cache_usage_perc", "gauge",
+         "KV-cache usage: slots held over max_batch_size x context length. 1 means 100 percent usage.", cache),
+        ("vllm:prompt_tokens_total", "counter", "Number of prefill tokens processed.", generator.prompt_tokens_total),
+        ("vllm:generation_tokens_total", "counter", "Number of generation tokens processed.", generator.generation_tokens_total),
+    )  # fmt: skip
+    lines = []
+    for name, kind, help_text, value in rows:
+        lines += (f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name}{{{label}}} {float(value)!r}")
+    return "\n".join(lines) + "\n"
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    text = metrics_text(request.app[GENERATOR_KEY], request.app[MODEL_NAME_KEY])
+    return web.Response(body=text.encode(), headers=_METRICS_HEADERS)
+
+
 async def _chat_completions(request: web.Request) -> web.StreamResponse:
     return await _generate(request, chat=True)
 
@@ -199,15 +241,16 @@ async def _generate(request: web.Request, *, chat: bool) -> web.StreamResponse:
         body = await request.json()
         if not isinstance(body, dict):
             raise BadRequest("the request body must be a JSON object")
+        check_model(body, request.app[MODEL_NAME_KEY])
         prompt_ids = chat_prompt_ids(generator, body) if chat else completion_prompt_ids(generator, body)
-        params = sampling_params(body, len(prompt_ids), generator.max_model_len, api="chat" if chat else "completions")
+        params = sampling_params(body, len(prompt_ids), generator, api="chat" if chat else "completions")
         stream = bool(body.get("stream", False))
         stream_options = body.get("stream_options") or {}
         include_usage = bool(stream_options.get("include_usage", False)) if isinstance(stream_options, dict) else False
     except json.JSONDecodeError:
         return error_response("the request body is not valid JSON")
     except BadRequest as exc:
-        return error_response(str(exc))
+        return error_response(str(exc), exc.status)
 
     deltas = DeltaStream(generator, prompt_ids, params)
     try:
@@ -223,13 +266,13 @@ async def _generate(request: web.Request, *, chat: bool) -> web.StreamResponse:
         if chat:
             await response.write(reply.sse(reply.chunk_chat({"role": "assistant", "content": ""}, None)))
         while not deltas.finished:
-            delta = await deltas.next()
-            if delta.finish_reason == FINISH_ERROR:
-                error = {"error": {"message": delta.error, "type": "InternalServerError", "code": 500}}
-                await response.write(reply.sse(error))
-                break
-            if delta.text or deltas.finished:
-                await response.write(reply.sse(reply.chunk(delta)))
+            events = []
+            for delta in await deltas.ready():
+                if delta.finish_reason == FINISH_ERROR:
+                    events.append(reply.sse({"error": {"message": delta.error, "type": "InternalServerError", "code": 500}}))
+                elif delta.text or delta.finish_reason is not None:
+                    events.append(reply.sse(reply.chunk(delta)))
+            await response.write(b"".join(events))
         if include_usage and delta.finish_reason != FINISH_ERROR:
             await response.write(reply.sse(reply.usage_chunk(delta.completion_tokens)))
         await response.write(b"data: [DONE]\n\n")
@@ -308,7 +351,8 @@ async def serve(
     loaded = await asyncio.get_running_loop().run_in_executor(None, lambda: load_model(model, device=device, dtype=dtype))
     generator = BatchGenerator(loaded.model, loaded.tokenizer, max_batch_size=max_batch_size)
     generator.start()
-    runner = web.AppRunner(create_app(generator, served_model_name or model), handler_cancellation=True, access_log=None)
+    name = served_model_name or default_served_model_name(model)
+    runner = web.AppRunner(create_app(generator, name), handler_cancellation=True, access_log=None)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
@@ -316,7 +360,7 @@ async def serve(
             await site.start()
         except OSError as exc:
             raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror}); pick another --port") from exc
-        logger.info("serving %s on http://%s:%d (max batch size %d)", served_model_name or model, host, port, max_batch_size)
+        logger.info("serving %s as %r on http://%s:%d (max batch size %d)", model, name, host, port, max_batch_size)
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()
