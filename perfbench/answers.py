@@ -164,6 +164,7 @@ class AnswerReader:
             input_tokens=content.prompt_tokens if content.prompt_tokens is not None else request.input_tokens,
             output_tokens=output_tokens,
             token_source=source,
+            finish_reason=content.finish_reason,
         )
 
     def _package_tokens(self, output_tokens: int | None, content: StreamContent) -> tuple[int, ...]:

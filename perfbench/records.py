@@ -49,6 +49,7 @@ class RequestRecord:
     input_tokens: int | None  # prompt tokens (usage, else tokenizer), None if unknown
     output_tokens: int | None  # generated tokens (usage, else tokenizer, else packages)
     token_source: str | None  # TOKENS_FROM_* naming where output_tokens came from
+    finish_reason: str | None = None  # why the server ended the answer ("stop", "length", ...), None when it did not say
 
     @property
     def ok(self) -> bool:
@@ -84,6 +85,7 @@ class RequestRecord:
             "packages": len(times),
             "package_times_ms": [(t - t0) / 1e6 for t in times],
             "package_tokens": list(self.package_tokens),
+            "finish_reason": self.finish_reason,
         }
 
     @classmethod
@@ -105,4 +107,5 @@ class RequestRecord:
             input_tokens=line.get("input_tokens"),
             output_tokens=line.get("output_tokens"),
             token_source=line.get("token_source"),
+            finish_reason=line.get("finish_reason"),
         )

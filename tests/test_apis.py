@@ -169,6 +169,9 @@ def _reference_content(adapter, datas, types) -> StreamContent:
             invalid()
             continue
         if choices:
+            finish = choices[0].get("finish_reason")
+            if isinstance(finish, str) and finish:
+                content.finish_reason = finish[:40]
             try:
                 text = adapter.output_text(choices[0])
             except InvalidEvent:

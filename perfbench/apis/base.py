@@ -31,6 +31,7 @@ class StreamContent:
     invalid: str | None = None  # first event whose JSON has the wrong shape or a wrong value, if any
     saw_done: bool = False  # whether the stream's end marker arrived (`[DONE]`, `response.completed`)
     items: int | None = None  # embeddings in the answer (embeddings API)
+    finish_reason: str | None = None  # why generation ended, as the server said: "stop", "length", ...
 
     def add_output(self, index: int, text: str) -> None:
         self.output_events.append(index)

@@ -227,6 +227,9 @@ def _read_usage_and_text(adapter: _ChoicesApi, obj: dict[str, Any], content: Str
         return usage, ""
     if not isinstance(choices[0], dict):
         raise InvalidEvent(f"choices[0] is {_shown(choices[0])}, not an object")
+    finish_reason = choices[0].get("finish_reason")
+    if isinstance(finish_reason, str) and finish_reason:
+        content.finish_reason = finish_reason[:40]  # a server's word, kept short: it goes on every line
     return usage, adapter.output_text(choices[0])
 
 

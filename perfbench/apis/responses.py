@@ -110,11 +110,28 @@ def _response_failure(obj: dict[str, Any]) -> str | None:
 
 
 def _read_usage(content: StreamContent, response: dict[str, Any]) -> None:
+    content.finish_reason = _finish_reason(response) or content.finish_reason
     usage = usage_object(response)
     if usage:
         prompt_tokens, completion_tokens = token_count(usage, "input_tokens"), token_count(usage, "output_tokens")
         content.prompt_tokens = prompt_tokens if prompt_tokens is not None else content.prompt_tokens
         content.completion_tokens = completion_tokens if completion_tokens is not None else content.completion_tokens
+
+
+def _finish_reason(response: dict[str, Any]) -> str | None:
+    """The Responses API's end in the chat API's words: "stop" when completed, "length" when
+    max_output_tokens ran out, else the incomplete reason or the status as given."""
+    status = response.get("status")
+    if status == "completed":
+        return "stop"
+    details = response.get("incomplete_details")
+    reason = details.get("reason") if isinstance(details, dict) else None
+    if reason == "max_output_tokens":
+        return "length"
+    for word in (reason, status):
+        if isinstance(word, str) and word:
+            return word[:40]
+    return None
 
 
 def _output_texts(output: Any) -> list[str]:

@@ -74,6 +74,7 @@ class StepSummary:
     slo_passed: bool | None  # every step limit passed; None without step limits
     slo_results: tuple[SloResult, ...]  # one per step limit
     token_sources: dict[str, int]  # where succeeded requests' token counts came from: {usage|tokenizer|packages: count}
+    finish_reasons: dict[str, int]  # why succeeded answers ended, as servers said ({"stop": n, "length": m}); unsaid ones absent
 
     def to_dict(self) -> dict[str, Any]:
         """The STEP object of summary.json (JSON-ready), plus ``slo_passed`` and ``slo_results``."""
@@ -84,7 +85,7 @@ class StepSummary:
                 value = value.to_dict()
             elif f.name == "slo_results":
                 value = [result.to_dict() for result in value]
-            elif f.name in ("failure_reasons", "failure_examples", "token_sources"):
+            elif f.name in ("failure_reasons", "failure_examples", "token_sources", "finish_reasons"):
                 value = dict(value)
             out[f.name] = value
         return out
@@ -98,6 +99,7 @@ class StepSummary:
         values["failure_reasons"] = dict(d.get("failure_reasons") or {})
         values["failure_examples"] = dict(d.get("failure_examples") or {})  # absent from older summaries
         values["token_sources"] = dict(d.get("token_sources") or {})
+        values["finish_reasons"] = dict(d.get("finish_reasons") or {})  # absent from older summaries
         values["slo_results"] = tuple(SloResult(**result) for result in d.get("slo_results") or ())
         return cls(**values)
 
@@ -222,6 +224,7 @@ class StepAccumulator:
         self.failure_reasons: Counter[str] = Counter()  # {reason: count}
         self.failure_examples: dict[str, str | None] = {}  # {reason: first error text seen}
         self.token_sources: Counter[str] = Counter()  # succeeded records by token source
+        self.finish_reasons: Counter[str] = Counter()  # succeeded records by the finish reason their server gave
         self._first_scheduled_ns: int | None = None  # min(scheduled_ns) over non-warm-up records
         self._first_sent_ns: int | None = None  # min(sent_ns) over non-warm-up records
         self._last_end_ns: int | None = None  # max(end_ns) over non-warm-up records
@@ -246,6 +249,8 @@ class StepAccumulator:
                 succeeded.append(r)
                 if r.token_source:
                     self.token_sources[r.token_source] += 1
+                if r.finish_reason:
+                    self.finish_reasons[r.finish_reason] += 1
             else:
                 self.failure_reasons[r.status] += 1
                 if self.failure_examples.get(r.status) is None:  # the first text; a later one if the first had none
@@ -310,6 +315,7 @@ class StepAccumulator:
             slo_passed=all(r.passed for r in slo_results) if slo_results else None,
             slo_results=slo_results,
             token_sources=dict(sorted(self.token_sources.items())),
+            finish_reasons=dict(sorted(self.finish_reasons.items())),
         )
 
 

@@ -61,6 +61,7 @@ def _overview_rows() -> list[tuple[str, Any]]:
     for key, stat in _HEADLINE_STATS:
         rows.append((_title(METRICS_BY_KEY[key], stat), lambda s, k=key, st=stat: _stat(s, k, st)))
     rows.append(("Token counts from", lambda s: ", ".join(s.get("token_sources") or {}) or "-"))
+    rows.append(("Answers ended by", lambda s: ", ".join(f"{k} {v}" for k, v in (s.get("finish_reasons") or {}).items()) or "-"))
     return rows
 
 
