@@ -338,6 +338,8 @@ def config_from_settings(settings: Mapping[str, Any]) -> RunConfig:
         if other:
             raise ConfigError(f"--url carries user:password credentials and {other} sets Authorization too; "
                               f"keep one of them{' (unset OPENAI_API_KEY)' if other.startswith('$') else ''}")
+    if s.get("export") is not None:
+        s["export"] = tuple(dict.fromkeys(s["export"]))  # --export given twice writes once
     if s.get("workers") == "auto":
         from perfbench.limits import available_workers
 

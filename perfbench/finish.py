@@ -3,7 +3,7 @@
     prepare -> run steps (perfbench.run.execute) -> finish (here)
 
 Stages, in order: the baseline comparison, the SLO verdict, JUnit, plots and report.html, the run
-history, exports (requests.parquet). Each reads the run's files (never the engine) and may set the
+history, exports (requests.parquet, and each ``--export`` format). Each reads the run's files (never the engine) and may set the
 exit code; a failing convenience (history, JUnit) never costs the run's other outputs. The CLI only
 calls ``finish_run`` and returns its exit code. To add a stage: write ``def _stage(ctx) -> None`` and
 put it in ``STAGES`` where it belongs.
@@ -148,6 +148,10 @@ def _exports(ctx: FinishContext) -> None:
         raise OutputError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "cannot write requests.parquet")
     elif done.returncode != 3:  # 3: no pyarrow, nothing to write
         ctx.console.print(f"[yellow]requests.parquet not written: {(done.stderr.strip().splitlines() or ['?'])[-1]}[/]")
+    from perfbench.report.exporters import exporter
+
+    for name in ctx.config.export:
+        ctx.files += [path.name for path in exporter(name)(ctx.run_dir, ctx.outcome.summary)]
 
 
 STAGES: tuple[Callable[[FinishContext], None], ...] = (_compare_with_baseline, _slo_verdict, _junit, _reports, _history, _exports)

@@ -115,6 +115,19 @@ def worker_count_flag(text_value: str) -> int | str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def choices(*options: str) -> Reader:
+    """Names from ``options``: a YAML list, or one string (comma-separated) -> a tuple without repeats."""
+    one = choice(*options)
+
+    def read(value: Any) -> tuple[str, ...]:
+        items = [part.strip() for part in value.split(",")] if isinstance(value, str) else value
+        if not isinstance(items, list) or not items:
+            raise BadValue(f"expected a list of {', '.join(options)}, got {type_name(value)}")
+        return tuple(dict.fromkeys(one(item) for item in items))
+
+    return read
+
+
 def list_of(item: Reader) -> Reader:
     """One value, a YAML list, or a comma-separated string ("1,4,16") -> a list."""
 

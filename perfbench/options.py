@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 from perfbench import option_values as v
 from perfbench.apis import API_NAMES, DEFAULT_API
+from perfbench.report.exporters import EXPORTERS
 from perfbench.schedule import ARRIVALS
 
 ENGINES = ("transformers", "vllm")
@@ -175,6 +176,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("store", ("--store",), "output.store", _OUTPUT, "history store (SQLite; default in the user data dir)",
            parse={"metavar": "PATH"}),
     Option("junit", ("--junit",), "output.junit", _OUTPUT, "write the baseline checks as JUnit XML", parse={"metavar": "FILE"}),
+    Option("export", ("--export",), "output.export", _OUTPUT,
+           f"also write the results in another tool's format (repeatable): {', '.join(EXPORTERS)} "
+           "(vllm: vllm bench serve --save-result's JSON, one file per step); in a file a list",
+           read=v.choices(*EXPORTERS), parse={"action": "append", "choices": tuple(EXPORTERS)},
+           type="tuple[str, ...]", default=()),
     _switch_off("plots", "--no-plots", "output.plots", _OUTPUT, "skip plots and report.html"),
     _switch_off("live", "--no-live", "output.live", _OUTPUT, "no live progress display"),
     Option("metrics_url", ("--metrics-url",), "telemetry.metrics_url", _OUTPUT,

@@ -75,6 +75,7 @@ EXAMPLES: dict[str, tuple[list[str], list[str], dict[str, Any]]] = {
     "thresholds": (URL, ["--threshold", "ttft_ms.p99=+10%"], {"output": {"thresholds": {"ttft_ms.p99": "+10%"}}}),
     "store": (URL, ["--store", "runs.sqlite"], {"output": {"store": "runs.sqlite"}}),
     "junit": (URL, ["--junit", "checks.xml"], {"output": {"junit": "checks.xml"}}),
+    "export": (URL, ["--export", "vllm"], {"output": {"export": ["vllm"]}}),
     "plots": (URL, ["--no-plots"], {"output": {"plots": False}}),
     "live": (URL, ["--no-live"], {"output": {"live": False}}),
     "metrics_url": (URL, ["--metrics-url", "http://127.0.0.1:9/metrics"], {"telemetry": {"metrics_url": "http://127.0.0.1:9/metrics"}}),
