@@ -25,6 +25,8 @@ adds no text (as in vLLM).
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import inspect
 import logging
 import threading
@@ -45,6 +47,7 @@ FINISH_ERROR = "error"  # the forward pass failed (e.g. out of memory); Delta.er
 # Prompt tokens kept in front of the generated ids when detokenising, so tokenizers that drop a
 # leading space at the start of a decode (SentencePiece) still produce the right first delta.
 _DETOKENISE_PREFIX_TOKENS = 5
+_IDLE_TRIM_S = 0.25  # how long the generator waits with nothing to do before handing memory back
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,8 +173,12 @@ class BatchGenerator:
         with self._torch.inference_mode():
             while True:
                 with self._wake:
+                    trimmed = False
                     while not self._stopping and not self._rows and not self._waiting:
-                        self._wake.wait()
+                        # Idle for a moment (not between two requests of a closed loop): trim once.
+                        if not self._wake.wait(timeout=None if trimmed else _IDLE_TRIM_S):
+                            _release_free_memory()
+                            trimmed = True
                     if self._stopping:
                         return
                     new = self._admit()
@@ -385,6 +392,29 @@ def _stop_prefix_length(text: str, stops: tuple[str, ...]) -> int:
                 best = n
                 break
     return best
+
+
+def _release_free_memory() -> None:
+    """Hand the heap's free pages back to the OS while the generator is idle.
+
+    Tensors of ever-changing sizes come and go at every step; glibc keeps freed blocks in its
+    arenas, so without this the RSS after a load stays near the load's peak and drifts with the
+    mix of sizes it has seen. Trimming only when idle costs no step any time.
+    """
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _load_libc() -> Any:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return libc if libc is not None and hasattr(libc, "malloc_trim") else None  # glibc only
+
+
+_LIBC = _load_libc()
 
 
 def _model_max_len(model: Any) -> int:
