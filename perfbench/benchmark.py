@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 from perfbench.errors import ConfigError
 from perfbench.finish import finish_run, open_store
+from perfbench.runfiles import step_label
 
 SIMULATED_DEMO = {"concurrency": "8", "number": "100"}  # a run with no target and no load: about 9 s against the mock
 
@@ -103,7 +104,7 @@ def run_benchmark(config: Any, console: Any) -> BenchmarkResult:
         def on_step_done(summary: Any) -> None:
             if not display.active:
                 console.print(
-                    f"step done: concurrency {summary.concurrency} rate {summary.rate_req_s}: "
+                    f"step done ({step_label(summary.to_dict())}): "
                     f"{summary.requests_succeeded} ok, {summary.requests_failed} failed in {summary.duration_s or 0:.2f} s"
                 )
 
@@ -137,10 +138,25 @@ def _telemetry_factory(config: Any, endpoint: str) -> Any:
     metrics_url = config.metrics_url or metrics_url_for(endpoint)
 
     def factory(run_start_ns: int) -> Any:
-        # Looked for only once the run starts, after every input was validated.
-        return TelemetrySampler(run_start_ns=run_start_ns, gpu=nvml_source(), metrics_url=metrics_url)
+        # Looked for only once the run starts, after every input was validated; only where the
+        # server may use this machine's GPU (no warning about a GPU for a remote target, or the mock).
+        gpu = nvml_source() if _server_on_this_machine(config) else None
+        return TelemetrySampler(run_start_ns=run_start_ns, gpu=gpu, metrics_url=metrics_url)
 
     return factory
+
+
+def _server_on_this_machine(config: Any) -> bool:
+    """A server perfbench started for a model, or a URL on this host (not the built-in mock)."""
+    if config.simulated:
+        return False
+    if config.url is None:
+        return True
+    import socket
+    from urllib.parse import urlsplit
+
+    host = (urlsplit(config.url).hostname or "").lower()
+    return host in ("localhost", "127.0.0.1", "::1", "0.0.0.0") or host.startswith("127.") or host == socket.gethostname().lower()
 
 
 def _resolve_baseline(config: Any) -> Path | None:

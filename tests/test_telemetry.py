@@ -199,3 +199,14 @@ def test_nvml_source_without_a_gpu_says_so_once(monkeypatch: pytest.MonkeyPatch,
         "no NVIDIA GPU found (nvidia-ml-py not installed: pip install 'perfbench[gpu]'); GPU telemetry off"
     ]
     assert gpu_module.local_gpu_info() == (None, None)
+
+
+def test_the_gpu_is_sampled_only_where_the_server_may_use_this_machines_gpu() -> None:
+    from perfbench.benchmark import _server_on_this_machine
+    from perfbench.config import config_from_settings
+
+    assert not _server_on_this_machine(config_from_settings({}))  # the built-in mock uses no GPU
+    assert not _server_on_this_machine(config_from_settings({"url": "http://gpu-box.example:8000/v1"}))  # remote: no GPU warning
+    assert _server_on_this_machine(config_from_settings({"url": "http://127.0.0.1:8000/v1"}))
+    assert _server_on_this_machine(config_from_settings({"url": "http://localhost:8000/v1"}))
+    assert _server_on_this_machine(config_from_settings({"model": "org/model"}))  # a local server perfbench starts
