@@ -6,10 +6,11 @@ Tables are built from the same STEP dicts that summary.json holds, so screen and
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -68,6 +69,37 @@ def _overview_rows() -> list[tuple[str, Any]]:
 _STATS = ("mean", "std", "min", "p50", "p90", "p95", "p99", "max")
 
 
+def _natural_width(console: Console, table: Table) -> int:
+    return Measurement.get(console, console.options.update(width=100_000), table).maximum  # unclamped: what it needs
+
+
+def fitted_overview_tables(console: Console, steps: Sequence[Mapping[str, Any]], *, title: Callable[[int, str], str]) -> list[Table]:
+    """The overview, as many tables as it takes for their columns to fit the console (a ladder of
+    8 steps at 80 columns: a few steps per table). ``title(width, suffix)`` gives a title of at
+    most ``width`` characters ending in ``suffix``, so it never wraps."""
+    tables: list[Table] = []
+    start = 0
+    while start < len(steps):
+        size = len(steps) - start
+        while size > 1 and _natural_width(console, overview_table(steps[start:start + size], title="")) > console.width:
+            size -= 1
+        part = steps[start:start + size]
+        suffix = "" if len(steps) == size else f" (steps {start + 1}-{start + size} of {len(steps)})"
+        table = overview_table(part, title=title(console.width, suffix))
+        table.min_width = min(len(str(table.title)), console.width)  # a title wider than its table would wrap
+        tables.append(table)
+        start += size
+    return tables
+
+
+def shorten(text: str, width: int) -> str:
+    """``text`` within ``width`` characters, its middle elided (a long URL never wraps a title)."""
+    if len(text) <= width or width < 9:
+        return text
+    keep = width - 1
+    return text[: keep - keep // 3] + "…" + text[len(text) - keep // 3 :]
+
+
 def overview_table(steps: Sequence[Mapping[str, Any]], *, title: str) -> Table:
     table = Table(title=title, title_justify="left", header_style="bold")
     table.add_column("Metric")
@@ -80,17 +112,31 @@ def overview_table(steps: Sequence[Mapping[str, Any]], *, title: str) -> Table:
     return table
 
 
-def percentile_table(step: Mapping[str, Any], *, title: str) -> Table:
+# Statistics dropped first when the percentile table is too wide for the console (the last goes first).
+_STATS_BY_PRIORITY = ("p50", "p99", "mean", "max", "p90", "min", "p95", "std")
+
+
+def percentile_table(step: Mapping[str, Any], *, title: str, stats: Sequence[str] = _STATS) -> Table:
     table = Table(title=title, title_justify="left", header_style="bold")
     table.add_column("Metric")
     table.add_column("count", justify="right")
-    for stat in _STATS:
+    for stat in stats:
         table.add_column(stat, justify="right")
     for metric in DISTRIBUTIONS:
-        stats = step.get(metric.key) or {}
-        if stats.get("count"):  # what applies: an embeddings run has no TTFT, ITL, TPOT rows
+        values = step.get(metric.key) or {}
+        if values.get("count"):  # what applies: an embeddings run has no TTFT, ITL, TPOT rows
             label = metric.label if metric.unit in ("tokens", "packages") else metric.title
-            table.add_row(label, _num(stats.get("count")), *(_num(stats.get(s)) for s in _STATS))
+            table.add_row(label, _num(values.get("count")), *(_num(values.get(s)) for s in stats))
+    return table
+
+
+def fitted_percentile_table(console: Console, step: Mapping[str, Any], *, title: str) -> Table:
+    """The percentile table with as many statistics as fit the console, never a cut number."""
+    for keep in range(len(_STATS_BY_PRIORITY), 2, -1):
+        stats = [s for s in _STATS if s in _STATS_BY_PRIORITY[:keep]]
+        table = percentile_table(step, title=shorten(title, console.width), stats=stats)
+        if _natural_width(console, table) <= console.width:
+            return table
     return table
 
 
@@ -134,17 +180,23 @@ def render_summary(console: Console, summary: Mapping[str, Any]) -> None:
     """Print the summary tables of a summary.json dict."""
     steps = summary["steps"]
     target = summary["target"]
-    label = "SIMULATED (built-in mock server)" if target.get("simulated") else target.get("url")
-    title = f"perfbench — {label} — {target.get('api')}" + (f" — model {target['model']}" if target.get("model") else "")
+    label = "SIMULATED (built-in mock server)" if target.get("simulated") else str(target.get("url"))
+    rest = f" — {target.get('api')}" + (f" — model {target['model']}" if target.get("model") else "")
     if summary.get("interrupted"):
-        title += " — INTERRUPTED (finished requests only)"
+        rest += " — INTERRUPTED (finished requests only)"
+
+    def title(width: int, suffix: str) -> str:  # the URL gives way first: the API and the model stay readable
+        head = "perfbench — "
+        return head + shorten(label, max(12, width - len(head) - len(rest) - len(suffix))) + rest + suffix
+
     if not steps:
         console.print(Text("No request finished; nothing to summarise.", style="yellow"))
         return
-    console.print(overview_table(steps, title=title))
+    for table in fitted_overview_tables(console, steps, title=title):
+        console.print(table)
     for step in steps:
         name = "Percentiles" + (f" ({step_label(step)})" if len(steps) > 1 else "")
-        console.print(percentile_table(step, title=name))
+        console.print(fitted_percentile_table(console, step, title=name))
     for table in (failures_table(steps), slo_table(steps)):
         if table is not None:
             console.print(table)
