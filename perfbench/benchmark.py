@@ -99,7 +99,8 @@ def run_benchmark(config: Any, console: Any) -> BenchmarkResult:
             config = replace(config, model=model)  # the local server's served name goes into requests
 
         counters = LiveCounters()
-        display = stack.enter_context(LiveDisplay(console, counters, steps=len(config.steps), enabled=config.live))
+        display = stack.enter_context(LiveDisplay(console, counters, steps=len(config.steps), enabled=config.live,
+                                                  search=bool(config.search), duration_s=config.duration_s))
 
         def on_step_done(summary: Any) -> None:
             if not display.active:

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
-from dataclasses import dataclass
+from collections import Counter, deque
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import aiohttp
@@ -36,6 +36,7 @@ MAX_LINE_BYTES = 8 * 2**20  # one SSE line (an event's data) longer than this cu
 # trickling one byte per read must hit the bound as surely as one sending megabytes.
 _READ_OVERHEAD_BYTES = 100
 MAX_PRECONNECT = 4096  # connections opened ahead of a step, at most
+UNCAPPED = 1_000_000  # the concurrency of an open-loop step without a cap: more slots than any run can fill
 MAX_FINISH_BACKLOG = 256  # ended requests waiting for their records, at most (each holds its answer's bytes)
 
 
@@ -84,9 +85,17 @@ class StepPlan:
     arrival_slices: int = 1
 
 
+LIVE_SAMPLES = 2048  # recent values a live display's running percentiles are taken from
+_GAPS_PER_REQUEST = 8  # ITL samples taken from each request for the live display
+
+
 @dataclass(slots=True)
 class LiveCounters:
-    """Counters a live display reads from another thread; updated once per request, never per package."""
+    """Counters a live display reads from another thread; updated once per request, never per package.
+
+    With ``track_recent`` (set by a live display), each request also leaves its TTFT and a few
+    ITL samples in bounded deques for running percentiles; without it, counting costs a few adds.
+    """
 
     sent: int = 0
     in_flight: int = 0
@@ -98,21 +107,46 @@ class LiveCounters:
     step: int = 0
     step_expected: int | None = None
     step_done: int = 0
+    step_load: dict[str, Any] = field(default_factory=dict)  # {"concurrency", "rate_req_s"} of the running step
+    failure_reasons: Counter[str] = field(default_factory=Counter)  # the running step's failed requests by reason
+    track_recent: bool = False
+    recent_ttft_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LIVE_SAMPLES))
+    recent_itl_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LIVE_SAMPLES))
 
-    def start_step(self, step: int, expected: int | None) -> None:
+    def start_step(self, step: int, expected: int | None, *, concurrency: int | None = None, rate_req_s: float | None = None) -> None:
         self.step, self.step_expected, self.step_done = step, expected, 0
+        self.step_load = {"concurrency": concurrency, "rate_req_s": rate_req_s}
+        self.failure_reasons = Counter()
+        self.recent_ttft_ms.clear()
+        self.recent_itl_ms.clear()
 
     def count(self, record: RequestRecord) -> None:
         """One finished request."""
         if record.ok:
             self.succeeded += 1
             self.output_tokens += record.output_tokens or 0
-            if record.package_times_ns:  # a non-streaming answer (embeddings) has no first token
-                self.ttft_ms_sum += (record.package_times_ns[0] - record.scheduled_ns) / 1e6
+            times = record.package_times_ns
+            if times:  # a non-streaming answer (embeddings) has no first token
+                ttft_ms = (times[0] - record.scheduled_ns) / 1e6
+                self.ttft_ms_sum += ttft_ms
                 self.ttft_count += 1
+                if self.track_recent:
+                    self.recent_ttft_ms.append(ttft_ms)
+                    self._sample_gaps(times, record.package_tokens)
         else:
             self.failed += 1
+            self.failure_reasons[record.status] += 1
         self.step_done += 1
+
+    def _sample_gaps(self, times: Sequence[int], tokens: Sequence[int]) -> None:
+        """A few of the request's per-token gaps, evenly spread (ITL's definition: a gap over its package's tokens)."""
+        gaps = len(times) - 1
+        if gaps < 1:
+            return
+        for k in range(min(gaps, _GAPS_PER_REQUEST)):
+            i = 1 + k * gaps // min(gaps, _GAPS_PER_REQUEST)
+            share = tokens[i] if i < len(tokens) and tokens[i] else 1
+            self.recent_itl_ms.append((times[i] - times[i - 1]) / 1e6 / share)
 
 
 RecordSink = Callable[[RequestRecord], None]
@@ -194,11 +228,11 @@ class Engine:
                 start_ns = plan.start_ns
             if offsets is not None:
                 indexes = range(plan.arrival_slice, len(offsets), plan.arrival_slices)
-                self.counters.start_step(plan.step, len(indexes))
+                self.counters.start_step(plan.step, len(indexes), concurrency=plan.concurrency, rate_req_s=plan.rate_req_s)
                 await self._open_loop(plan, start_ns, indexes, offsets)
                 await self._finisher.drain()
                 return len(indexes)
-            self.counters.start_step(plan.step, plan.number)
+            self.counters.start_step(plan.step, plan.number, concurrency=plan.concurrency, rate_req_s=plan.rate_req_s)
             claimed = await self._closed_loop(plan, plan.number, plan.duration_s, warmup=False, start_ns=start_ns,
                                               first_index=plan.first_index, stride=plan.index_stride,
                                               request_base=plan.request_base)

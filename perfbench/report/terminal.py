@@ -14,7 +14,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from perfbench.engine import LiveCounters
+from perfbench.engine import UNCAPPED, LiveCounters
 from perfbench.metrics import DISTRIBUTIONS, METRICS, METRICS_BY_KEY, RATE, Metric
 from perfbench.runfiles import step_label
 
@@ -214,12 +214,18 @@ def render_summary(console: Console, summary: Mapping[str, Any]) -> None:
 
 
 class LiveDisplay:
-    """A progress line refreshed 4 times a second from the engine's counters (no per-package work)."""
+    """A dashboard refreshed 4 times a second from the engine's counters (no per-package work):
+    the step (or search probe) and its load, a progress bar with ETA, requests in flight, ok and
+    failed with the top reason, running TTFT p50/p99 and ITL p99, output tok/s. Off by itself when
+    the output is not a terminal."""
 
-    def __init__(self, console: Console, counters: LiveCounters, *, steps: int, enabled: bool) -> None:
+    def __init__(self, console: Console, counters: LiveCounters, *, steps: int, enabled: bool,
+                 search: bool = False, duration_s: float | None = None) -> None:
         self._console = console
         self._counters = counters
         self._steps = steps
+        self._search = search
+        self._duration_s = duration_s
         self._enabled = enabled and console.is_terminal
         self._live: Live | None = None
         self._step_started = time.perf_counter()
@@ -228,16 +234,34 @@ class LiveDisplay:
     def _render(self) -> Group:
         c = self._counters
         elapsed = max(time.perf_counter() - self._step_started, 1e-9)
-        expected = f"/{c.step_expected}" if c.step_expected is not None else ""
-        ttft = f"{c.ttft_ms_sum / c.ttft_count:,.1f} ms" if c.ttft_count else "-"
+        load = dict(c.step_load)
+        if load.get("concurrency") is not None and load["concurrency"] >= UNCAPPED:
+            load["concurrency"] = None
+        what = step_label(load) if load.get("concurrency") is not None or load.get("rate_req_s") is not None else ""
+        head = f"search probe {c.step + 1}" if self._search else f"step {c.step + 1} of {self._steps}"
+        head += f" ({what})" if what else ""
+        if c.step_expected:
+            fraction = min(1.0, c.step_done / c.step_expected)
+            count = f"{c.step_done:,}/{c.step_expected:,}"
+            eta = (elapsed / c.step_done) * (c.step_expected - c.step_done) if c.step_done else None
+        elif self._duration_s:
+            fraction = min(1.0, elapsed / self._duration_s)
+            count = f"{c.step_done:,} done"
+            eta = max(0.0, self._duration_s - elapsed)
+        else:
+            fraction, count, eta = 0.0, f"{c.step_done:,} done", None
+        tail = f"  {count}  ETA {_duration(eta)}" if eta is not None else f"  {count}"
+        bar_width = max(10, min(40, self._console.width - len(head) - len(tail) - 2))
+        filled = int(round(fraction * bar_width))
+        top = Text.assemble((head, "bold"), "  ", ("━" * filled, "green"), ("━" * (bar_width - filled), "grey37"), tail)
+        reason = c.failure_reasons.most_common(1)
+        failed = f"failed {c.failed:,}" + (f" ({reason[0][0]})" if reason else "")
+        ttft = _percentiles(c.recent_ttft_ms, ("p50", 50), ("p99", 99))
+        itl = _percentiles(c.recent_itl_ms, ("p99", 99))
         tok_s = (c.output_tokens - self._step_tokens_at_start) / elapsed
-        line = Text.assemble(
-            (f"step {c.step + 1}/{self._steps}  ", "bold"),
-            f"done {c.step_done}{expected}  ",
-            ("failed " + str(c.failed), "red" if c.failed else ""),
-            f"  in flight {c.in_flight}  TTFT avg {ttft}  output {tok_s:,.0f} tok/s  {elapsed:,.1f} s",
-        )
-        return Group(line)
+        counts = Text.assemble(f"in flight {c.in_flight:,}  ok {c.succeeded:,}  ", (failed, "red" if c.failed else ""))
+        speed = Text(f"TTFT {ttft}  ITL {itl}  out {tok_s:,.0f} tok/s")
+        return Group(top, counts, speed)
 
     @property
     def active(self) -> bool:
@@ -249,6 +273,7 @@ class LiveDisplay:
 
     def __enter__(self) -> "LiveDisplay":
         if self._enabled:
+            self._counters.track_recent = True  # only now does a request leave samples for the percentiles
             self._live = Live(get_renderable=self._render, console=self._console, refresh_per_second=4, transient=True)
             self._live.__enter__()
         return self
@@ -256,3 +281,21 @@ class LiveDisplay:
     def __exit__(self, *exc: Any) -> None:
         if self._live is not None:
             self._live.__exit__(*exc)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes} min {secs:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def _percentiles(values: Any, *wanted: tuple[str, float]) -> str:
+    """``p50 52.1 / p99 60.3 ms`` from recent samples."""
+    samples = values.copy()  # one C-level copy: the engine appends from another thread
+    if not samples:
+        return "-"
+    import numpy as np
+
+    points = np.percentile(samples, [q for _, q in wanted])
+    return " / ".join(f"{name} {point:,.1f}" for (name, _), point in zip(wanted, points)) + " ms"
