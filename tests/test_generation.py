@@ -7,7 +7,8 @@ from dataclasses import replace
 
 import pytest
 
-from perfbench.servers.generation import FINISH_LENGTH, FINISH_STOP, BatchGenerator, Delta, SamplingParams, Sequence
+from perfbench.servers.generation import FINISH_LENGTH, FINISH_STOP, BatchGenerator, Delta, SamplingParams
+from perfbench.servers.output_text import OutputText
 from perfbench.servers.sampling import GenerationDefaults, generation_defaults
 from tests.tiny_llama import PROMPT, SUPPRESSED_DEFAULTS, multi_eos_llama, suppressed_eos_llama
 
@@ -130,9 +131,8 @@ def test_incremental_detokenising_never_splits_a_character(generator):
     text = "Héllo wörld — 日本語のテキスト 🚀🚀 naïve café"
     ids = tokenizer.encode(text, add_special_tokens=False)
     assert len(ids) > len(text) // 2  # byte-level pieces: many characters span several tokens
-    seq = Sequence(prompt_ids=[1], params=GREEDY, emit=lambda d: None)
-    generator._init_sequence(seq)
-    deltas = [generator._detokenise(seq, token, final=i == len(ids) - 1) for i, token in enumerate(ids)]
+    output = OutputText.after([1])
+    deltas = [output.add(tokenizer, token, final=i == len(ids) - 1) for i, token in enumerate(ids)]
     assert "".join(deltas) == text
     assert not any("\ufffd" in d for d in deltas)
 
@@ -235,3 +235,20 @@ def test_top_k_and_top_p_narrow_the_draw(loaded, started):
     assert text_of(run(gen, [PROMPT], replace(hot, top_k=1))[0]) == greedy
     assert text_of(run(gen, [PROMPT], replace(hot, top_p=1e-6))[0]) == greedy
     assert text_of(run(gen, [PROMPT], replace(hot, seed=1))[0]) != greedy  # at 5.0 the draw wanders
+
+
+def test_the_kv_cache_grows_in_place():
+    """A decode step writes one column into the layer's buffer; it is copied only when full (every GROW_COLUMNS steps)."""
+    import torch
+
+    from perfbench.servers.kv_cache import GROW_COLUMNS, GrowingLayer
+
+    keys, values = torch.randn(3, 2, 5, 4), torch.randn(3, 2, 5, 4)
+    layer = GrowingLayer(keys, values)
+    buffer = layer._key_buffer.data_ptr()
+    steps = [(torch.randn(3, 2, 1, 4), torch.randn(3, 2, 1, 4)) for _ in range(GROW_COLUMNS + 1)]
+    for i, (k, v) in enumerate(steps):
+        got_keys, got_values = layer.update(k, v)
+        assert (layer._key_buffer.data_ptr() == buffer) == (i < GROW_COLUMNS)
+    assert torch.equal(got_keys, torch.cat([keys, *(k for k, _ in steps)], dim=-2))
+    assert torch.equal(got_values, torch.cat([values, *(v for _, v in steps)], dim=-2))

@@ -6,21 +6,21 @@ for the group) and merges them into the running batch, then runs ONE decode forw
 running sequence. So requests join and leave between steps and concurrent requests share every
 forward pass.
 
-The running batch is a left-padded ``DynamicCache``: all rows have the same cache length, padding
-is masked out by a 2-D attention mask, and explicit ``position_ids`` keep each row's positions
-right. Joining pads the shorter cache on the left; leaving selects the remaining rows and trims
-columns that have become padding for every row. ``DynamicCache`` itself grows by concatenation
-each step, so the re-batching copies cost no more than the cache already does.
+The running batch is one left-padded cache (perfbench/servers/kv_cache.py: buffers with spare
+columns, so a decode step writes one column instead of copying the cache): all rows have the
+same cache length, padding is masked out by a 2-D attention mask, and explicit ``position_ids``
+keep each row's positions right. Joining pads the shorter cache on the left; leaving selects the
+remaining rows and trims columns that have become padding for every row.
 
 Each step's logits become tokens in ``Sampler`` (perfbench/servers/sampling.py), which applies the
 model's generation config and each request's parameters.
 
 Tokens go back to the caller through the ``emit`` callback given at submission, called on the
 generator thread with a ``Delta``: one per token whose text is complete. Text is detokenised
-incrementally (vLLM/TGI offsets), so a token that ends inside a UTF-8 character is held back and
-reported with the token that completes it, and stop strings are held back until they are ruled
-out, so they never leak into a stream. The EOS token that ends a sequence counts as a token but
-adds no text (as in vLLM).
+incrementally (perfbench/servers/output_text.py), so a token that ends inside a UTF-8 character is
+held back and reported with the token that completes it, and stop strings are held back until
+they are ruled out, so they never leak into a stream. The EOS token that ends a sequence counts
+as a token but adds no text (as in vLLM).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from perfbench.servers.output_text import OutputText
 from perfbench.servers.sampling import GenerationDefaults, Sampler, SamplingParams, generation_defaults
 
 __all__ = ["BatchGenerator", "Delta", "GenerationDefaults", "SamplingParams", "Sequence"]
@@ -44,9 +45,6 @@ FINISH_STOP = "stop"  # EOS or a stop string
 FINISH_LENGTH = "length"  # max_tokens or the model's context length reached
 FINISH_ERROR = "error"  # the forward pass failed (e.g. out of memory); Delta.error says why
 
-# Prompt tokens kept in front of the generated ids when detokenising, so tokenizers that drop a
-# leading space at the start of a decode (SentencePiece) still produce the right first delta.
-_DETOKENISE_PREFIX_TOKENS = 5
 _IDLE_TRIM_S = 0.25  # how long the generator waits with nothing to do before handing memory back
 
 
@@ -71,14 +69,12 @@ class Sequence:
     cancelled: bool = False  # set by the submitter; the loop drops the row before its next step
     generated_ids: list[int] = field(default_factory=list)
     rng: Any = None  # torch.Generator of a request with a seed, else None (the batch's shared draw)
-    # Incremental detokenisation state: ids = prompt tail + generated ids.
-    detok_ids: list[int] = field(default_factory=list)
-    prefix_offset: int = 0
-    read_offset: int = 0
-    text: str = ""  # decoded output text so far (not yet cut at a stop string)
-    emitted_chars: int = 0  # how much of ``text`` has been sent
+    output: OutputText = field(init=False)  # the text so far and how much of it was sent
     pending_tokens: int = 0  # tokens generated but not yet reported in a Delta
     finished: bool = False
+
+    def __post_init__(self) -> None:
+        self.output = OutputText.after(self.prompt_ids)
 
 
 class BatchGenerator:
@@ -156,7 +152,13 @@ class BatchGenerator:
 
     @property
     def running(self) -> int:
+        """Batch slots held (a finished or cancelled row holds its slot until the next step)."""
         return len(self._rows)
+
+    @property
+    def running_requests(self) -> int:
+        """Rows still generating: the /metrics gauge."""
+        return sum(not (seq.finished or seq.cancelled) for seq in list(self._rows))
 
     @property
     def waiting(self) -> int:
@@ -222,6 +224,8 @@ class BatchGenerator:
         self.cache_tokens = 0
 
     def _drop_done(self) -> None:
+        from perfbench.servers import kv_cache
+
         keep = [i for i, seq in enumerate(self._rows) if not (seq.finished or seq.cancelled)]
         if len(keep) == len(self._rows):
             return
@@ -236,14 +240,12 @@ class BatchGenerator:
         self._last_ids = self._last_ids.index_select(0, index)
         # Columns that are padding in every remaining row (a long sequence left) are dead weight.
         first_used = int(self._mask.any(dim=0).nonzero()[0])
-        for layer in self._cache.layers:
-            layer.keys = layer.keys.index_select(0, index)[..., first_used:, :]
-            layer.values = layer.values.index_select(0, index)[..., first_used:, :]
+        kv_cache.select_rows(self._cache, index, first_used)
         self._mask = self._mask[:, first_used:]
         self.cache_tokens = self._mask.numel()
 
     def _prefill(self, new: list[Sequence]) -> None:
-        from transformers import DynamicCache
+        from perfbench.servers import kv_cache
 
         torch = self._torch
         longest = max(len(s.prompt_ids) for s in new)
@@ -253,10 +255,10 @@ class BatchGenerator:
             n = len(seq.prompt_ids)
             ids[row, longest - n :] = torch.tensor(seq.prompt_ids, dtype=torch.long)
             mask[row, longest - n :] = 1
-            self._init_sequence(seq)
+            seq.rng = self.sampler.seeded_rng(seq.params.seed) if seq.params.seed is not None else None
         ids, mask = ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache()
+        cache = kv_cache.new_cache()
         out = self.model(
             input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
             **{self._cache_arg: cache},
@@ -266,35 +268,24 @@ class BatchGenerator:
         tokens = self.sampler(out.logits[:, -1, :], new, first=True)
         del out  # the prompt's logits and hidden states, before the batch's cache grows
         next_pos = mask.sum(-1)
-        self._merge(new, cache, mask, next_pos, tokens)
+        self._merge(new, kv_cache.adopt(cache), mask, next_pos, tokens)
         self._accept(new, tokens)
 
-    def _init_sequence(self, seq: Sequence) -> None:
-        seq.rng = self.sampler.seeded_rng(seq.params.seed) if seq.params.seed is not None else None
-        tail = seq.prompt_ids[-_DETOKENISE_PREFIX_TOKENS:]
-        seq.detok_ids = list(tail)
-        seq.prefix_offset = 0
-        seq.read_offset = len(tail)
-
     def _merge(self, new: list[Sequence], cache: Any, mask: Any, next_pos: Any, tokens: Any) -> None:
+        from perfbench.servers import kv_cache
+
         torch = self._torch
         if not self._rows:
             self._rows, self._cache, self._mask, self._next_pos, self._last_ids = list(new), cache, mask, next_pos, tokens
             return
         width = max(self._mask.shape[1], mask.shape[1])
 
-        def pad_left(t: Any, dim: int) -> Any:
-            missing = width - t.shape[dim]
-            if missing == 0:
-                return t
-            shape = list(t.shape)
-            shape[dim] = missing
-            return torch.cat([t.new_zeros(shape), t], dim=dim)
+        def pad_left(t: Any) -> Any:
+            missing = width - t.shape[1]
+            return t if missing == 0 else torch.cat([t.new_zeros((t.shape[0], missing)), t], dim=1)
 
-        for old_layer, new_layer in zip(self._cache.layers, cache.layers):
-            old_layer.keys = torch.cat([pad_left(old_layer.keys, -2), pad_left(new_layer.keys, -2)], dim=0)
-            old_layer.values = torch.cat([pad_left(old_layer.values, -2), pad_left(new_layer.values, -2)], dim=0)
-        self._mask = torch.cat([pad_left(self._mask, 1), pad_left(mask, 1)], dim=0)
+        kv_cache.merge(self._cache, cache, width)
+        self._mask = torch.cat([pad_left(self._mask), pad_left(mask)], dim=0)
         self._next_pos = torch.cat([self._next_pos, next_pos])
         self._last_ids = torch.cat([self._last_ids, tokens])
         self._rows.extend(new)
@@ -329,9 +320,11 @@ class BatchGenerator:
             self.generation_tokens_total += 1
             finish = self._finish_reason(seq, token)
             ended_by_eos = finish == FINISH_STOP  # its text is not part of the output
-            seq.text += self._detokenise(seq, None if ended_by_eos else token, final=finish is not None)
-            finish = self._check_stop_strings(seq) or finish
-            self._emit(seq, finish)
+            seq.output.add(self.tokenizer, None if ended_by_eos else token, final=finish is not None)
+            stops = seq.params.stop if len(seq.generated_ids) >= seq.params.min_tokens else ()
+            if stops and seq.output.cut_at_stop(stops):
+                finish = FINISH_STOP
+            self._emit(seq, finish, stops)
 
     def _finish_reason(self, seq: Sequence, token: int) -> str | None:
         params = seq.params
@@ -342,56 +335,14 @@ class BatchGenerator:
             return FINISH_LENGTH
         return None
 
-    def _detokenise(self, seq: Sequence, token: int | None, *, final: bool) -> str:
-        """New complete text since the last call (TGI/vLLM prefix/read offsets); ``token`` None only flushes."""
-        if token is not None:
-            seq.detok_ids.append(token)
-        decode = self.tokenizer.decode
-        prefix_text = decode(seq.detok_ids[seq.prefix_offset : seq.read_offset], skip_special_tokens=True)
-        new_text = decode(seq.detok_ids[seq.prefix_offset :], skip_special_tokens=True)
-        # A trailing U+FFFD means the last token ended inside a multi-byte character: wait for more.
-        if len(new_text) > len(prefix_text) and (final or not new_text.endswith("\ufffd")):
-            seq.prefix_offset = seq.read_offset
-            seq.read_offset = len(seq.detok_ids)
-            return new_text[len(prefix_text) :]
-        return ""
-
-    def _check_stop_strings(self, seq: Sequence) -> str | None:
-        """Cut the text at the first stop string; returns FINISH_STOP when one was found."""
-        stops = seq.params.stop
-        if not stops or len(seq.generated_ids) < seq.params.min_tokens:
-            return None
-        longest = max(len(s) for s in stops)
-        window_start = max(0, seq.emitted_chars - longest)
-        found = [i for i in (seq.text.find(s, window_start) for s in stops) if i >= 0]
-        if found:
-            seq.text = seq.text[: min(found)]
-            return FINISH_STOP
-        return None
-
-    def _emit(self, seq: Sequence, finish: str | None) -> None:
-        end = len(seq.text)
-        if finish is None and seq.params.stop and len(seq.generated_ids) >= seq.params.min_tokens:
-            end -= _stop_prefix_length(seq.text, seq.params.stop)
-        if finish is None and end <= seq.emitted_chars:
+    def _emit(self, seq: Sequence, finish: str | None, stops: tuple[str, ...]) -> None:
+        text = seq.output.take(stops if finish is None else (), final=finish is not None)
+        if text is None:
             return  # nothing to say yet; the tokens are reported with the next text
-        text = seq.text[seq.emitted_chars : max(end, seq.emitted_chars)]
-        seq.emitted_chars = max(end, seq.emitted_chars)
         if finish is not None:
             seq.finished = True
         seq.emit(Delta(text, seq.pending_tokens, len(seq.generated_ids), finish))
         seq.pending_tokens = 0
-
-
-def _stop_prefix_length(text: str, stops: tuple[str, ...]) -> int:
-    """Length of the longest end of ``text`` that could still grow into a stop string."""
-    best = 0
-    for stop in stops:
-        for n in range(min(len(stop) - 1, len(text)), best, -1):
-            if text.endswith(stop[:n]):
-                best = n
-                break
-    return best
 
 
 def _release_free_memory() -> None:

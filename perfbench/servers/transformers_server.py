@@ -209,7 +209,7 @@ def metrics_text(generator: BatchGenerator, model_name: str) -> str:
     label = 'model_name="' + model_name.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
     cache = min(1.0, generator.cache_tokens / generator.cache_capacity_tokens)
     rows = (
-        ("vllm:num_requests_running", "gauge", "Number of requests in model execution batches.", generator.running),
+        ("vllm:num_requests_running", "gauge", "Number of requests in model execution batches.", generator.running_requests),
         ("vllm:num_requests_waiting", "gauge", "Number of requests waiting to be processed.", generator.waiting),
         ("vllm:kv_cache_usage_perc", "gauge",
          "KV-cache usage: slots held over max_batch_size x context length. 1 means 100 percent usage.", cache),
