@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 from perfbench.apis import API_NAMES, DEFAULT_API, adapter_for_path, get_adapter
 from perfbench.errors import ConfigError
 from perfbench.option_values import (
-    BAD_HEADER_VALUE, DATASET_LENGTHS, LARGEST_SETTING, MAX_TOKENS_PER_REQUEST, BadValue, check_extra_body, check_path_text,
+    BAD_HEADER_VALUE, DATASET_LENGTHS, LARGEST_SETTING, MAX_TOKENS_PER_REQUEST, RAY_MISSING, RAY_PER_NODE, BadValue, check_extra_body, check_path_text,
     parse_float_list, parse_headers, parse_int_list, parse_mock_settings, parse_tags, shown_text,
 )
 from perfbench.options import BY_DEST, COMMAND_LINE_ONLY, FILE_ONLY, OPTIONS, flag_of
@@ -340,6 +340,13 @@ def config_from_settings(settings: Mapping[str, Any]) -> RunConfig:
                               f"keep one of them{' (unset OPENAI_API_KEY)' if other.startswith('$') else ''}")
     if s.get("export") is not None:
         s["export"] = tuple(dict.fromkeys(s["export"]))  # --export given twice writes once
+    if s.get("ray") is not None:
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:  # asked now, not imported: Ray's import is slow
+            raise ConfigError(RAY_MISSING)
+        if s.get("workers") in (None, "auto"):
+            s["workers"] = RAY_PER_NODE
     if s.get("workers") == "auto":
         from perfbench.limits import available_workers
 

@@ -105,14 +105,35 @@ def worker_count(value: Any) -> int | str:
     return Number(int, high=1024)(value)
 
 
-def worker_count_flag(text_value: str) -> int | str:
-    """argparse type for --workers."""
-    import argparse
+def flag_type(read: Reader) -> Callable[[str], Any]:
+    """``read`` as an argparse type: BadValue becomes argparse's one-line error."""
 
-    try:
-        return worker_count(text_value)
-    except BadValue as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    def parse(text_value: str) -> Any:
+        import argparse
+
+        try:
+            return read(text_value)
+        except BadValue as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = read.__name__
+    return parse
+
+
+worker_count_flag = flag_type(worker_count)
+
+RAY_LOCAL = "local"  # --ray's default: a Ray instance of this run's own, on 127.0.0.1
+RAY_PER_NODE = 0  # RunConfig.workers under --ray without a count (or auto): one actor per live node
+RAY_MISSING = "--ray needs Ray, an optional extra: pip install 'perfbench[ray]'"
+_RAY_ADDRESS = re.compile(r"(ray://)?\[?[A-Za-z0-9._:-]+\]?:\d{1,5}")
+
+
+def ray_address(value: Any) -> str:
+    """--ray: local (a Ray instance of the run's own), auto (the cluster this machine is part of),
+    ray://HOST:PORT (Ray Client) or HOST:PORT (a cluster's GCS address)."""
+    if not isinstance(value, str) or not (value in (RAY_LOCAL, "auto") or _RAY_ADDRESS.fullmatch(value)):
+        raise BadValue(f"{shown_text(str(value))} is no Ray address; use local, auto, ray://HOST:PORT or HOST:PORT")
+    return value
 
 
 def choices(*options: str) -> Reader:
@@ -185,14 +206,7 @@ def json_object(value: Any) -> dict[str, Any]:
     return value
 
 
-def json_object_flag(text_value: str) -> dict[str, Any]:
-    """argparse type for a JSON-object flag: BadValue becomes argparse's one-line error."""
-    import argparse
-
-    try:
-        return json_object(text_value)
-    except BadValue as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+json_object_flag = flag_type(json_object)
 
 
 # The parsers of lengths.py and slo.py prefix their messages with a name; the caller puts the key

@@ -118,8 +118,14 @@ OPTIONS: tuple[Option, ...] = (
     _number("ramp_up_s", ("--ramp-up",), "load.ramp_up_s", _LOAD, "open loop: raise the rate linearly over S seconds",
             v.nonnegative_float, default=0.0, metavar="S"),
     Option("workers", ("--workers",), "load.workers", _LOAD,
-           "worker processes sharing the load, each with its own engine (default 1; auto: the cores the machine can spare)",
+           "worker processes sharing the load, each with its own engine (default 1; auto: the cores the machine can spare; "
+           "with --ray: Ray actors, default and auto one per node)",
            read=v.worker_count, parse={"type": v.worker_count_flag, "metavar": "N|auto"}, type="int", default=1),
+    Option("ray", ("--ray",), "load.ray", _LOAD,
+           "run the workers as Ray actors spread over a cluster's nodes: auto (the cluster this machine is in), "
+           "ray://HOST:PORT (Ray Client), HOST:PORT, or local (default: a Ray instance of the run's own on 127.0.0.1); "
+           "--workers counts actors (default: one per node); needs pip install 'perfbench[ray]'",
+           read=v.ray_address, parse={"type": v.flag_type(v.ray_address), "nargs": "?", "const": v.RAY_LOCAL, "metavar": "ADDRESS"}),
     _switch_off("preconnect", "--no-preconnect", "load.preconnect", _LOAD,
                 "open no connections before each step's clock starts (measures cold starts, TCP setup included)"),
     Option("search", ("--search",), "load.search", _LOAD, "find the highest load meeting the step-limit SLOs",

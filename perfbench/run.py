@@ -42,7 +42,7 @@ from perfbench.report.exports import write_summary_files as write_summary
 from perfbench.runfiles import SUMMARY_SCHEMA, OutputError, RecordReader, RecordWriter
 from perfbench.signals import CTRL_C, RunStopper, hold_signals, stop_on_signals
 from perfbench.tokens import Tokenizer, count_chat_tokens, count_prompt_tokens
-from perfbench.workers import WorkerPool, WorkerSetup
+from perfbench.workers import WorkerPool, WorkerSetup, worker_pool
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +69,7 @@ class RunState:
     output_tokens: int = 0  # output tokens of succeeded non-warm-up requests (telemetry's per-token figures)
     summaries: dict[int, StepSummary] = field(default_factory=dict)  # steps summarised once all their requests finished
     pending: dict[int, StepAccumulator] = field(default_factory=dict)  # records read back, per step not yet summarised
+    workers: list[dict[str, Any]] = field(default_factory=list)  # a pool's workers (summary.json "workers"): where, clock offset, lost
 
     def add(self, record: RequestRecord) -> None:
         """Count a finished record (the sink calls this; the record itself goes to requests.jsonl)."""
@@ -306,11 +307,12 @@ async def drive(
         engine: Engine | WorkerPool = Engine(session, target, requests, sink, tokenizer=tokenizer, counters=counters)
         if config.preflight:
             await _preflight(config, engine, requests[0])
-        if config.workers > 1:  # the parent keeps the pre-flight, the records and the files; the workers send
-            setup = WorkerSetup(target=target, requests=requests, tokenizer=tokenizer,
-                                max_connections=math.ceil(max_in_flight / config.workers),
+        if config.workers > 1 or config.ray is not None:  # the parent keeps the pre-flight, the records and the files
+            setup = WorkerSetup(target=target, requests=requests, tokenizer=tokenizer, max_connections=max_in_flight,
                                 timeout_s=config.timeout_s, connect_timeout_s=config.connect_timeout_s)
-            engine = await stack.enter_async_context(WorkerPool(config.workers, setup, sink, counters))
+            pool = await stack.enter_async_context(worker_pool(config.workers, config.ray, setup, sink, counters))
+            state.workers = pool.workers
+            engine = pool
 
         consumed = config.warmup  # requests taken so far: the warm-up takes the first prompts
 
@@ -426,6 +428,8 @@ def build_summary(
     }
     if state.search is not None:
         summary["search"] = state.search
+    if state.workers:
+        summary["workers"] = state.workers
     summary.update(extra or {})
     return summary
 

@@ -5,6 +5,7 @@ table's fields."""
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import re
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,7 @@ EXAMPLES: dict[str, tuple[list[str], list[str], dict[str, Any]]] = {
     "ramp_up_s": (RATE, ["--ramp-up", "3"], {"load": {"ramp_up_s": 3}}),
     "preconnect": (URL, ["--no-preconnect"], {"load": {"preconnect": False}}),
     "workers": (URL, ["--workers", "2"], {"load": {"workers": 2}}),
+    "ray": (URL, ["--ray", "auto"], {"load": {"ray": "auto"}}),
     "search": (URL + ["--slo", "ttft_p99=500"], ["--search", "rate"], {"load": {"search": "rate"}}),
     "search_start": (SEARCH, ["--search-start", "2"], {"load": {"start": 2}}),
     "search_max": (SEARCH, ["--search-max", "64"], {"load": {"max": 64}}),
@@ -125,6 +127,8 @@ def test_every_settable_option_has_an_example_here() -> None:
 
 @pytest.mark.parametrize("dest", sorted(EXAMPLES))
 def test_a_flag_and_its_scenario_key_give_the_same_run_config(dest: str, tmp_path: Path) -> None:
+    if dest == "ray" and importlib.util.find_spec("ray") is None:  # found, not imported: Ray's import is slow
+        pytest.skip("--ray without Ray installed is refused (tests/test_ray.py)")
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("hello there\nhow are you\n")
     context, flags, keys = _fill(EXAMPLES[dest], str(prompts))

@@ -151,6 +151,8 @@ RUN_CASES: list[tuple[list[str], str]] = [
     (["--workers", "0"], "--workers"),
     (["--workers", "x"], "--workers"),
     (["--workers", "1.5"], "--workers"),
+    (["--ray", "my cluster"], "--ray"),
+    (["--ray", "ray://head"], "--ray"),
     (["--max-failure-rate", "-0.1"], "--max-failure-rate"),
     (["--max-failure-rate", "2"], "--max-failure-rate"),
     (["--max-failure-rate", "nan"], "--max-failure-rate"),
