@@ -62,7 +62,7 @@ def test_slow_start_is_awaited_with_progress_and_stopped_without_orphans(fake_vl
     argv = json.loads((fake_vllm / "argv.json").read_text())
     assert argv == ["serve", "org/some-model", "--host", "127.0.0.1", "--port", port,
                     "--max-model-len", "512", "--served-model-name", "a b"]  # fmt: skip
-    assert server.engine == "vllm" and server.model_name == "org/some-model"
+    assert server.engine == "vllm" and server.model_name == "a b"  # the served name, as /v1/models lists it
     assert any("Loading safetensors" in line for line in progress)
     assert not alive(leader) and not alive(worker)
 
