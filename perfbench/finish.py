@@ -2,22 +2,24 @@
 
     prepare -> run steps (perfbench.run.execute) -> finish (here)
 
-Stages, in order: the baseline comparison, the SLO verdict, JUnit, plots and report.html, the run
-history, exports (requests.parquet, and each ``--export`` format). Each reads the run's files (never the engine) and may set the
-exit code; a failing convenience (history, JUnit) never costs the run's other outputs. The CLI only
-calls ``finish_run`` and returns its exit code. To add a stage: write ``def _stage(ctx) -> None`` and
-put it in ``STAGES`` where it belongs.
+Stages, in order: the run's identity (into summary.json), the baseline comparison, the SLO verdict,
+JUnit, plots and report.html, the run history, exports (requests.parquet, and each ``--export``
+format). Each reads the run's files (never the engine) and may set the exit code; a failing
+convenience (history, JUnit) never costs the run's other outputs. The CLI only calls ``finish_run``
+and returns its exit code. To add a stage: write ``def _stage(ctx) -> None`` and put it in
+``STAGES`` where it belongs.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from perfbench.errors import ConfigError
-from perfbench.runfiles import COMPARISON_FILE, OutputError, write_comparison
+from perfbench.runfiles import COMPARISON_FILE, OutputError, write_comparison, write_summary
 
 
 def open_store(config: Any) -> Any:
@@ -35,6 +37,7 @@ class FinishContext:
     outcome: Any  # the RunOutcome of perfbench.run.execute
     console: Any  # a rich Console
     baseline_dir: Path | None  # the resolved --baseline, if any
+    identity: Any = None  # the run's perfbench.identity.RunIdentity, set by the first stage
     comparison: Any = None  # set by the comparison stage
     exit_code: int = 0
     files: list[str] = field(default_factory=lambda: ["summary.json", "summary.csv", "requests.jsonl"])
@@ -56,15 +59,38 @@ def _error(message: str) -> None:
     print(f"perfbench: error: {message}", file=sys.stderr)
 
 
+def _record_identity(ctx: FinishContext) -> None:
+    from perfbench.identity import run_identity
+
+    # Now, while the run's prompts file is as the run read it: its hash is the one part of the
+    # identity that cannot be recomputed from summary.json later.
+    ctx.identity = run_identity(ctx.outcome.summary)
+    ctx.outcome.summary["identity"] = ctx.identity.to_dict()
+    try:
+        write_summary(ctx.run_dir, ctx.outcome.summary)
+    except OutputError as exc:  # the summary without it is still whole (written aside, then renamed)
+        ctx.console.print(f"[yellow]summary.json keeps no identity ({exc}); comparisons recompute it from the config.[/]")
+
+
 def _compare_with_baseline(ctx: FinishContext) -> None:
     if ctx.baseline_dir is None:
         return
     from perfbench.compare import DEFAULT_THRESHOLDS, compare_runs, parse_thresholds, render_comparison
+    from perfbench.store import NoBaselineYet, is_store_lookup, resolve_baseline
 
     thresholds = parse_thresholds(ctx.config.thresholds) if ctx.config.thresholds else DEFAULT_THRESHOLDS
     try:
-        ctx.comparison = compare_runs(ctx.baseline_dir, ctx.run_dir, thresholds)
-    except ConfigError as exc:  # e.g. no step in common: say so, but keep the run's report and history
+        if is_store_lookup(ctx.config.baseline):
+            # Picked before the run from every identity (to refuse a bad spec early); now that this
+            # run's identity is known, only a run like it may be its baseline.
+            with open_store(ctx.config) as store:
+                ctx.baseline_dir = resolve_baseline(ctx.config.baseline, store, identity=ctx.identity, exclude_dir=ctx.run_dir)
+        ctx.comparison = compare_runs(ctx.baseline_dir, ctx.run_dir, thresholds, allow_mismatch=ctx.config.allow_mismatch)
+    except NoBaselineYet as exc:  # the first run of this identity: it becomes the first baseline
+        logging.getLogger(__name__).warning("%s; this run is not compared", exc)
+        ctx.baseline_dir = None
+        return
+    except ConfigError as exc:  # e.g. another identity, no step in common: say so, but keep the run's report and history
         _error(str(exc))
         ctx.exit_code = 2
         ctx.baseline_dir = None
@@ -154,7 +180,7 @@ def _exports(ctx: FinishContext) -> None:
         ctx.files += [path.name for path in exporter(name)(ctx.run_dir, ctx.outcome.summary)]
 
 
-STAGES: tuple[Callable[[FinishContext], None], ...] = (_compare_with_baseline, _slo_verdict, _junit, _reports, _history, _exports)
+STAGES: tuple[Callable[[FinishContext], None], ...] = (_record_identity, _compare_with_baseline, _slo_verdict, _junit, _reports, _history, _exports)
 
 
 def finish_run(config: Any, outcome: Any, console: Any, baseline_dir: Path | None) -> int:

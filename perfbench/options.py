@@ -176,6 +176,10 @@ OPTIONS: tuple[Option, ...] = (
            read=v.text_map, parse={"action": "append", "metavar": "KEY=VALUE"}, type="Mapping[str, str]", default={}),
     Option("baseline", ("--baseline",), "output.baseline", _OUTPUT, "compare against this run afterwards; exit 1 on regression",
            parse={"metavar": "DIR|RUN_ID|last|tag:K=V"}),
+    Option("allow_mismatch", ("--allow-mismatch",), "output.allow_mismatch", _OUTPUT,
+           "compare with a --baseline whose identity (target, model, API, simulated, workload, load) differs, "
+           "saying so (refused, exit 2, without it)",
+           read=v.boolean, parse={"action": "store_const", "const": True}, type="bool", default=False),
     Option("thresholds", ("--threshold",), "output.thresholds", _OUTPUT,
            "regression thresholds, e.g. ttft_ms.p99=+10%%,output_throughput_tok_s=-5%%; in a file a mapping",
            read=v.thresholds, parse={"metavar": "SPEC"}),

@@ -14,9 +14,11 @@ import socket
 import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from itertools import islice
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
+from perfbench.identity import RunIdentity, run_identity
 from perfbench.option_values import parse_tags
 from perfbench.errors import ConfigError
 from perfbench.redact import redact_url
@@ -77,6 +79,11 @@ class RunInfo:
     @property
     def config(self) -> dict[str, Any]:
         return self.summary.get("config") or {}
+
+    @property
+    def identity(self) -> RunIdentity:
+        """Recomputed from the stored summary, so runs recorded before identities existed have one."""
+        return run_identity(self.summary)
 
 
 def _gpu_from_run(run_dir: Path, summary: Mapping[str, Any]) -> tuple[str | None, str | None]:
@@ -163,18 +170,31 @@ class RunStore:
             )
         return run_id
 
-    def _query(self, where: str, params: list[Any], tag: Mapping[str, str] | None, order: str, limit: int | None):
+    def _rows(self, where: str, params: list[Any], tag: Mapping[str, str] | None, order: str) -> Iterator[RunInfo]:
         clauses = [where] if where else []
         for key, value in (tag or {}).items():
             clauses.append("run_id IN (SELECT run_id FROM tags WHERE key = ? AND value = ?)")
-            params += [key, value]
+            params = [*params, key, value]
         sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(clauses) if clauses else "")
         sql += f" ORDER BY started_at {order}, recorded_at {order}"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
-        rows = self._db.execute(sql, params).fetchall()
-        return [self._info(row) for row in rows]
+        for row in self._db.execute(sql, params):
+            yield self._info(row)
+
+    def _query(
+        self, where: str, params: list[Any], tag: Mapping[str, str] | None, order: str, limit: int | None,
+        identity: RunIdentity | str | None = None,
+    ) -> list[RunInfo]:
+        """Runs matching ``where`` and ``tag``; with ``identity`` (an identity, or a hash prefix) only runs of it."""
+        if isinstance(identity, RunIdentity):
+            # A cheap first cut in SQL (the columns hold these three facts); the hash decides.
+            where = " AND ".join(filter(None, [where, "simulated = ? AND api IS ? AND model IS ?"]))
+            fields = identity.fields
+            params = [*params, int(bool(fields["simulated"])), fields["api"], fields["model"]]
+        runs: Iterator[RunInfo] = self._rows(where, params, tag, order)
+        if identity is not None:
+            wanted = identity.hash if isinstance(identity, RunIdentity) else identity
+            runs = (info for info in runs if info.identity.hash.startswith(wanted))
+        return list(islice(runs, limit))
 
     def _info(self, row: sqlite3.Row) -> RunInfo:
         tags = dict(self._db.execute("SELECT key, value FROM tags WHERE run_id = ? ORDER BY key", (row["run_id"],)).fetchall())
@@ -185,9 +205,12 @@ class RunStore:
             gpu_name=row["gpu_name"], gpu_driver=row["gpu_driver"], tags=tags, summary=_summary_of(row["summary_json"]),
         )
 
-    def list_runs(self, *, tag: Mapping[str, str] | None = None, limit: int = 50) -> list[RunInfo]:
-        """The newest ``limit`` runs (newest first), only those carrying every tag in ``tag``."""
-        return self._query("", [], tag, "DESC", limit)
+    def list_runs(
+        self, *, tag: Mapping[str, str] | None = None, limit: int = 50, identity: RunIdentity | str | None = None
+    ) -> list[RunInfo]:
+        """The newest ``limit`` runs (newest first), only those carrying every tag in ``tag`` and,
+        given ``identity`` (or the start of an identity hash), only runs of that identity."""
+        return self._query("", [], tag, "DESC", limit, identity)
 
     def get(self, run_id: str) -> RunInfo:
         """The run with this id (a unique prefix will do); ConfigError when there is none."""
@@ -200,14 +223,57 @@ class RunStore:
         what = "matches several runs" if rows else "is not in the run store"
         raise ConfigError(f"run id {run_id!r} {what} ({self.path}); list runs with `perfbench history`")
 
-    def last_run(self, *, tag: Mapping[str, str] | None = None, exclude_run_id: str | None = None) -> RunInfo | None:
-        """The most recently started run (with ``tag``), skipping ``exclude_run_id``."""
-        where, params = ("run_id != ?", [exclude_run_id]) if exclude_run_id else ("", [])
-        rows = self._query(where, params, tag, "DESC", 1)
+    def get_by_dir(self, run_dir: Path) -> RunInfo | None:
+        """The newest run recorded from ``run_dir``; None when it was never recorded."""
+        rows = self._query("run_dir = ?", [str(Path(run_dir).resolve())], None, "DESC", 1)
         return rows[0] if rows else None
 
+    def last_run(
+        self, *, tag: Mapping[str, str] | None = None, exclude_run_id: str | None = None,
+        identity: RunIdentity | None = None, exclude_dir: Path | None = None,
+    ) -> RunInfo | None:
+        """The most recently started run (with ``tag`` and ``identity``), skipping ``exclude_run_id``
+        and runs recorded from ``exclude_dir`` (the new run itself, when it is already recorded)."""
+        clauses, params = [], []
+        if exclude_run_id:
+            clauses.append("run_id != ?")
+            params.append(exclude_run_id)
+        if exclude_dir is not None:
+            clauses.append("run_dir != ?")
+            params.append(str(Path(exclude_dir).resolve()))
+        rows = self._query(" AND ".join(clauses), params, tag, "DESC", 1, identity)
+        return rows[0] if rows else None
+
+    def add_tags(self, run_id: str, tags: Mapping[str, str]) -> RunInfo:
+        """Set ``tags`` on a run (a key it has gets the new value); the run as it now is."""
+        info = self.get(run_id)
+        with self._db:
+            self._db.executemany("INSERT OR REPLACE INTO tags VALUES (?, ?, ?)",
+                                 [(info.run_id, k, str(v)) for k, v in tags.items()])
+        return self.get(info.run_id)
+
+    def remove_tags(self, run_id: str, keys: list[str]) -> RunInfo:
+        """Take the tags ``keys`` off a run; ConfigError naming a key it does not have."""
+        info = self.get(run_id)
+        missing = [k for k in keys if k not in info.tags]
+        if missing:
+            raise ConfigError(f"run {info.run_id} has no tag {', '.join(missing)}; its tags: "
+                              f"{', '.join(info.tags) or 'none'}")
+        with self._db:
+            self._db.executemany("DELETE FROM tags WHERE run_id = ? AND key = ?", [(info.run_id, k) for k in keys])
+        return self.get(info.run_id)
+
+    def remove(self, run_id: str) -> RunInfo:
+        """Forget a run (its row and tags); its directory is left alone. The run as it was."""
+        info = self.get(run_id)
+        with self._db:
+            self._db.execute("DELETE FROM tags WHERE run_id = ?", (info.run_id,))
+            self._db.execute("DELETE FROM runs WHERE run_id = ?", (info.run_id,))
+        return info
+
     def metric_trend(
-        self, metric: str, *, tag: Mapping[str, str] | None = None, concurrency: int | None = None
+        self, metric: str, *, tag: Mapping[str, str] | None = None, concurrency: int | None = None,
+        identity: RunIdentity | str | None = None,
     ) -> list[tuple[RunInfo, float | None]]:
         """``metric`` ("ttft_ms.p99", "output_throughput_tok_s") of every run, oldest first.
 
@@ -215,7 +281,7 @@ class RunStore:
         None when the run has no such step or metric.
         """
         trend = []
-        for info in self._query("", [], tag, "ASC", None):
+        for info in self._query("", [], tag, "ASC", None, identity):
             steps = info.summary.get("steps") or []
             if concurrency is not None:
                 steps = [s for s in steps if s.get("concurrency") == concurrency]
@@ -285,28 +351,42 @@ def check_baseline_spec(spec: str) -> None:
         )
 
 
-def resolve_baseline(spec: str, store: RunStore, *, exclude_run_id: str | None = None) -> Path:
+def is_store_lookup(spec: str) -> bool:
+    """``last`` or ``tag:…`` (not a directory of that name): a baseline the store picks by identity."""
+    return (spec == "last" or spec.startswith("tag:")) and not Path(spec).is_dir()
+
+
+def resolve_baseline(
+    spec: str, store: RunStore, *, exclude_run_id: str | None = None,
+    identity: RunIdentity | None = None, exclude_dir: Path | None = None,
+) -> Path:
     """The run directory a baseline spec names.
 
     ``spec`` is a run directory, a run id (or unique prefix), ``last`` (the last recorded run
-    other than ``exclude_run_id``) or ``tag:KEY=VALUE[,KEY=VALUE]`` (the last run with those tags).
+    other than ``exclude_run_id``) or ``tag:KEY=VALUE[,KEY=VALUE]`` (the last run with those tags);
+    given ``identity``, ``last`` and ``tag:`` consider only runs of that identity (like for like).
     NoBaselineYet when ``last``/``tag:`` match nothing; ConfigError when an id matches nothing
     or the run's directory is gone, or ``spec`` looks like a path that is not a directory.
     """
     if Path(spec).is_dir():
         return Path(spec)
     check_baseline_spec(spec)
+    of = f" of identity {identity.describe()}" if identity is not None else ""
     if spec == "last":
-        info = store.last_run(exclude_run_id=exclude_run_id)
+        info = store.last_run(exclude_run_id=exclude_run_id, identity=identity, exclude_dir=exclude_dir)
         if info is None:
-            raise NoBaselineYet(f"no run recorded in {store.path} yet; run once without --baseline, or pass a run directory")
+            raise NoBaselineYet(f"no run{of} recorded in {store.path} yet; run once without --baseline, or pass a run directory")
     elif spec.startswith("tag:"):
         tag = parse_tags([spec[4:]])
-        info = store.last_run(tag=tag, exclude_run_id=exclude_run_id)
+        info = store.last_run(tag=tag, exclude_run_id=exclude_run_id, identity=identity, exclude_dir=exclude_dir)
         if info is None:
-            raise NoBaselineYet(f"no run with tag {spec[4:]} in {store.path}; tag a good run with --tag {spec[4:]}")
+            raise NoBaselineYet(f"no run with tag {spec[4:]}{of} in {store.path}; tag a good run with --tag {spec[4:]}")
     else:
         info = store.get(spec)
-    if not (info.run_dir / "summary.json").exists():
-        raise ConfigError(f"baseline run {info.run_id} was in {info.run_dir}, which is gone; pick another run")
+    provisional = identity is None and (spec == "last" or spec.startswith("tag:"))
+    # Before a run its identity is unknown: a `last`/`tag:` pick then only proves the spec can match,
+    # and a gone folder of some other project's run must not stop this one.
+    if not provisional and not (info.run_dir / "summary.json").exists():
+        raise ConfigError(f"baseline run {info.run_id} was in {info.run_dir}, which is gone; pick another run, "
+                          f"or forget it with `perfbench history rm {info.run_id}`")
     return info.run_dir

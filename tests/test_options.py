@@ -74,6 +74,7 @@ EXAMPLES: dict[str, tuple[list[str], list[str], dict[str, Any]]] = {
     "name": (URL, ["--name", "nightly"], {"name": "nightly"}),
     "tags": (URL, ["--tag", "gpu=h100"], {"output": {"tags": {"gpu": "h100"}}}),
     "baseline": (URL, ["--baseline", "runs/x"], {"output": {"baseline": "runs/x"}}),
+    "allow_mismatch": (URL, ["--allow-mismatch"], {"output": {"allow_mismatch": True}}),
     "thresholds": (URL, ["--threshold", "ttft_ms.p99=+10%"], {"output": {"thresholds": {"ttft_ms.p99": "+10%"}}}),
     "store": (URL, ["--store", "runs.sqlite"], {"output": {"store": "runs.sqlite"}}),
     "junit": (URL, ["--junit", "checks.xml"], {"output": {"junit": "checks.xml"}}),

@@ -47,6 +47,11 @@ def render_comparison(comparison: Comparison, console: Any) -> None:
             verdict = "ok" if not (row.significant and row.worse) else "ok (within limit)"
         table.add_row(row.step, row.metric, format_value(row.base), format_value(row.new), change, ci, limit, verdict)
     console.print(table)
+    if comparison.mismatch:
+        from rich.markup import escape
+
+        differ = escape("; ".join(comparison.mismatch))  # values are the user's (--extra-body), never markup
+        console.print(f"[bold yellow]Not like for like (--allow-mismatch): the runs differ in {differ}[/]", highlight=False)
     for step in comparison.unmatched_steps:
         console.print(f"[yellow]step only in the {step}; not compared[/]")
     regressed = [row for row in comparison.rows if row.regressed]
@@ -80,6 +85,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--junit", type=Path, metavar="FILE", help="write the checks as JUnit XML")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the comparison as JSON")
     parser.add_argument("--store", type=Path, metavar="PATH", help="run store for run ids (default: user data dir)")
+    parser.add_argument("--allow-mismatch", action="store_true",
+                        help="compare runs whose identities (target, model, API, simulated, workload, load) differ, saying so")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     parser.add_argument("--confidence", type=float, default=CONFIDENCE, help=f"CI level (default {CONFIDENCE})")
     console = Console()
@@ -93,8 +100,9 @@ def main(argv: list[str]) -> int:
         for path, flag in ((args.junit, "--junit"), (args.json, "--json")):
             if path is not None:  # before the comparison: a bad output path is a usage error, not a traceback after it
                 check_writable_file(path, flag)
-        base_dir = resolve_base(args.base, args.store)
-        comparison = compare_runs(base_dir, args.new, thresholds, seed=args.seed, confidence=args.confidence)
+        base_dir = resolve_base(args.base, args.store, new_dir=args.new)
+        comparison = compare_runs(base_dir, args.new, thresholds, seed=args.seed, confidence=args.confidence,
+                                  allow_mismatch=args.allow_mismatch)
     except PerfbenchError as exc:
         Console(stderr=True).print(f"perfbench: error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return exc.exit_code
@@ -108,11 +116,18 @@ def main(argv: list[str]) -> int:
     return 1 if comparison.regressed else 0
 
 
-def resolve_base(spec: str, store_path: Path | None) -> Path:
-    """A directory as is (no store touched); anything else is looked up in the run store."""
+def resolve_base(spec: str, store_path: Path | None, *, new_dir: Path | None = None) -> Path:
+    """A directory as is (no store touched); anything else is looked up in the run store.
+
+    With ``new_dir``, ``last`` and ``tag:`` pick only runs of its identity, and never ``new_dir`` itself.
+    """
     if Path(spec).is_dir():
         return Path(spec)
+    from perfbench.identity import run_identity
+    from perfbench.runfiles import read_summary
     from perfbench.store import RunStore, check_baseline_spec, default_store_path, resolve_baseline
 
     check_baseline_spec(spec)  # a mistyped directory: say so before opening (or creating) a store
-    return resolve_baseline(spec, RunStore(store_path or default_store_path()))
+    with RunStore(store_path or default_store_path()) as store:
+        identity = run_identity(read_summary(new_dir)) if new_dir is not None else None
+        return resolve_baseline(spec, store, identity=identity, exclude_dir=new_dir)

@@ -57,6 +57,7 @@ class Comparison:
     new_dir: str = ""
     confidence: float = CONFIDENCE  # of the CIs
     unmatched_steps: tuple[str, ...] = ()  # steps present in only one of the runs
+    mismatch: tuple[str, ...] = ()  # how the runs' identities differ ("model (a vs b)"), compared with --allow-mismatch
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (``perfbench compare --json``)."""
@@ -67,6 +68,7 @@ class Comparison:
             "regressed": self.regressed,
             "confidence": self.confidence,
             "unmatched_steps": list(self.unmatched_steps),
+            "mismatch": list(self.mismatch),
             "rows": [asdict(row) for row in self.rows],
         }
 
@@ -80,6 +82,7 @@ class Comparison:
         return cls(
             rows=tuple(rows), regressed=bool(d.get("regressed")), base_dir=str(d.get("base_dir")), new_dir=str(d.get("new_dir")),
             confidence=float(d.get("confidence", CONFIDENCE)), unmatched_steps=tuple(d.get("unmatched_steps") or ()),
+            mismatch=tuple(d.get("mismatch") or ()),
         )
 
 

@@ -14,6 +14,7 @@ from perfbench.compare._bootstrap import (
 from perfbench.compare._model import Comparison, MetricComparison
 from perfbench.compare._thresholds import DEFAULT_THRESHOLDS, Threshold, higher_is_better
 from perfbench.errors import ConfigError
+from perfbench.identity import check_like_for_like
 from perfbench.runfiles import iter_request_lines, read_summary, step_label, step_metric
 
 
@@ -51,8 +52,12 @@ def compare_runs(
     seed: int = 0,
     confidence: float = CONFIDENCE,
     n_boot: int = N_BOOTSTRAP,
+    allow_mismatch: bool = False,
 ) -> Comparison:
     """Compare every headline metric of matching steps; see the module docstring for the rule.
+
+    Like for like: IdentityMismatch (exit 2) when the runs' identities (perfbench.identity) differ,
+    unless ``allow_mismatch``; then the comparison carries the differences in ``mismatch``.
 
     Steps are matched by (concurrency, rate_req_s); ConfigError when no step matches (steps
     in only one run are listed in ``unmatched_steps``). Rows cover the metrics of
@@ -61,6 +66,7 @@ def compare_runs(
     bootstrap of ``n_boot`` independent request resamples of each run, seeded by ``seed``.
     """
     base_summary, new_summary = read_summary(base_dir), read_summary(new_dir)
+    mismatch = check_like_for_like(base_summary, new_summary, allow_mismatch=allow_mismatch)
     base_lines, new_lines = _by_step(iter_request_lines(base_dir)), _by_step(iter_request_lines(new_dir))
     limits = {t.metric: t for t in thresholds}
     metrics = list(dict.fromkeys([t.metric for t in DEFAULT_THRESHOLDS] + list(limits)))
@@ -83,6 +89,7 @@ def compare_runs(
         new_dir=str(new_dir),
         confidence=confidence,
         unmatched_steps=tuple(unmatched),
+        mismatch=mismatch,
     )
 
 

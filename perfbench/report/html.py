@@ -57,6 +57,7 @@ td.num, th.num { text-align:right; white-space:nowrap; }
 .muted { color:var(--muted); }
 .banner { padding:12px 16px; border-radius:8px; margin-top:20px; font-weight:600; }
 .banner.bad { background:var(--bad-bg); color:var(--bad); } .banner.good { background:var(--good-bg); color:var(--good); }
+.banner.warn { background:#fef3c7; color:#92400e; }
 pre { background:#f3f4f6; padding:12px; border-radius:6px; overflow-x:auto; font-size:12px; }
 code, pre { font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace; }
 figure { margin:16px 0; } figure img { max-width:100%; border:1px solid var(--line); border-radius:6px; }
@@ -255,6 +256,9 @@ def _comparison_section(comparison: Comparison) -> str:
         else '<div class="banner good">No regression against the baseline.</div>'
     )
     unmatched = "".join(f'<p class="muted">Step only in the {_e(s)}; not compared.</p>' for s in comparison.unmatched_steps)
+    if comparison.mismatch:  # compared with --allow-mismatch: the verdict is not like for like
+        banner += ('<div class="banner warn" id="mismatch">Not like for like: the runs differ in '
+                   + "; ".join(_e(d) for d in comparison.mismatch) + " (compared with --allow-mismatch).</div>")
     return (
         f"<section><h2>Comparison with the baseline</h2>{banner}"
         f'<p class="muted">Baseline: <code>{_e(comparison.base_dir)}</code>. A check fails when the change is past '
@@ -332,19 +336,23 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--baseline", metavar="DIR|RUN_ID", help="compare with this run (a directory, a run id, "
                         "'last' or 'tag:KEY=VALUE')")
     parser.add_argument("--store", type=Path, metavar="PATH", help="run store for run ids (default: user data dir)")
+    parser.add_argument("--allow-mismatch", action="store_true",
+                        help="with --baseline: compare although the runs' identities differ, saying so")
     try:
         args = parser.parse_args(argv)
         read_summary(args.run_dir)  # a clear error before plotting anything
         baseline = None
         if args.baseline:
-            baseline = resolve_base(args.baseline, args.store)
+            baseline = resolve_base(args.baseline, args.store, new_dir=args.run_dir)
         try:
             from perfbench.report.plots import write_plots
         except ImportError:
             log.info("perfbench.report.plots not available; report without new plots")
         else:
             write_plots(args.run_dir)
-        comparison = compare_runs(Path(baseline), args.run_dir) if baseline is not None else None
+        comparison = None
+        if baseline is not None:
+            comparison = compare_runs(Path(baseline), args.run_dir, allow_mismatch=args.allow_mismatch)
         path = write_html_report(args.run_dir, baseline_dir=baseline, comparison=comparison)
     except PerfbenchError as exc:
         print(f"perfbench: error: {exc}", file=sys.stderr)

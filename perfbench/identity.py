@@ -1,0 +1,188 @@
+"""A run's identity: what must be equal for two runs to be compared like for like (DESIGN.md).
+
+The identity is the target (scheme, host, port and endpoint path, secrets removed; "built-in
+mock" or "local ENGINE server" when perfbench started it), the model, the API, simulated or
+real, the workload (prompt source and the SHA-256 of a prompts file, input/output lengths,
+max_tokens, ignore_eos, --extra-body such as temperature/top_p/top_k, seed, shared prefixes) and
+the load shape (closed or open loop, the concurrency/rate ladder with each step's number,
+duration, arrivals, search). Not in it: what describes the server's build or the client's
+machine (--mock settings, dtype, engine args, workers, timeouts), since a change there is what a
+comparison exists to catch.
+
+It is computed here only, from summary.json's ``target`` and ``config``, so a run folder written
+before identities existed has one too. Only the prompts file's hash cannot be recomputed once the
+file has changed or gone: it is taken from the summary's recorded ``identity`` when there is one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import urlsplit, urlunsplit
+
+from perfbench.errors import ConfigError
+from perfbench.redact import redact_url
+from perfbench.runfiles import step_label
+
+IDENTITY_SCHEMA = "perfbench.identity/1"
+SIMULATED_TARGET = "built-in mock"
+HASH_CHARS = 12  # short enough to type into `perfbench history --identity`, long enough never to collide in one store
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class IdentityMismatch(ConfigError):
+    """Two runs of different identities were to be compared without --allow-mismatch."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunIdentity:
+    """The identity of one run: nested fields (summary.json's form) and their short hash."""
+
+    fields: Mapping[str, Any]  # {"target", "model", "api", "simulated", "workload": {...}, "load": {...}}
+    hash: str  # the first HASH_CHARS hex digits of the SHA-256 of the fields as canonical JSON
+
+    def to_dict(self) -> dict[str, Any]:
+        """summary.json's top-level ``identity`` object."""
+        return {"schema": IDENTITY_SCHEMA, "hash": self.hash, **self.fields}
+
+    def describe(self) -> str:
+        """One line for messages: the hash and the fields a person recognises a run by."""
+        model = self.fields.get("model")
+        facts = ["simulated" if self.fields.get("simulated") else "real", self.fields.get("target") or "no target",
+                 f"model {model}" if model else "no model", self.fields.get("api") or "no API"]
+        return f"{self.hash} ({', '.join(facts)})"
+
+
+def prompts_sha256(path: str | Path) -> str | None:
+    """The SHA-256 of a prompts file's bytes; None when it cannot be read (moved, deleted)."""
+    digest = hashlib.sha256()
+    try:
+        with Path(path).expanduser().open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def run_identity(summary: Mapping[str, Any]) -> RunIdentity:
+    """The identity of the run whose summary.json is ``summary`` (see the module docstring)."""
+    target = summary.get("target") or {}
+    config = summary.get("config") or {}
+    fields = {
+        "target": _target(target, config),
+        "model": target.get("model"),  # the name sent (a local server's served name), as the store's column holds it
+        "api": target.get("api"),
+        "simulated": bool(target.get("simulated")),
+        "workload": _workload(config, summary.get("identity")),
+        "load": _load(config),
+    }
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
+    return RunIdentity(fields=fields, hash=hashlib.sha256(canonical.encode()).hexdigest()[:HASH_CHARS])
+
+
+def differences(base: RunIdentity, new: RunIdentity) -> list[str]:
+    """``"model (a vs b)"`` for each field whose value differs, in the identity's order."""
+    flat_base, flat_new = _flatten(base.fields), _flatten(new.fields)
+    keys = list(dict.fromkeys([*flat_base, *flat_new]))
+    return [f"{key} ({_shown(flat_base.get(key))} vs {_shown(flat_new.get(key))})"
+            for key in keys if flat_base.get(key) != flat_new.get(key)]
+
+
+def mismatch_message(diffs: list[str]) -> str:
+    """The one-line refusal: what differs and how to compare anyway."""
+    listed = diffs[0] if len(diffs) == 1 else ", ".join(diffs[:-1]) + " and " + diffs[-1]
+    return f"runs differ in {listed}; pass --allow-mismatch to compare anyway"
+
+
+def check_like_for_like(base: Mapping[str, Any], new: Mapping[str, Any], *, allow_mismatch: bool) -> tuple[str, ...]:
+    """The differences between two summaries' identities; IdentityMismatch when any, unless allowed."""
+    diffs = differences(run_identity(base), run_identity(new))
+    if diffs and not allow_mismatch:
+        raise IdentityMismatch(mismatch_message(diffs))
+    return tuple(diffs)
+
+
+def _target(target: Mapping[str, Any], config: Mapping[str, Any]) -> str | None:
+    if target.get("simulated"):
+        return SIMULATED_TARGET  # the mock's port is new every run
+    if "url" in config and config["url"] is None:  # a server perfbench started on a free port
+        return f"local {config.get('engine') or 'transformers'} server"
+    url = target.get("url") or config.get("url")
+    return _endpoint(url) if isinstance(url, str) else None
+
+
+def _endpoint(url: str) -> str:
+    """scheme://host:port/path[?query], without userinfo and with secret query values masked."""
+    parts = urlsplit(redact_url(url))
+    try:
+        port = parts.port or _DEFAULT_PORTS.get(parts.scheme.lower())
+    except ValueError:  # an unparsable port: keep the text, it still names the target
+        return redact_url(url)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None:
+        netloc += f":{port}"
+    return urlunsplit((parts.scheme.lower(), netloc, parts.path, parts.query, ""))
+
+
+def _workload(config: Mapping[str, Any], recorded: Any) -> dict[str, Any]:
+    prompts = config.get("prompts")
+    digest = None
+    if prompts:
+        recorded_workload = recorded.get("workload") if isinstance(recorded, Mapping) else None
+        if isinstance(recorded_workload, Mapping) and recorded_workload.get("prompts_sha256"):
+            digest = recorded_workload["prompts_sha256"]  # the file as it was when the run was made
+        else:
+            digest = prompts_sha256(prompts)
+    return {
+        "prompts": "file" if prompts else "synthetic",
+        "prompts_sha256": digest,
+        "input_tokens": None if prompts else config.get("input_tokens"),  # a file brings its own prompts
+        "output_tokens": config.get("output_tokens"),
+        "max_tokens": config.get("max_tokens"),
+        "ignore_eos": bool(config.get("ignore_eos")),
+        "extra_body": dict(config.get("extra_body") or {}),
+        "seed": config.get("seed"),
+        "shared_prefix_tokens": config.get("shared_prefix_tokens") or 0,
+        "prefix_groups": config.get("prefix_groups") or 1,
+        "batch_size": config.get("batch_size") or 1,
+    }
+
+
+def _load(config: Mapping[str, Any]) -> dict[str, Any]:
+    steps = [s for s in config.get("steps") or () if isinstance(s, Mapping)]
+    open_loop = config.get("search") == "rate" or any(s.get("rate_req_s") is not None for s in steps)
+    load: dict[str, Any] = {
+        "mode": "open" if open_loop else "closed",
+        "steps": ", ".join(step_label(s) + (f" n={s['number']}" if s.get("number") is not None else "") for s in steps) or None,
+        "duration_s": config.get("duration_s"),
+        "search": None,
+    }
+    if config.get("search"):
+        load["search"] = (f"{config['search']} {config.get('search_start')}..{config.get('search_max')} "
+                          f"precision {config.get('search_precision')}")
+    if open_loop:  # closed-loop runs ignore these: a changed default must not split them
+        load.update(arrivals=config.get("arrivals"), burstiness=config.get("burstiness"), ramp_up_s=config.get("ramp_up_s"))
+    return load
+
+
+def _flatten(fields: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in fields.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, str):
+        return value[:16] + "…" if len(value) == 64 and all(c in "0123456789abcdef" for c in value) else value
+    return json.dumps(value)
