@@ -1,4 +1,20 @@
-"""perfbench: a load tester for LLM inference servers with exact streaming metrics."""
+"""perfbench: a load tester for LLM inference servers with exact streaming metrics.
+
+``perfbench.run(...)`` and ``perfbench.load_run(DIR)`` are the Python API (perfbench/api.py);
+they are imported on first use, so ``import perfbench`` (and the CLI's start) stays light.
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["__version__"]
+__all__ = ["__version__", "run", "load_run"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("run", "load_run"):
+        from perfbench import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'perfbench' has no attribute {name!r}")

@@ -24,14 +24,14 @@ def with_demo_load(settings: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(settings)
     if not out.get("url") and not out.get("model"):
         load_keys = ("concurrency", "number", "rate", "duration_s")
-        if not any(out.get(k) is not None for k in load_keys) and not out.get("search"):
+        if not any(out.get(k) is not None for k in load_keys) and not out.get("search") and not out.get("trace"):
             out.update(SIMULATED_DEMO)
     return out
 
 
 @dataclass
 class BenchmarkResult:
-    outcome: Any  # perfbench.run.RunOutcome: the summary, the run directory, whether it was interrupted
+    outcome: Any  # perfbench.runner.RunOutcome: the summary, the run directory, whether it was interrupted
     exit_code: int  # DESIGN.md's: 0, 1, 2, 3 or 130
 
 
@@ -40,7 +40,7 @@ def run_benchmark(config: Any, console: Any) -> BenchmarkResult:
     from perfbench.config import resolve_url
     from perfbench.engine import LiveCounters
     from perfbench.report.terminal import LiveDisplay, render_summary
-    from perfbench.run import check_open_files, default_run_dir, execute, make_run_dir
+    from perfbench.runner import check_open_files, default_run_dir, execute, make_run_dir
 
     check_open_files(config)  # before any server starts: refusing after a model load would waste it
     tokenizer = None

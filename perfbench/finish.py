@@ -1,6 +1,6 @@
 """A run's finishing work, as a list of stages: each a function of the run directory, the config and what earlier stages found.
 
-    prepare -> run steps (perfbench.run.execute) -> finish (here)
+    prepare -> run steps (perfbench.runner.execute) -> finish (here)
 
 Stages, in order: the run's identity (into summary.json), the baseline comparison, the SLO verdict,
 JUnit, plots and report.html, the run history, exports (requests.parquet, and each ``--export``
@@ -34,7 +34,7 @@ class FinishContext:
     """What the stages share: the run, and what earlier stages found."""
 
     config: Any  # the RunConfig
-    outcome: Any  # the RunOutcome of perfbench.run.execute
+    outcome: Any  # the RunOutcome of perfbench.runner.execute
     console: Any  # a rich Console
     baseline_dir: Path | None  # the resolved --baseline, if any
     identity: Any = None  # the run's perfbench.identity.RunIdentity, set by the first stage
@@ -192,7 +192,7 @@ def finish_run(config: Any, outcome: Any, console: Any, baseline_dir: Path | Non
     if outcome.interrupted:
         console.print(f"[yellow]Interrupted ({outcome.stopped_by or 'Ctrl-C'}): the summary covers the requests that finished.[/]")
         return 130 if ctx.exit_code == 0 else ctx.exit_code
-    from perfbench.run import every_request_failed
+    from perfbench.runner import every_request_failed
 
     all_failed = every_request_failed(ctx.steps)
     if all_failed is not None:  # exit 3, after summary.json and the report are written

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from perfbench.run import every_request_failed
+from perfbench.runner import every_request_failed
 
 PERFBENCH = [sys.executable, "-m", "perfbench"]
 

@@ -101,7 +101,7 @@ def test_a_ray_address_where_nothing_listens_is_one_line_at_once(capsys: pytest.
 
 
 def test_ray_is_imported_only_for_ray() -> None:
-    code = ("import sys, perfbench.cli, perfbench.run, perfbench.workers, perfbench.workers.ray_actors; "
+    code = ("import sys, perfbench.cli, perfbench.runner, perfbench.workers, perfbench.workers.ray_actors; "
             "assert 'ray' not in sys.modules, 'ray imported'")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -344,7 +344,7 @@ def no_network(monkeypatch):
     def accepted(*args, **kwargs):
         raise Accepted("the input was accepted and the run started")
 
-    monkeypatch.setattr("perfbench.run.check_reachable", accepted)
+    monkeypatch.setattr("perfbench.runner.check_reachable", accepted)
     monkeypatch.setattr("perfbench.servers.local.start_local_server", accepted)
     monkeypatch.setattr("perfbench.servers.mock.MockInThread", accepted)
 

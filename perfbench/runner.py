@@ -39,6 +39,8 @@ from perfbench.prompts import Prompt, load_prompts, synthetic_prompts
 from perfbench.records import CONNECT_ERROR, RequestRecord
 from perfbench.redact import redact_url, run_secrets
 from perfbench.report.exports import write_summary_files as write_summary
+from perfbench.sampling import sampling_body
+from perfbench.trace import replay_of, trace_prompts
 from perfbench.runfiles import SUMMARY_SCHEMA, OutputError, RecordReader, RecordWriter
 from perfbench.signals import CTRL_C, RunStopper, hold_signals, stop_on_signals
 from perfbench.tokens import Tokenizer, count_chat_tokens, count_prompt_tokens
@@ -133,7 +135,9 @@ def _total_requests(config: RunConfig) -> int:
 
 
 def load_workload(config: RunConfig, tokenizer: Tokenizer | None) -> list[Prompt]:
-    """The prompts of the run: a prompts file, or synthetic prompts of the requested lengths."""
+    """The prompts of the run: a trace's, a prompts file, or synthetic prompts of the requested lengths."""
+    if config.trace:
+        return trace_prompts(replay_of(config).rows, tokenizer=tokenizer, block_tokens=config.trace_block_tokens, seed=config.seed)
     if config.prompts:
         return load_prompts(config.prompts, sharegpt_output_lengths=config.output_tokens == DATASET_LENGTHS)
     return synthetic_prompts(
@@ -148,9 +152,9 @@ def load_workload(config: RunConfig, tokenizer: Tokenizer | None) -> list[Prompt
 
 def prepare_requests(config: RunConfig, api: ApiAdapter, prompts: list[Prompt], tokenizer: Tokenizer | None) -> list[PreparedRequest]:
     """Encode every request body before the run, so the send path only writes bytes."""
-    count = len(prompts) if config.prompts else min(len(prompts), MAX_DISTINCT_PROMPTS)
+    count = len(prompts) if config.prompts or config.trace else min(len(prompts), MAX_DISTINCT_PROMPTS)
     lengths = None
-    if config.output_tokens == DATASET_LENGTHS:
+    if config.output_tokens == DATASET_LENGTHS or config.trace:
         lengths = [p.max_tokens for p in prompts[:count]]  # None where the file gives no length
     elif config.output_tokens:
         lengths = LengthDistribution.parse(config.output_tokens).sample(count, np.random.default_rng(config.seed + 1))
@@ -167,6 +171,7 @@ def prepare_requests(config: RunConfig, api: ApiAdapter, prompts: list[Prompt], 
             # An exact output length: the vLLM/SGLang/TGI-style fields that stop early EOS.
             max_tokens = int(lengths[i])
             extra.update(min_tokens=max_tokens, ignore_eos=True)
+        extra.update(sampling_body(config))
         extra.update(config.extra_body)
         input_tokens = _input_tokens(api, batch_prompts, tokenizer)
         body = api.build_body(batch_prompts, model=config.model, max_tokens=max_tokens, extra=extra)
@@ -236,6 +241,7 @@ def _plan(config: RunConfig, index: int, load: LoadStep, request_base: int) -> S
         seed=config.seed + index,
         preconnect=_preconnections(config, load),
         request_base=request_base,
+        offsets_s=replay_of(config).offsets_s if config.trace else None,
     )
 
 
