@@ -20,8 +20,10 @@ from perfbench.option_values import (
 )
 from perfbench.options import BY_DEST, COMMAND_LINE_ONLY, FILE_ONLY, OPTIONS, flag_of
 from perfbench.redact import redact_url
+from perfbench.sampling import check_sampling
 from perfbench.schedule import ARRIVALS
 from perfbench.slo import Slos, parse_slos
+from perfbench.trace import check_trace_settings, replay_load
 
 DEFAULT_NUMBER = 100  # requests per step when neither --number nor --duration is given
 
@@ -229,7 +231,7 @@ def safe_name(text: str) -> str:
 _STEP_KEYS = ("concurrency", "number", "rate", "slo")  # settings that become steps and slos, not fields
 
 # Text options for which an empty value is a slip (an empty --url has its own message).
-_NOT_EMPTY = ("model", "name", "output_dir", "slo", "tokenizer", "prompts", "store", "junit", "baseline", "metrics_url")
+_NOT_EMPTY = ("model", "name", "output_dir", "slo", "tokenizer", "prompts", "store", "junit", "baseline", "metrics_url", "trace")
 
 
 def config_from_settings(settings: Mapping[str, Any]) -> RunConfig:
@@ -262,12 +264,16 @@ def config_from_settings(settings: Mapping[str, Any]) -> RunConfig:
             return [parse(str(x), flag)[0] for x in v]
         return parse(str(v), flag)
 
-    steps = build_steps(
-        as_list("concurrency", "--concurrency", parse_int_list),
-        as_list("number", "--number", parse_int_list),
-        as_list("rate", "--rate", parse_float_list),
-        s.get("duration_s"),
-    )
+    check_trace_settings(s)
+    if s.get("trace"):  # one open-loop step on the trace's own schedule
+        steps = (LoadStep(*replay_load(s, as_list("concurrency", "--concurrency", parse_int_list))),)
+    else:
+        steps = build_steps(
+            as_list("concurrency", "--concurrency", parse_int_list),
+            as_list("number", "--number", parse_int_list),
+            as_list("rate", "--rate", parse_float_list),
+            s.get("duration_s"),
+        )
     if s.get("search") == "rate" and s.get("concurrency") is None:
         steps = tuple(replace(step, concurrency=None) for step in steps)  # rate probes: uncapped unless --concurrency
     url, api = s.get("url"), s.get("api")
@@ -316,6 +322,7 @@ def config_from_settings(settings: Mapping[str, Any]) -> RunConfig:
             raise ConfigError(f"--metrics-url {redact_url(str(s['metrics_url']))!r} is not an http(s) URL; "
                               "use e.g. http://127.0.0.1:8000/metrics")
     _check_api_options(s, get_adapter(api))
+    check_sampling(s, get_adapter(api).produces_output, api)
     mock = s.get("mock") or {}
     if isinstance(mock, str):
         mock = parse_mock_settings(mock)
@@ -374,6 +381,7 @@ def _check_api_options(s: Mapping[str, Any], adapter: Any) -> None:
     if batch not in (None, 1) and not adapter.batched:
         raise ConfigError(f"--batch-size applies to APIs that take several inputs per request (openai-embeddings), not {adapter.name}")
     if not adapter.produces_output:
-        for key, flag in (("max_tokens", "--max-tokens"), ("output_tokens", "--output-tokens"), ("ignore_eos", "--ignore-eos")):
+        for key, flag in (("max_tokens", "--max-tokens"), ("output_tokens", "--output-tokens"), ("ignore_eos", "--ignore-eos"),
+                          ("trace", "--trace")):
             if s.get(key):
                 raise ConfigError(f"{flag} sets output lengths, but {adapter.name} generates no output; drop {flag}")

@@ -83,6 +83,7 @@ class StepPlan:
     warmup_first_index: int = 0  # the slice's first warm-up index (warm-up requests use prompts from 0)
     arrival_slice: int = 0  # open loop: this slice sends arrivals arrival_slice::arrival_slices of the schedule
     arrival_slices: int = 1
+    offsets_s: tuple[float, ...] | None = None  # open loop: these due times (a trace's) instead of generated ones
 
 
 LIVE_SAMPLES = 2048  # recent values a live display's running percentiles are taken from
@@ -209,8 +210,8 @@ class Engine:
 
     async def run_load(self, plan: StepPlan) -> int:
         """The step itself, from ``plan.start_ns`` (waited for) or now; returns the requests it scheduled."""
-        offsets = None
-        if plan.rate_req_s is not None:  # computed before the clock starts: the first arrival is due at once
+        offsets = plan.offsets_s
+        if offsets is None and plan.rate_req_s is not None:  # computed before the clock starts: the first arrival is due at once
             offsets = arrival_offsets_s(
                 rate_req_s=plan.rate_req_s,
                 count=plan.number,

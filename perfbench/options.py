@@ -17,6 +17,7 @@ from perfbench import option_values as v
 from perfbench.apis import API_NAMES, DEFAULT_API
 from perfbench.report.exporters import EXPORTERS
 from perfbench.schedule import ARRIVALS
+from perfbench.trace import DEFAULT_BLOCK_TOKENS, window_setting
 
 ENGINES = ("transformers", "vllm")
 SEARCHES = ("concurrency", "rate")
@@ -161,6 +162,24 @@ OPTIONS: tuple[Option, ...] = (
             "synthetic prompts share a K-token prefix (prefix caching)", v.nonnegative_int, default=0, metavar="K"),
     _number("prefix_groups", ("--prefix-groups",), "workload.shared_prefix.groups", _WORKLOAD,
             "number of distinct shared prefixes (default 1)", v.positive_int, default=1, metavar="N"),
+    Option("trace", ("--trace",), "workload.trace.file", _WORKLOAD,
+           "replay a JSONL trace on its own schedule: Mooncake rows (timestamp ms, input_length, output_length, hash_ids) "
+           "or timestamp plus prompt/messages", parse={"metavar": "FILE"}),
+    _number("trace_speedup", ("--trace-speedup",), "workload.trace.speedup", _WORKLOAD,
+            "replay the trace X times faster (default 1)", v.positive_float, default=1.0, metavar="X"),
+    Option("trace_window", ("--trace-window",), "workload.trace.window", _WORKLOAD,
+           "replay only the rows from START to END seconds into the trace (60:120, 60:, :30)",
+           read=window_setting, parse={"type": v.flag_type(window_setting), "metavar": "START:END"}),
+    _number("trace_block_tokens", ("--trace-block-tokens",), "workload.trace.block_tokens", _WORKLOAD,
+            "tokens per trace hash id (default 512, Mooncake's)", v.Number(int, high=v.MAX_TOKENS_PER_REQUEST),
+            default=DEFAULT_BLOCK_TOKENS, metavar="N"),
+    _number("temperature", ("--temperature",), "workload.sampling.temperature", _WORKLOAD,
+            "sampling temperature sent with every request (default: not sent, the server's)", v.nonnegative_float),
+    _number("top_p", ("--top-p",), "workload.sampling.top_p", _WORKLOAD,
+            "nucleus sampling top_p sent with every request (default: not sent)", v.Number(float, high=1)),
+    _number("top_k", ("--top-k",), "workload.sampling.top_k", _WORKLOAD,
+            "top_k sent with every request (default: not sent; vLLM/SGLang-style servers, -1 = all)",
+            v.Number(int, low=-1, low_open=False)),
     _number("seed", ("--seed",), "seed", _WORKLOAD, "seed for prompts and arrivals (default 0)",
             v.Number(int, low_open=False, high=2**63 - 1), default=0),
     # checks and output

@@ -144,7 +144,7 @@ def _load_jsonl(path: Path, content: str) -> list[Prompt]:
             raise ConfigError(
                 f"{path}:{lineno}: bad JSON ({e.msg} at column {e.colno}); write one JSON object per line"
             ) from None
-        prompts.append(_record(obj, f"{path}:{lineno}"))
+        prompts.append(prompt_record(obj, f"{path}:{lineno}"))
     return prompts
 
 
@@ -172,13 +172,13 @@ def _load_json(path: Path, content: str, sharegpt_output_lengths: bool) -> list[
             if prompt is not None:
                 prompts.append(prompt)
         else:
-            prompts.append(_record(entry, where))
+            prompts.append(prompt_record(entry, where))
     if skipped:
         log.info("%s: skipped %d conversations without a human turn", path, skipped)
     return prompts
 
 
-def _record(obj: Any, where: str) -> Prompt:
+def prompt_record(obj: Any, where: str) -> Prompt:
     """One JSONL line or JSON entry: {"prompt"|"text": str} or {"messages": [...]}, optional max_tokens."""
     fields = '"prompt" (or "text") string or a "messages" list'
     if not isinstance(obj, Mapping):
@@ -279,15 +279,15 @@ def synthetic_prompts(
     rng = np.random.default_rng(seed)
     lengths = input_tokens.sample(count, rng)
     max_tokens = output_tokens.sample(count, rng) if output_tokens is not None else None
-    words = _word_stream(rng)
+    words = word_stream(rng)
     prefixes = [
-        _exact_text(tokenizer, "", words, shared_prefix_tokens) if shared_prefix_tokens else ""
+        exact_text(tokenizer, "", words, shared_prefix_tokens) if shared_prefix_tokens else ""
         for _ in range(prefix_groups if shared_prefix_tokens else 0)
     ]
     prompts = []
     for i, length in enumerate(lengths.tolist()):
         head = prefixes[i % prefix_groups] if prefixes else ""
-        text = _exact_text(tokenizer, head, words, length)
+        text = exact_text(tokenizer, head, words, length)
         prompts.append(
             Prompt(
                 text,
@@ -299,7 +299,7 @@ def synthetic_prompts(
     return prompts
 
 
-def _word_stream(rng: np.random.Generator) -> Iterator[str]:
+def word_stream(rng: np.random.Generator) -> Iterator[str]:
     """An endless seeded stream of words from WORDS."""
     while True:
         yield from (WORDS[i] for i in rng.integers(0, len(WORDS), size=256))
@@ -312,7 +312,7 @@ def _take(words: Iterator[str], n: int) -> str:
 _MAX_ATTEMPTS = 4  # fresh word pools tried before the last resort
 
 
-def _exact_text(tokenizer: Tokenizer | None, head: str, words: Iterator[str], target: int) -> str:
+def exact_text(tokenizer: Tokenizer | None, head: str, words: Iterator[str], target: int) -> str:
     """``head`` followed by random words, exactly ``target`` tokens long (words without a tokenizer).
 
     Tokens do not add up across a cut (decoding ids and re-encoding can merge or split them), so

@@ -123,15 +123,16 @@ class _Reader:
         return self.settings
 
     def resolve_paths(self) -> None:
-        if "prompts" in self.settings:
-            found = self.find(self.settings["prompts"])
-            if found is None:
-                raise self.fail(
-                    "workload.prompts",
-                    f"file {self.settings['prompts']!r} not found in the current directory or in "
-                    f"{self.path.parent}; fix the path",
-                )
-            self.settings["prompts"] = found
+        for dest, key_path in (("prompts", "workload.prompts"), ("trace", "workload.trace.file")):
+            if dest in self.settings:
+                found = self.find(self.settings[dest])
+                if found is None:
+                    raise self.fail(
+                        key_path,
+                        f"file {self.settings[dest]!r} not found in the current directory or in "
+                        f"{self.path.parent}; fix the path",
+                    )
+                self.settings[dest] = found
         # These may name a hub model or a run id rather than a path: resolve only when found.
         for dest in ("model", "tokenizer", "baseline"):
             if dest in self.settings:

@@ -24,6 +24,7 @@ URL = ["--url", "http://127.0.0.1:9/v1"]
 LOCAL = ["--model", "org/model"]  # a hub name: a local server would be started (never here)
 RATE = URL + ["--rate", "2"]
 SEARCH = URL + ["--search", "concurrency", "--slo", "ttft_p99=500"]
+TRACE = URL + ["--trace", "{trace}"]
 
 # dest -> (context flags given on both sides, the option as flags, the option as scenario keys).
 EXAMPLES: dict[str, tuple[list[str], list[str], dict[str, Any]]] = {
@@ -68,6 +69,13 @@ EXAMPLES: dict[str, tuple[list[str], list[str], dict[str, Any]]] = {
     "extra_body": (URL, ["--extra-body", '{"temperature": 0}'], {"workload": {"extra_body": {"temperature": 0}}}),
     "shared_prefix_tokens": (URL, ["--shared-prefix-tokens", "16"], {"workload": {"shared_prefix": {"tokens": 16}}}),
     "prefix_groups": (URL + ["--shared-prefix-tokens", "16"], ["--prefix-groups", "2"], {"workload": {"shared_prefix": {"groups": 2}}}),
+    "trace": (URL, ["--trace", "{trace}"], {"workload": {"trace": {"file": "{trace}"}}}),
+    "trace_speedup": (TRACE, ["--trace-speedup", "2"], {"workload": {"trace": {"speedup": 2}}}),
+    "trace_window": (TRACE, ["--trace-window", "0:10"], {"workload": {"trace": {"window": [0, 10]}}}),
+    "trace_block_tokens": (TRACE, ["--trace-block-tokens", "256"], {"workload": {"trace": {"block_tokens": 256}}}),
+    "temperature": (URL, ["--temperature", "0.7"], {"workload": {"sampling": {"temperature": 0.7}}}),
+    "top_p": (URL, ["--top-p", "0.9"], {"workload": {"sampling": {"top_p": 0.9}}}),
+    "top_k": (URL, ["--top-k", "40"], {"workload": {"sampling": {"top_k": 40}}}),
     "seed": (URL, ["--seed", "7"], {"seed": 7}),
     "slo": (URL, ["--slo", "ttft_p99=500,tpot=20"], {"slo": {"ttft_p99": 500, "tpot": 20}}),
     "output_dir": (URL, ["--output-dir", "out"], {"output": {"dir": "out"}}),
@@ -87,12 +95,12 @@ EXAMPLES: dict[str, tuple[list[str], list[str], dict[str, Any]]] = {
 }
 
 
-def _fill(value: Any, prompts: str) -> Any:
+def _fill(value: Any, prompts: str, placeholder: str = "{prompts}") -> Any:
     if isinstance(value, dict):
-        return {k: _fill(v, prompts) for k, v in value.items()}
+        return {k: _fill(v, prompts, placeholder) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(_fill(v, prompts) for v in value)
-    return prompts if value == "{prompts}" else value
+        return type(value)(_fill(v, prompts, placeholder) for v in value)
+    return prompts if value == placeholder else value
 
 
 def _config(argv: list[str]) -> Any:
@@ -132,7 +140,9 @@ def test_a_flag_and_its_scenario_key_give_the_same_run_config(dest: str, tmp_pat
         pytest.skip("--ray without Ray installed is refused (tests/test_ray.py)")
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("hello there\nhow are you\n")
-    context, flags, keys = _fill(EXAMPLES[dest], str(prompts))
+    trace = tmp_path / "trace.jsonl"
+    trace.write_text('{"timestamp": 0, "input_length": 1024, "hash_ids": [0, 1]}\n{"timestamp": 5, "input_length": 600}\n')
+    context, flags, keys = _fill(_fill(EXAMPLES[dest], str(prompts)), str(trace), "{trace}")
     (tmp_path / "flag").mkdir()
     (tmp_path / "file").mkdir()
     empty = tmp_path / "flag" / "s.yaml"

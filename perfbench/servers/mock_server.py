@@ -72,6 +72,7 @@ class MockRequestLog:
     completion_tokens: int = 0  # tokens sent
     finished_ns: int | None = None  # last byte written; None when the connection was aborted or lost
     client_disconnected: bool = False  # the client went away before the answer was complete
+    body: bytes | None = None  # the request body as received, when the server keeps bodies (``keep_bodies``)
 
 
 class MockServer:
@@ -80,6 +81,7 @@ class MockServer:
     def __init__(self, config: MockConfig = MockConfig()) -> None:
         self.config = config
         self.log: list[MockRequestLog] = []
+        self.keep_bodies = False  # tests that check what was sent set it: bodies cost memory over a long run
         self._faults = FaultSchedule(config)
         self._slots = Slots(config.capacity)
         self._ttft_ns = round(config.ttft_ms * 1e6)
@@ -182,13 +184,15 @@ class MockServer:
 
     async def _generate(self, request: web.Request, api: str) -> web.StreamResponse:
         received_ns = perf_ns()
+        body = await request.read()
         try:
-            job = parse_request(await request.read(), api, self.config)
+            job = parse_request(body, api, self.config)
         except BadRequest as exc:
             return _error_response(api, 400, "BadRequestError", str(exc))
         index = len(self.log)
         entry = MockRequestLog(index=index, api=api, stream=job.stream, received_ns=received_ns, admitted_ns=None,
-                               fault=self._faults.fault_for(index), prompt_tokens=job.prompt_tokens)  # fmt: skip
+                               fault=self._faults.fault_for(index), prompt_tokens=job.prompt_tokens,
+                               body=body if self.keep_bodies else None)  # fmt: skip
         self.log.append(entry)
         if entry.fault is not None:
             log.debug("mock request %d (%s): fault %s", index, api, entry.fault)
