@@ -18,7 +18,7 @@ from perfbench.option_values import (
     BAD_HEADER_VALUE, DATASET_LENGTHS, LARGEST_SETTING, MAX_TOKENS_PER_REQUEST, RAY_MISSING, RAY_PER_NODE, BadValue, check_extra_body, check_path_text,
     parse_float_list, parse_headers, parse_int_list, parse_mock_settings, parse_tags, shown_text,
 )
-from perfbench.options import BY_DEST, COMMAND_LINE_ONLY, FILE_ONLY, OPTIONS, flag_of
+from perfbench.options import COMMAND_LINE_ONLY, FILE_ONLY, OPTIONS, flag_of
 from perfbench.redact import redact_url
 from perfbench.sampling import check_sampling
 from perfbench.schedule import ARRIVALS
@@ -228,7 +228,8 @@ def safe_name(text: str) -> str:
     return _NAME_SAFE.sub("-", text).strip("-")[:60] or "run"
 
 
-_STEP_KEYS = ("concurrency", "number", "rate", "slo")  # settings that become steps and slos, not fields
+# What a caller may set: every option of the table but the command line's own and the file's own.
+_SETTABLE = tuple(o.dest for o in OPTIONS if o.dest not in COMMAND_LINE_ONLY | FILE_ONLY)
 
 # Text options for which an empty value is a slip (an empty --url has its own message).
 _NOT_EMPTY = ("model", "name", "output_dir", "slo", "tokenizer", "prompts", "store", "junit", "baseline", "metrics_url", "trace")
@@ -238,8 +239,8 @@ def config_from_settings(settings: Mapping[str, Any]) -> RunConfig:
     """Validate merged settings (scenario values under flags, keyed by the option table's dests) into a RunConfig."""
     s = dict(settings)
     for key in s:
-        if key not in BY_DEST or key in COMMAND_LINE_ONLY or key in FILE_ONLY:
-            hint = difflib.get_close_matches(str(key), [o.dest for o in OPTIONS if o.config or o.dest in _STEP_KEYS], n=1)
+        if key not in _SETTABLE:
+            hint = difflib.get_close_matches(str(key), _SETTABLE, n=1)
             raise ConfigError(f"unknown setting {key!r}" + (f"; did you mean {hint[0]!r}?" if hint else ""))
 
     for option in OPTIONS:  # each number within its option's bounds (a scenario's were checked as read: same bounds)

@@ -19,6 +19,7 @@ CONNECT_ERROR = "connect_error"  # no connection could be made
 BAD_RESPONSE = "bad_response"  # 2xx but not an SSE stream, or unparseable events
 NO_OUTPUT = "no_output"  # the stream ended without a single output token
 RESPONSE_TOO_LARGE = "response_too_large"  # past --max-response-bytes, or one line/event past its bound
+WORKER_LOST = "worker_lost"  # the worker process (or Ray actor) sending the request died before it finished
 
 
 def http_reason(status: int) -> str:

@@ -30,7 +30,7 @@ from perfbench import __version__, event_loop
 from perfbench.apis import ApiAdapter, get_adapter
 from perfbench.config import LoadStep, RunConfig, safe_name
 from perfbench.option_values import DATASET_LENGTHS
-from perfbench.engine import Engine, LiveCounters, PreparedRequest, StepPlan, Target, make_session
+from perfbench.engine import UNCAPPED, Engine, LiveCounters, PreparedRequest, StepPlan, Target, make_session
 from perfbench.errors import ConfigError, TargetError
 from perfbench.lengths import LengthDistribution
 from perfbench.limits import OPEN_FILES_MARGIN, ensure_open_files
@@ -203,7 +203,6 @@ def _headers(config: RunConfig, api: ApiAdapter) -> dict[str, str]:
     return headers
 
 
-UNCAPPED = 1_000_000  # open-loop steps without a cap: more slots than any run can fill
 MAX_CONNECTIONS = 4096  # the connection pool's bound for uncapped steps
 
 

@@ -24,9 +24,10 @@ from perfbench.cli import main
 from perfbench.engine import LiveCounters, PreparedRequest, StepPlan, Target
 from perfbench.records import RequestRecord
 from perfbench.servers.mock import MockConfig, MockInThread
-from perfbench.workers import WORKER_LOST, WorkerPool, WorkerSetup, split_step
+from perfbench.records import WORKER_LOST
+from perfbench.workers import WorkerPool, WorkerSetup, split_step
 from perfbench.workers.processes import ProcessTransport
-from tests.test_signals import alive, children, kill_if_alive, line_count, wait_until
+from tests.test_signals import alive, children, interrupted_run_lines, kill_if_alive, line_count, wait_until
 
 QUIET = ["--no-live", "--no-plots", "--no-telemetry"]
 
@@ -46,7 +47,7 @@ def _indexes(part: StepPlan, schedule_length: int) -> list[int]:
 ], ids=["closed", "closed-low-concurrency", "open-uncapped", "open-capped"])
 def test_slices_send_exactly_what_the_step_sends(plan: StepPlan, slices: int) -> None:
     parts = split_step(plan, slices)
-    assert 1 <= len(parts) <= min(slices, plan.concurrency)
+    assert len(parts) == min(slices, plan.concurrency)  # every slice has work: these steps have requests for all
     assert sum(p.concurrency for p in parts) <= plan.concurrency and all(p.concurrency >= 1 for p in parts)
     assert sum(p.warmup for p in parts) == plan.warmup
     warmups = sorted(p.warmup_first_index + k for p in parts for k in range(p.warmup))
@@ -186,13 +187,8 @@ def test_sigterm_stops_every_worker_and_keeps_every_finished_record(tmp_path: Pa
         stdout, stderr = run.communicate(timeout=60)
     finally:
         kill_if_alive(run.pid)
-    assert run.returncode == 130, stderr
-    lines = [json.loads(line) for line in (out / "requests.jsonl").read_text().splitlines()]
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["interrupted"] is True
-    assert summary["steps"][0]["requests_completed"] == len(lines) >= 8
+    lines = interrupted_run_lines(out, run.returncode, stderr, at_least=8)
     assert all(line["status"] == "ok" for line in lines), {line["status"] for line in lines}
-    assert "Traceback" not in stderr
     deadline = time.monotonic() + 10
     while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.05)

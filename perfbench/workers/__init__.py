@@ -17,10 +17,10 @@ from typing import Callable
 from perfbench.engine import LiveCounters
 from perfbench.records import RequestRecord
 from perfbench.workers.body import WorkerSetup
-from perfbench.workers.pool import WORKER_LOST, WorkerPool
+from perfbench.workers.pool import WorkerPool
 from perfbench.workers.slicing import split_step
 
-__all__ = ["WORKER_LOST", "WorkerPool", "WorkerSetup", "split_step", "worker_pool"]
+__all__ = ["WorkerPool", "WorkerSetup", "split_step", "worker_pool"]
 
 
 def worker_pool(count: int, ray: str | None, setup: WorkerSetup, sink: Callable[[RequestRecord], None],

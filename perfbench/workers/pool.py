@@ -19,12 +19,11 @@ from typing import Any, Callable, Protocol
 
 from perfbench.engine import LiveCounters, StepPlan
 from perfbench.errors import TargetError
-from perfbench.records import RequestRecord
+from perfbench.records import WORKER_LOST, RequestRecord
 from perfbench.workers.slicing import split_step, unfinished
 
 logger = logging.getLogger(__name__)
 
-WORKER_LOST = "worker_lost"  # a failure reason: the worker sending the request died
 START_AHEAD_NS = 20_000_000  # the shared start is this far ahead of the moment every slice was ready
 STOP_WAIT_S = 15.0  # after a stop, how long workers get to hand over the records of what ended
 
