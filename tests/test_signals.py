@@ -54,6 +54,18 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def interrupted_run_lines(out: Path, returncode: int, stderr: str, at_least: int) -> list[dict]:
+    """The checks every interrupted run must pass (exit 130, a summary saying so that counts every
+    finished line, no traceback); returns requests.jsonl's lines."""
+    assert returncode == 130, stderr
+    lines = [json.loads(line) for line in (out / "requests.jsonl").read_text().splitlines()]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] is True
+    assert summary["steps"][0]["requests_completed"] == len(lines) >= at_least
+    assert "Traceback" not in stderr
+    return lines
+
+
 def kill_if_alive(pid: int) -> None:
     try:
         os.kill(pid, signal.SIGKILL)
@@ -77,13 +89,8 @@ def test_sigterm_and_sighup_keep_every_record_and_write_the_summary(sig, tmp_pat
         stdout, stderr = run.communicate(timeout=30)
     finally:
         kill_if_alive(run.pid)
-    assert run.returncode == 130, stderr
-    lines = [json.loads(line) for line in (out / "requests.jsonl").read_text().splitlines()]
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["interrupted"] is True
-    assert summary["steps"][0]["requests_completed"] == len(lines) >= 8
+    interrupted_run_lines(out, run.returncode, stderr, at_least=8)
     assert f"Interrupted ({sig.name})" in stdout
-    assert "Traceback" not in stderr
 
 
 def test_sigterm_stops_the_local_server_and_sigkill_does_not_orphan_it(tmp_path):
