@@ -1,5 +1,9 @@
 """Workers as local processes (``--workers N``): one pipe each, commands down, messages up.
 
+Each end of a pipe is read by a thread of its own that blocks in ``recv`` and hands whole messages
+to the event loop. Not ``loop.add_reader``: uvloop makes a watched descriptor non-blocking, and a
+``Connection`` then fails half-way through a large batch (BlockingIOError), on either side.
+
 On one machine every process reads the same monotonic clock (``perf_counter_ns`` is
 CLOCK_MONOTONIC, system-wide), so records need no shift and the shared start is used as it is.
 """
@@ -41,23 +45,33 @@ def _pump(body: WorkerBody, conn: Any) -> None:
                 pass  # the parent is gone; the command reader ends the process
 
 
+def _read_messages(conn: Any, loop: asyncio.AbstractEventLoop, handle: Any, ended: Any) -> None:
+    """A pipe reader's thread: each whole message to ``handle`` on the loop, then ``ended()`` at EOF."""
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            message = None
+        try:
+            loop.call_soon_threadsafe(ended if message is None else handle, *(() if message is None else (message,)))
+        except RuntimeError:  # the loop has closed: nobody is left to tell
+            return
+        if message is None:
+            return
+
+
 async def _serve(conn: Any, setup: WorkerSetup) -> None:
     loop = asyncio.get_running_loop()
     commands: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-
-    def readable() -> None:
-        try:
-            commands.put_nowait(conn.recv())
-        except (EOFError, OSError):
-            loop.remove_reader(conn.fileno())
-            commands.put_nowait(("exit", None))
-
     body = WorkerBody(setup)
     pump = threading.Thread(target=_pump, args=(body, conn), name="perfbench-outbox", daemon=True)
     pump.start()
     try:
         await body.open()
-        loop.add_reader(conn.fileno(), readable)
+        threading.Thread(
+            target=_read_messages, args=(conn, loop, commands.put_nowait, lambda: commands.put_nowait(("exit", None))),
+            name="perfbench-commands", daemon=True,
+        ).start()
         while True:
             kind, value = await commands.get()
             if kind == "exit":
@@ -89,27 +103,23 @@ class ProcessTransport:
             child_end.close()  # its end lives in the child only: the child's death is EOF here
             self._processes.append(process)
             self._conns.append(parent_end)
-            loop.add_reader(parent_end.fileno(), self._readable, number, deliver)
             self._reading.add(number)
+            threading.Thread(
+                target=_read_messages, name=f"perfbench-worker-{number}-reader", daemon=True,
+                args=(parent_end, loop, lambda message, n=number: deliver(n, *message), lambda n=number: self._ended(n, deliver)),
+            ).start()
             infos.append({"worker": number, "transport": "process", "host": platform.node(), "pid": process.pid,
                           "clock_offset_ns": 0})
         return infos
 
-    def _readable(self, number: int, deliver: Deliver) -> None:
-        try:
-            kind, value = self._conns[number].recv()
-        except (EOFError, OSError):
-            self._stop_reading(number)
-            process = self._processes[number]
-            process.join(1.0)
-            deliver(number, "lost", f"it exited with code {process.exitcode}")
+    def _ended(self, number: int, deliver: Deliver) -> None:
+        """The worker's end of the pipe closed: a death, unless we told it to exit."""
+        if number not in self._reading:
             return
-        deliver(number, kind, value)
-
-    def _stop_reading(self, number: int) -> None:
-        if number in self._reading:
-            self._reading.discard(number)
-            asyncio.get_running_loop().remove_reader(self._conns[number].fileno())
+        self._reading.discard(number)
+        process = self._processes[number]
+        process.join(1.0)
+        deliver(number, "lost", f"it exited with code {process.exitcode}")
 
     def send(self, number: int, command: str, value: Any) -> None:
         try:
@@ -127,7 +137,7 @@ class ProcessTransport:
         for number in range(len(self._processes)):
             if number in self._reading:
                 self.send(number, "exit", None)
-                self._stop_reading(number)  # its end of the pipe closing now is no death
+                self._reading.discard(number)  # its end of the pipe closing now is no death
         deadline = time.monotonic() + EXIT_WAIT_S
         for process, conn in zip(self._processes, self._conns):
             await asyncio.to_thread(process.join, max(0.0, deadline - time.monotonic()))
