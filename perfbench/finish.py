@@ -192,7 +192,7 @@ def finish_run(config: Any, outcome: Any, console: Any, baseline_dir: Path | Non
     if outcome.interrupted:
         console.print(f"[yellow]Interrupted ({outcome.stopped_by or 'Ctrl-C'}): the summary covers the requests that finished.[/]")
         return 130 if ctx.exit_code == 0 else ctx.exit_code
-    from perfbench.runner import every_request_failed
+    from perfbench.run_state import every_request_failed
 
     all_failed = every_request_failed(ctx.steps)
     if all_failed is not None:  # exit 3, after summary.json and the report are written

@@ -9,90 +9,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import json
 import math
 import datetime as dt
 import logging
 import platform
-import socket
 import tempfile
 import time
-from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
-from urllib.parse import urlsplit
-
-import numpy as np
+from typing import Any, Callable
 
 from perfbench import __version__, event_loop
-from perfbench.apis import ApiAdapter, get_adapter
+from perfbench.apis import get_adapter
 from perfbench.config import LoadStep, RunConfig, safe_name
-from perfbench.option_values import DATASET_LENGTHS
 from perfbench.engine import UNCAPPED, Engine, LiveCounters, PreparedRequest, StepPlan, Target, make_session
 from perfbench.errors import ConfigError, TargetError
-from perfbench.lengths import LengthDistribution
 from perfbench.limits import OPEN_FILES_MARGIN, ensure_open_files
-from perfbench.metrics import DURATIONS, StepAccumulator, StepSummary
-from perfbench.prompts import Prompt, load_prompts, synthetic_prompts
-from perfbench.records import CONNECT_ERROR, RequestRecord
+from perfbench.metrics import DURATIONS, StepSummary
+from perfbench.preflight import check_reachable, preflight
+from perfbench.records import RequestRecord
 from perfbench.redact import redact_url, run_secrets
 from perfbench.report.exports import write_summary_files as write_summary
-from perfbench.sampling import sampling_body
-from perfbench.trace import replay_of, trace_prompts
+from perfbench.run_state import RunState, summarize, summarize_step
 from perfbench.runfiles import SUMMARY_SCHEMA, OutputError, RecordReader, RecordWriter
 from perfbench.signals import CTRL_C, RunStopper, hold_signals, stop_on_signals
-from perfbench.tokens import Tokenizer, count_chat_tokens, count_prompt_tokens
+from perfbench.tokens import Tokenizer
+from perfbench.trace import replay_of
 from perfbench.workers import WorkerPool, WorkerSetup, worker_pool
+from perfbench.workload import load_workload, prepare_requests, request_headers
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_INPUT_TOKENS = "fixed:128"  # synthetic prompt length when no prompts are given
-DEFAULT_MAX_TOKENS = 128  # output cap when neither --max-tokens nor --output-tokens is given
-MAX_DISTINCT_PROMPTS = 10_000  # more requests than this reuse prompts cyclically
-UNKNOWN_COUNT_PROMPTS = 1024  # prompts made for a duration-bound closed-loop step (count unknown)
-
-
-@dataclass
-class RunState:
-    """What a run has produced so far; survives an interrupted ``asyncio.run``.
-
-    It holds no record: records are in requests.jsonl as they finish, and a step is summarised
-    from there in chunks (``reader``), so memory does not grow with the number of finished requests.
-    """
-
-    reader: RecordReader  # the run's requests.jsonl, read back as it grows
-    steps: list[tuple[int, LoadStep, int | None]] = field(default_factory=list)  # (step index, load, expected)
-    search: dict[str, Any] | None = None
-    stopped_early: str | None = None
-    finished: Counter[int] = field(default_factory=Counter)  # {step: records finished, warm-up included}
-    unreachable: Counter[int] = field(default_factory=Counter)  # {step: records that failed to connect}
-    output_tokens: int = 0  # output tokens of succeeded non-warm-up requests (telemetry's per-token figures)
-    summaries: dict[int, StepSummary] = field(default_factory=dict)  # steps summarised once all their requests finished
-    pending: dict[int, StepAccumulator] = field(default_factory=dict)  # records read back, per step not yet summarised
-    workers: list[dict[str, Any]] = field(default_factory=list)  # a pool's workers (summary.json "workers"): where, clock offset, lost
-
-    def add(self, record: RequestRecord) -> None:
-        """Count a finished record (the sink calls this; the record itself goes to requests.jsonl)."""
-        self.finished[record.step] += 1
-        if record.status == CONNECT_ERROR:
-            self.unreachable[record.step] += 1
-        if record.ok and not record.warmup:
-            self.output_tokens += record.output_tokens or 0
-
-    def all_unreachable(self, step: int) -> bool:
-        """Every record of ``step`` failed to connect."""
-        return self.finished[step] > 0 and self.unreachable[step] == self.finished[step]
-
-    def read_back(self) -> None:
-        """Fold the records written since the last call into their steps' accumulators."""
-        for chunk in self.reader.chunks():
-            by_step: dict[int, list[RequestRecord]] = defaultdict(list)
-            for record in chunk:
-                by_step[record.step].append(record)
-            for step, records in by_step.items():
-                self.pending.setdefault(step, StepAccumulator()).add(records)
 
 
 def default_run_dir(config: RunConfig, label: str) -> Path:
@@ -108,99 +54,6 @@ def make_run_dir(path: Path) -> Path:
     except OSError as exc:
         raise ConfigError(f"cannot create output dir {path}: {exc.strerror}; choose another --output-dir") from None
     return path
-
-
-def check_reachable(url: str, timeout_s: float = 5.0) -> None:
-    """Fail fast (exit 3) when nothing listens at the target's host and port."""
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        with socket.create_connection((parts.hostname, port), timeout=timeout_s):
-            pass
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise TargetError(f"cannot reach {parts.hostname}:{port} ({reason}); is the server running? check --url") from None
-
-
-def _total_requests(config: RunConfig) -> int:
-    total = config.warmup
-    for step in config.steps:
-        if step.number is not None:
-            total += step.number
-        elif step.rate_req_s is not None and config.duration_s:
-            total += int(step.rate_req_s * config.duration_s * 1.2) + 1
-        else:
-            total += UNKNOWN_COUNT_PROMPTS
-    return max(1, min(total, MAX_DISTINCT_PROMPTS))
-
-
-def load_workload(config: RunConfig, tokenizer: Tokenizer | None) -> list[Prompt]:
-    """The prompts of the run: a trace's, a prompts file, or synthetic prompts of the requested lengths."""
-    if config.trace:
-        return trace_prompts(replay_of(config).rows, tokenizer=tokenizer, block_tokens=config.trace_block_tokens, seed=config.seed)
-    if config.prompts:
-        return load_prompts(config.prompts, sharegpt_output_lengths=config.output_tokens == DATASET_LENGTHS)
-    return synthetic_prompts(
-        _total_requests(config),
-        LengthDistribution.parse(config.input_tokens or DEFAULT_INPUT_TOKENS),
-        tokenizer=tokenizer,
-        seed=config.seed,
-        shared_prefix_tokens=config.shared_prefix_tokens,
-        prefix_groups=config.prefix_groups,
-    )
-
-
-def prepare_requests(config: RunConfig, api: ApiAdapter, prompts: list[Prompt], tokenizer: Tokenizer | None) -> list[PreparedRequest]:
-    """Encode every request body before the run, so the send path only writes bytes."""
-    count = len(prompts) if config.prompts or config.trace else min(len(prompts), MAX_DISTINCT_PROMPTS)
-    lengths = None
-    if config.output_tokens == DATASET_LENGTHS or config.trace:
-        lengths = [p.max_tokens for p in prompts[:count]]  # None where the file gives no length
-    elif config.output_tokens:
-        lengths = LengthDistribution.parse(config.output_tokens).sample(count, np.random.default_rng(config.seed + 1))
-    requests = []
-    batch = config.batch_size if api.batched else 1
-    for i in range(count):
-        prompt = prompts[i]
-        batch_prompts = [prompts[(i * batch + j) % len(prompts)] for j in range(batch)] if batch > 1 else [prompt]
-        extra: dict[str, Any] = {}
-        if config.ignore_eos:
-            extra["ignore_eos"] = True
-        max_tokens = config.max_tokens or prompt.max_tokens or DEFAULT_MAX_TOKENS
-        if lengths is not None and lengths[i] is not None:
-            # An exact output length: the vLLM/SGLang/TGI-style fields that stop early EOS.
-            max_tokens = int(lengths[i])
-            extra.update(min_tokens=max_tokens, ignore_eos=True)
-        extra.update(sampling_body(config))
-        extra.update(config.extra_body)
-        input_tokens = _input_tokens(api, batch_prompts, tokenizer)
-        body = api.build_body(batch_prompts, model=config.model, max_tokens=max_tokens, extra=extra)
-        requests.append(PreparedRequest(body=body, input_tokens=input_tokens, inputs=len(batch_prompts)))
-    return requests
-
-
-def _input_tokens(api: ApiAdapter, prompts: list[Prompt], tokenizer: Tokenizer | None) -> int | None:
-    """Prompt tokens of one request when known before sending (the server's usage replaces it)."""
-    total = 0
-    for prompt in prompts:
-        tokens = prompt.input_tokens
-        if tokens is None and tokenizer is not None:
-            if prompt.messages and api.chat_input:
-                tokens = count_chat_tokens(tokenizer, prompt.messages)
-            else:
-                tokens = count_prompt_tokens(tokenizer, prompt.completion_text)
-        if tokens is None:
-            return None
-        total += tokens
-    return total
-
-
-def _headers(config: RunConfig, api: ApiAdapter) -> dict[str, str]:
-    headers = {"Content-Type": "application/json", "Accept": "text/event-stream" if api.streams else "application/json"}
-    if config.api_key:
-        headers["Authorization"] = f"Bearer {config.api_key}"
-    headers.update(config.headers)
-    return headers
 
 
 MAX_CONNECTIONS = 4096  # the connection pool's bound for uncapped steps
@@ -255,42 +108,6 @@ def _preconnections(config: RunConfig, load: LoadStep) -> int:
     return max(1, wanted or 1)
 
 
-def _summarize_step(config: RunConfig, state: RunState, index: int, load: LoadStep, expected: int | None) -> StepSummary:
-    """Step ``index``'s summary from its records in requests.jsonl; kept, as a finished step gets no more."""
-    if index in state.summaries:
-        return state.summaries[index]
-    state.read_back()
-    accumulator = state.pending.pop(index, None) or StepAccumulator()
-    summary = accumulator.summary(
-        concurrency=load.concurrency, rate_req_s=load.rate_req_s,
-        requests_expected=expected if expected is not None else state.finished[index], slos=config.slos,
-    )
-    state.summaries[index] = summary
-    return summary
-
-
-def summarize(config: RunConfig, state: RunState) -> list[StepSummary]:
-    """Every step's summary: those that finished as summarised then, an interrupted one from what finished."""
-    return [_summarize_step(config, state, index, load, expected) for index, load, expected in state.steps]
-
-
-def every_request_failed(steps: Sequence[Mapping[str, Any]]) -> str | None:
-    """When requests finished and not one of any step succeeded: the line saying why, naming the
-    most common reason, its count and its first error text
-    (``every request failed: http_404 (100): HTTP 404: no such model``); else None."""
-    if not steps or any(step.get("requests_succeeded") for step in steps):
-        return None
-    counts: Counter[str] = Counter()
-    for step in steps:
-        counts.update(step.get("failure_reasons") or {})
-    if not counts:
-        return None  # nothing finished: nothing failed either
-    reason, count = min(counts.items(), key=lambda item: (-item[1], item[0]))  # a tie: the first name
-    text = next((s["failure_examples"][reason] for s in steps if (s.get("failure_examples") or {}).get(reason)), None)
-    sample = f": {' '.join(str(text).split())}" if text else ""
-    return f"every request failed: {reason} ({count}){sample}"
-
-
 StepCallback = Callable[[StepSummary], None]
 
 
@@ -311,7 +128,7 @@ async def drive(
         session = await stack.enter_async_context(make_session(max_in_flight, config.timeout_s, config.connect_timeout_s))
         engine: Engine | WorkerPool = Engine(session, target, requests, sink, tokenizer=tokenizer, counters=counters)
         if config.preflight:
-            await _preflight(config, engine, requests[0])
+            await preflight(config, engine, requests[0])
         if config.workers > 1 or config.ray is not None:  # the parent keeps the pre-flight, the records and the files
             setup = WorkerSetup(target=target, requests=requests, tokenizer=tokenizer, max_connections=max_in_flight,
                                 timeout_s=config.timeout_s, connect_timeout_s=config.connect_timeout_s)
@@ -329,7 +146,7 @@ async def drive(
             expected = await engine.run_step(plan)
             consumed += expected
             state.steps[-1] = (index, load, expected)
-            summary = _summarize_step(config, state, index, load, expected)
+            summary = summarize_step(config, state, index, load, expected)
             on_step_done(summary)
             return summary
 
@@ -369,40 +186,6 @@ async def _search(config: RunConfig, state: RunState, run_load: Callable[[int, L
         passes=lambda summary: bool(summary.slo_passed),
     )
     state.search = result.to_dict()
-
-
-async def _preflight(config: RunConfig, engine: Engine, request: PreparedRequest) -> None:
-    """One real request before the first step's clock (counted nowhere); its failure is exit 3 at once."""
-    record = await engine.preflight(dataclasses.replace(request, body=_short_body(request.body)))
-    if not record.ok:
-        raise TargetError(
-            f"pre-flight request failed ({record.status}): {record.error}{_flag_hint(config, record.error or '')}; "
-            "fix the target or the request, or skip this check with --no-preflight"
-        )
-
-
-PREFLIGHT_MAX_TOKENS = 8  # the pre-flight checks the answer's shape, not the server's speed
-
-
-def _short_body(body: bytes) -> bytes:
-    """``body`` asking for at most PREFLIGHT_MAX_TOKENS tokens (exact-length fields kept, so a server refusing them fails here)."""
-    obj = json.loads(body)
-    if isinstance(obj, dict):
-        for key in ("max_tokens", "min_tokens", "max_output_tokens", "max_completion_tokens"):
-            if isinstance(obj.get(key), int) and obj[key] > PREFLIGHT_MAX_TOKENS:
-                obj[key] = PREFLIGHT_MAX_TOKENS
-    return json.dumps(obj, ensure_ascii=False).encode()
-
-
-def _flag_hint(config: RunConfig, error: str) -> str:
-    """Which of the user's flags put the fields a server refused into the request."""
-    flags = []
-    if config.output_tokens and ("min_tokens" in error or "ignore_eos" in error):
-        flags.append("--output-tokens (sends min_tokens and ignore_eos)")
-    elif config.ignore_eos and "ignore_eos" in error:
-        flags.append("--ignore-eos")
-    flags += [f"--extra-body ({key})" for key in config.extra_body if key in error]
-    return f" (sent by {', '.join(flags)})" if flags else ""
 
 
 def build_summary(
@@ -469,7 +252,7 @@ def execute(
     prompts = load_workload(config, tokenizer)
     requests = prepare_requests(config, api, prompts, tokenizer)
     target = Target(
-        url=endpoint_url, api=api, headers=_headers(config, api),
+        url=endpoint_url, api=api, headers=request_headers(config, api),
         secrets=run_secrets(url=endpoint_url, api_key=config.api_key, headers=config.headers),
         max_response_bytes=config.max_response_bytes,
     )

@@ -103,7 +103,7 @@ def test_one_two_and_four_workers_send_the_same_requests(tmp_path: Path, mock_ur
     assert shape[1] == shape[2] == shape[4]
     # ... and it is the one a single process takes: the warm-up first, then each step continuing the cycle.
     from perfbench.config import config_from_settings
-    from perfbench.runner import load_workload
+    from perfbench.workload import load_workload
 
     prompts = load_workload(config_from_settings({"url": mock_url, "concurrency": "4,8", "number": "24,40", "warmup": 4,
                                                   "input_tokens": "uniform:10-90", "seed": 3}), None)
