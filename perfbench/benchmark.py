@@ -38,7 +38,7 @@ class BenchmarkResult:
 def run_benchmark(config: Any, console: Any) -> BenchmarkResult:
     """Run ``config`` (a RunConfig) and its finishing stages, printing to ``console`` (a rich Console)."""
     from perfbench.config import resolve_url
-    from perfbench.engine import LiveCounters
+    from perfbench.live import LiveCounters
     from perfbench.report.terminal import LiveDisplay, render_summary
     from perfbench.runner import check_open_files, default_run_dir, execute, make_run_dir
 

@@ -22,7 +22,8 @@ from typing import Any, Callable
 from perfbench import __version__, event_loop
 from perfbench.apis import get_adapter
 from perfbench.config import LoadStep, RunConfig, safe_name
-from perfbench.engine import UNCAPPED, Engine, LiveCounters, PreparedRequest, StepPlan, Target, make_session
+from perfbench.engine import UNCAPPED, Engine, PreparedRequest, StepPlan, Target, make_session
+from perfbench.live import LiveCounters
 from perfbench.errors import ConfigError, TargetError
 from perfbench.limits import OPEN_FILES_MARGIN, ensure_open_files
 from perfbench.metrics import DURATIONS, StepSummary

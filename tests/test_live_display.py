@@ -6,7 +6,8 @@ import io
 
 from rich.console import Console
 
-from perfbench.engine import UNCAPPED, LiveCounters
+from perfbench.engine import UNCAPPED
+from perfbench.live import LiveCounters
 from perfbench.records import OK, RequestRecord
 from perfbench.report.terminal import LiveDisplay
 

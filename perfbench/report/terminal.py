@@ -14,7 +14,8 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from perfbench.engine import UNCAPPED, LiveCounters
+from perfbench.engine import UNCAPPED
+from perfbench.live import LiveCounters
 from perfbench.metrics import DISTRIBUTIONS, METRICS, METRICS_BY_KEY, RATE, Metric
 from perfbench.runfiles import step_label
 

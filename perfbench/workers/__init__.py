@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from perfbench.engine import LiveCounters
+from perfbench.live import LiveCounters
 from perfbench.records import RequestRecord
 from perfbench.workers.body import WorkerSetup
 from perfbench.workers.pool import WorkerPool

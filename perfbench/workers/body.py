@@ -18,7 +18,8 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
-from perfbench.engine import Engine, LiveCounters, PreparedRequest, make_session
+from perfbench.engine import Engine, PreparedRequest, make_session
+from perfbench.live import LiveCounters
 from perfbench.records import RequestRecord
 
 BATCH_RECORDS = 512  # records per message, at most

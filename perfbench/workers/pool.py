@@ -17,7 +17,8 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Protocol
 
-from perfbench.engine import LiveCounters, StepPlan
+from perfbench.engine import StepPlan
+from perfbench.live import LiveCounters
 from perfbench.errors import TargetError
 from perfbench.records import WORKER_LOST, RequestRecord
 from perfbench.workers.slicing import split_step, unfinished
