@@ -2,8 +2,9 @@
 
 The identity is the target (scheme, host, port and endpoint path, secrets removed; "built-in
 mock" or "local ENGINE server" when perfbench started it), the model, the API, simulated or
-real, the workload (prompt source and the SHA-256 of a prompts file, input/output lengths,
-max_tokens, ignore_eos, --extra-body such as temperature/top_p/top_k, seed, shared prefixes) and
+real, the workload (prompt source and the SHA-256 of a prompts or trace file, input/output lengths,
+max_tokens, ignore_eos, sampling flags and --extra-body, seed, shared prefixes, a trace's speed-up,
+window and block size) and
 the load shape (closed or open loop, the concurrency/rate ladder with each step's number,
 duration, arrivals, search). Not in it: what describes the server's build or the client's
 machine (--mock settings, dtype, engine args, workers, timeouts), since a change there is what a
@@ -26,6 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 from perfbench.errors import ConfigError
 from perfbench.redact import redact_url
 from perfbench.runfiles import step_label
+from perfbench.sampling import SAMPLING_FIELDS
 
 IDENTITY_SCHEMA = "perfbench.identity/1"
 SIMULATED_TARGET = "built-in mock"
@@ -131,14 +133,8 @@ def _endpoint(url: str) -> str:
 
 def _workload(config: Mapping[str, Any], recorded: Any) -> dict[str, Any]:
     prompts = config.get("prompts")
-    digest = None
-    if prompts:
-        recorded_workload = recorded.get("workload") if isinstance(recorded, Mapping) else None
-        if isinstance(recorded_workload, Mapping) and recorded_workload.get("prompts_sha256"):
-            digest = recorded_workload["prompts_sha256"]  # the file as it was when the run was made
-        else:
-            digest = prompts_sha256(prompts)
-    return {
+    digest = _recorded_or_hashed(prompts, recorded, "prompts") if prompts else None
+    workload = {
         "prompts": "file" if prompts else "synthetic",
         "prompts_sha256": digest,
         "input_tokens": None if prompts else config.get("input_tokens"),  # a file brings its own prompts
@@ -151,6 +147,29 @@ def _workload(config: Mapping[str, Any], recorded: Any) -> dict[str, Any]:
         "prefix_groups": config.get("prefix_groups") or 1,
         "batch_size": config.get("batch_size") or 1,
     }
+    # Keys only a run using the feature has: earlier runs' identities (and their stored hashes) stay as they were.
+    sampling = {key: config[key] for key in SAMPLING_FIELDS if config.get(key) is not None}
+    if sampling:
+        workload["sampling"] = sampling
+    if config.get("trace"):
+        workload["prompts"] = "trace"
+        workload["input_tokens"] = None  # the trace gives every row's lengths
+        workload["trace"] = {
+            "sha256": _recorded_or_hashed(config["trace"], recorded, "trace"),
+            "speedup": config.get("trace_speedup"), "window": config.get("trace_window"),
+            "block_tokens": config.get("trace_block_tokens"),
+        }
+    return workload
+
+
+def _recorded_or_hashed(path: str, recorded: Any, kind: str) -> str | None:
+    """A workload file's SHA-256 as the run recorded it (the file as it was then), else hashed now."""
+    workload = recorded.get("workload") if isinstance(recorded, Mapping) else None
+    if isinstance(workload, Mapping):
+        digest = workload.get("prompts_sha256") if kind == "prompts" else (workload.get("trace") or {}).get("sha256")
+        if digest:
+            return digest
+    return prompts_sha256(path)
 
 
 def _load(config: Mapping[str, Any]) -> dict[str, Any]:

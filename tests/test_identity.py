@@ -82,6 +82,34 @@ def test_the_target_is_scheme_host_port_and_path_without_secrets() -> None:
     assert same.fields["target"] == identity.fields["target"]
 
 
+def test_sampling_flags_and_a_trace_are_part_of_the_workload_and_absent_settings_change_no_hash(tmp_path) -> None:
+    def identity(**config):
+        return run_identity({"target": {"url": "http://h:1/v1/chat/completions", "api": "openai-chat", "model": "m"},
+                             "config": {"url": "http://h:1/v1/chat/completions", **config}})
+
+    plain = identity()
+    assert "sampling" not in plain.fields["workload"] and "trace" not in plain.fields["workload"]
+    assert identity(temperature=None, top_p=None, top_k=None, trace=None).hash == plain.hash  # older runs keep their hash
+    hot = identity(temperature=0.7)
+    assert hot.fields["workload"]["sampling"] == {"temperature": 0.7} and hot.hash != plain.hash
+    assert identity(top_k=5).hash != plain.hash
+
+    trace = tmp_path / "t.jsonl"
+    trace.write_text('{"timestamp": 0, "input_length": 8, "output_length": 4}\n')
+    replay = identity(trace=str(trace), trace_speedup=1.0, trace_window=None, trace_block_tokens=512)
+    workload = replay.fields["workload"]
+    assert workload["prompts"] == "trace"
+    assert workload["trace"]["sha256"] == hashlib.sha256(trace.read_bytes()).hexdigest()
+    assert identity(trace=str(trace), trace_speedup=2.0, trace_window=None, trace_block_tokens=512).hash != replay.hash
+    trace.write_text('{"timestamp": 0, "input_length": 9, "output_length": 4}\n')
+    assert identity(trace=str(trace), trace_speedup=1.0, trace_window=None, trace_block_tokens=512).hash != replay.hash
+    recorded = run_identity({"target": {"url": "http://h:1/v1/chat/completions", "api": "openai-chat", "model": "m"},
+                             "config": {"url": "http://h:1/v1/chat/completions", "trace": str(trace), "trace_speedup": 1.0,
+                                        "trace_window": None, "trace_block_tokens": 512},
+                             "identity": replay.to_dict()})
+    assert recorded.hash == replay.hash  # the file as it was when the run was made
+
+
 def test_compare_refuses_another_model_in_one_line(runs, capsys) -> None:
     assert main(["compare", str(runs["a"]), str(runs["model"])]) == 2
     err = capsys.readouterr().err.strip().splitlines()
