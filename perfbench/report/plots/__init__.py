@@ -11,16 +11,22 @@
   steps shaded.
 - ``telemetry.png`` (when telemetry.jsonl exists): every sampled series over the run.
 
+report.html draws two more in memory, from inputs it is given rather than the run's own files:
+``baseline_figure`` (TTFT, ITL and latency CDFs of base against new, per matched step) and
+``trend_figure`` (the headline metrics over earlier runs of the same identity); ``png_bytes`` turns
+either into the bytes it embeds.
+
 ``perfbench plot DIR`` runs ``main``. matplotlib is imported inside the functions (it costs
 ~0.3 s) and only its object API is used (``Figure``, Agg by file type), never pyplot's global state.
 
 Modules: ``_inputs`` (what the figures draw, read from the run's files), ``_drawing`` (what every
 figure shares), ``_across_steps`` (capacity, percentiles), ``_requests`` (latency CDF, timeline),
-``_telemetry`` (telemetry.jsonl and its figure).
+``_telemetry`` (telemetry.jsonl and its figure), ``_baseline`` (base against new), ``_history`` (the trend).
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import sys
 from pathlib import Path
@@ -29,6 +35,8 @@ from typing import TYPE_CHECKING, Sequence
 from perfbench.cliutil import OneLineArgumentParser
 from perfbench.errors import PerfbenchError
 from perfbench.report.plots._across_steps import capacity_figure, percentiles_figure
+from perfbench.report.plots._baseline import BASELINE_METRICS, MatchedStep, baseline_figure, step_distributions
+from perfbench.report.plots._history import TrendLine, TrendPanel, trend_figure
 from perfbench.report.plots._inputs import knee_of, read_requests, read_slos, read_steps, run_title
 from perfbench.report.plots._requests import cdf_figure, timeline_figure
 from perfbench.report.plots._telemetry import telemetry_figure, telemetry_series
@@ -41,6 +49,19 @@ log = logging.getLogger(__name__)
 
 PLOTS_DIR = "plots"
 _DPI = 110
+
+
+__all__ = [
+    "BASELINE_METRICS", "MatchedStep", "TrendLine", "TrendPanel", "baseline_figure", "main", "png_bytes", "run_title",
+    "step_distributions", "trend_figure", "write_plots",
+]  # fmt: skip
+
+
+def png_bytes(figure: Figure) -> bytes:
+    """The figure as PNG bytes, at the plots' resolution (for a ``data:`` URI: no file written)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=_DPI)
+    return buffer.getvalue()
 
 
 def write_plots(run_dir: Path) -> list[Path]:

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 SLO_COLOR = "#d62728"
 KNEE_COLOR = "#ff7f0e"
 PCT_STYLES = {"p50": ("-", "o"), "p90": (":", "^"), "p99": ("--", "s")}
+_MAX_CDF_POINTS = 5_000  # points of a CDF line: its steps at evenly spaced ranks, min and max included
 _MAX_MARKERS = 100_000  # scatter/tick markers drawn per series; past it every k-th (a million markers look the same, cost seconds)
 
 
@@ -39,6 +40,26 @@ def registered(key: str) -> metrics.Metric:
 def every_kth(count: int, limit: int = _MAX_MARKERS) -> int:
     """The stride that keeps at most ``limit`` of ``count`` markers."""
     return max(1, -(-count // limit))
+
+
+def cdf_points(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The empirical CDF of ``samples`` as (sorted values, share of samples <= each), at most
+    _MAX_CDF_POINTS of them: the same curve from fewer points, ranks evenly spaced, ends kept."""
+    values = np.sort(samples)
+    share = np.arange(1, len(values) + 1) / max(1, len(values))
+    if len(values) > _MAX_CDF_POINTS:
+        ranks = np.unique(np.linspace(0, len(values) - 1, _MAX_CDF_POINTS).round().astype(np.int64))
+        values, share = values[ranks], share[ranks]
+    return values, share
+
+
+def log_axis_if_wide(ax: Axes, lowest: float, highest: float) -> None:
+    """A log x axis when the values span orders of magnitude, so every curve shows; plain numbers on it."""
+    if lowest > 0 and highest / lowest > 50:
+        from matplotlib.ticker import FuncFormatter
+
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
 
 
 def shade_steps(axes: Iterable[Axes], requests: Requests, steps: list[Step]) -> None:

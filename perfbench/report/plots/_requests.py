@@ -7,14 +7,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from perfbench.report.plots._drawing import SLO_COLOR, every_kth, new_figure, registered, shade_steps
+from perfbench.report.plots._drawing import (
+    SLO_COLOR, cdf_points, every_kth, log_axis_if_wide, new_figure, registered, shade_steps,
+)
 from perfbench.report.plots._inputs import Limit, Requests, Step, by_load
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-
-_MAX_CDF_POINTS = 5_000  # points of a CDF line: its steps at evenly spaced ranks, min and max included
 
 
 def cdf_figure(
@@ -32,14 +31,10 @@ def cdf_figure(
     for ax, (metric, column) in zip(axes[0], panels):
         lowest, highest = math.inf, 0.0
         for step in in_steps:
-            values = np.sort(column[measured & (requests.step == step)])
-            count = len(values)
-            share = np.arange(1, count + 1) / count
-            if len(values) > _MAX_CDF_POINTS:  # the same curve from fewer points: ranks evenly spaced, ends kept
-                ranks = np.unique(np.linspace(0, len(values) - 1, _MAX_CDF_POINTS).round().astype(np.int64))
-                values, share = values[ranks], share[ranks]
+            samples = column[measured & (requests.step == step)]
+            values, share = cdf_points(samples)
             color = cmap(order.get(step, 0) / max(1, len(in_steps) - 1) * 0.9)
-            ax.step(values, share, where="post", color=color, label=f"{labels.get(step, step)} (n={count})")
+            ax.step(values, share, where="post", color=color, label=f"{labels.get(step, step)} (n={len(samples)})")
             lowest, highest = min(lowest, float(values[0])), max(highest, float(values[-1]))
         slo_ms = per_request_ms.get(metric.slo_name or "")
         if slo_ms is not None:
@@ -48,11 +43,7 @@ def cdf_figure(
             if limit.metric == metric.slo_name and limit.stat.startswith("p"):
                 ax.plot(limit.limit_ms, float(limit.stat[1:]) / 100, marker="X", markersize=10, linestyle="none",
                         color=SLO_COLOR, label=limit.label)  # fmt: skip
-        if lowest > 0 and highest / lowest > 50:  # spans orders of magnitude: a log axis shows every step
-            from matplotlib.ticker import FuncFormatter
-
-            ax.set_xscale("log")
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        log_axis_if_wide(ax, lowest, highest)
         ax.set_xlabel(metric.title)
         ax.set_ylabel("Share of requests ≤ x")
         ax.set_ylim(0, 1.02)
