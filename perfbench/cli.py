@@ -20,7 +20,7 @@ from perfbench.options import COMMAND_LINE_ONLY, GROUPS, OPTIONS
 SUBCOMMANDS = {
     "mock": ("perfbench.servers.mock", "run the built-in mock server (ground truth, fault injection)"),
     "serve": ("perfbench.servers.serve", "start a local OpenAI-compatible server for a model"),
-    "report": ("perfbench.report.html", "rebuild report.html and plots of a run directory"),
+    "report": ("perfbench.report.command", "rebuild report.html and plots of a run directory"),
     "plot": ("perfbench.report.plots", "rebuild the plots of a run directory"),
     "compare": ("perfbench.compare", "compare two runs; exit 1 on regression"),
     "history": ("perfbench.history", "list recorded runs and metric trends"),

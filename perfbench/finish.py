@@ -125,11 +125,15 @@ def _junit(ctx: FinishContext) -> None:
 def _reports(ctx: FinishContext) -> None:
     if not (ctx.config.plots and ctx.steps):
         return
+    from perfbench.report.earlier_runs import earlier_runs_at
     from perfbench.report.html import write_html_report
     from perfbench.report.plots import write_plots
+    from perfbench.store import default_store_path
 
     write_plots(ctx.run_dir)
-    report = write_html_report(ctx.run_dir, baseline_dir=ctx.baseline_dir, comparison=ctx.comparison)
+    # The trend's earlier runs are read here (this run is recorded after, by _history): the page only renders.
+    history = earlier_runs_at(Path(ctx.config.store) if ctx.config.store else default_store_path(), ctx.outcome.summary, ctx.run_dir)
+    report = write_html_report(ctx.run_dir, comparison=ctx.comparison, history=history)
     ctx.console.print(f"Report: {report}")
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from perfbench.report.html import main, write_html_report
+from perfbench.report.command import main
+from perfbench.report.html import write_html_report
 from run_fixtures import StepSpec, write_run
 from usage_errors import assert_one_line_usage_error
 
@@ -113,10 +114,12 @@ def test_report_main(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     base = write_run(tmp_path / "base", [StepSpec(requests=60)], seed=1)
     new = write_run(tmp_path / "new", [StepSpec(requests=60)], seed=2)
     assert main([str(new), "--baseline", str(base)]) == 0
-    # plots.write_plots ran first, and its PNGs are embedded
+    # plots.write_plots ran first, and its PNGs are embedded, beside the baseline's overlaid distributions
     pngs = sorted((new / "plots").glob("*.png"))
     assert pngs
-    assert (new / "report.html").read_text().count("data:image/png;base64,") == len(pngs)
+    page = (new / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == len(pngs) + 1
+    assert page.index('alt="baseline distributions"') > page.index('id="comparison"')
     assert "report.html" in capsys.readouterr().out
     assert main([str(tmp_path / "nope")]) == 2
     assert "perfbench: error: no summary.json" in capsys.readouterr().err
