@@ -21,12 +21,21 @@ MAX_EARLIER_RUNS = 30  # a month of nightly runs: enough to see a drift, few eno
 def earlier_runs(store: RunStore, summary: Mapping[str, Any], run_dir: Path, limit: int = MAX_EARLIER_RUNS) -> list[RunInfo]:
     """The newest ``limit`` runs of this run's identity that started before it, oldest first; never
     the run itself (it may be recorded already, when a report is rebuilt), never a later run."""
-    started = str(summary.get("started_at") or "")
     this_dir = Path(run_dir).resolve()
     # The store lists newest first; a rebuilt old report skips the runs after it, so ask for all.
     runs = store.list_runs(identity=run_identity(summary), limit=1_000_000)
-    earlier = [r for r in runs if r.run_dir != this_dir and (not started or r.started_at < started)]
+    earlier = [r for r in runs if r.run_dir != this_dir and _before(r.summary, summary)]
     return earlier[:limit][::-1]
+
+
+def _before(other: Mapping[str, Any], summary: Mapping[str, Any]) -> bool:
+    """``other`` started before ``summary``'s run: by the start's Unix time (started_at has whole
+    seconds only, and two short runs can start in the same second), else by started_at."""
+    a, b = other.get("run_start_unix_s"), summary.get("run_start_unix_s")
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a < b
+    started = str(summary.get("started_at") or "")
+    return not started or str(other.get("started_at") or "") < started
 
 
 def earlier_runs_at(store_path: Path, summary: Mapping[str, Any], run_dir: Path) -> list[RunInfo]:

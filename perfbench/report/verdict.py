@@ -95,6 +95,20 @@ def format_quantity(value: float | None, unit: str = "") -> str:
     return f"{text} {unit}" if unit else text
 
 
+def ordered_steps(summary: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The steps as a reader compares them: a search's probes by load (they ran out of order while
+    bisecting), a ladder as it ran."""
+    steps = list(summary.get("steps") or [])
+    if not isinstance(summary.get("search"), Mapping):
+        return steps
+
+    def load(step: Mapping[str, Any]) -> float:
+        value = step.get("rate_req_s") if step.get("rate_req_s") is not None else step.get("concurrency")
+        return float(value) if isinstance(value, (int, float)) else 0.0
+
+    return sorted(steps, key=load)
+
+
 def format_load(dimension: str, load: float | None) -> str:
     """A search's load in words: ``concurrency 8``, ``12.5 req/s``."""
     if load is None:
@@ -131,19 +145,22 @@ def describe_change(row: MetricComparison, confidence: float) -> str:
     return text
 
 
-def search_sentence(search: Mapping[str, Any]) -> str:
+def search_sentence(search: Mapping[str, Any], *, subject: bool = True) -> str:
     """The max-load search's answer in words: the highest load that met the SLOs, why the search
-    stopped, and the knee (the terminal prints the same facts: dimension, max_passing, knee)."""
+    stopped, and the knee (the terminal prints the same facts: dimension, max_passing, knee).
+    Without ``subject`` it starts "Searched over concurrency ...", for a line already named "Max-load search"."""
     dimension = str(search.get("dimension") or "concurrency")
     best, knee = search.get("max_passing"), search.get("knee")
     probes = search.get("probes") or []
     loads = [p.get("load") for p in probes if isinstance(p, Mapping) and isinstance(p.get("load"), (int, float))]
     reason = search.get("stop_reason")
-    tried = f" ({len(loads)} probes from {format_load(dimension, min(loads))} to {format_load(dimension, max(loads))})" if loads else ""
+    unit = "" if dimension == "concurrency" else " req/s"
+    tried = f" ({len(loads)} probes from {min(loads):g} to {max(loads):g}{unit})" if loads else ""
+    lead = "Max-load search over " if subject else "Searched over "
     if best is None:
         first = format_load(dimension, loads[0]) if loads else "the first load"
-        return f"Max-load search over {dimension}{tried}: even {first} missed the SLOs, so no load passed."
-    text = f"Max-load search over {dimension}{tried}: the highest load that met the SLOs is {format_load(dimension, best)}"
+        return f"{lead}{dimension}{tried}: even {first} missed the SLOs, so no load passed."
+    text = f"{lead}{dimension}{tried}: the highest load that met the SLOs is {format_load(dimension, best)}"
     if reason == "max_load":
         text += ", the search's maximum: the true limit may be higher"
     elif reason == "saturated":
@@ -152,7 +169,8 @@ def search_sentence(search: Mapping[str, Any]) -> str:
         text += f", found to within {search['precision']:.0%}"
     text += ". "
     if knee is None:
-        return text + "No knee: throughput had not yet levelled off while latency climbed."
+        return text + ("No knee was found in the probes (one needs throughput to level off while latency "
+                       "climbs at a higher load).")
     return text + f"The knee, where throughput stops rising while latency climbs, is at {format_load(dimension, knee)}."
 
 
@@ -201,7 +219,7 @@ def _slo_check(steps: Sequence[Mapping[str, Any]]) -> Check | None:
 
 def _search_check(search: Mapping[str, Any]) -> Check:
     state = FAIL if search.get("max_passing") is None else PASS
-    return Check("Max-load search", state, search_sentence(search))
+    return Check("Max-load search", state, search_sentence(search, subject=False))
 
 
 def _requests_check(summary: Mapping[str, Any]) -> Check:

@@ -32,7 +32,7 @@ from perfbench.report.html._sections import (
 )
 from perfbench.report.html._top import alarm_section, headline_section, verdict_section
 from perfbench.report.plots import run_title
-from perfbench.report.verdict import failure_reasons, judge
+from perfbench.report.verdict import failure_reasons, judge, ordered_steps
 from perfbench.runfiles import COMPARISON_FILE, TELEMETRY_FILE, iter_request_lines, read_comparison, read_summary
 
 __all__ = ["HistoryRun", "write_html_report"]
@@ -121,7 +121,7 @@ def write_html_report(
         f" · perfbench {e(summary.get('perfbench_version'))}</div></header><main>",
         verdict_section(verdict),
         alarm_section(failure_reasons(summary, facts.first_samples()), failed, completed),
-        headline_section(steps, comparison),
+        headline_section(ordered_steps(summary), comparison),
         slo_section(summary),
         search_section(search) if isinstance(search, Mapping) else "",
         comparison_section(comparison, run_dir, title) if comparison is not None else "",

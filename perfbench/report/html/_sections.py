@@ -10,7 +10,7 @@ from typing import Any, Mapping, Sequence
 from perfbench.errors import ConfigError
 from perfbench.metrics import DISTRIBUTIONS, METRICS, RATE
 from perfbench.report.html._markup import badge, e, figure, num, state_of, table
-from perfbench.report.verdict import format_load, search_sentence, slo_name
+from perfbench.report.verdict import format_load, ordered_steps, search_sentence, slo_name
 from perfbench.runfiles import read_telemetry, step_label
 from perfbench.slo import parse_slos
 from perfbench.telemetry.sampler import server_series, summarize_telemetry
@@ -30,7 +30,7 @@ def _per_request_limits(summary: Mapping[str, Any]) -> dict[str, float]:
 def slo_section(summary: Mapping[str, Any]) -> str:
     """Each step limit of each step: the limit, the step's value and pass or fail; and goodput under the
     per-request limits. Empty when the run had no SLOs."""
-    steps = summary.get("steps") or []
+    steps = ordered_steps(summary)
     rows = []
     for step in steps:
         for result in step.get("slo_results") or ():
@@ -69,7 +69,7 @@ def search_section(search: Mapping[str, Any]) -> str:
 
 def steps_section(summary: Mapping[str, Any]) -> str:
     """Every metric of every step, a column per step (as the terminal shows it), so a ladder stays readable."""
-    steps = summary.get("steps") or []
+    steps = ordered_steps(summary)
     rows = [
         ["requests ok / failed", *(f"{e(s.get('requests_succeeded'))} / {e(s.get('requests_failed'))}" for s in steps)],
         ["duration (s)", *(num(s.get("duration_s")) for s in steps)],
