@@ -179,7 +179,7 @@ def test_a_regression_fails_with_each_change_and_its_confidence_interval(tmp_pat
     assert len(rows) == len(comparison["rows"])
     assert sum(row[-1] == "regressed" for row in rows) == len(regressed)
     # The headline marks the same regressions under its values.
-    assert sum(cell.count("regressed") for row in page.tables["headline"][1:] for cell in row[1:]) == len(
+    assert sum(cell.count("✗") for row in page.tables["headline"][1:] for cell in row[1:]) == len(
         [r for r in regressed if any(h.spec == r["metric"] for h in headline_numbers())])
 
 

@@ -276,7 +276,8 @@ def judge(summary: Mapping[str, Any], comparison: Comparison | None = None) -> V
     if summary.get("interrupted"):
         checks.append(Check("Interrupted", WARN, "The run was interrupted: the numbers cover the requests that finished."))
     notes = ()
-    if comparison is None and not isinstance(search, Mapping) and not any(s.get("slo_results") for s in steps):
+    limited = comparison is not None or isinstance(search, Mapping) or any(s.get("slo_results") for s in steps)
+    if not limited and all(check.state != FAIL for check in checks):  # a failed run has a louder problem
         notes = ("No step SLO and no baseline were given, so only the requests' success was checked; "
                  "add --slo ttft_p99=MS or --baseline last to hold the run to limits.",)
     return Verdict(tuple(checks), notes)

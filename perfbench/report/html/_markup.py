@@ -26,7 +26,7 @@ th { background:#f0f2f5; font-weight:600; white-space:nowrap; }
 tbody tr:nth-child(even) { background:#fafbfc; }
 table.fit { width:auto; min-width:min(100%, 640px); }
 td.num, th.num { text-align:right; white-space:nowrap; }
-td code { overflow-wrap:anywhere; }
+td code { overflow-wrap:anywhere; } td code.nowrap { white-space:nowrap; overflow-wrap:normal; }
 .scroll { overflow-x:auto; }
 .badge { display:inline-block; padding:1px 8px; border-radius:10px; font-size:12px; font-weight:600; white-space:nowrap; }
 .badge.bad { background:var(--bad-bg); color:var(--bad); }
@@ -35,6 +35,8 @@ td code { overflow-wrap:anywhere; }
 .worse { color:var(--bad); font-weight:600; } .better { color:var(--good); font-weight:600; }
 .muted { color:var(--muted); }
 .change { display:block; font-size:11px; }
+.change.regressed { background:var(--bad-bg); border-radius:4px; padding:0 4px; margin-left:auto; width:max-content; }
+table.fit td:first-child { white-space:nowrap; }
 .banner { padding:12px 16px; border-radius:8px; margin-top:12px; font-weight:600; }
 .banner.bad { background:var(--bad-bg); color:var(--bad); } .banner.good { background:var(--good-bg); color:var(--good); }
 .banner.warn { background:var(--warn-bg); color:var(--warn); }

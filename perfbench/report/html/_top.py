@@ -48,7 +48,7 @@ def alarm_section(reasons: Sequence[FailureReason], total_failed: int, total: in
     if not reasons:
         return ""
     rows = [
-        [f"<code>{e(r.reason)}</code>", num(r.count, 0), e(", ".join(r.steps)),
+        [f'<code class="nowrap">{e(r.reason)}</code>', num(r.count, 0), e(", ".join(r.steps)),
          f"<code>{e(r.sample)}</code>" if r.sample else '<span class="muted">no error text</span>']
         for r in reasons[:top]
     ]
@@ -69,8 +69,9 @@ def _change(row: MetricComparison | None) -> str:
     css = ""
     if row.significant and row.worse is not None:
         css = " worse" if row.worse else " better"
-    flag = " " + badge(FAIL, "regressed") if row.regressed else ""
-    return f'<span class="change{css}">{row.change_pct:+.1f} % vs base{flag}</span>'
+    if row.regressed:  # short, so a ladder of 8 steps still fits a laptop's width
+        return f'<span class="change worse regressed" title="regressed">{row.change_pct:+.1f} % ✗</span>'
+    return f'<span class="change{css}">{row.change_pct:+.1f} %</span>'
 
 
 def headline_section(steps: Sequence[Mapping[str, Any]], comparison: Comparison | None) -> str:
@@ -88,8 +89,8 @@ def headline_section(steps: Sequence[Mapping[str, Any]], comparison: Comparison 
         return ""
     note = ""
     if comparison is not None:
-        note = ('<p class="muted">Under each value: its change against the baseline, in colour when the '
-                f"{comparison.confidence:.0%} confidence interval excludes no change.</p>")
+        note = ('<p class="muted">Under each value: its change against the baseline, in colour when its '
+                f"{comparison.confidence:.0%} confidence interval excludes no change; ✗ marks a failed regression check.</p>")
     return (
         '<section id="headline"><h2>Headline numbers</h2>'
         + table(["metric", *(e(step_label(s)) for s in steps)], rows, [False] + [True] * len(steps), attrs=' class="fit"')
