@@ -73,6 +73,7 @@ class MockRequestLog:
     finished_ns: int | None = None  # last byte written; None when the connection was aborted or lost
     client_disconnected: bool = False  # the client went away before the answer was complete
     body: bytes | None = None  # the request body as received, when the server keeps bodies (``keep_bodies``)
+    images: int = 0  # chat: image_url content parts received
 
 
 class MockServer:
@@ -192,7 +193,7 @@ class MockServer:
         index = len(self.log)
         entry = MockRequestLog(index=index, api=api, stream=job.stream, received_ns=received_ns, admitted_ns=None,
                                fault=self._faults.fault_for(index), prompt_tokens=job.prompt_tokens,
-                               body=body if self.keep_bodies else None)  # fmt: skip
+                               body=body if self.keep_bodies else None, images=job.images)  # fmt: skip
         self.log.append(entry)
         if entry.fault is not None:
             log.debug("mock request %d (%s): fault %s", index, api, entry.fault)

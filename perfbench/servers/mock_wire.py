@@ -9,7 +9,8 @@ chunk, the Responses created/in_progress events), ``package`` (one output packag
 ``embeddings_payload``.
 
 Token text is deterministic words from a fixed list, one word per token (``token_text``); prompt
-tokens are whitespace-separated words (``count_words``; a token-id list counts one per id).
+tokens are whitespace-separated words (``count_words``; a token-id list counts one per id). A chat
+message's ``image_url`` parts are counted (``Job.images``, the log's ``images``) and add no tokens.
 Embedding vectors are deterministic too: a hash of the input expanded to ``dimensions`` floats,
 L2-normalised, so identical inputs get identical vectors.
 """
@@ -88,6 +89,7 @@ class Job:
     inputs: list[Any] = field(default_factory=list)  # embeddings: one entry per vector
     encoding_format: str = "float"  # embeddings: "float" or "base64"
     dimensions: int = 0  # embeddings: floats per vector
+    images: int = 0  # chat: image_url content parts (they add no prompt tokens: the mock counts words)
 
 
 def parse_request(body: bytes, api: str, config: MockConfig) -> Job:
@@ -107,6 +109,7 @@ def parse_request(body: bytes, api: str, config: MockConfig) -> Job:
         if not isinstance(messages, list) or not messages:
             raise BadRequest("'messages' must be a non-empty list")
         prompt_tokens = sum(count_words(m.get("content") if isinstance(m, dict) else None) for m in messages)
+        images = count_images(messages)
         requested = data.get("max_completion_tokens", data.get("max_tokens"))
     elif api == API_RESPONSES:
         prompt_tokens = sum(count_words(m["content"]) for m in input_messages(data))
@@ -122,7 +125,7 @@ def parse_request(body: bytes, api: str, config: MockConfig) -> Job:
     if n_tokens is None:
         n_tokens = requested if requested is not None else DEFAULT_OUTPUT_TOKENS
     options = data.get("stream_options")
-    return Job(
+    job = Job(
         api=api,
         stream=bool(data.get("stream", False)),
         model=model,
@@ -131,6 +134,23 @@ def parse_request(body: bytes, api: str, config: MockConfig) -> Job:
         include_usage=isinstance(options, dict) and options.get("include_usage") is True,
         prompt_tokens=prompt_tokens,
     )
+    if api == API_CHAT:
+        job.images = images
+    return job
+
+
+def count_images(messages: list[Any]) -> int:
+    """The ``image_url`` content parts of chat messages; BadRequest for one without a URL string."""
+    images = 0
+    for i, message in enumerate(messages):
+        content = message.get("content") if isinstance(message, dict) else None
+        for j, part in enumerate(content if isinstance(content, list) else ()):
+            if isinstance(part, dict) and part.get("type") == "image_url":
+                image = part.get("image_url")
+                if not isinstance(image, dict) or not isinstance(image.get("url"), str):
+                    raise BadRequest(f"messages[{i}].content[{j}].image_url must be an object with a 'url' string")
+                images += 1
+    return images
 
 
 def _embeddings_job(data: dict[str, Any], model: str, config: MockConfig) -> Job:

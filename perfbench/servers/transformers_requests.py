@@ -51,15 +51,21 @@ def check_model(body: dict[str, Any], served_model_name: str) -> None:
 
 
 def chat_prompt_ids(generator: BatchGenerator, body: dict[str, Any]) -> list[int]:
-    """The prompt ids of a chat request's ``messages`` (text content parts joined)."""
+    """The prompt ids of a chat request's ``messages`` (text content parts joined); BadRequest for an
+    image (or any part that is not text): the models this server loads read text only."""
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise BadRequest("'messages' must be a non-empty list")
-    for message in messages:
+    for i, message in enumerate(messages):
         if not isinstance(message, dict) or "role" not in message:
             raise BadRequest("each message must be an object with a 'role'")
         content = message.get("content")
-        if isinstance(content, list):  # OpenAI content parts: keep the text ones
+        if isinstance(content, list):  # OpenAI content parts: text only
+            for j, part in enumerate(content):
+                kind = part.get("type", "text") if isinstance(part, dict) else "text"
+                if kind != "text":
+                    raise BadRequest(f"this model is text-only: messages[{i}].content[{j}] is an {kind!r} part, "
+                                     "which it cannot read; send text content only")
             message["content"] = "".join(p.get("text", "") for p in content if isinstance(p, dict))
     return template_prompt_ids(generator, messages)
 
