@@ -1,0 +1,62 @@
+"""Ended requests become records between the event loop's reads, never in the way of one."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Callable
+
+from perfbench.answers import Exchange
+from perfbench.records import RequestRecord
+
+MAX_FINISH_BACKLOG = 256  # ended requests waiting for their records, at most (each holds its answer's bytes)
+
+
+class Finisher:
+    """Turns ended requests into records between the loop's reads, never in the way of one.
+
+    A wave of streams ending together would otherwise parse, interpret, serialise and write each
+    one on the spot, delaying the reads (and stamps) of the streams still running, and the next
+    closed-loop send. Here an ending request only queues its bytes; one task finishes them one at
+    a time, yielding to the event loop after each, so pending reads are stamped first.
+    """
+
+    def __init__(self, finish: Callable[[Exchange | RequestRecord], None]) -> None:
+        self._finish = finish
+        self._queue: deque[Exchange | RequestRecord] = deque()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def put(self, ended: Exchange | RequestRecord) -> None:
+        self._queue.append(ended)
+        # Requests can end faster than one a loop turn is finished (a zero-delay server): past a
+        # bound, finish on the spot, so the backlog of unparsed answers (memory) never grows with the run.
+        while len(self._queue) > MAX_FINISH_BACKLOG:
+            self._finish(self._queue.popleft())
+        self._wake.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            while self._queue:
+                self._finish(self._queue.popleft())
+                await asyncio.sleep(0)  # let ready reads and sends run before the next one
+            self._wake.clear()
+            await self._wake.wait()
+
+    async def drain(self) -> None:
+        """Wait until every queued request has its record; a failure of the sink is raised here."""
+        while self._queue and self._task is not None and not self._task.done():
+            await asyncio.sleep(0)
+        if self._task is not None and self._task.done() and not self._task.cancelled() and self._task.exception():
+            raise self._task.exception()  # type: ignore[misc]
+        self.finish_all()
+
+    def finish_all(self) -> None:
+        """Finish what is queued now, without yielding (a cancelled step, Ctrl-C), and stop the task."""
+        while self._queue:
+            self._finish(self._queue.popleft())
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
