@@ -23,7 +23,8 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from perfbench.apis import get_adapter
-from perfbench.engine import Engine, PreparedRequest, StepPlan, Target, make_session
+from perfbench.engine import Engine, make_session
+from perfbench.plan import PreparedRequest, StepPlan, Target
 from perfbench.metrics import summarize_step
 from perfbench.prompts import Prompt
 

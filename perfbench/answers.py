@@ -20,7 +20,7 @@ from perfbench.sse import RecordedEvents, parse_recorded
 from perfbench.tokens import Tokenizer
 
 if TYPE_CHECKING:
-    from perfbench.engine import PreparedRequest, Target
+    from perfbench.plan import PreparedRequest, Target
 
 DECODERS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
@@ -112,13 +112,17 @@ class AnswerReader:
 
     def record(self, exchange: Exchange) -> RequestRecord:
         """Every outcome becomes a record, whatever the server sent."""
+        return self.record_and_text(exchange)[0]
+
+    def record_and_text(self, exchange: Exchange, *, session: int | None = None, turn: int | None = None) -> tuple[RequestRecord, str]:
+        """The record and the answer's output text (a session's next turn sends it back as history)."""
         try:
-            return self._interpret(exchange)
+            return self._interpret(exchange, session, turn)
         except Exception as exc:  # a bug of ours must cost one request, never the run
             failure = (R.BAD_RESPONSE, f"perfbench could not interpret this answer ({type(exc).__name__}: {exc}); please report it")
-            return self._interpret(exchange._replace(failure=failure, stream=ReadStream()))
+            return self._interpret(exchange._replace(failure=failure, stream=ReadStream()), session, turn)
 
-    def _interpret(self, exchange: Exchange) -> RequestRecord:
+    def _interpret(self, exchange: Exchange, session: int | None, turn: int | None) -> tuple[RequestRecord, str]:
         step, index, warmup, scheduled_ns, sent_ns, end_ns, http_status, failure, stream, request = exchange
         api = self.target.api
         events: RecordedEvents | None = None
@@ -149,7 +153,7 @@ class AnswerReader:
         package_times = tuple([stream.read_ns[events.completed_by[i]] for i in content.output_events]) if events else ()
         output_tokens, source = self._output_tokens(content)
         error = redact_text(failure[1], self.target.secrets) if failure else None
-        return RequestRecord(
+        record = RequestRecord(
             step=step,
             index=index,
             warmup=warmup,
@@ -165,7 +169,11 @@ class AnswerReader:
             output_tokens=output_tokens,
             token_source=source,
             finish_reason=content.finish_reason,
+            request_bytes=len(request.body),
+            session=session,
+            turn=turn,
         )
+        return record, "".join(content.output_text) if session is not None else ""
 
     def _package_tokens(self, output_tokens: int | None, content: StreamContent) -> tuple[int, ...]:
         if not output_tokens:

@@ -13,7 +13,9 @@ from typing import Any, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 from perfbench.apis import API_NAMES, DEFAULT_API, adapter_for_path, get_adapter
+from perfbench.datasets_loader import check_dataset_settings
 from perfbench.errors import ConfigError
+from perfbench.images import check_image_settings
 from perfbench.option_values import (
     BAD_HEADER_VALUE, DATASET_LENGTHS, LARGEST_SETTING, MAX_TOKENS_PER_REQUEST, RAY_MISSING, RAY_PER_NODE, BadValue, check_extra_body, check_path_text,
     parse_float_list, parse_headers, parse_int_list, parse_mock_settings, parse_tags, shown_text,
@@ -21,6 +23,7 @@ from perfbench.option_values import (
 from perfbench.options import COMMAND_LINE_ONLY, FILE_ONLY, OPTIONS, flag_of
 from perfbench.redact import redact_url
 from perfbench.sampling import check_sampling
+from perfbench.sessions import check_session_settings
 from perfbench.schedule import ARRIVALS
 from perfbench.slo import Slos, parse_slos
 from perfbench.trace import check_trace_settings, replay_load
@@ -294,8 +297,9 @@ def config_from_settings(settings: Mapping[str, Any]) -> RunConfig:
         raise ConfigError(f"--engine {s['engine']!r}: use transformers or vllm")
     if s.get("arrivals") not in (None, *ARRIVALS):
         raise ConfigError(f"--arrivals {s['arrivals']!r}: use {' or '.join(ARRIVALS)}")
-    if s.get("output_tokens") == DATASET_LENGTHS and not s.get("prompts"):
-        raise ConfigError(f"--output-tokens {DATASET_LENGTHS} takes each prompt's output length from --prompts; add --prompts FILE")
+    if s.get("output_tokens") == DATASET_LENGTHS and not s.get("prompts") and not s.get("dataset"):
+        raise ConfigError(f"--output-tokens {DATASET_LENGTHS} takes each prompt's output length from --prompts or --dataset; "
+                          "add --prompts FILE or --dataset NAME_OR_PATH")
     for key, flag in (("input_tokens", "--input-tokens"), ("output_tokens", "--output-tokens")):
         if s.get(key) is not None and s[key] != DATASET_LENGTHS:
             from perfbench.lengths import LengthDistribution
@@ -324,6 +328,8 @@ def config_from_settings(settings: Mapping[str, Any]) -> RunConfig:
                               "use e.g. http://127.0.0.1:8000/metrics")
     _check_api_options(s, get_adapter(api))
     check_sampling(s, get_adapter(api).produces_output, api)
+    check_image_settings(s, api)  # --images, --image-size/-format/-dir
+    check_dataset_settings(s)  # --dataset, --dataset-prompt-column/-split
     mock = s.get("mock") or {}
     if isinstance(mock, str):
         mock = parse_mock_settings(mock)
@@ -359,6 +365,7 @@ def config_from_settings(settings: Mapping[str, Any]) -> RunConfig:
         from perfbench.limits import available_workers
 
         s["workers"] = available_workers()
+    check_session_settings(s, get_adapter(api).chat_input, api)
     direct = {k: v for k, v in s.items() if k in RunConfig.__dataclass_fields__ and v is not None}
     direct.update(
         url=url,

@@ -16,75 +16,31 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
-from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import aiohttp
 
 from perfbench import records as R
 from perfbench.answers import DECODERS, AnswerReader, Exchange, ReadStream, error_text, is_event_stream, is_json, one_line, too_large
-from perfbench.apis import ApiAdapter
+from perfbench.event_loop import gather_or_cancel
+from perfbench.finisher import Finisher
 from perfbench.live import LiveCounters
+from perfbench.plan import PreparedRequest, StepPlan, Target
 from perfbench.records import RequestRecord
 from perfbench.schedule import arrival_offsets_s
 from perfbench.tokens import Tokenizer
 
+if TYPE_CHECKING:
+    from perfbench.session_loops import SessionLoops
+    from perfbench.sessions import SessionWorkload
+
 _ERROR_BODY_BYTES = 2000  # how much of an error answer to read for the record's error text
-DEFAULT_MAX_RESPONSE_BYTES = 64 * 2**20  # --max-response-bytes
 MAX_LINE_BYTES = 8 * 2**20  # one SSE line (an event's data) longer than this cuts the request
 # What one kept read costs beyond its bytes (the bytes object, its stamp, two list slots): a server
 # trickling one byte per read must hit the bound as surely as one sending megabytes.
 _READ_OVERHEAD_BYTES = 100
 MAX_PRECONNECT = 4096  # connections opened ahead of a step, at most
 UNCAPPED = 1_000_000  # the concurrency of an open-loop step without a cap: more slots than any run can fill
-MAX_FINISH_BACKLOG = 256  # ended requests waiting for their records, at most (each holds its answer's bytes)
-
-
-@dataclass(frozen=True, slots=True)
-class PreparedRequest:
-    """A ready-made request: the body is encoded before the run so the send path stays short."""
-
-    body: bytes  # the JSON body, encoded
-    input_tokens: int | None  # prompt tokens when known before sending (tokenizer / synthetic)
-    inputs: int = 1  # prompts the body carries (embeddings: --batch-size); the answer must match
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """Where requests go and how to read what comes back."""
-
-    url: str  # the full endpoint URL
-    api: ApiAdapter  # builds bodies, interprets events
-    headers: dict[str, str]  # sent with every request (Authorization included; never logged)
-    secrets: tuple[str, ...] = ()  # replaced by *** in every error text (redact.run_secrets)
-    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES  # past this a response is cut and failed
-
-
-@dataclass(frozen=True, slots=True)
-class StepPlan:
-    """One load step. Either ``number`` or ``duration_s`` bounds it."""
-
-    step: int  # index of the step in the run
-    concurrency: int  # closed loop: requests in flight; open loop: the cap
-    number: int | None  # requests to send
-    duration_s: float | None  # or: stop sending new requests after this long
-    rate_req_s: float | None = None  # None: closed loop; else the open-loop mean rate
-    arrivals: str = "poisson"  # open loop: "poisson" (gamma with burstiness) or "constant"
-    burstiness: float = 1.0  # gamma shape for open-loop intervals; 1 = Poisson
-    ramp_up_s: float = 0.0  # open loop: linear rate ramp-up
-    warmup: int = 0  # requests sent first, marked warm-up, excluded from statistics
-    seed: int = 0  # arrival-time seed
-    preconnect: int = 0  # connections to open before the step's clock starts (0: none)
-    # One slice of a step split across worker processes (perfbench/workers.py); the defaults are the whole step.
-    start_ns: int | None = None  # the step's clock start shared by every slice (perf_counter_ns); None: when it starts
-    request_base: int = 0  # the run's request number of index 0: prompts are chosen by it, as in one process
-    first_index: int = 0  # closed loop: this slice's indexes are first_index + k * index_stride
-    index_stride: int = 1
-    warmup_first_index: int = 0  # the slice's first warm-up index (warm-up requests use prompts from 0)
-    arrival_slice: int = 0  # open loop: this slice sends arrivals arrival_slice::arrival_slices of the schedule
-    arrival_slices: int = 1
-    offsets_s: tuple[float, ...] | None = None  # open loop: these due times (a trace's) instead of generated ones
 
 
 RecordSink = Callable[[RequestRecord], None]
@@ -113,8 +69,9 @@ class Engine:
         *,
         tokenizer: Tokenizer | None = None,
         counters: LiveCounters | None = None,
+        sessions: SessionWorkload | None = None,
     ) -> None:
-        if not requests:
+        if not requests and sessions is None:
             raise ValueError("no requests to send")
         self._session = session
         self._target = target
@@ -122,7 +79,12 @@ class Engine:
         self._sink = sink
         self._answers = AnswerReader(target, tokenizer)
         self.counters = counters or LiveCounters()
-        self._finisher = _Finisher(self._finish)
+        self._finisher = Finisher(self._finish)
+        self._sessions: SessionLoops | None = None
+        if sessions is not None:
+            from perfbench import session_loops  # it builds on this module's types
+
+            self._sessions = session_loops.SessionLoops(sessions, self._counted_exchange, self._answers, self._finisher.put)
 
     async def run_step(self, plan: StepPlan) -> int:
         """Prepare the step (connections, warm-up), then run it; return how many requests it scheduled.
@@ -137,7 +99,11 @@ class Engine:
         try:
             if plan.preconnect:
                 await self.preconnect(min(plan.preconnect, MAX_PRECONNECT))
-            if plan.warmup:
+            if plan.warmup and self._sessions is not None:
+                self.counters.start_step(plan.step, self._sessions.turns_ahead(plan.warmup))
+                await self._sessions.closed_loop(plan, plan.warmup, None, warmup=True, start_ns=time.perf_counter_ns())
+                await self._finisher.drain()
+            elif plan.warmup:
                 self.counters.start_step(plan.step, plan.warmup)
                 await self._closed_loop(plan, plan.warmup, None, warmup=True, start_ns=time.perf_counter_ns(),
                                         first_index=plan.warmup_first_index, stride=1, request_base=0)
@@ -164,6 +130,8 @@ class Engine:
                 if plan.start_ns > start_ns:
                     await asyncio.sleep((plan.start_ns - start_ns) / 1e9)
                 start_ns = plan.start_ns
+            if self._sessions is not None:
+                return await self._run_sessions(plan, start_ns, offsets)
             if offsets is not None:
                 indexes = range(plan.arrival_slice, len(offsets), plan.arrival_slices)
                 self.counters.start_step(plan.step, len(indexes), concurrency=plan.concurrency, rate_req_s=plan.rate_req_s)
@@ -221,7 +189,7 @@ class Engine:
                 due_ns = await self._send(plan.step, index, warmup, due_ns, request)  # the slot freed then
 
         workers = plan.concurrency if number is None else min(plan.concurrency, number)
-        await _gather_or_cancel([worker() for _ in range(workers)])
+        await gather_or_cancel([worker() for _ in range(workers)])
         return claimed
 
     async def _open_loop(self, plan: StepPlan, start_ns: int, indexes: range, offsets_s: Sequence[float]) -> None:
@@ -239,28 +207,47 @@ class Engine:
                 if delay_ns > 0:
                     await asyncio.sleep(delay_ns / 1e9)
                 tasks.append(asyncio.ensure_future(capped(index, due_ns, self._request(plan.request_base + index))))
-            await _gather_or_cancel(tasks)
+            await gather_or_cancel(tasks)
         finally:
             for task in tasks:
                 task.cancel()
 
     async def _send(self, step: int, index: int, warmup: bool, scheduled_ns: int, request: PreparedRequest) -> int:
         """Send one request and read its answer; return when it ended. Its record is built later, off this path."""
+        exchange = await self._counted_exchange(step, index, warmup, scheduled_ns, request)
+        self._finisher.put(exchange)
+        return exchange.end_ns
+
+    async def _counted_exchange(self, step: int, index: int, warmup: bool, scheduled_ns: int, request: PreparedRequest) -> Exchange:
         counters = self.counters
         counters.sent += 1
         counters.in_flight += 1
         try:
-            exchange = await self._exchange(step, index, warmup, scheduled_ns, request)
+            return await self._exchange(step, index, warmup, scheduled_ns, request)
         finally:
             counters.in_flight -= 1
-        self._finisher.put(exchange)
-        return exchange.end_ns
 
-    def _finish(self, exchange: Exchange) -> None:
+    def _finish(self, ended: Exchange | RequestRecord) -> None:
         """An ended request's record: built, counted, handed to the sink (by the finisher, between reads)."""
-        record = self._answers.record(exchange)
+        record = ended if isinstance(ended, RequestRecord) else self._answers.record(ended)
         self.counters.count(record)
         self._sink(record)
+
+    # ------------------------------------------------------------------ multi-turn sessions
+
+    async def _run_sessions(self, plan: StepPlan, start_ns: int, offsets: Sequence[float] | None) -> int:
+        """The step's sessions (closed loop: ``concurrency`` in flight; open loop: one arriving at each
+        offset); returns the requests (turns) they sent."""
+        assert self._sessions is not None
+        count = len(offsets) if offsets is not None else plan.number
+        expected = self._sessions.turns_ahead(count) if count is not None else None
+        self.counters.start_step(plan.step, expected, concurrency=plan.concurrency, rate_req_s=plan.rate_req_s)
+        if offsets is not None:
+            sent = await self._sessions.open_loop(plan, start_ns, offsets)
+        else:
+            sent = await self._sessions.closed_loop(plan, plan.number, plan.duration_s, warmup=False, start_ns=start_ns)
+        await self._finisher.drain()
+        return sent
 
     async def preflight(self, request: PreparedRequest) -> RequestRecord:
         """Send ``request`` once, outside every step and counter, and return its record (not sunk)."""
@@ -325,68 +312,6 @@ class Engine:
             if budget < 0 or line_bytes > line_limit:
                 return too_large(self._target.max_response_bytes, line_limit, budget < 0)
         return None
-
-
-async def _gather_or_cancel(aws: Sequence[Any]) -> None:
-    """Await all; if we are cancelled (Ctrl-C), cancel the rest and wait for them to finish."""
-    tasks = [asyncio.ensure_future(a) for a in aws]
-    try:
-        await asyncio.gather(*tasks)
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
-
-
-class _Finisher:
-    """Turns ended requests into records between the loop's reads, never in the way of one.
-
-    A wave of streams ending together would otherwise parse, interpret, serialise and write each
-    one on the spot, delaying the reads (and stamps) of the streams still running, and the next
-    closed-loop send. Here an ending request only queues its bytes; one task finishes them one at
-    a time, yielding to the event loop after each, so pending reads are stamped first.
-    """
-
-    def __init__(self, finish: Callable[[Exchange], None]) -> None:
-        self._finish = finish
-        self._queue: deque[Exchange] = deque()
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    def put(self, exchange: Exchange) -> None:
-        self._queue.append(exchange)
-        # Requests can end faster than one a loop turn is finished (a zero-delay server): past a
-        # bound, finish on the spot, so the backlog of unparsed answers (memory) never grows with the run.
-        while len(self._queue) > MAX_FINISH_BACKLOG:
-            self._finish(self._queue.popleft())
-        self._wake.set()
-        if self._task is None or self._task.done():
-            self._task = asyncio.ensure_future(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            while self._queue:
-                self._finish(self._queue.popleft())
-                await asyncio.sleep(0)  # let ready reads and sends run before the next one
-            self._wake.clear()
-            await self._wake.wait()
-
-    async def drain(self) -> None:
-        """Wait until every queued request has its record; a failure of the sink is raised here."""
-        while self._queue and self._task is not None and not self._task.done():
-            await asyncio.sleep(0)
-        if self._task is not None and self._task.done() and not self._task.cancelled() and self._task.exception():
-            raise self._task.exception()  # type: ignore[misc]
-        self.finish_all()
-
-    def finish_all(self) -> None:
-        """Finish what is queued now, without yielding (a cancelled step, Ctrl-C), and stop the task."""
-        while self._queue:
-            self._finish(self._queue.popleft())
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
 
 
 def _timeout_message(exc: BaseException, http_status: int | None) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Any, Callable, Coroutine, TypeVar
+from typing import Any, Callable, Coroutine, Sequence, TypeVar
 
 T = TypeVar("T")
 
@@ -31,3 +31,15 @@ def run(main: Coroutine[Any, Any, T]) -> T:
             return runner.run(main)
     uvloop.install()
     return asyncio.run(main)
+
+
+async def gather_or_cancel(aws: Sequence[Any]) -> None:
+    """Await all; if we are cancelled (Ctrl-C), cancel the rest and wait for them to finish."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise

@@ -4,7 +4,8 @@ The identity is the target (scheme, host, port and endpoint path, secrets remove
 mock" or "local ENGINE server" when perfbench started it), the model, the API, simulated or
 real, the workload (prompt source and the SHA-256 of a prompts or trace file, input/output lengths,
 max_tokens, ignore_eos, sampling flags and --extra-body, seed, shared prefixes, a trace's speed-up,
-window and block size) and
+window and block size, images per request with their sizes and format or the SHA-256 of an image
+folder's files, a dataset's name or fingerprint with its column and split) and
 the load shape (closed or open loop, the concurrency/rate ladder with each step's number,
 duration, arrivals, search). Not in it: what describes the server's build or the client's
 machine (--mock settings, dtype, engine args, workers, timeouts), since a change there is what a
@@ -151,6 +152,15 @@ def _workload(config: Mapping[str, Any], recorded: Any) -> dict[str, Any]:
     sampling = {key: config[key] for key in SAMPLING_FIELDS if config.get(key) is not None}
     if sampling:
         workload["sampling"] = sampling
+    if config.get("turns") or config.get("conversations"):
+        workload["prompts"] = "sessions"
+        workload["sessions"] = {
+            "turns": config.get("turns"), "think_time": config.get("think_time") or "0",
+            "conversations_sha256": _recorded_or_hashed(config["conversations"], recorded, "conversations")
+            if config.get("conversations") else None,
+        }
+        if config.get("conversations"):
+            workload["input_tokens"] = None  # the file brings its own turns
     if config.get("trace"):
         workload["prompts"] = "trace"
         workload["input_tokens"] = None  # the trace gives every row's lengths
@@ -159,14 +169,55 @@ def _workload(config: Mapping[str, Any], recorded: Any) -> dict[str, Any]:
             "speedup": config.get("trace_speedup"), "window": config.get("trace_window"),
             "block_tokens": config.get("trace_block_tokens"),
         }
+    if config.get("images"):  # --images: how many, and what (sizes and format, or the folder's files)
+        workload["images"] = _images(config, recorded)
+    if config.get("dataset"):
+        workload["prompts"] = "dataset"
+        workload["dataset"] = _dataset(config, recorded)
     return workload
+
+
+def _recorded_workload(recorded: Any, key: str) -> Mapping[str, Any]:
+    workload = recorded.get("workload") if isinstance(recorded, Mapping) else None
+    entry = workload.get(key) if isinstance(workload, Mapping) else None
+    return entry if isinstance(entry, Mapping) else {}
+
+
+def _images(config: Mapping[str, Any], recorded: Any) -> dict[str, Any]:
+    from perfbench.images import DEFAULT_IMAGE_FORMAT, DEFAULT_IMAGE_SIZE
+
+    if not config.get("image_dir"):
+        return {"count": config["images"], "size": config.get("image_size") or DEFAULT_IMAGE_SIZE,
+                "format": config.get("image_format") or DEFAULT_IMAGE_FORMAT}
+    from perfbench.images import image_dir_sha256
+
+    # The folder's files as they were (recorded), else as they are now; the path itself is no identity.
+    digest = _recorded_workload(recorded, "images").get("dir_sha256") or image_dir_sha256(config["image_dir"])
+    return {"count": config["images"], "dir_sha256": digest}
+
+
+def _dataset(config: Mapping[str, Any], recorded: Any) -> dict[str, Any]:
+    """A dataset's name (a path is none: its content is) and fingerprint, column and split."""
+    from perfbench.datasets_loader import dataset_fingerprint
+
+    entry = _recorded_workload(recorded, "dataset")
+    source = str(config["dataset"])
+    fingerprint = entry.get("fingerprint") or dataset_fingerprint(source)
+    name = entry["name"] if "name" in entry else (None if Path(source).expanduser().exists() else source)
+    return {"name": name, "fingerprint": fingerprint, "column": config.get("dataset_prompt_column"),
+            "split": config.get("dataset_split")}
 
 
 def _recorded_or_hashed(path: str, recorded: Any, kind: str) -> str | None:
     """A workload file's SHA-256 as the run recorded it (the file as it was then), else hashed now."""
     workload = recorded.get("workload") if isinstance(recorded, Mapping) else None
     if isinstance(workload, Mapping):
-        digest = workload.get("prompts_sha256") if kind == "prompts" else (workload.get("trace") or {}).get("sha256")
+        if kind == "prompts":
+            digest = workload.get("prompts_sha256")
+        elif kind == "conversations":
+            digest = (workload.get("sessions") or {}).get("conversations_sha256")
+        else:
+            digest = (workload.get("trace") or {}).get("sha256")
         if digest:
             return digest
     return prompts_sha256(path)

@@ -15,8 +15,10 @@ from typing import Any, Mapping
 
 from perfbench import option_values as v
 from perfbench.apis import API_NAMES, DEFAULT_API
+from perfbench.images import IMAGE_FORMATS, MAX_IMAGES_PER_REQUEST, image_size_setting
 from perfbench.report.exporters import EXPORTERS
 from perfbench.schedule import ARRIVALS
+from perfbench.sessions import think_time_setting
 from perfbench.trace import DEFAULT_BLOCK_TOKENS, window_setting
 
 ENGINES = ("transformers", "vllm")
@@ -162,6 +164,29 @@ OPTIONS: tuple[Option, ...] = (
             "synthetic prompts share a K-token prefix (prefix caching)", v.nonnegative_int, default=0, metavar="K"),
     _number("prefix_groups", ("--prefix-groups",), "workload.shared_prefix.groups", _WORKLOAD,
             "number of distinct shared prefixes (default 1)", v.positive_int, default=1, metavar="N"),
+    # images (perfbench/images.py) and datasets (perfbench/datasets_loader.py)
+    _number("images", ("--images",), "workload.images.count", _WORKLOAD,
+            "images per chat request, as image_url data URLs after the text (synthetic from --seed, or --image-dir files)",
+            v.Number(int, low_open=False, high=MAX_IMAGES_PER_REQUEST), metavar="N"),
+    Option("image_size", ("--image-size",), "workload.images.size", _WORKLOAD,
+           "synthetic image size WxH, or a choice drawn per image: 256x256,512x512 (default 512x512)",
+           read=image_size_setting, parse={"type": v.flag_type(image_size_setting), "metavar": "WxH[,WxH...]"}),
+    Option("image_format", ("--image-format",), "workload.images.format", _WORKLOAD,
+           "synthetic image format (default png); needs Pillow: pip install 'perfbench[images]'",
+           read=v.choice(*IMAGE_FORMATS), parse={"choices": IMAGE_FORMATS}),
+    Option("image_dir", ("--image-dir",), "workload.images.dir", _WORKLOAD,
+           "send these image files (png, jpeg, gif, webp; name order, byte for byte) instead of synthetic images",
+           parse={"metavar": "DIR"}),
+    Option("dataset", ("--dataset",), "workload.dataset.source", _WORKLOAD,
+           "prompts from a Hugging Face dataset, offline: a save_to_disk folder, a folder of data files, a .json/.jsonl/"
+           ".csv/.parquet file, or a name in the local cache; needs pip install 'perfbench[datasets]'",
+           parse={"metavar": "NAME_OR_PATH"}),
+    Option("dataset_prompt_column", ("--dataset-prompt-column",), "workload.dataset.prompt_column", _WORKLOAD,
+           "the dataset's prompt column: text, chat messages or ShareGPT conversations (default: the first of "
+           "messages, conversations, prompt, text, question, instruction)", parse={"metavar": "COL"}),
+    Option("dataset_split", ("--dataset-split",), "workload.dataset.split", _WORKLOAD,
+           "the dataset's split (default train, or its only one)", parse={"metavar": "SPLIT"}),
+    # end of images and datasets
     Option("trace", ("--trace",), "workload.trace.file", _WORKLOAD,
            "replay a JSONL trace on its own schedule: Mooncake rows (timestamp ms, input_length, output_length, hash_ids) "
            "or timestamp plus prompt/messages", parse={"metavar": "FILE"}),
@@ -173,6 +198,16 @@ OPTIONS: tuple[Option, ...] = (
     _number("trace_block_tokens", ("--trace-block-tokens",), "workload.trace.block_tokens", _WORKLOAD,
             "tokens per trace hash id (default 512, Mooncake's)", v.Number(int, high=v.MAX_TOKENS_PER_REQUEST),
             default=DEFAULT_BLOCK_TOKENS, metavar="N"),
+    Option("turns", ("--turns",), "workload.sessions.turns", _WORKLOAD,
+           "multi-turn sessions of this many user turns (3, uniform:2-6); each turn sends the whole history with "
+           "the server's real answers; --number and --concurrency count sessions, --rate new sessions/s",
+           read=v.length_distribution, parse={"metavar": "DIST"}),
+    Option("conversations", ("--conversations",), "workload.sessions.conversations", _WORKLOAD,
+           "multi-turn sessions from a file: JSONL of user-turn lists, OpenAI messages, or ShareGPT conversations",
+           parse={"metavar": "FILE"}),
+    Option("think_time", ("--think-time",), "workload.sessions.think_time", _WORKLOAD,
+           "seconds between an answer and the session's next turn: 2, uniform:1-3, exponential:2 (default 0)",
+           read=think_time_setting, parse={"type": v.flag_type(think_time_setting), "metavar": "DIST"}),
     _number("temperature", ("--temperature",), "workload.sampling.temperature", _WORKLOAD,
             "sampling temperature sent with every request (default: not sent, the server's)", v.nonnegative_float),
     _number("top_p", ("--top-p",), "workload.sampling.top_p", _WORKLOAD,

@@ -8,7 +8,8 @@ import socket
 from urllib.parse import urlsplit
 
 from perfbench.config import RunConfig
-from perfbench.engine import Engine, PreparedRequest
+from perfbench.engine import Engine
+from perfbench.plan import PreparedRequest
 from perfbench.errors import TargetError
 
 
@@ -55,4 +56,6 @@ def _flag_hint(config: RunConfig, error: str) -> str:
     elif config.ignore_eos and "ignore_eos" in error:
         flags.append("--ignore-eos")
     flags += [f"--extra-body ({key})" for key in config.extra_body if key in error]
+    if config.images and "image" in error.lower():
+        flags.append("--images (sends image_url parts)")
     return f" (sent by {', '.join(flags)})" if flags else ""

@@ -51,6 +51,9 @@ class RequestRecord:
     output_tokens: int | None  # generated tokens (usage, else tokenizer, else packages)
     token_source: str | None  # TOKENS_FROM_* naming where output_tokens came from
     finish_reason: str | None = None  # why the server ended the answer ("stop", "length", ...), None when it did not say
+    session: int | None = None  # multi-turn runs: the session (conversation instance) this request is a turn of
+    turn: int | None = None  # multi-turn runs: the turn's index in its session, 0-based
+    request_bytes: int | None = None  # the request body's size as sent (images included), None when not known
 
     @property
     def ok(self) -> bool:
@@ -79,6 +82,7 @@ class RequestRecord:
             "scheduled_s": (t0 - run_start_ns) / 1e9,
             "sent_s": (self.sent_ns - run_start_ns) / 1e9,
             "end_s": (self.end_ns - run_start_ns) / 1e9,
+            "request_bytes": self.request_bytes,
             "queue_ms": self.queue_ns / 1e6,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
@@ -87,6 +91,7 @@ class RequestRecord:
             "package_times_ms": [(t - t0) / 1e6 for t in times],
             "package_tokens": list(self.package_tokens),
             "finish_reason": self.finish_reason,
+            **({"session": self.session, "turn": self.turn} if self.session is not None else {}),
         }
 
     @classmethod
@@ -109,4 +114,7 @@ class RequestRecord:
             output_tokens=line.get("output_tokens"),
             token_source=line.get("token_source"),
             finish_reason=line.get("finish_reason"),
+            request_bytes=line.get("request_bytes"),
+            session=line.get("session"),
+            turn=line.get("turn"),
         )

@@ -22,7 +22,8 @@ from typing import Any, Callable
 from perfbench import __version__, event_loop
 from perfbench.apis import get_adapter
 from perfbench.config import LoadStep, RunConfig, safe_name
-from perfbench.engine import UNCAPPED, Engine, PreparedRequest, StepPlan, Target, make_session
+from perfbench.engine import UNCAPPED, Engine, make_session
+from perfbench.plan import PreparedRequest, StepPlan, Target
 from perfbench.live import LiveCounters
 from perfbench.errors import ConfigError, TargetError
 from perfbench.limits import OPEN_FILES_MARGIN, ensure_open_files
@@ -33,11 +34,12 @@ from perfbench.redact import redact_url, run_secrets
 from perfbench.report.exports import write_summary_files as write_summary
 from perfbench.run_state import RunState, summarize, summarize_step
 from perfbench.runfiles import SUMMARY_SCHEMA, OutputError, RecordReader, RecordWriter
+from perfbench.sessions import SessionWorkload
 from perfbench.signals import CTRL_C, RunStopper, hold_signals, stop_on_signals
 from perfbench.tokens import Tokenizer
 from perfbench.trace import replay_of
 from perfbench.workers import WorkerPool, WorkerSetup, worker_pool
-from perfbench.workload import load_workload, prepare_requests, request_headers
+from perfbench.workload import prepare_workload, request_headers
 
 logger = logging.getLogger(__name__)
 
@@ -122,12 +124,14 @@ async def drive(
     tokenizer: Tokenizer | None,
     on_step_start: Callable[[], None],
     on_step_done: StepCallback,
+    sessions: SessionWorkload | None = None,
 ) -> None:
     """Run the ladder (or the max-load search) through one pooled session."""
     max_in_flight, _ = max_connections(config)
     async with contextlib.AsyncExitStack() as stack:
         session = await stack.enter_async_context(make_session(max_in_flight, config.timeout_s, config.connect_timeout_s))
-        engine: Engine | WorkerPool = Engine(session, target, requests, sink, tokenizer=tokenizer, counters=counters)
+        engine: Engine | WorkerPool = Engine(session, target, requests, sink, tokenizer=tokenizer, counters=counters,
+                                             sessions=sessions)
         if config.preflight:
             await preflight(config, engine, requests[0])
         if config.workers > 1 or config.ray is not None:  # the parent keeps the pre-flight, the records and the files
@@ -250,8 +254,7 @@ def execute(
     ``write(path)`` at the end.
     """
     api = get_adapter(config.api)
-    prompts = load_workload(config, tokenizer)
-    requests = prepare_requests(config, api, prompts, tokenizer)
+    requests, sessions = prepare_workload(config, api, tokenizer)
     target = Target(
         url=endpoint_url, api=api, headers=request_headers(config, api),
         secrets=run_secrets(url=endpoint_url, api_key=config.api_key, headers=config.headers),
@@ -278,7 +281,7 @@ def execute(
 
     async def main() -> None:
         stopper.attach()
-        load = drive(config, target, requests, state, sink, counters, tokenizer, on_step_start, on_step_done)
+        load = drive(config, target, requests, state, sink, counters, tokenizer, on_step_start, on_step_done, sessions)
         if telemetry is None:
             await load
             return

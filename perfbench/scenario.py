@@ -133,8 +133,14 @@ class _Reader:
                         f"{self.path.parent}; fix the path",
                     )
                 self.settings[dest] = found
-        # These may name a hub model or a run id rather than a path: resolve only when found.
-        for dest in ("model", "tokenizer", "baseline"):
+        if "image_dir" in self.settings:  # --image-dir: a folder, beside the file when not found from here
+            found = self.find(self.settings["image_dir"])
+            if found is None:
+                raise self.fail("workload.images.dir", f"folder {self.settings['image_dir']!r} not found in the current "
+                                f"directory or in {self.path.parent}; fix the path")
+            self.settings["image_dir"] = found
+        # These may name a hub model, a cached dataset or a run id rather than a path: resolve only when found.
+        for dest in ("model", "tokenizer", "baseline", "dataset"):
             if dest in self.settings:
                 self.settings[dest] = self.find(self.settings[dest]) or self.settings[dest]
 

@@ -14,7 +14,8 @@ import time
 from typing import Any, Awaitable, Callable, Sequence
 
 from perfbench.answers import AnswerReader, Exchange
-from perfbench.engine import PreparedRequest, StepPlan, gather_or_cancel
+from perfbench.event_loop import gather_or_cancel
+from perfbench.plan import PreparedRequest, StepPlan
 from perfbench.records import RequestRecord
 from perfbench.sessions import SessionWorkload
 

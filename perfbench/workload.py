@@ -9,11 +9,15 @@ import numpy as np
 
 from perfbench.apis import ApiAdapter
 from perfbench.config import RunConfig
-from perfbench.engine import PreparedRequest
+from perfbench.plan import PreparedRequest
+from perfbench.images import request_images, with_images
 from perfbench.lengths import LengthDistribution
 from perfbench.option_values import DATASET_LENGTHS
 from perfbench.prompts import Prompt, load_prompts, synthetic_prompts
 from perfbench.sampling import sampling_body
+from perfbench.sessions import (
+    MAX_CONVERSATIONS, SessionWorkload, load_conversations, session_workload, synthetic_conversations, with_output_lengths,
+)
 from perfbench.tokens import Tokenizer, count_chat_tokens, count_prompt_tokens
 from perfbench.trace import replay_of, trace_prompts
 
@@ -35,12 +39,28 @@ def _total_requests(config: RunConfig) -> int:
     return max(1, min(total, MAX_DISTINCT_PROMPTS))
 
 
+def prepare_workload(config: RunConfig, api: ApiAdapter, tokenizer: Tokenizer | None) -> tuple[list[PreparedRequest], SessionWorkload | None]:
+    """Everything the run sends, made before it starts: the encoded requests, or the sessions (then
+    the one request is the pre-flight's: the first turn of the first conversation)."""
+    sessions = load_sessions(config, api, tokenizer)
+    if sessions is None:
+        return prepare_requests(config, api, load_workload(config, tokenizer), tokenizer), None
+    conversation = sessions.conversation(0)
+    body, input_tokens = sessions.body(0, 0, [*conversation.system, {"role": "user", "content": conversation.user_turns[0]}])
+    return [PreparedRequest(body=body, input_tokens=input_tokens)], sessions
+
+
 def load_workload(config: RunConfig, tokenizer: Tokenizer | None) -> list[Prompt]:
     """The prompts of the run: a trace's, a prompts file, or synthetic prompts of the requested lengths."""
     if config.trace:
         return trace_prompts(replay_of(config).rows, tokenizer=tokenizer, block_tokens=config.trace_block_tokens, seed=config.seed)
     if config.prompts:
         return load_prompts(config.prompts, sharegpt_output_lengths=config.output_tokens == DATASET_LENGTHS)
+    if config.dataset:  # --dataset: as many rows as the run sends, offline
+        from perfbench.datasets_loader import load_dataset_prompts
+
+        return load_dataset_prompts(config.dataset, column=config.dataset_prompt_column, split=config.dataset_split,
+                                    limit=_total_requests(config), output_lengths=config.output_tokens == DATASET_LENGTHS)
     return synthetic_prompts(
         _total_requests(config),
         LengthDistribution.parse(config.input_tokens or DEFAULT_INPUT_TOKENS),
@@ -54,6 +74,9 @@ def load_workload(config: RunConfig, tokenizer: Tokenizer | None) -> list[Prompt
 def prepare_requests(config: RunConfig, api: ApiAdapter, prompts: list[Prompt], tokenizer: Tokenizer | None) -> list[PreparedRequest]:
     """Encode every request body before the run, so the send path only writes bytes."""
     count = len(prompts) if config.prompts or config.trace else min(len(prompts), MAX_DISTINCT_PROMPTS)
+    images = request_images(config, count) if config.images else None  # --images: made and encoded here, once
+    if images is not None:
+        count = len(images)  # as many as the images' memory budget allows; later requests reuse these in turn
     lengths = None
     if config.output_tokens == DATASET_LENGTHS or config.trace:
         lengths = [p.max_tokens for p in prompts[:count]]  # None where the file gives no length
@@ -64,20 +87,50 @@ def prepare_requests(config: RunConfig, api: ApiAdapter, prompts: list[Prompt], 
     for i in range(count):
         prompt = prompts[i]
         batch_prompts = [prompts[(i * batch + j) % len(prompts)] for j in range(batch)] if batch > 1 else [prompt]
-        extra: dict[str, Any] = {}
-        if config.ignore_eos:
-            extra["ignore_eos"] = True
-        max_tokens = config.max_tokens or prompt.max_tokens or DEFAULT_MAX_TOKENS
-        if lengths is not None and lengths[i] is not None:
-            # An exact output length: the vLLM/SGLang/TGI-style fields that stop early EOS.
-            max_tokens = int(lengths[i])
-            extra.update(min_tokens=max_tokens, ignore_eos=True)
-        extra.update(sampling_body(config))
-        extra.update(config.extra_body)
-        input_tokens = _input_tokens(api, batch_prompts, tokenizer)
+        if images is not None:
+            batch_prompts = [with_images(prompt, images[i])]
+        max_tokens, extra = _length_fields(config, prompt.max_tokens, lengths[i] if lengths is not None else None)
+        # With images the server alone knows the prompt's tokens (an image's count is its own).
+        input_tokens = _input_tokens(api, batch_prompts, tokenizer) if images is None else None
         body = api.build_body(batch_prompts, model=config.model, max_tokens=max_tokens, extra=extra)
         requests.append(PreparedRequest(body=body, input_tokens=input_tokens, inputs=len(batch_prompts)))
     return requests
+
+
+def _length_fields(config: RunConfig, prompt_max_tokens: int | None, exact: Any) -> tuple[int, dict[str, Any]]:
+    """A request's max_tokens and the body fields beside it (exact length, sampling, --extra-body)."""
+    extra: dict[str, Any] = {}
+    if config.ignore_eos:
+        extra["ignore_eos"] = True
+    max_tokens = config.max_tokens or prompt_max_tokens or DEFAULT_MAX_TOKENS
+    if exact is not None:
+        # An exact output length: the vLLM/SGLang/TGI-style fields that stop early EOS.
+        max_tokens = int(exact)
+        extra.update(min_tokens=max_tokens, ignore_eos=True)
+    extra.update(sampling_body(config))
+    extra.update(config.extra_body)
+    return max_tokens, extra
+
+
+def load_sessions(config: RunConfig, api: ApiAdapter, tokenizer: Tokenizer | None) -> SessionWorkload | None:
+    """The run's multi-turn sessions (--turns or --conversations); None for a run of single requests."""
+    if not config.turns and not config.conversations:
+        return None
+    if config.conversations:
+        conversations = load_conversations(config.conversations)
+    else:
+        conversations = synthetic_conversations(
+            min(_total_requests(config), MAX_CONVERSATIONS), LengthDistribution.parse(config.turns),
+            LengthDistribution.parse(config.input_tokens or DEFAULT_INPUT_TOKENS), tokenizer=tokenizer, seed=config.seed)
+    if config.output_tokens:
+        conversations = with_output_lengths(conversations, LengthDistribution.parse(config.output_tokens), config.seed)
+
+    def build(history: Prompt, exact: int | None) -> tuple[bytes, int | None]:
+        max_tokens, extra = _length_fields(config, None, exact)
+        body = api.build_body([history], model=config.model, max_tokens=max_tokens, extra=extra)
+        return body, _input_tokens(api, [history], tokenizer)
+
+    return session_workload(conversations, config.think_time, config.seed, build)
 
 
 def _input_tokens(api: ApiAdapter, prompts: list[Prompt], tokenizer: Tokenizer | None) -> int | None:

@@ -10,7 +10,8 @@ from aiohttp import web
 
 from perfbench import records as R
 from perfbench.apis import adapter_for_path, get_adapter
-from perfbench.engine import Engine, PreparedRequest, StepPlan, Target, make_session
+from perfbench.engine import Engine, make_session
+from perfbench.plan import PreparedRequest, StepPlan, Target
 from perfbench.metrics import summarize_step
 from perfbench.prompts import Prompt
 

@@ -16,7 +16,8 @@ from aiohttp import web
 from perfbench import records as R
 from perfbench.apis import get_adapter
 from perfbench.answers import split_tokens
-from perfbench.engine import Engine, PreparedRequest, StepPlan, Target, make_session
+from perfbench.engine import Engine, make_session
+from perfbench.plan import PreparedRequest, StepPlan, Target
 
 
 def chunk(delta: dict | None = None, *, finish: str | None = None, usage: dict | None = None, text: str | None = None, choices=True) -> bytes:

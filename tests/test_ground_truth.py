@@ -12,7 +12,8 @@ import pytest
 
 from perfbench import records as R
 from perfbench.apis import get_adapter
-from perfbench.engine import Engine, PreparedRequest, StepPlan, Target, make_session
+from perfbench.engine import Engine, make_session
+from perfbench.plan import PreparedRequest, StepPlan, Target
 from perfbench.metrics import summarize_step
 from perfbench.prompts import Prompt
 from perfbench.servers.mock import MockConfig, MockServer

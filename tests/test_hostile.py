@@ -20,7 +20,8 @@ from perfbench import engine as engine_module
 from perfbench import records as R
 from perfbench.apis import get_adapter
 from perfbench.answers import Exchange, ReadStream
-from perfbench.engine import Engine, PreparedRequest, StepPlan, Target, make_session
+from perfbench.engine import Engine, make_session
+from perfbench.plan import PreparedRequest, StepPlan, Target
 from perfbench.metrics import summarize_step
 
 ROLE = b'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}\n\n'

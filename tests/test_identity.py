@@ -240,3 +240,21 @@ def test_a_gone_folder_of_another_identity_does_not_stop_the_run(runs, real_url,
     assert run("--url", real_url, *LOAD, "--model", "m-a", "--baseline", "last", "--store", store,
                "--threshold", "ttft_ms.p50=+300%", "--output-dir", str(out)) == 0
     assert json.loads((out / "comparison.json").read_text())["base_dir"] == str(runs["a"].resolve())
+
+
+def test_sessions_are_part_of_the_workload_identity(tmp_path) -> None:
+    def identity(**config):
+        return run_identity({"target": {"url": "http://h:1/v1/chat/completions", "api": "openai-chat", "model": "m"},
+                             "config": {"url": "http://h:1/v1/chat/completions", **config}})
+
+    plain = identity()
+    assert "sessions" not in plain.fields["workload"]
+    three = identity(turns="fixed:3")
+    assert three.fields["workload"]["prompts"] == "sessions" and three.hash != plain.hash
+    assert identity(turns="fixed:4").hash != three.hash and identity(turns="fixed:3", think_time="2").hash != three.hash
+    conversations = tmp_path / "c.jsonl"
+    conversations.write_text('["a", "b"]\n')
+    first = identity(conversations=str(conversations))
+    assert first.fields["workload"]["sessions"]["conversations_sha256"] == hashlib.sha256(conversations.read_bytes()).hexdigest()
+    conversations.write_text('["a", "c"]\n')
+    assert identity(conversations=str(conversations)).hash != first.hash

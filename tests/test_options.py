@@ -25,6 +25,8 @@ LOCAL = ["--model", "org/model"]  # a hub name: a local server would be started 
 RATE = URL + ["--rate", "2"]
 SEARCH = URL + ["--search", "concurrency", "--slo", "ttft_p99=500"]
 TRACE = URL + ["--trace", "{trace}"]
+IMAGES = URL + ["--images", "1"]
+DATASET = URL + ["--dataset", "{dataset}"]
 
 # dest -> (context flags given on both sides, the option as flags, the option as scenario keys).
 EXAMPLES: dict[str, tuple[list[str], list[str], dict[str, Any]]] = {
@@ -69,6 +71,13 @@ EXAMPLES: dict[str, tuple[list[str], list[str], dict[str, Any]]] = {
     "extra_body": (URL, ["--extra-body", '{"temperature": 0}'], {"workload": {"extra_body": {"temperature": 0}}}),
     "shared_prefix_tokens": (URL, ["--shared-prefix-tokens", "16"], {"workload": {"shared_prefix": {"tokens": 16}}}),
     "prefix_groups": (URL + ["--shared-prefix-tokens", "16"], ["--prefix-groups", "2"], {"workload": {"shared_prefix": {"groups": 2}}}),
+    "images": (URL, ["--images", "2"], {"workload": {"images": {"count": 2}}}),
+    "image_size": (IMAGES, ["--image-size", "64x64,128x96"], {"workload": {"images": {"size": ["64x64", "128x96"]}}}),
+    "image_format": (IMAGES, ["--image-format", "jpeg"], {"workload": {"images": {"format": "jpeg"}}}),
+    "image_dir": (IMAGES, ["--image-dir", "{images}"], {"workload": {"images": {"dir": "{images}"}}}),
+    "dataset": (URL, ["--dataset", "{dataset}"], {"workload": {"dataset": {"source": "{dataset}"}}}),
+    "dataset_prompt_column": (DATASET, ["--dataset-prompt-column", "question"], {"workload": {"dataset": {"prompt_column": "question"}}}),
+    "dataset_split": (DATASET, ["--dataset-split", "train"], {"workload": {"dataset": {"split": "train"}}}),
     "trace": (URL, ["--trace", "{trace}"], {"workload": {"trace": {"file": "{trace}"}}}),
     "trace_speedup": (TRACE, ["--trace-speedup", "2"], {"workload": {"trace": {"speedup": 2}}}),
     "trace_window": (TRACE, ["--trace-window", "0:10"], {"workload": {"trace": {"window": [0, 10]}}}),
@@ -145,7 +154,13 @@ def test_a_flag_and_its_scenario_key_give_the_same_run_config(dest: str, tmp_pat
     prompts.write_text("hello there\nhow are you\n")
     trace = tmp_path / "trace.jsonl"
     trace.write_text('{"timestamp": 0, "input_length": 1024, "hash_ids": [0, 1]}\n{"timestamp": 5, "input_length": 600}\n')
+    images = tmp_path / "images"  # --image-dir: a folder with one PNG file
+    images.mkdir()
+    (images / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(8))
+    dataset = tmp_path / "dataset.jsonl"  # --dataset: a local file
+    dataset.write_text('{"question": "hello there"}\n')
     context, flags, keys = _fill(_fill(EXAMPLES[dest], str(prompts)), str(trace), "{trace}")
+    context, flags, keys = _fill(_fill((context, flags, keys), str(images), "{images}"), str(dataset), "{dataset}")
     (tmp_path / "flag").mkdir()
     (tmp_path / "file").mkdir()
     empty = tmp_path / "flag" / "s.yaml"

@@ -25,7 +25,7 @@ from typing import Any, Iterator
 import pytest
 
 from perfbench.cli import main
-from perfbench.engine import StepPlan
+from perfbench.plan import StepPlan
 from perfbench.records import RequestRecord
 from perfbench.servers.mock import MockConfig, MockInThread
 from perfbench.workers.clocks import Anchor, shift_record, start_as_wall, start_on_own_clock

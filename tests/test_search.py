@@ -226,7 +226,8 @@ async def test_search_against_mock_with_capacity_finds_k() -> None:
     exactly up to K, and throughput stops rising at K while latency climbs: the knee is K too.
     """
     from perfbench.apis import get_adapter
-    from perfbench.engine import Engine, PreparedRequest, StepPlan, Target, make_session
+    from perfbench.engine import Engine, make_session
+    from perfbench.plan import PreparedRequest, StepPlan, Target
     from perfbench.metrics import summarize_step
     from perfbench.prompts import Prompt
     from perfbench.servers.mock import MockConfig, MockServer

@@ -22,7 +22,7 @@ import pytest
 
 from perfbench.apis import get_adapter
 from perfbench.cli import main
-from perfbench.engine import PreparedRequest, StepPlan, Target
+from perfbench.plan import PreparedRequest, StepPlan, Target
 from perfbench.live import LiveCounters
 from perfbench.records import RequestRecord
 from perfbench.servers.mock import MockConfig, MockInThread

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from perfbench.metrics._by_turn import TurnAccumulator
 from perfbench.metrics._per_request import Columns, itl_per_token
 from perfbench.metrics._registry import DISTRIBUTIONS
 from perfbench.metrics._stats import Stats, describe
@@ -75,6 +76,7 @@ class StepSummary:
     slo_results: tuple[SloResult, ...]  # one per step limit
     token_sources: dict[str, int]  # where succeeded requests' token counts came from: {usage|tokenizer|packages: count}
     finish_reasons: dict[str, int]  # why succeeded answers ended, as servers said ({"stop": n, "length": m}); unsaid ones absent
+    by_turn: tuple[dict[str, Any], ...] = ()  # multi-turn runs: counts and statistics per turn index (metrics/_by_turn.py)
 
     def to_dict(self) -> dict[str, Any]:
         """The STEP object of summary.json (JSON-ready), plus ``slo_passed`` and ``slo_results``."""
@@ -87,6 +89,10 @@ class StepSummary:
                 value = [result.to_dict() for result in value]
             elif f.name in ("failure_reasons", "failure_examples", "token_sources", "finish_reasons"):
                 value = dict(value)
+            elif f.name == "by_turn":
+                if not value:
+                    continue  # only a multi-turn run has turns
+                value = [dict(entry) for entry in value]
             out[f.name] = value
         return out
 
@@ -101,6 +107,7 @@ class StepSummary:
         values["token_sources"] = dict(d.get("token_sources") or {})
         values["finish_reasons"] = dict(d.get("finish_reasons") or {})  # absent from older summaries
         values["slo_results"] = tuple(SloResult(**result) for result in d.get("slo_results") or ())
+        values["by_turn"] = tuple(d.get("by_turn") or ())
         return cls(**values)
 
 
@@ -230,13 +237,15 @@ class StepAccumulator:
         self._last_end_ns: int | None = None  # max(end_ns) over non-warm-up records
         self._in_flight_ns = 0  # sum(end_ns - sent_ns) over non-warm-up records: a Python int, exact
         self._columns: dict[str, GrowingArray] = {key: GrowingArray() for key in (*_STATS_KEYS, _ITL_MAX)}
+        self._turns = TurnAccumulator()
 
     def add(self, records: Iterable[RequestRecord]) -> None:
         """Take a chunk of records; warm-up records are ignored."""
-        succeeded = []
+        succeeded, measured = [], []
         for r in records:
             if r.warmup:
                 continue
+            measured.append(r)
             self.requests_completed += 1
             self._in_flight_ns += r.end_ns - r.sent_ns
             if self._first_scheduled_ns is None or r.scheduled_ns < self._first_scheduled_ns:
@@ -256,9 +265,11 @@ class StepAccumulator:
                 if self.failure_examples.get(r.status) is None:  # the first text; a later one if the first had none
                     self.failure_examples[r.status] = r.error or None
         if not succeeded:
+            self._turns.add(measured, (), None)
             return
         self.requests_succeeded += len(succeeded)
         c = Columns.of(succeeded)
+        self._turns.add(measured, succeeded, c)
         _, itl_max_ms, _ = itl_per_token(c)
         self._columns[_ITL_MAX].extend(itl_max_ms)
         for metric in DISTRIBUTIONS:  # each value once: a per-request column aligned (NaN kept), a pooled metric's samples
@@ -316,6 +327,7 @@ class StepAccumulator:
             slo_results=slo_results,
             token_sources=dict(sorted(self.token_sources.items())),
             finish_reasons=dict(sorted(self.finish_reasons.items())),
+            by_turn=self._turns.summary(),
         )
 
 

@@ -64,7 +64,7 @@ _PARQUET_TYPES = {
     "error": "string", "scheduled_s": "float64", "sent_s": "float64", "end_s": "float64", "ttft_ms": "float64",
     "latency_ms": "float64", "queue_ms": "float64", "input_tokens": "int64", "output_tokens": "int64",
     "token_source": "string", "packages": "int64", "package_times_ms": "list<float64>", "package_tokens": "list<int64>",
-    "finish_reason": "string",
+    "finish_reason": "string", "request_bytes": "int64",
 }  # fmt: skip
 _PARQUET_LINES = 2_000  # lines converted at once
 _PARQUET_ROW_GROUP = 50_000  # rows per row group

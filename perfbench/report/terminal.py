@@ -177,6 +177,23 @@ def slo_table(steps: Sequence[Mapping[str, Any]]) -> Table | None:
     return table
 
 
+def turns_table(step: Mapping[str, Any], *, title: str) -> Table | None:
+    """A multi-turn step's numbers by turn: requests, TTFT p50/p99, latency p50, mean prompt tokens."""
+    turns = step.get("by_turn") or ()
+    if not turns:
+        return None
+    table = Table(title=title, title_justify="left", header_style="bold")
+    for name in ("Turn", "ok / done", "TTFT p50", "TTFT p99", "Latency p50", "Input tokens"):
+        table.add_column(name, justify="right")
+    for turn in turns:
+        table.add_row(
+            str(turn["turn"]), f"{turn['requests_succeeded']} / {turn['requests_completed']}",
+            _num(turn["ttft_ms"].get("p50")), _num(turn["ttft_ms"].get("p99")), _num(turn["latency_ms"].get("p50")),
+            _num(turn["input_tokens_per_request"].get("mean"), 1),
+        )
+    return table
+
+
 def render_summary(console: Console, summary: Mapping[str, Any]) -> None:
     """Print the summary tables of a summary.json dict."""
     steps = summary["steps"]
@@ -198,6 +215,9 @@ def render_summary(console: Console, summary: Mapping[str, Any]) -> None:
     for step in steps:
         name = "Percentiles" + (f" ({step_label(step)})" if len(steps) > 1 else "")
         console.print(fitted_percentile_table(console, step, title=name))
+        turns = turns_table(step, title="By turn, ms" + (f" ({step_label(step)})" if len(steps) > 1 else ""))
+        if turns is not None:
+            console.print(turns)
     for table in (failures_table(steps), slo_table(steps)):
         if table is not None:
             console.print(table)

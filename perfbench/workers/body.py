@@ -18,7 +18,8 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
-from perfbench.engine import Engine, PreparedRequest, make_session
+from perfbench.engine import Engine, make_session
+from perfbench.plan import PreparedRequest
 from perfbench.live import LiveCounters
 from perfbench.records import RequestRecord
 
@@ -32,7 +33,7 @@ Message = tuple[str, Any]
 class WorkerSetup:
     """What every worker needs to build its engine (sent once, when it starts)."""
 
-    target: Any  # a perfbench.engine.Target
+    target: Any  # a perfbench.plan.Target
     requests: Sequence[PreparedRequest]
     tokenizer: Any  # a perfbench.tokens.Tokenizer, or None
     max_connections: int  # the whole run's; each of ``count`` workers gets its share (for_workers)

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Protocol
 
-from perfbench.engine import StepPlan
+from perfbench.plan import StepPlan
 from perfbench.live import LiveCounters
 from perfbench.errors import TargetError
 from perfbench.records import WORKER_LOST, RequestRecord

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import AbstractSet, Sequence
 
-from perfbench.engine import StepPlan
+from perfbench.plan import StepPlan
 from perfbench.schedule import arrival_offsets_s
 
 def _divide(total: int, weights: Sequence[int]) -> list[int]:

@@ -29,6 +29,7 @@ from perfbench.report.html._history import HistoryRun, history_section
 from perfbench.report.html._markup import e, page
 from perfbench.report.html._sections import (
     environment_section, failures_section, plots_section, search_section, slo_section, steps_section, telemetry_section,
+    turns_section,
 )
 from perfbench.report.html._top import alarm_section, headline_section, verdict_section
 from perfbench.report.plots import run_title
@@ -127,6 +128,7 @@ def write_html_report(
         comparison_section(comparison, run_dir, title) if comparison is not None else "",
         history_section(history, summary, title),
         steps_section(summary),
+        turns_section(summary),
         plots_section(run_dir),
         failures_section(summary, facts.samples),
         telemetry_section(run_dir, facts.output_tokens),

@@ -91,6 +91,24 @@ def steps_section(summary: Mapping[str, Any]) -> str:
     )
 
 
+def turns_section(summary: Mapping[str, Any]) -> str:
+    """A multi-turn run's steps by turn index: requests, TTFT, latency and prompt tokens as the history grows."""
+    steps = [s for s in ordered_steps(summary) if s.get("by_turn")]
+    if not steps:
+        return ""
+    parts = ['<section id="turns"><h2>By turn</h2><p class="muted">Each turn of a session is sent with the whole '
+             "history before it, the server's own answers included, so its prompt grows turn by turn.</p>"]
+    for step in steps:
+        rows = [[e(t["turn"]), f"{e(t['requests_succeeded'])} / {e(t['requests_completed'])}",
+                 num(t["ttft_ms"].get("p50")), num(t["ttft_ms"].get("p99")), num(t["latency_ms"].get("p50")),
+                 num(t["input_tokens_per_request"].get("mean"), 1)] for t in step["by_turn"]]
+        if len(steps) > 1:
+            parts.append(f"<h3>{e(step_label(step))}</h3>")
+        parts.append(table(["turn", "ok / done", "TTFT p50 (ms)", "TTFT p99 (ms)", "latency p50 (ms)", "input tokens (mean)"],
+                           rows, [True] * 6, attrs=' class="fit"'))
+    return "".join(parts) + "</section>"
+
+
 def failures_section(summary: Mapping[str, Any], samples: Mapping[tuple[int, str], Sequence[str]]) -> str:
     """Every failure reason of every step with its count and up to a few distinct error texts."""
     rows = []
