@@ -201,6 +201,36 @@ def _list(argv: list[str]) -> tuple[Any, str | None]:
     return table, None
 
 
+# Columns given up first when the runs table is wider than the terminal (the ids people copy stay).
+_DROPPED_FIRST = ("version", "GPU", "started (UTC)", "steps", "target", "tags", "model")
+
+
+def _fitted(console: Any, table: Any) -> tuple[Any, list[str]]:
+    """``table`` without the columns of _DROPPED_FIRST, in order, until it fits the console; and what went."""
+    from rich.measure import Measurement
+    from rich.table import Table
+
+    def width(t: Any) -> int:
+        return Measurement.get(console, console.options.update(width=100_000), t).maximum
+
+    dropped: list[str] = []
+    columns = list(table.columns)
+    for header in _DROPPED_FIRST:
+        if width(table) <= console.width:
+            break
+        if header not in [c.header for c in columns]:
+            continue
+        dropped.append(header)
+        columns = [c for c in columns if c.header != header]
+        narrower = Table(title=table.title)
+        for column in columns:
+            narrower.add_column(column.header, justify=column.justify, no_wrap=column.no_wrap, min_width=column.min_width)
+        for row in zip(*(list(column.cells) for column in columns)):
+            narrower.add_row(*row)
+        table = narrower
+    return table, dropped
+
+
 def main(argv: list[str]) -> int:
     """``perfbench history [--store PATH] [--tag k=v] [--identity HASH|--like RUN] [--metric M] [--concurrency N]
     [--plot FILE] [--limit N]``, or ``perfbench history tag|untag|rm RUN ...``."""
@@ -214,7 +244,11 @@ def main(argv: list[str]) -> int:
         Console(stderr=True).print(f"perfbench: error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return exc.exit_code
     console = Console()
+    table, dropped = _fitted(console, table)
     console.print(table)
+    if dropped:
+        console.print(f"(not shown at {console.width} columns: {', '.join(dropped)}; a wider terminal shows them)",
+                      markup=False, highlight=False, style="dim")
     if note:
         console.print(note, markup=False, highlight=False)
     return 0

@@ -54,6 +54,23 @@ def test_history_filters_by_identity_like_and_tag(recorded, capsys, monkeypatch)
     assert _listed(capsys, "--store", str(store), "--tag", "suite=y") == set()
 
 
+def test_the_runs_table_fits_80_columns_keeping_ids_and_tags_and_says_what_it_left_out(recorded, capsys, monkeypatch) -> None:
+    store, runs = recorded
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["history", "--store", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) <= 80
+    with RunStore(store) as history:
+        infos = history.list_runs(limit=100)
+    for info in infos:  # whole ids, hashes and tags: what a user copies into --baseline, --identity, history tag
+        assert info.run_id in out and info.identity.hash in out
+    assert "suite=x" in out and "not shown at 80 columns: version" in out
+    monkeypatch.setenv("COLUMNS", "250")
+    assert main(["history", "--store", str(store)]) == 0
+    wide = capsys.readouterr().out
+    assert "not shown" not in wide and "started (UTC)" in wide and "version" in wide
+
+
 def test_tag_promotes_a_run_to_the_baseline_then_untag_and_rm(recorded, capsys) -> None:
     store, runs = recorded
     identity = run_identity(read_summary(runs["a2"]))
