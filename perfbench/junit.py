@@ -77,7 +77,7 @@ def _comparison_suite(root: ET.Element, comparison: Comparison) -> None:
         tests=str(len(checks)),
         failures=str(sum(row.regressed for row in checks)),
         errors="0",
-        skipped=str(sum(row.change_pct is None for row in checks)),
+        skipped=str(sum(row.change_pct is None or bool(row.unchecked) for row in checks)),
     )
     properties = ET.SubElement(suite, "properties")
     for name, value in (("base", comparison.base_dir), ("new", comparison.new_dir), ("confidence", str(comparison.confidence))):
@@ -92,7 +92,7 @@ def _comparison_suite(root: ET.Element, comparison: Comparison) -> None:
                 f"{row.describe()}\nThe change is past the limit and its {comparison.confidence:.0%} "
                 "confidence interval excludes 0."
             )
-        elif row.change_pct is None:
+        elif row.change_pct is None or row.unchecked:
             ET.SubElement(case, "skipped", message=row.describe())
         else:
             ET.SubElement(case, "system-out").text = row.describe()

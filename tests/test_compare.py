@@ -248,3 +248,29 @@ def test_compare_reads_runs_through_the_shared_reader(tmp_path: Path, capsys: py
     assert main([str(base), str(new)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "requests.jsonl:4: not a JSON line" in err
+
+
+def test_an_upper_percentile_with_too_few_samples_behind_it_is_shown_not_judged(tmp_path: Path) -> None:
+    from perfbench.compare import Comparison
+    from perfbench.junit import write_junit
+
+    base = write_run(tmp_path / "base", [StepSpec(requests=300)], seed=1)
+    slow = write_run(tmp_path / "slow", [StepSpec(requests=300, slowdown=1.5)], seed=2)
+    comparison = compare_runs(base, slow)
+    rows = {row.metric: row for row in comparison.rows}
+    for metric in ("ttft_ms.p99", "tpot_ms.p99", "latency_ms.p99"):  # 300 requests leave 3 behind a p99
+        assert rows[metric].change_pct > 10 and not rows[metric].regressed
+        assert rows[metric].unchecked == "300 samples leave 3.0 behind the p99; 1,000 are needed to judge it"
+    assert rows["itl_ms.p99"].unchecked is None and rows["itl_ms.p99"].regressed  # thousands of per-token samples
+    assert rows["ttft_ms.p50"].unchecked is None and rows["ttft_ms.p50"].regressed and comparison.regressed
+    again = Comparison.from_dict(comparison.to_dict())  # comparison.json keeps why
+    assert {r.metric: r.unchecked for r in again.rows} == {r.metric: r.unchecked for r in comparison.rows}
+    junit = tmp_path / "junit.xml"
+    write_junit(junit, comparison=comparison)
+    text = junit.read_text()
+    assert 'name="ttft_ms.p99 +10%"' in text and "not checked: 300 samples leave 3.0 behind the p99" in text
+
+    big_base = write_run(tmp_path / "big-base", [StepSpec(requests=1000)], seed=3)
+    big_slow = write_run(tmp_path / "big-slow", [StepSpec(requests=1000, slowdown=1.5)], seed=4)
+    big = {row.metric: row for row in compare_runs(big_base, big_slow).rows}
+    assert big["ttft_ms.p99"].unchecked is None and big["ttft_ms.p99"].regressed  # 10 behind: judged

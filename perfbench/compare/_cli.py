@@ -39,6 +39,8 @@ def render_comparison(comparison: Comparison, console: Any) -> None:
         limit = f"{row.threshold.max_change_pct:+g}%" if row.threshold else ""
         if row.regressed:
             verdict = "[bold red]REGRESSED[/]"
+        elif row.unchecked:
+            verdict = "[yellow]too few samples[/]"
         elif row.threshold is None:
             verdict = ""
         elif row.change_pct is None:
@@ -54,6 +56,10 @@ def render_comparison(comparison: Comparison, console: Any) -> None:
         console.print(f"[bold yellow]Not like for like (--allow-mismatch): the runs differ in {differ}[/]", highlight=False)
     for step in comparison.unmatched_steps:
         console.print(f"[yellow]step only in the {step}; not compared[/]")
+    unchecked = [row for row in comparison.rows if row.unchecked]
+    if unchecked:
+        console.print(f"[yellow]{len(unchecked)} check(s) not made, too few samples behind the percentile "
+                      f"(e.g. {unchecked[0].step} {unchecked[0].metric}: {unchecked[0].unchecked})[/]", highlight=False)
     regressed = [row for row in comparison.rows if row.regressed]
     if regressed:
         console.print(f"[bold red]{len(regressed)} regression(s):[/]")

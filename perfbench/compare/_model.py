@@ -25,6 +25,7 @@ class MetricComparison:
     significant: bool  # the CI excludes 0
     regressed: bool  # past the threshold in its direction AND the CI on that side of 0
     threshold: Threshold | None  # the limit checked, None for a shown-only metric
+    unchecked: str | None = None  # why the limit was not checked although given (too few samples behind a percentile)
 
     @property
     def worse(self) -> bool | None:
@@ -41,6 +42,8 @@ class MetricComparison:
         if self.ci_low_pct is not None and self.ci_high_pct is not None:
             ci = f" (CI {self.ci_low_pct:+.1f}% .. {self.ci_high_pct:+.1f}%)"
         limit = f", limit {self.threshold.max_change_pct:+g}%" if self.threshold else ""
+        if self.unchecked:
+            limit += f", not checked: {self.unchecked}"
         return (
             f"{self.step} {self.metric}: {format_value(self.base)} -> {format_value(self.new)}, "
             f"{self.change_pct:+.1f}%{ci}{limit}"

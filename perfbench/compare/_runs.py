@@ -95,8 +95,8 @@ def compare_runs(
 
 def _evaluate(
     step: Mapping[str, Any], lines: list[dict[str, Any]], metrics: Sequence[str], n_boot: int, rng: np.random.Generator
-) -> dict[str, tuple[float | None, np.ndarray | None]]:
-    """metric -> (point value, its value on each resample) for one step of one run."""
+) -> dict[str, tuple[float | None, np.ndarray | None, int | None]]:
+    """metric -> (point value, its value on each resample, the samples behind a statistic) for one step of one run."""
     data = step_samples(lines)
     counts = resample_counts(data.ok.size, n_boot, rng)
     wanted: dict[str, list[str]] = {}
@@ -106,36 +106,38 @@ def _evaluate(
             wanted.setdefault(name, []).append(stat)
     boots: dict[str, np.ndarray] = {}
     points: dict[str, float] = {}
+    sizes: dict[str, int] = {}
     for name, stats in wanted.items():
         values, owners = data.samples[name]
+        sizes.update((f"{name}.{stat}", int(values.size)) for stat in stats)
         if values.size:
             boots.update((f"{name}.{k}", v) for k, v in boot_statistics(values, owners, counts, stats, rng).items())
             points.update(
                 (f"{name}.{stat}", float(values.mean() if stat == "mean" else np.percentile(values, float(stat[1:]))))
                 for stat in stats
             )
-    result: dict[str, tuple[float | None, np.ndarray | None]] = {}
+    result: dict[str, tuple[float | None, np.ndarray | None, int | None]] = {}
     for metric in metrics:
         point = step_metric(step, metric)
         if "." in metric:
-            result[metric] = (point if point is not None else points.get(metric), boots.get(metric))
+            result[metric] = (point if point is not None else points.get(metric), boots.get(metric), sizes.get(metric))
         else:
             factor = None
             if data.ok.size and point is not None:
                 factor = point * boot_throughput_factor(data, metric, counts, step.get("rate_req_s") is None)
-            result[metric] = (point, factor)
+            result[metric] = (point, factor, None)
     return result
 
 
 def _compare_metric(
     label: str,
     metric: str,
-    base: tuple[float | None, np.ndarray | None],
-    new: tuple[float | None, np.ndarray | None],
+    base: tuple[float | None, np.ndarray | None, int | None],
+    new: tuple[float | None, np.ndarray | None, int | None],
     threshold: Threshold | None,
     confidence: float,
 ) -> MetricComparison:
-    (base_value, base_boot), (new_value, new_boot) = base, new
+    (base_value, base_boot, base_n), (new_value, new_boot, new_n) = base, new
     change = ci_low = ci_high = None
     if base_value is not None and new_value is not None and base_value != 0:
         change = (new_value / base_value - 1.0) * 100.0
@@ -143,7 +145,8 @@ def _compare_metric(
             ci_low, ci_high = ci_pct(base_boot, new_boot, confidence)
     significant = ci_low is not None and ci_high is not None and (ci_low > 0 or ci_high < 0)
     regressed = False
-    if threshold is not None and change is not None and significant:
+    unchecked = _too_few_behind(metric, base_n, new_n) if threshold is not None else None
+    if threshold is not None and change is not None and significant and unchecked is None:
         limit = threshold.max_change_pct
         rise_is_bad = limit > 0 or (limit == 0 and not higher_is_better(metric))
         if rise_is_bad:
@@ -153,4 +156,25 @@ def _compare_metric(
     return MetricComparison(
         step=label, metric=metric, base=base_value, new=new_value, change_pct=change,
         ci_low_pct=ci_low, ci_high_pct=ci_high, significant=significant, regressed=regressed, threshold=threshold,
+        unchecked=unchecked,
     )
+
+
+MIN_TAIL_SAMPLES = 10  # samples a run must have beyond an upper percentile for its change to be judged
+
+
+def _too_few_behind(metric: str, base_n: int | None, new_n: int | None) -> str | None:
+    """Why an upper percentile (p90, p99) cannot be judged: too few samples behind it in a run; else None.
+
+    The bootstrap of a p99 of 128 requests resamples its one or two slowest, so its interval misses
+    how much that tail moves from run to run: an unchanged server failed a +10 % limit that way.
+    """
+    _, _, stat = metric.partition(".")
+    if not stat.startswith("p") or not stat[1:].replace(".", "", 1).isdigit() or float(stat[1:]) <= 50:
+        return None
+    share = 1 - float(stat[1:]) / 100
+    fewest = min(n for n in (base_n, new_n) if n is not None) if base_n is not None or new_n is not None else None
+    if fewest is None or fewest * share >= MIN_TAIL_SAMPLES:
+        return None
+    needed = int(np.ceil(MIN_TAIL_SAMPLES / share - 1e-9))
+    return f"{fewest} samples leave {fewest * share:.1f} behind the {stat}; {needed:,} are needed to judge it"

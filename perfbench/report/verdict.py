@@ -241,10 +241,14 @@ def _requests_check(summary: Mapping[str, Any]) -> Check:
 
 
 def _comparison_checks(comparison: Comparison) -> list[Check]:
-    checked = [row for row in comparison.rows if row.threshold is not None]
+    checked = [row for row in comparison.rows if row.threshold is not None and not row.unchecked]
     # Worst first: a reader who looks at the first lines sees the largest changes.
     regressed = sorted((row for row in checked if row.regressed), key=lambda row: -abs(row.change_pct or 0.0))
     unmatched = tuple(f"step only in the {step}: not compared" for step in comparison.unmatched_steps)
+    unchecked = [row for row in comparison.rows if row.unchecked]
+    if unchecked:
+        unmatched += (f"{len(unchecked)} percentile check(s) not made, too few samples behind them "
+                      f"(e.g. {unchecked[0].step} {unchecked[0].metric}: {unchecked[0].unchecked})",)
     if regressed:
         check = Check("Regression", FAIL,
                       f"{len(regressed)} of {len(checked)} regression checks failed against the baseline.",

@@ -57,6 +57,8 @@ def comparison_section(comparison: Comparison, run_dir: Path, title: str) -> str
         ci = "-" if row.ci_low_pct is None else f"{row.ci_low_pct:+.1f} … {row.ci_high_pct:+.1f} %"
         limit = f"{row.threshold.max_change_pct:+g} %" if row.threshold else ""
         verdict = badge("fail", "regressed") if row.regressed else (badge("pass", "ok") if row.threshold else "")
+        if row.unchecked:
+            verdict = f'{badge("warn", "not checked")} <span class="muted">{e(row.unchecked)}</span>'
         name, unit = metric_name(row.metric)
         metric = f'{e(name)}{f" ({e(unit)})" if unit else ""} <span class="muted"><code>{e(row.metric)}</code></span>'
         rows.append([e(row.step), metric, num(row.base), num(row.new), change, ci, limit, verdict])
