@@ -184,7 +184,8 @@ class AnswerReader:
         return split_tokens(output_tokens, packages, [self.tokenizer.count(text) for text in content.output_text])
 
     def _output_tokens(self, content: StreamContent) -> tuple[int | None, str | None]:
-        if content.completion_tokens is not None:
+        # A usage of 0 beside output that arrived is no count of it: counted here instead, as without usage.
+        if content.completion_tokens is not None and (content.completion_tokens or not content.output_events):
             return content.completion_tokens, R.TOKENS_FROM_USAGE
         if not content.output_events:
             return None, None

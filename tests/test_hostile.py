@@ -299,3 +299,12 @@ def test_no_stream_raises_and_every_record_is_sane(chunks, api, gzipped, whole_b
     for count in (record.input_tokens, record.output_tokens):
         assert count is None or (isinstance(count, int) and not isinstance(count, bool) and 0 <= count <= 10**9)
     summarize_step([record], concurrency=1, rate_req_s=None, requests_expected=1)  # statistics never raise either
+
+
+def test_a_usage_of_zero_beside_streamed_output_is_not_taken_as_the_count():
+    """Found by the property test above: output arrived, the server's usage said 0 completion tokens."""
+    engine = Engine(None, Target("http://127.0.0.1:9/", get_adapter("openai-chat"), {}), [PreparedRequest(b"{}", 4)], lambda r: None)  # type: ignore[arg-type]
+    chunks = [b'data: {"choices": [{"index": 0, "delta": {"content": "a"}}]}\n\ndata: {"choices":[],"usage":{"completion_tokens": 0}}\n\n']
+    stream = ReadStream(chunks=chunks, read_ns=[1_000])
+    record = engine._answers.record(Exchange(0, 0, False, 0, 10, 20_000, 200, None, stream, PreparedRequest(b"{}", 4)))
+    assert record.ok and record.output_tokens == 1 and record.token_source == R.TOKENS_FROM_PACKAGES
