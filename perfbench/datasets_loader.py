@@ -34,7 +34,7 @@ from typing import Any
 
 from perfbench.errors import ConfigError
 from perfbench.option_values import shown_text
-from perfbench.prompts import _ASSISTANT, _HUMAN, Prompt, _messages, _sharegpt
+from perfbench.prompts import ASSISTANT_SPEAKERS, HUMAN_SPEAKERS, Prompt, _messages, _sharegpt
 
 DATASETS_MISSING = "--dataset needs Hugging Face datasets, an optional extra: pip install 'perfbench[datasets]'"
 PROMPT_COLUMNS = ("messages", "conversations", "prompt", "text", "question", "instruction")
@@ -205,13 +205,13 @@ def _prompt(value: Any, where: str, output_lengths: bool) -> Prompt | None:
 
 def _chat(messages: list[dict[str, Any]], where: str, output_lengths: bool) -> Prompt | None:
     """Chat messages up to the last user message; the answer after it gives the output length when asked."""
-    last_user = next((i for i in range(len(messages) - 1, -1, -1) if str(messages[i].get("role")).lower() in _HUMAN), None)
+    last_user = next((i for i in range(len(messages) - 1, -1, -1) if str(messages[i].get("role")).lower() in HUMAN_SPEAKERS), None)
     if last_user is None:
         return None
     kept = _messages(messages[: last_user + 1], where)
     max_tokens = None
     if output_lengths:
-        answer = next((m for m in messages[last_user + 1 :] if str(m.get("role")).lower() in _ASSISTANT), None)
+        answer = next((m for m in messages[last_user + 1 :] if str(m.get("role")).lower() in ASSISTANT_SPEAKERS), None)
         content = answer.get("content") if answer else None
         if isinstance(content, str):
             max_tokens = len(content.split()) or None

@@ -25,7 +25,7 @@ import base64
 import hashlib
 import io
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -193,40 +193,56 @@ def request_images(config: Any, count: int) -> list[list[str]]:
     reuse these in turn."""
     per_request = config.images
     fit = max(1, min(count, MAX_DISTINCT_IMAGES // per_request))
+    made = _file_images(config.image_dir, per_request) if config.image_dir is not None else _synthetic_images(config, per_request)
     out: list[list[str]] = []
     used = 0
-    if config.image_dir is not None:
-        files = image_files(config.image_dir)
-        encoded: dict[int, str] = {}
-        for i in range(fit):
-            urls = []
-            for j in range(per_request):
-                k = (i * per_request + j) % len(files)
-                if k not in encoded:
-                    path, mime = files[k]
-                    try:
-                        encoded[k] = data_url(path.read_bytes(), mime)
-                    except OSError as exc:
-                        raise ConfigError(f"--image-dir: cannot read {path} ({exc.strerror or exc}); fix its permissions or remove it") from None
-                urls.append(encoded[k])
-            used += sum(map(len, urls))
-            if out and used > IMAGE_BYTES_BUDGET:
-                break
-            out.append(urls)
-        return out
-    sizes = parse_sizes(config.image_size or DEFAULT_IMAGE_SIZE)
-    image_format = config.image_format or DEFAULT_IMAGE_FORMAT
-    rng = np.random.default_rng((config.seed, _STREAM))
     for _ in range(fit):
-        urls = []
-        for _ in range(per_request):
-            width, height = sizes[int(rng.integers(len(sizes)))] if len(sizes) > 1 else sizes[0]
-            urls.append(data_url(synthetic_image(width, height, image_format, rng), _MIME[image_format]))
+        urls = made()
         used += sum(map(len, urls))
         if out and used > IMAGE_BYTES_BUDGET:
             break
         out.append(urls)
     return out
+
+
+def _file_images(image_dir: str, per_request: int) -> Callable[[], list[str]]:
+    """The next request's data URLs from the folder's files, in turn (each file read and encoded once)."""
+    files = image_files(image_dir)
+    encoded: dict[int, str] = {}
+    taken = 0
+
+    def next_request() -> list[str]:
+        nonlocal taken
+        urls = []
+        for k in range(taken, taken + per_request):
+            k %= len(files)
+            if k not in encoded:
+                path, mime = files[k]
+                try:
+                    encoded[k] = data_url(path.read_bytes(), mime)
+                except OSError as exc:
+                    raise ConfigError(f"--image-dir: cannot read {path} ({exc.strerror or exc}); fix its permissions or remove it") from None
+            urls.append(encoded[k])
+        taken += per_request
+        return urls
+
+    return next_request
+
+
+def _synthetic_images(config: Any, per_request: int) -> Callable[[], list[str]]:
+    """The next request's data URLs of synthetic images, drawn from one seeded stream."""
+    sizes = parse_sizes(config.image_size or DEFAULT_IMAGE_SIZE)
+    image_format = config.image_format or DEFAULT_IMAGE_FORMAT
+    rng = np.random.default_rng((config.seed, _STREAM))
+
+    def next_request() -> list[str]:
+        urls = []
+        for _ in range(per_request):
+            width, height = sizes[int(rng.integers(len(sizes)))] if len(sizes) > 1 else sizes[0]
+            urls.append(data_url(synthetic_image(width, height, image_format, rng), _MIME[image_format]))
+        return urls
+
+    return next_request
 
 
 def with_images(prompt: Prompt, urls: Sequence[str]) -> Prompt:

@@ -212,8 +212,8 @@ def _messages(value: Any, where: str) -> tuple[dict, ...]:
     return tuple(dict(m) for m in value)
 
 
-_HUMAN = ("human", "user")
-_ASSISTANT = ("gpt", "assistant", "chatgpt", "bard", "model")
+HUMAN_SPEAKERS = ("human", "user")  # ShareGPT and chat speakers of a prompt (also read by sessions and datasets)
+ASSISTANT_SPEAKERS = ("gpt", "assistant", "chatgpt", "bard", "model")
 
 
 def _sharegpt(turns: Any, where: str, output_lengths: bool) -> Prompt | None:
@@ -222,11 +222,11 @@ def _sharegpt(turns: Any, where: str, output_lengths: bool) -> Prompt | None:
         raise ConfigError(f'{where}: "conversations" must be a list of {{"from": ..., "value": ...}} turns')
     for j, turn in enumerate(turns):
         speaker, text = _turn(turn, f"{where}, turn {j + 1}")
-        if speaker in _HUMAN and text.strip():
+        if speaker in HUMAN_SPEAKERS and text.strip():
             max_tokens = None
             if output_lengths:
                 later = (_turn(t, f"{where}, turn {k + 1}") for k, t in enumerate(turns[j + 1 :], start=j + 1))
-                answer = next((t for s, t in later if s in _ASSISTANT), "")
+                answer = next((t for s, t in later if s in ASSISTANT_SPEAKERS), "")
                 max_tokens = len(answer.split()) or None
             return Prompt(text, None, None, max_tokens)
     return None

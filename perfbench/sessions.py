@@ -22,13 +22,12 @@ import numpy as np
 
 from perfbench.errors import ConfigError
 from perfbench.lengths import LengthDistribution
-from perfbench.prompts import Prompt, synthetic_prompts
+from perfbench.option_values import DATASET_LENGTHS, BadValue
+from perfbench.prompts import HUMAN_SPEAKERS, Prompt, synthetic_prompts
 from perfbench.tokens import Tokenizer
 
-MAX_CONVERSATIONS = 10_000  # more sessions than this reuse conversations cyclically
 MAX_TURNS = 1_000  # turns of one session, at most
 
-_HUMAN = ("human", "user")
 _SYSTEM = ("system",)
 _THINK_FORMS = "use seconds S, uniform:MIN-MAX or exponential:MEAN (e.g. 0, 2.5, uniform:1-3, exponential:2)"
 _SECONDS = r"\s*(\d+(?:\.\d*)?|\.\d+)\s*"
@@ -86,8 +85,6 @@ class ThinkTime:
 
 def think_time_setting(value: Any) -> str:
     """A scenario's or flag's think time, checked, in its text form."""
-    from perfbench.option_values import BadValue
-
     try:
         return str(ThinkTime.parse(value))
     except ConfigError as exc:
@@ -124,7 +121,7 @@ def check_session_settings(settings: Mapping[str, Any], chat_input: bool, api: s
         raise ConfigError("sessions run in one process for now: drop --workers (or set it to 1)")
     if settings.get("conversations") and settings.get("input_tokens"):
         raise ConfigError("--input-tokens shapes synthetic turns, but --conversations gives the turns; drop --input-tokens")
-    if settings.get("output_tokens") == "dataset":
+    if settings.get("output_tokens") == DATASET_LENGTHS:
         raise ConfigError("--output-tokens dataset takes lengths from --prompts, which sessions do not use; give a length or drop it")
     turns = settings.get("turns")
     if turns:
@@ -207,7 +204,7 @@ def conversation_of(entry: Any, where: str) -> Conversation:
         speaker = speaker.lower()
         if speaker in _SYSTEM and not turns:
             system.append({"role": "system", "content": text})
-        elif speaker in _HUMAN and (not isinstance(text, str) or text.strip()):
+        elif speaker in HUMAN_SPEAKERS and (not isinstance(text, str) or text.strip()):
             turns.append(text)
     if not turns:
         raise ConfigError(f"{where}: the conversation has no user turn; give at least one")

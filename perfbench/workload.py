@@ -16,7 +16,7 @@ from perfbench.option_values import DATASET_LENGTHS
 from perfbench.prompts import Prompt, load_prompts, synthetic_prompts
 from perfbench.sampling import sampling_body
 from perfbench.sessions import (
-    MAX_CONVERSATIONS, SessionWorkload, load_conversations, session_workload, synthetic_conversations, with_output_lengths,
+    SessionWorkload, load_conversations, session_workload, synthetic_conversations, with_output_lengths,
 )
 from perfbench.tokens import Tokenizer, count_chat_tokens, count_prompt_tokens
 from perfbench.trace import replay_of, trace_prompts
@@ -120,7 +120,7 @@ def load_sessions(config: RunConfig, api: ApiAdapter, tokenizer: Tokenizer | Non
         conversations = load_conversations(config.conversations)
     else:
         conversations = synthetic_conversations(
-            min(_total_requests(config), MAX_CONVERSATIONS), LengthDistribution.parse(config.turns),
+            _total_requests(config), LengthDistribution.parse(config.turns),
             LengthDistribution.parse(config.input_tokens or DEFAULT_INPUT_TOKENS), tokenizer=tokenizer, seed=config.seed)
     if config.output_tokens:
         conversations = with_output_lengths(conversations, LengthDistribution.parse(config.output_tokens), config.seed)
