@@ -155,9 +155,13 @@ def test_image_memory_is_bounded_and_later_requests_reuse_bodies(monkeypatch) ->
         images, image_dir, image_size, image_format, seed = 2, None, "16x16", "png", 0
 
     assert len(request_images(Config, 10_000)) == MAX_DISTINCT_IMAGES // 2
-    monkeypatch.setattr("perfbench.images.IMAGE_BYTES_BUDGET", 3000)  # about two requests of two 16x16 PNGs
-    made = request_images(Config, 50)
-    assert 1 <= len(made) < 5 and sum(len(url) for urls in made for url in urls) <= 3000 + 2000
+    every = request_images(Config, 50)  # the default budget holds all 50
+    sizes = [sum(map(len, urls)) for urls in every]
+    assert len(every) == 50
+    monkeypatch.setattr("perfbench.images.IMAGE_BYTES_BUDGET", sizes[0] + sizes[1] + sizes[2] // 2)  # two requests and a half
+    assert request_images(Config, 50) == every[:2]  # the requests within the budget, the same images
+    monkeypatch.setattr("perfbench.images.IMAGE_BYTES_BUDGET", 1)
+    assert request_images(Config, 50) == every[:1]  # at least one, whatever the budget
     assert IMAGE_BYTES_BUDGET >= 2**20
 
 

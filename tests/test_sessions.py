@@ -277,3 +277,20 @@ def test_report_html_shows_the_turns_table_only_for_a_multi_turn_run(tmp_path: P
     single = tmp_path / "single"
     assert main(["-c", "1", "-n", "2", "--max-tokens", "4", "--output-dir", str(single), *QUIET]) == 0
     assert 'id="turns"' not in write_html_report(single).read_text()
+
+
+def test_the_terminal_prints_the_turns_table_within_80_columns(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from perfbench.report.terminal import render_summary
+
+    code, out, _ = run_against_mock(tmp_path, "--turns", "2", "-c", "2", "-n", "2", "--max-tokens", "4")
+    assert code == 0
+    console = Console(width=80, record=True)
+    render_summary(console, summary_of(out))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    block = text[text.index("By turn, ms"):]
+    rows = [line for line in block.splitlines() if line.startswith("│")][:2]
+    assert [r.split("│")[1].strip() for r in rows] == ["1", "2"]
+    assert [r.split("│")[2].strip() for r in rows] == ["2 / 2", "2 / 2"]
