@@ -1,0 +1,1 @@
+"""The option table and its readers: flags, scenario keys and Python keywords become one RunConfig."""

@@ -1,0 +1,1 @@
+"""Errors, secret redaction and the one-line argument parser: the leaf every package may import."""

@@ -1,0 +1,1 @@
+"""What each request sends: prompts, lengths, sampling, traces, sessions, images, datasets, tokens, arrival schedules."""
