@@ -23,10 +23,10 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from perfbench.apis import get_adapter
-from perfbench.engine import Engine, make_session
-from perfbench.plan import PreparedRequest, StepPlan, Target
+from perfbench.engine.engine import Engine, make_session
+from perfbench.engine.plan import PreparedRequest, StepPlan, Target
 from perfbench.metrics import summarize_step
-from perfbench.prompts import Prompt
+from perfbench.workload.prompts import Prompt
 
 
 def free_port() -> int:

@@ -12,7 +12,7 @@ stamps (latency = last write - arrival, TTFT = first write - arrival, throughput
 / (last write - first arrival)), and the relative error. The client's t0 is its scheduled send
 time, so its own send path counts against it, as it should.
 
-``--compare REV`` also runs the engine of a git revision (``git show REV:perfbench/engine.py``)
+``--compare REV`` also runs the engine of a git revision (``git show REV:perfbench/engine/engine.py``)
 in alternating rounds, so a change can be judged by ratios taken in one run on a noisy machine.
 
 Run: python benchmarks/load_accuracy.py [--concurrency 256 --itl-ms 5 --tokens 256 --requests 1024] [--rounds 3] [--compare REV]
@@ -36,11 +36,11 @@ from types import ModuleType
 
 import numpy as np
 
-from perfbench import engine as engine_now
-from perfbench import event_loop
+from perfbench.engine import engine as engine_now
+from perfbench.engine import event_loop
 from perfbench.apis import get_adapter
 from perfbench.metrics import summarize_step
-from perfbench.prompts import Prompt
+from perfbench.workload.prompts import Prompt
 
 # --- the stamping server ------------------------------------------------------------------------
 
@@ -138,7 +138,7 @@ class StampingServer:
 
 
 def _engine_of(revision: str) -> ModuleType:
-    source = subprocess.run(["git", "show", f"{revision}:perfbench/engine.py"], capture_output=True, text=True, check=True).stdout
+    source = subprocess.run(["git", "show", f"{revision}:perfbench/engine/engine.py"], capture_output=True, text=True, check=True).stdout
     path = Path(tempfile.mkdtemp()) / "engine_head.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("engine_head", path)

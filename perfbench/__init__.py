@@ -1,6 +1,6 @@
 """perfbench: a load tester for LLM inference servers with exact streaming metrics.
 
-``perfbench.run(...)`` and ``perfbench.load_run(DIR)`` are the Python API (perfbench/api.py);
+``perfbench.run(...)`` and ``perfbench.load_run(DIR)`` are the Python API (perfbench/benchmark/api.py);
 they are imported on first use, so ``import perfbench`` (and the CLI's start) stays light.
 """
 
@@ -14,7 +14,7 @@ __all__ = ["__version__", "run", "load_run"]
 
 def __getattr__(name: str) -> Any:
     if name in ("run", "load_run"):
-        from perfbench import api
+        from perfbench.benchmark import api
 
         return getattr(api, name)
     raise AttributeError(f"module 'perfbench' has no attribute {name!r}")

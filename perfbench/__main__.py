@@ -1,3 +1,3 @@
-from perfbench.cli import main
+from perfbench.commands.main import main
 
 raise SystemExit(main())

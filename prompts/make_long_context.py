@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, installed or not
-from perfbench.prompts import WORDS  # noqa: E402
+from perfbench.workload.prompts import WORDS  # noqa: E402
 
 TASKS = (
     "Summarize the following report in five bullet points.",

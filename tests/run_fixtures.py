@@ -14,8 +14,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from perfbench.metrics import summarize_step
-from perfbench.runfiles import request_line
-from perfbench.records import OK, RequestRecord
+from perfbench.results.runfiles import request_line
+from perfbench.results.records import OK, RequestRecord
 
 RUN_START_NS = 1_000_000_000
 

@@ -8,12 +8,12 @@ import json
 import pytest
 from aiohttp import web
 
-from perfbench import records as R
+from perfbench.results import records as R
 from perfbench.apis import adapter_for_path, get_adapter
-from perfbench.engine import Engine, make_session
-from perfbench.plan import PreparedRequest, StepPlan, Target
+from perfbench.engine.engine import Engine, make_session
+from perfbench.engine.plan import PreparedRequest, StepPlan, Target
 from perfbench.metrics import summarize_step
-from perfbench.prompts import Prompt
+from perfbench.workload.prompts import Prompt
 
 
 def event(event_type: str, sequence: int, **fields) -> bytes:
@@ -220,7 +220,7 @@ async def test_embeddings_answered_as_a_stream_fail(aiohttp_server):
 
 
 def _cli_run(tmp_path, *args: str) -> dict:
-    from perfbench.cli import main
+    from perfbench.commands.main import main
 
     out = tmp_path / "run"
     assert main([*args, "--no-plots", "--no-live", "--no-telemetry", "--output-dir", str(out), "--store", str(tmp_path / "s.db")]) == 0
@@ -248,7 +248,7 @@ def test_an_embeddings_run_against_the_mock_batches_and_shows_no_streaming_metri
 
 
 def test_options_an_api_cannot_honour_are_refused(tmp_path, capsys):
-    from perfbench.cli import main
+    from perfbench.commands.main import main
 
     assert main(["--api", "openai-embeddings", "--max-tokens", "5", "--output-dir", str(tmp_path / "a")]) == 2
     assert main(["--api", "openai-chat", "--batch-size", "3", "--output-dir", str(tmp_path / "b")]) == 2

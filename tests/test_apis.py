@@ -4,8 +4,8 @@ import json
 
 from perfbench.apis import get_adapter
 from perfbench.apis.openai import interpret_events
-from perfbench.prompts import Prompt
-from perfbench.sse import SSEParser
+from perfbench.workload.prompts import Prompt
+from perfbench.engine.sse import SSEParser
 
 
 def events(raw: bytes) -> tuple[list[bytes], list[str | None]]:
@@ -110,7 +110,7 @@ def test_skeleton_reuse_reads_exactly_what_full_decoding_reads(items):
 
 from perfbench.apis import openai as oa  # noqa: E402
 from perfbench.apis.base import MAX_TOKEN_COUNT, InvalidEvent, StreamContent  # noqa: E402
-from perfbench.sse import parse_recorded  # noqa: E402
+from perfbench.engine.sse import parse_recorded  # noqa: E402
 
 
 def _reference_content(adapter, datas, types) -> StreamContent:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from perfbench.cli import main
+from perfbench.commands.main import main
 from perfbench.servers.mock import MockConfig, MockInThread
 
 PERFBENCH = [sys.executable, "-m", "perfbench"]
@@ -173,7 +173,7 @@ def test_help_is_fast_and_lists_subcommands():
 
 def test_client_run_imports_neither_torch_nor_vllm(mock_url, tmp_path):
     code = (
-        "import sys; from perfbench.cli import main; "
+        "import sys; from perfbench.commands.main import main; "
         f"rc = main(['--url', {mock_url!r}, '-n', '2', '--max-tokens', '2', '--no-live', '--no-plots', '--no-telemetry', '--output-dir', {str(tmp_path / 'r')!r}]); "
         "assert rc == 0, rc; bad = [m for m in ('torch', 'vllm', 'transformers') if m in sys.modules]; assert not bad, bad"
     )
@@ -239,7 +239,7 @@ def test_nightly_flow_baseline_regression_junit_history_and_report(tmp_path, cap
     assert "ttft" in (tmp_path / "new" / "report.html").read_text().lower()
     assert json.loads((tmp_path / "new" / "comparison.json").read_text())["regressed"] is True
     # both runs are in the history; the same server twice does not regress
-    from perfbench.store import RunStore
+    from perfbench.results.store import RunStore
 
     assert len(RunStore(Path(store)).list_runs(tag={"suite": "nightly"})) == 2
     result = cli("history", "--store", store, env={**os.environ, "COLUMNS": "250"})
@@ -285,7 +285,7 @@ def test_flags_replace_the_scenario_step_bound(tmp_path):
 
 def test_nightly_job_compares_with_the_last_good_run(tmp_path):
     """The README's nightly recipe: first night no baseline yet, then compare with the last passing run."""
-    from perfbench.store import RunStore
+    from perfbench.results.store import RunStore
 
     store = str(tmp_path / "h.sqlite")
     # generous limits: only the 2x slower build must regress, whatever else the machine is doing

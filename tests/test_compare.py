@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from perfbench.compare import DEFAULT_THRESHOLDS, Threshold, compare_runs, main, parse_thresholds, render_comparison
+from perfbench.commands.compare import main, render_comparison
+from perfbench.compare import DEFAULT_THRESHOLDS, Threshold, compare_runs, parse_thresholds
 from perfbench.compare._bootstrap import boot_statistics, resample_counts, step_samples
-from perfbench.errors import ConfigError
+from perfbench.core.errors import ConfigError
 from run_fixtures import StepSpec, write_run
 from usage_errors import assert_one_line_usage_error
 
@@ -60,7 +61,7 @@ def test_weighted_bootstrap_equals_explicit_resampling() -> None:
 
 
 def _record(t0_ms: float, times_ms: list[float], tokens: list[int], *, output_tokens=None, status="ok"):
-    from perfbench.records import RequestRecord
+    from perfbench.results.records import RequestRecord
 
     ns = [round((t0_ms + t) * 1e6) for t in times_ms]
     end = ns[-1] if ns else round(t0_ms * 1e6) + 1000
@@ -72,7 +73,7 @@ def test_itl_samples_are_the_summarys_even_when_a_package_carries_no_token() -> 
     # Packages at 0, 10, 30 ms carrying 1, 0, 2 tokens: the 0-token package's gap flows into the
     # next package's tokens, so ITL is [15, 15] in the summary, and compare must bootstrap the same.
     from perfbench.metrics import summarize_step
-    from perfbench.runfiles import request_line
+    from perfbench.results.runfiles import request_line
 
     record = _record(0, [0, 10, 30], [1, 0, 2])
     summary = summarize_step([record], concurrency=1, rate_req_s=None, requests_expected=1)
@@ -103,7 +104,7 @@ def test_compare_samples_give_every_distribution_of_the_summary(records) -> None
     # Each distribution computed both ways from the same records: the summary's statistics, and
     # the same statistics of the samples compare bootstraps (read back from requests.jsonl lines).
     from perfbench.metrics import DISTRIBUTIONS, summarize_step
-    from perfbench.runfiles import request_line
+    from perfbench.results.runfiles import request_line
 
     summary = summarize_step(records, concurrency=1, rate_req_s=None, requests_expected=len(records)).to_dict()
     samples = step_samples([request_line(r, 0) for r in records]).samples
@@ -252,7 +253,7 @@ def test_compare_reads_runs_through_the_shared_reader(tmp_path: Path, capsys: py
 
 def test_an_upper_percentile_with_too_few_samples_behind_it_is_shown_not_judged(tmp_path: Path) -> None:
     from perfbench.compare import Comparison
-    from perfbench.junit import write_junit
+    from perfbench.report.junit import write_junit
 
     base = write_run(tmp_path / "base", [StepSpec(requests=300)], seed=1)
     slow = write_run(tmp_path / "slow", [StepSpec(requests=300, slowdown=1.5)], seed=2)

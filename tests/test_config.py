@@ -2,8 +2,8 @@
 
 import pytest
 
-from perfbench.config import LoadStep, build_steps, config_from_settings, resolve_url
-from perfbench.errors import ConfigError
+from perfbench.config.run_config import LoadStep, build_steps, config_from_settings, resolve_url
+from perfbench.core.errors import ConfigError
 
 
 @pytest.mark.parametrize(

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from perfbench import records as R
+from perfbench.results import records as R
 from perfbench.apis import get_adapter
-from perfbench.engine import Engine, make_session
-from perfbench.plan import PreparedRequest, StepPlan, Target
+from perfbench.engine.engine import Engine, make_session
+from perfbench.engine.plan import PreparedRequest, StepPlan, Target
 from perfbench.metrics import ttft_ms
-from perfbench.prompts import Prompt
+from perfbench.workload.prompts import Prompt
 from perfbench.servers.mock import MockConfig, MockInThread
 
 INTERVAL_MS = 20.0  # constant arrivals, 50 requests/s

@@ -14,9 +14,9 @@ import pytest
 
 datasets = pytest.importorskip("datasets")
 
-from perfbench.cli import main  # noqa: E402
-from perfbench.datasets_loader import DATASETS_MISSING, dataset_fingerprint  # noqa: E402
-from perfbench.identity import run_identity  # noqa: E402
+from perfbench.commands.main import main  # noqa: E402
+from perfbench.workload.datasets_loader import DATASETS_MISSING, dataset_fingerprint  # noqa: E402
+from perfbench.results.identity import run_identity  # noqa: E402
 from perfbench.servers.mock import MockConfig, MockInThread  # noqa: E402
 
 QUIET = ["--no-plots", "--no-live", "--no-telemetry", "--no-preflight"]

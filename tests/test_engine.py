@@ -13,11 +13,11 @@ import socket
 import pytest
 from aiohttp import web
 
-from perfbench import records as R
+from perfbench.results import records as R
 from perfbench.apis import get_adapter
-from perfbench.answers import split_tokens
-from perfbench.engine import Engine, make_session
-from perfbench.plan import PreparedRequest, StepPlan, Target
+from perfbench.engine.answers import split_tokens
+from perfbench.engine.engine import Engine, make_session
+from perfbench.engine.plan import PreparedRequest, StepPlan, Target
 
 
 def chunk(delta: dict | None = None, *, finish: str | None = None, usage: dict | None = None, text: str | None = None, choices=True) -> bytes:

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from perfbench import event_loop
-from perfbench.cli import main
+from perfbench.engine import event_loop
+from perfbench.commands.main import main
 
 
 def test_the_summary_names_the_loop_that_ran(tmp_path):

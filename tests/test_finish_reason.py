@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from perfbench.apis import get_adapter
-from perfbench.cli import main
+from perfbench.commands.main import main
 
 QUIET = ["--no-live", "--no-plots", "--no-telemetry"]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from perfbench import finisher as finisher_module
+from perfbench.engine import finisher as finisher_module
 
 
 async def test_requests_ending_faster_than_they_are_finished_never_pile_up():

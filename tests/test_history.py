@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from perfbench.cli import main
-from perfbench.identity import run_identity
-from perfbench.runfiles import read_summary
+from perfbench.commands.main import main
+from perfbench.results.identity import run_identity
+from perfbench.results.runfiles import read_summary
 from perfbench.servers.mock import MockConfig, MockInThread
-from perfbench.store import RunStore, resolve_baseline
+from perfbench.results.store import RunStore, resolve_baseline
 
 LOAD = ["-c", "2", "-n", "8", "--max-tokens", "4", "--no-plots", "--no-live", "--no-telemetry"]
 

@@ -16,12 +16,12 @@ import pytest
 from aiohttp import web
 from hypothesis import given, settings, strategies as st
 
-from perfbench import engine as engine_module
-from perfbench import records as R
+from perfbench.engine import engine as engine_module
+from perfbench.results import records as R
 from perfbench.apis import get_adapter
-from perfbench.answers import Exchange, ReadStream
-from perfbench.engine import Engine, make_session
-from perfbench.plan import PreparedRequest, StepPlan, Target
+from perfbench.engine.answers import Exchange, ReadStream
+from perfbench.engine.engine import Engine, make_session
+from perfbench.engine.plan import PreparedRequest, StepPlan, Target
 from perfbench.metrics import summarize_step
 
 ROLE = b'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}\n\n'

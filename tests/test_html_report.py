@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from perfbench.report.command import main
+from perfbench.commands.report import main
 from perfbench.report.html import write_html_report
 from run_fixtures import StepSpec, write_run
 from usage_errors import assert_one_line_usage_error
@@ -134,8 +134,8 @@ def test_report_usage_errors_are_one_line_exit_2() -> None:
 def _failing_run(path: Path) -> Path:
     """One step: 3 ok, 4 x http_429 (two texts), 2 x http_500 (one text), 1 timeout without text."""
     from perfbench.metrics import summarize_step
-    from perfbench.records import OK, RequestRecord
-    from perfbench.runfiles import RecordWriter
+    from perfbench.results.records import OK, RequestRecord
+    from perfbench.results.runfiles import RecordWriter
 
     failures = [("http_429", 429, "HTTP 429: slow down <b>now</b>")] * 3 + [("http_429", 429, "HTTP 429: quota")]
     failures += [("http_500", 500, f"HTTP 500: {EVIL}")] * 2 + [("timeout", None, None)]

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from perfbench.cli import main
-from perfbench.identity import run_identity
+from perfbench.commands.main import main
+from perfbench.results.identity import run_identity
 from perfbench.servers.mock import MockConfig, MockInThread
-from perfbench.store import NoBaselineYet, RunStore, resolve_baseline
+from perfbench.results.store import NoBaselineYet, RunStore, resolve_baseline
 
 FAST = MockConfig(ttft_ms=20, itl_ms=2)
 SLOW = MockConfig(ttft_ms=40, itl_ms=4)  # the regressed build: twice as slow

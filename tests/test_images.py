@@ -18,8 +18,8 @@ from typing import Iterator
 import pytest
 from PIL import Image
 
-from perfbench.cli import main
-from perfbench.images import IMAGE_BYTES_BUDGET, MAX_DISTINCT_IMAGES, request_images
+from perfbench.commands.main import main
+from perfbench.workload.images import IMAGE_BYTES_BUDGET, MAX_DISTINCT_IMAGES, request_images
 from perfbench.servers.mock import MockConfig, MockInThread
 
 QUIET = ["--no-plots", "--no-live", "--no-telemetry", "--no-preflight"]
@@ -158,9 +158,9 @@ def test_image_memory_is_bounded_and_later_requests_reuse_bodies(monkeypatch) ->
     every = request_images(Config, 50)  # the default budget holds all 50
     sizes = [sum(map(len, urls)) for urls in every]
     assert len(every) == 50
-    monkeypatch.setattr("perfbench.images.IMAGE_BYTES_BUDGET", sizes[0] + sizes[1] + sizes[2] // 2)  # two requests and a half
+    monkeypatch.setattr("perfbench.workload.images.IMAGE_BYTES_BUDGET", sizes[0] + sizes[1] + sizes[2] // 2)  # two requests and a half
     assert request_images(Config, 50) == every[:2]  # the requests within the budget, the same images
-    monkeypatch.setattr("perfbench.images.IMAGE_BYTES_BUDGET", 1)
+    monkeypatch.setattr("perfbench.workload.images.IMAGE_BYTES_BUDGET", 1)
     assert request_images(Config, 50) == every[:1]  # at least one, whatever the budget
     assert IMAGE_BYTES_BUDGET >= 2**20
 
@@ -288,7 +288,7 @@ def test_the_transformers_server_refuses_images_for_its_text_only_model(generato
 
 
 def test_the_identity_holds_the_images_only_when_sent(mock, tmp_path: Path) -> None:
-    from perfbench.identity import run_identity
+    from perfbench.results.identity import run_identity
 
     def workload(name: str, *flags: str) -> dict:
         run(mock, tmp_path / name, "-n", "1", *flags)

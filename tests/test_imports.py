@@ -66,12 +66,12 @@ def test_the_run_file_format_sits_below_what_reads_it() -> None:
     # runfiles is the hand-over between a run and everything that looks at it later: nothing it
     # reaches, directly or not, may be one of those readers.
     modules = _modules()
-    reached, todo = set(), ["perfbench.runfiles"]
+    reached, todo = set(), ["perfbench.results.runfiles"]
     while todo:
         for dep in _runtime_imports(modules[todo.pop()], modules) - reached:
             reached.add(dep)
             todo.append(dep)
-    readers = ("perfbench.report", "perfbench.compare", "perfbench.finish", "perfbench.cli", "perfbench.junit", "perfbench.store")
+    readers = ("perfbench.report", "perfbench.compare", "perfbench.benchmark.finish", "perfbench.commands.main", "perfbench.report.junit", "perfbench.results.store")
     assert sorted(m for m in reached if m.startswith(readers)) == []
 
 

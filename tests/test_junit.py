@@ -1,4 +1,4 @@
-"""perfbench.junit: SLO and threshold checks as JUnit XML that CI systems parse."""
+"""perfbench.report.junit: SLO and threshold checks as JUnit XML that CI systems parse."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from perfbench.compare import Comparison, MetricComparison, Threshold, compare_runs
-from perfbench.junit import write_junit
+from perfbench.report.junit import write_junit
 from perfbench.metrics import summarize_step
-from perfbench.slo import parse_slos
+from perfbench.metrics.slo import parse_slos
 from run_fixtures import StepSpec, simulate_step, write_run
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from perfbench.errors import ConfigError
-from perfbench.lengths import LengthDistribution as LD
+from perfbench.core.errors import ConfigError
+from perfbench.workload.lengths import LengthDistribution as LD
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,9 @@ import io
 
 from rich.console import Console
 
-from perfbench.engine import UNCAPPED
-from perfbench.live import LiveCounters
-from perfbench.records import OK, RequestRecord
+from perfbench.engine.engine import UNCAPPED
+from perfbench.engine.live import LiveCounters
+from perfbench.results.records import OK, RequestRecord
 from perfbench.report.terminal import LiveDisplay
 
 

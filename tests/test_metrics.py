@@ -27,10 +27,10 @@ from perfbench.metrics import (
     tpot_ms,
     ttft_ms,
 )
-from perfbench.records import CUT_STREAM, OK, TIMEOUT, RequestRecord, http_reason
+from perfbench.results.records import CUT_STREAM, OK, TIMEOUT, RequestRecord, http_reason
 
 HTTP_500 = http_reason(500)
-from perfbench.slo import parse_slos
+from perfbench.metrics.slo import parse_slos
 
 MS = 1_000_000  # ns per ms
 BASE = 10**15  # perf_counter_ns values are large; differences must stay exact
@@ -542,7 +542,7 @@ def test_the_wire_duration_starts_at_the_first_byte_sent():
 
 
 def test_the_registry_names_every_metric_an_slo_may_limit():
-    from perfbench import slo
+    from perfbench.metrics import slo
     from perfbench.metrics import SLO_METRICS
 
     assert sorted(SLO_METRICS) == sorted(slo.METRICS)

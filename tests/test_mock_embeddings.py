@@ -159,7 +159,7 @@ async def test_metrics_count_embeddings(mock, session):
 
 
 def test_embedding_dim_flag_and_its_validation():
-    from perfbench.errors import ConfigError
+    from perfbench.core.errors import ConfigError
     from perfbench.servers.mock import _parser, config_from_args
 
     assert config_from_args(_parser().parse_args(["--embedding-dim", "8"])).embedding_dim == 8

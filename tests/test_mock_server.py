@@ -22,7 +22,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from perfbench.errors import ConfigError, TargetError
+from perfbench.core.errors import ConfigError, TargetError
 from perfbench.servers.mock import MockConfig, MockInThread, MockRequestLog, main
 from perfbench.servers.mock_config import FAULT_KINDS, FaultSchedule
 from tests.mock_client import MS, Reply, mock, post, session  # noqa: F401 (fixtures)

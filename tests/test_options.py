@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 import yaml
 
-from perfbench.cli import _settings, build_parser
-from perfbench.config import RunConfig, config_from_settings
-from perfbench.errors import ConfigError
-from perfbench.options import COMMAND_LINE_ONLY, FILE_ONLY, OPTIONS
-from perfbench.scenario import load_scenario
+from perfbench.commands.main import _settings, build_parser
+from perfbench.config.run_config import RunConfig, config_from_settings
+from perfbench.core.errors import ConfigError
+from perfbench.config.options import COMMAND_LINE_ONLY, FILE_ONLY, OPTIONS
+from perfbench.config.scenario import load_scenario
 
 REPO = Path(__file__).resolve().parent.parent
 URL = ["--url", "http://127.0.0.1:9/v1"]

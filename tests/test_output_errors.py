@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from perfbench.cli import main
-from perfbench.records import OK, RequestRecord
-from perfbench.runfiles import OutputError, RecordWriter, read_request_lines
+from perfbench.commands.main import main
+from perfbench.results.records import OK, RequestRecord
+from perfbench.results.runfiles import OutputError, RecordWriter, read_request_lines
 
 PERFBENCH = [sys.executable, "-m", "perfbench"]
 RUN_FLAGS = ["--no-live", "--no-plots", "--no-telemetry", "--max-tokens", "10"]

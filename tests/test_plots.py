@@ -9,15 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from perfbench.errors import ConfigError
+from perfbench.core.errors import ConfigError
 from perfbench.metrics import summarize_step
-from perfbench.records import OK, RequestRecord, http_reason
+from perfbench.results.records import OK, RequestRecord, http_reason
 
 HTTP_500 = http_reason(500)
 from perfbench.report import plots
 from perfbench.report.plots import _inputs, _requests, _telemetry
-from perfbench.runfiles import RecordWriter, read_records
-from perfbench.slo import parse_slos
+from perfbench.results.runfiles import RecordWriter, read_records
+from perfbench.metrics.slo import parse_slos
 from usage_errors import assert_one_line_usage_error
 
 MS = 1_000_000  # ns
@@ -238,7 +238,7 @@ def test_plot_usage_errors_are_one_line_exit_2(tmp_path: Path) -> None:
 def test_plots_read_requests_in_chunks_and_draw_the_same(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A million-request run must never exist as record objects at once: the plots read
     # requests.jsonl chunk by chunk. Small chunks must draw exactly what one chunk draws.
-    from perfbench import runfiles
+    from perfbench.results import runfiles
 
     steps = [closed_loop_step(0, 8, slots=4, start_ms=0, waves=20), closed_loop_step(1, 16, slots=4, start_ms=9000, waves=20)]
     steps[0][5:9] = [record(0, k, 50 * k, 0, 0, 0, status=HTTP_500) for k in range(5, 9)]

@@ -11,7 +11,7 @@ from typing import Awaitable, Callable, Iterator
 
 from aiohttp import web
 
-from perfbench.cli import main
+from perfbench.commands.main import main
 from perfbench.servers.mock import MockConfig, MockInThread
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from tiny_models import build_tiny_tokenizer
 
-from perfbench.errors import ConfigError
-from perfbench.lengths import LengthDistribution as LD
-from perfbench.prompts import WORDS, Prompt, load_prompts, synthetic_prompts
-from perfbench.tokens import load_tokenizer
+from perfbench.core.errors import ConfigError
+from perfbench.workload.lengths import LengthDistribution as LD
+from perfbench.workload.prompts import WORDS, Prompt, load_prompts, synthetic_prompts
+from perfbench.workload.tokens import load_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "prompts"

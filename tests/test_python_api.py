@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import perfbench
-from perfbench.errors import ConfigError
+from perfbench.core.errors import ConfigError
 from perfbench.metrics import StepSummary
 
 

@@ -24,9 +24,9 @@ from typing import Any, Iterator
 
 import pytest
 
-from perfbench.cli import main
-from perfbench.plan import StepPlan
-from perfbench.records import RequestRecord
+from perfbench.commands.main import main
+from perfbench.engine.plan import StepPlan
+from perfbench.results.records import RequestRecord
 from perfbench.servers.mock import MockConfig, MockInThread
 from perfbench.workers.clocks import Anchor, shift_record, start_as_wall, start_on_own_clock
 from perfbench.workers.ray_actors import RayTransport, died_because, to_driver_clock
@@ -101,7 +101,7 @@ def test_a_ray_address_where_nothing_listens_is_one_line_at_once(capsys: pytest.
 
 
 def test_ray_is_imported_only_for_ray() -> None:
-    code = ("import sys, perfbench.cli, perfbench.runner, perfbench.workers, perfbench.workers.ray_actors; "
+    code = ("import sys, perfbench.commands.main, perfbench.benchmark.runner, perfbench.workers, perfbench.workers.ray_actors; "
             "assert 'ray' not in sys.modules, 'ray imported'")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -129,7 +129,7 @@ def test_the_cli_starts_a_local_ray_instance_on_loopback_stops_on_sigterm_and_st
     out = tmp_path / "run"
     argv = ["--mock", "ttft_ms=5,itl_ms=40", "-c", "4", "-n", "10000", "--max-tokens", "10", "--ray", *QUIET, "--output-dir", str(out)]
     # Asked before the interpreter exits: Ray's own exit hook would stop the instance anyway, and hide a run that did not.
-    code = (f"import sys; from perfbench.cli import main; rc = main({argv!r}); import ray; "
+    code = (f"import sys; from perfbench.commands.main import main; rc = main({argv!r}); import ray; "
             "print('still connected' if ray.is_initialized() else 'disconnected'); sys.exit(rc)")
     run = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            env={**os.environ, "RAY_TMPDIR": ray_tmp})

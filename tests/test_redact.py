@@ -4,7 +4,7 @@ import base64
 
 import pytest
 
-from perfbench.redact import MASK, redact_text, redact_url, run_secrets, url_secrets
+from perfbench.core.redact import MASK, redact_text, redact_url, run_secrets, url_secrets
 
 
 @pytest.mark.parametrize(

@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from perfbench.cli import main
+from perfbench.commands.main import main
 from perfbench.report.html import write_html_report
 from perfbench.report.verdict import format_load, headline_numbers, slo_name
-from perfbench.runfiles import step_label, step_metric
+from perfbench.results.runfiles import step_label, step_metric
 from perfbench.servers.mock import MockConfig, MockInThread
 
 EVIL = "<script>alert('x')</script>"

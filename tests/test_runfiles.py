@@ -1,4 +1,4 @@
-"""perfbench.runfiles: the one writer and reader of a run's files; and the exports made from them."""
+"""perfbench.results.runfiles: the one writer and reader of a run's files; and the exports made from them."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from perfbench.errors import ConfigError
-from perfbench.runfiles import iter_request_lines, read_records, read_request_lines, read_summary
+from perfbench.core.errors import ConfigError
+from perfbench.results.runfiles import iter_request_lines, read_records, read_request_lines, read_summary
 from run_fixtures import StepSpec, write_run
 
 
@@ -88,7 +88,7 @@ def _random_records(seed: int, count: int) -> list:
     """Records with perf_counter-sized absolute stamps, some failed, some warm-up, some with per-package tokens."""
     import random
 
-    from perfbench.records import OK, TIMEOUT, RequestRecord, http_reason
+    from perfbench.results.records import OK, TIMEOUT, RequestRecord, http_reason
 
     rng = random.Random(seed)
     base_ns = 7 * 10**14 + rng.randint(0, 10**12)  # about 8 days of uptime: large, like real perf_counter_ns
@@ -116,8 +116,8 @@ def test_summary_read_back_in_chunks_equals_the_one_of_the_records_in_memory(tmp
     # The run summarises from requests.jsonl, chunk by chunk, instead of holding every record:
     # every number must be exactly what summarize_step gives over the records themselves.
     from perfbench.metrics import StepAccumulator, summarize_step
-    from perfbench.runfiles import RecordReader, RecordWriter, iter_record_chunks
-    from perfbench.slo import parse_slos
+    from perfbench.results.runfiles import RecordReader, RecordWriter, iter_record_chunks
+    from perfbench.metrics.slo import parse_slos
 
     records = _random_records(seed, 2500)
     run_start_ns = min(r.scheduled_ns for r in records) - 12345
@@ -139,7 +139,7 @@ def test_summary_read_back_in_chunks_equals_the_one_of_the_records_in_memory(tmp
 
 
 def test_record_reader_goes_on_where_it_stopped_and_never_loses_the_summary(run_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from perfbench.runfiles import RecordReader
+    from perfbench.results.runfiles import RecordReader
 
     path = run_dir / "requests.jsonl"
     lines = _lines(run_dir)
@@ -159,9 +159,9 @@ def test_requests_parquet_is_written_in_row_groups_and_holds_every_line(tmp_path
     # The first 10,000 lines carry no error text and no input count, later ones do: one schema
     # for the whole file all the same, and the lines come back as written.
     pq = pytest.importorskip("pyarrow.parquet")
-    from perfbench.report import exports
-    from perfbench.report.exports import write_requests_parquet
-    from perfbench.runfiles import CHUNK_RECORDS, RecordWriter, read_request_lines
+    from perfbench.report import tables as exports
+    from perfbench.report.tables import write_requests_parquet
+    from perfbench.results.runfiles import CHUNK_RECORDS, RecordWriter, read_request_lines
 
     monkeypatch.setattr(exports, "_PARQUET_LINES", 1000)
     monkeypatch.setattr(exports, "_PARQUET_ROW_GROUP", 5000)
@@ -185,6 +185,6 @@ def test_requests_parquet_is_written_in_row_groups_and_holds_every_line(tmp_path
 
 def test_no_requests_no_parquet(tmp_path: Path) -> None:
     pytest.importorskip("pyarrow")
-    from perfbench.report.exports import write_requests_parquet
+    from perfbench.report.tables import write_requests_parquet
 
     assert write_requests_parquet(tmp_path) is None and not (tmp_path / "requests.parquet").exists()

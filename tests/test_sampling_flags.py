@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from perfbench.cli import main
+from perfbench.commands.main import main
 from perfbench.servers.mock import MockConfig, MockInThread
 
 QUIET = ["--no-plots", "--no-live", "--no-telemetry", "--no-preflight"]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from perfbench.errors import ConfigError
-from perfbench.scenario import load_scenario
+from perfbench.core.errors import ConfigError
+from perfbench.config.scenario import load_scenario
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((REPO / "scenarios").glob("*.yaml"))
@@ -187,7 +187,7 @@ def test_shipped_scenario_loads_and_targets_the_mock(path: Path, monkeypatch: py
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
 def test_shipped_scenario_builds_a_run_config(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from perfbench.config import config_from_settings
+    from perfbench.config.run_config import config_from_settings
 
     monkeypatch.chdir(path.parent.parent)
     config = config_from_settings(load_scenario(path))

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from perfbench.schedule import arrival_offsets_s
+from perfbench.workload.schedule import arrival_offsets_s
 
 
 def test_constant_rate_is_exactly_spaced():

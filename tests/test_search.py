@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from perfbench.search import (
+from perfbench.benchmark.search import (
     STOP_BISECTED,
     STOP_MAX_LOAD,
     STOP_SATURATED,
@@ -226,12 +226,12 @@ async def test_search_against_mock_with_capacity_finds_k() -> None:
     exactly up to K, and throughput stops rising at K while latency climbs: the knee is K too.
     """
     from perfbench.apis import get_adapter
-    from perfbench.engine import Engine, make_session
-    from perfbench.plan import PreparedRequest, StepPlan, Target
+    from perfbench.engine.engine import Engine, make_session
+    from perfbench.engine.plan import PreparedRequest, StepPlan, Target
     from perfbench.metrics import summarize_step
-    from perfbench.prompts import Prompt
+    from perfbench.workload.prompts import Prompt
     from perfbench.servers.mock import MockConfig, MockServer
-    from perfbench.slo import parse_slos
+    from perfbench.metrics.slo import parse_slos
 
     server = MockServer(
         MockConfig(ttft_ms=MOCK_TTFT_MS, itl_ms=MOCK_ITL_MS, output_tokens=MOCK_TOKENS, capacity=MOCK_SLOTS)

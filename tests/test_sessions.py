@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from perfbench.cli import main
+from perfbench.commands.main import main
 from perfbench.servers.mock import MockConfig, MockInThread
 from perfbench.servers.mock_wire import token_text
-from perfbench.sessions import ThinkTime, load_conversations
+from perfbench.workload.sessions import ThinkTime, load_conversations
 
 QUIET = ["--no-plots", "--no-live", "--no-telemetry", "--no-preflight"]
 FAST = MockConfig(ttft_ms=5, itl_ms=1)

@@ -1,11 +1,11 @@
-"""Tests for perfbench.slo: --slo text and scenario mappings into limits, one-line errors."""
+"""Tests for perfbench.metrics.slo: --slo text and scenario mappings into limits, one-line errors."""
 
 from __future__ import annotations
 
 import pytest
 
-from perfbench.errors import ConfigError
-from perfbench.slo import Slos, StepLimit, parse_slos
+from perfbench.core.errors import ConfigError
+from perfbench.metrics.slo import Slos, StepLimit, parse_slos
 
 
 def test_bare_keys_are_per_request_limits():

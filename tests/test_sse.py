@@ -1,11 +1,11 @@
-"""Tests for perfbench.sse: every WHATWG rule we rely on, and chunking independence."""
+"""Tests for perfbench.engine.sse: every WHATWG rule we rely on, and chunking independence."""
 
 from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from perfbench.sse import SSEEvent, SSEParser
+from perfbench.engine.sse import SSEEvent, SSEParser
 
 
 def parse(*chunks: bytes) -> list[SSEEvent]:
@@ -245,7 +245,7 @@ def test_openai_style_streams_round_trip(payloads, cuts):
 
 # --- parse_recorded: the whole-stream path the engine uses -----------------------------------
 
-from perfbench.sse import parse_recorded  # noqa: E402
+from perfbench.engine.sse import parse_recorded  # noqa: E402
 
 
 def _incremental(chunks: list[bytes]) -> tuple[list[bytes], list[str | None], list[int]]:

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 
 from perfbench.compare import compare_runs
-from perfbench.junit import write_junit
+from perfbench.report.junit import write_junit
 from perfbench.metrics import summarize_step
-from perfbench.records import RequestRecord
+from perfbench.results.records import RequestRecord
 from perfbench.report.plots._inputs import read_steps
 from perfbench.report.terminal import overview_table
-from perfbench.runfiles import request_line, step_label
-from perfbench.slo import parse_slos
+from perfbench.results.runfiles import request_line, step_label
+from perfbench.metrics.slo import parse_slos
 from run_fixtures import RUN_START_NS, StepSpec, simulate_step
 
 # (concurrency, rate): closed loop, open loop, open loop with a concurrency cap

@@ -1,4 +1,4 @@
-"""perfbench.store: SQLite round trip, tags, baseline resolution, trends; perfbench.history CLI."""
+"""perfbench.results.store: SQLite round trip, tags, baseline resolution, trends; perfbench.commands.history CLI."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from perfbench.errors import ConfigError
-from perfbench.history import main as history_main
-from perfbench.store import NoBaselineYet, RunStore, default_store_path, parse_tags, resolve_baseline
+from perfbench.core.errors import ConfigError
+from perfbench.commands.history import main as history_main
+from perfbench.results.store import NoBaselineYet, RunStore, default_store_path, parse_tags, resolve_baseline
 from run_fixtures import StepSpec, write_run
 from usage_errors import assert_one_line_usage_error
 
@@ -104,7 +104,7 @@ def test_baseline_that_looks_like_a_missing_directory(tmp_path: Path) -> None:
 
 
 def test_compare_with_a_missing_baseline_directory_opens_no_store(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from perfbench.compare import main as compare_main
+    from perfbench.commands.compare import main as compare_main
 
     new = write_run(tmp_path / "new", [StepSpec(requests=10)])
     store = tmp_path / "store" / "h.sqlite"

@@ -12,12 +12,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from perfbench.errors import ConfigError
+from perfbench.core.errors import ConfigError
 from perfbench.servers.mock import MockServer
 from perfbench.servers.mock_config import MockConfig
 from perfbench.telemetry import gpu as gpu_module
 from perfbench.telemetry.prometheus import metrics_url_for, parse_prometheus
-from perfbench.runfiles import read_telemetry
+from perfbench.results.runfiles import read_telemetry
 from perfbench.telemetry.sampler import TelemetrySampler, summarize_telemetry
 
 VLLM_PAGE = """\
@@ -202,8 +202,8 @@ def test_nvml_source_without_a_gpu_says_so_once(monkeypatch: pytest.MonkeyPatch,
 
 
 def test_the_gpu_is_sampled_only_where_the_server_may_use_this_machines_gpu() -> None:
-    from perfbench.benchmark import _server_on_this_machine
-    from perfbench.config import config_from_settings
+    from perfbench.benchmark.run_benchmark import _server_on_this_machine
+    from perfbench.config.run_config import config_from_settings
 
     assert not _server_on_this_machine(config_from_settings({}))  # the built-in mock uses no GPU
     assert not _server_on_this_machine(config_from_settings({"url": "http://gpu-box.example:8000/v1"}))  # remote: no GPU warning

@@ -8,7 +8,7 @@ import re
 from rich.console import Console
 
 from perfbench.metrics import summarize_step
-from perfbench.records import OK, RequestRecord
+from perfbench.results.records import OK, RequestRecord
 from perfbench.report.terminal import render_summary
 
 

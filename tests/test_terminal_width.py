@@ -9,7 +9,7 @@ import pytest
 from rich.console import Console
 
 from perfbench.metrics import summarize_step
-from perfbench.records import OK, RequestRecord
+from perfbench.results.records import OK, RequestRecord
 from perfbench.report.terminal import render_summary
 
 LONG_URL = "http://inference-gateway.internal.example.com:8443/openai/deployments/llama-70b/v1/chat/completions"

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from tiny_models import BOS_TOKEN, build_tiny_tokenizer
 
-from perfbench.errors import ConfigError
-from perfbench.tokens import (
+from perfbench.core.errors import ConfigError
+from perfbench.workload.tokens import (
     FileTokenizer,
     HFTokenizer,
     Tokenizer,
@@ -157,7 +157,7 @@ def test_import_does_not_import_transformers():
     r = _run(
         """
         import sys
-        import perfbench.tokens, perfbench.prompts, perfbench.lengths
+        import perfbench.workload.tokens, perfbench.workload.prompts, perfbench.workload.lengths
         heavy = [m for m in ("transformers", "torch", "tokenizers") if m in sys.modules]
         print(heavy)
         """
@@ -170,7 +170,7 @@ def test_client_run_with_tokenizer_does_not_import_torch(tok_dir):
     r = _run(
         f"""
         import sys
-        from perfbench.tokens import count_chat_tokens, load_tokenizer
+        from perfbench.workload.tokens import count_chat_tokens, load_tokenizer
         t = load_tokenizer({str(tok_dir)!r})
         n = count_chat_tokens(t, [{{"role": "user", "content": "hello there"}}]) + t.count("hello")
         print(n > 0, "torch" in sys.modules)
@@ -185,8 +185,8 @@ def test_missing_transformers_names_the_install_command():
         """
         import sys
         sys.modules["transformers"] = None  # makes `import transformers` raise ImportError
-        from perfbench.errors import ConfigError
-        from perfbench.tokens import load_tokenizer
+        from perfbench.core.errors import ConfigError
+        from perfbench.workload.tokens import load_tokenizer
         try:
             load_tokenizer("anything")
         except ConfigError as e:

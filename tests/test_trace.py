@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from perfbench.cli import main
-from perfbench.errors import ConfigError
+from perfbench.commands.main import main
+from perfbench.core.errors import ConfigError
 from perfbench.servers.mock import MockConfig, MockInThread
-from perfbench.trace import parse_window, read_trace, trace_prompts
+from perfbench.workload.trace import parse_window, read_trace, trace_prompts
 
 BLOCK = 8  # tokens per hash id in these traces: small prompts, same logic as 512
 QUIET = ["--no-plots", "--no-live", "--no-telemetry"]
@@ -99,14 +99,14 @@ def test_rows_sharing_hash_ids_share_text_word_for_word_without_a_tokenizer(tmp_
 def tokenizer(request, tmp_path_factory):
     from tiny_models import build_tiny_tokenizer
 
-    from perfbench.tokens import load_tokenizer
+    from perfbench.workload.tokens import load_tokenizer
 
     directory = tmp_path_factory.mktemp(f"tok-{request.param}")
     return load_tokenizer(str(build_tiny_tokenizer(directory, style=request.param)))
 
 
 def test_with_a_tokenizer_prompts_are_exact_and_shared_blocks_are_byte_identical(tmp_path: Path, tokenizer) -> None:
-    from perfbench.trace import _Blocks
+    from perfbench.workload.trace import _Blocks
 
     block = BLOCK * 4  # longer blocks, so the fitting has room
     rows = by_time([(t, n * 4, m, h) for t, n, m, h in ROWS])

@@ -10,7 +10,7 @@ import urllib.request
 import aiohttp
 import pytest
 
-from perfbench.errors import ConfigError
+from perfbench.core.errors import ConfigError
 from perfbench.servers.generation import BatchGenerator
 from perfbench.servers.transformers_server import create_app, default_served_model_name, load_model, resolve_device
 from perfbench.telemetry.sampler import TelemetrySampler

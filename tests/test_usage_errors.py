@@ -2,7 +2,7 @@
 
 A table of hostile values for every flag of ``perfbench --help`` and of each subcommand
 (negative, zero, NaN, inf, huge, empty, binary, non-UTF-8, paths that are files, folders,
-missing or too long). Most rows run ``perfbench.cli.main`` in this process (fast); the network
+missing or too long). Most rows run ``perfbench.commands.main.main`` in this process (fast); the network
 check is replaced by a sentinel, so an input that was wrongly accepted fails its row with
 "accepted" instead of starting a benchmark. A few rows run ``python -m perfbench`` for real.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from perfbench import cli
+from perfbench.commands import main as cli
 
 REPO = Path(__file__).resolve().parent.parent
 URL = "http://127.0.0.1:9/v1/chat/completions"  # never contacted: check_reachable is the sentinel
@@ -344,7 +344,7 @@ def no_network(monkeypatch):
     def accepted(*args, **kwargs):
         raise Accepted("the input was accepted and the run started")
 
-    monkeypatch.setattr("perfbench.runner.check_reachable", accepted)
+    monkeypatch.setattr("perfbench.benchmark.runner.check_reachable", accepted)
     monkeypatch.setattr("perfbench.servers.local.start_local_server", accepted)
     monkeypatch.setattr("perfbench.servers.mock.MockInThread", accepted)
 
@@ -430,7 +430,7 @@ def test_junit_that_cannot_be_written_after_the_run_is_one_line_and_keeps_the_ru
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system")
 
-    monkeypatch.setattr("perfbench.junit.write_junit", read_only)
+    monkeypatch.setattr("perfbench.report.junit.write_junit", read_only)
     run_dir = tmp_path / "run"
     code = cli.main(["--number", "2", "--no-live", "--no-telemetry", "--no-plots", "--output-dir", str(run_dir),
                      "--junit", str(tmp_path / "junit.xml"), "--store", str(tmp_path / "s.sqlite")])
@@ -446,7 +446,7 @@ def test_junit_that_cannot_be_written_after_the_run_is_one_line_and_keeps_the_ru
 
 
 def test_history_lists_a_store_with_a_damaged_row(tmp_path, capsys):
-    from perfbench.store import RunStore
+    from perfbench.results.store import RunStore
 
     store = tmp_path / "s.sqlite"
     RunStore(store).close()
@@ -461,8 +461,8 @@ def test_history_lists_a_store_with_a_damaged_row(tmp_path, capsys):
 
 
 def test_api_key_from_env_loses_a_trailing_newline_but_not_an_inner_one(monkeypatch):
-    from perfbench.config import config_from_settings
-    from perfbench.errors import ConfigError
+    from perfbench.config.run_config import config_from_settings
+    from perfbench.core.errors import ConfigError
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-from-file\n")
     assert config_from_settings({"url": URL}).api_key == "sk-from-file"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from perfbench.cli import main
+from perfbench.commands.main import main
 from perfbench.report.vllm_export import _peak_in_flight, _peak_per_second
 
 # What vllm/benchmarks/serve.py writes with --save-result (without --save-detailed), for ttft, tpot,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from perfbench.errors import ConfigError, TargetError
+from perfbench.core.errors import ConfigError, TargetError
 from perfbench.servers.local import start_local_server
 from perfbench.servers.serve import main as serve_main
 from perfbench.servers.vllm_launcher import vllm_command

@@ -21,12 +21,12 @@ from typing import Any, Callable
 import pytest
 
 from perfbench.apis import get_adapter
-from perfbench.cli import main
-from perfbench.plan import PreparedRequest, StepPlan, Target
-from perfbench.live import LiveCounters
-from perfbench.records import RequestRecord
+from perfbench.commands.main import main
+from perfbench.engine.plan import PreparedRequest, StepPlan, Target
+from perfbench.engine.live import LiveCounters
+from perfbench.results.records import RequestRecord
 from perfbench.servers.mock import MockConfig, MockInThread
-from perfbench.records import WORKER_LOST
+from perfbench.results.records import WORKER_LOST
 from perfbench.workers import WorkerPool, WorkerSetup, split_step
 from perfbench.workers.processes import ProcessTransport
 from tests.test_signals import alive, children, interrupted_run_lines, kill_if_alive, line_count, wait_until
@@ -103,8 +103,8 @@ def test_one_two_and_four_workers_send_the_same_requests(tmp_path: Path, mock_ur
         assert all(19 <= s["ttft_ms"]["p50"] < 80 for s in steps), [s["ttft_ms"] for s in steps]
     assert shape[1] == shape[2] == shape[4]
     # ... and it is the one a single process takes: the warm-up first, then each step continuing the cycle.
-    from perfbench.config import config_from_settings
-    from perfbench.workload import load_workload
+    from perfbench.config.run_config import config_from_settings
+    from perfbench.benchmark.prepare import load_workload
 
     prompts = load_workload(config_from_settings({"url": mock_url, "concurrency": "4,8", "number": "24,40", "warmup": 4,
                                                   "input_tokens": "uniform:10-90", "seed": 3}), None)

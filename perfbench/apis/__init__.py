@@ -12,7 +12,7 @@ from perfbench.apis.base import ApiAdapter, StreamContent
 from perfbench.apis.embeddings import OpenAIEmbeddings
 from perfbench.apis.openai import OpenAIChat, OpenAICompletions
 from perfbench.apis.responses import OpenAIResponses
-from perfbench.errors import ConfigError
+from perfbench.core.errors import ConfigError
 
 _ADAPTERS: dict[str, ApiAdapter] = {a.name: a for a in (OpenAIChat(), OpenAICompletions(), OpenAIResponses(), OpenAIEmbeddings())}
 API_NAMES = tuple(_ADAPTERS)

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
-from perfbench.prompts import Prompt
+from perfbench.workload.prompts import Prompt
 
 MAX_TOKEN_COUNT = 10**9  # a usage count above this is no real answer (and would overflow int64 sums)
 

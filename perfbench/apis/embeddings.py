@@ -12,7 +12,7 @@ import math
 from typing import Any, Sequence
 
 from perfbench.apis.base import InvalidEvent, StreamContent, encode_body, shown, token_count, usage_object, whole_answer
-from perfbench.prompts import Prompt
+from perfbench.workload.prompts import Prompt
 
 
 class OpenAIEmbeddings:

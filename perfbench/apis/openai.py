@@ -28,7 +28,7 @@ from perfbench.apis.base import (
     usage_object,
     whole_answer,
 )
-from perfbench.prompts import Prompt
+from perfbench.workload.prompts import Prompt
 
 DONE = b"[DONE]"
 

@@ -25,7 +25,7 @@ from perfbench.apis.base import (
     usage_object,
     whole_answer,
 )
-from perfbench.prompts import Prompt
+from perfbench.workload.prompts import Prompt
 
 OUTPUT_DELTAS = frozenset({
     "response.output_text.delta",

@@ -7,10 +7,10 @@ command line, ``perfbench.load_run(DIR)`` reads a finished run back as pandas Da
     run = perfbench.load_run(result.run_dir)
     run.requests.groupby("step").ttft_ms.median()
 
-Keywords are the option table's names (perfbench/options.py: ``timeout_s``, ``input_tokens``,
+Keywords are the option table's names (perfbench/config/options.py: ``timeout_s``, ``input_tokens``,
 ``slo``...), with Python values (``concurrency=[1, 8]``, ``slo={"ttft_p99": 500}``,
 ``headers={"X-Team": "infra"}``); a scenario file is ``scenario=PATH``, under the keywords, as
-flags are over it. Bad input raises ``perfbench.errors.ConfigError`` with the CLI's one-line message.
+flags are over it. Bad input raises ``perfbench.core.errors.ConfigError`` with the CLI's one-line message.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from perfbench.errors import ConfigError, PerfbenchError
+from perfbench.core.errors import ConfigError, PerfbenchError
 
 
 @dataclass(frozen=True)
@@ -49,17 +49,17 @@ def run(*, scenario: str | Path | None = None, quiet: bool = True, **options: An
     """
     from rich.console import Console
 
-    from perfbench.benchmark import run_benchmark, with_demo_load
-    from perfbench.config import config_from_settings
+    from perfbench.benchmark.run_benchmark import run_benchmark, with_demo_load
+    from perfbench.config.run_config import config_from_settings
     from perfbench.metrics import StepSummary
-    from perfbench.options import BY_DEST, COMMAND_LINE_ONLY
+    from perfbench.config.options import BY_DEST, COMMAND_LINE_ONLY
 
     for key in options:
         if key in COMMAND_LINE_ONLY:
             raise ConfigError(f"{key!r} is a command-line option; for a scenario pass scenario=PATH")
     settings: dict[str, Any] = {}
     if scenario is not None:
-        from perfbench.scenario import load_scenario
+        from perfbench.config.scenario import load_scenario
 
         settings.update(load_scenario(scenario))
     settings.update({key: value for key, value in options.items() if value is not None})
@@ -94,8 +94,8 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     """Read a run folder (``runs/<time>-<name>/``) written by perfbench."""
     import pandas as pd
 
-    from perfbench.report.exports import flatten_step
-    from perfbench.runfiles import iter_request_line_chunks, read_summary, read_telemetry
+    from perfbench.report.tables import flatten_step
+    from perfbench.results.runfiles import iter_request_line_chunks, read_summary, read_telemetry
 
     path = Path(run_dir)
     summary = read_summary(path)  # ConfigError naming the folder when it holds no run

@@ -1,6 +1,6 @@
 """A run's finishing work, as a list of stages: each a function of the run directory, the config and what earlier stages found.
 
-    prepare -> run steps (perfbench.runner.execute) -> finish (here)
+    prepare -> run steps (perfbench.benchmark.runner.execute) -> finish (here)
 
 Stages, in order: the run's identity (into summary.json), the baseline comparison, the SLO verdict,
 JUnit, plots and report.html, the run history, exports (requests.parquet, and each ``--export``
@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from perfbench.errors import ConfigError
-from perfbench.runfiles import COMPARISON_FILE, OutputError, write_comparison, write_summary
+from perfbench.core.errors import ConfigError
+from perfbench.results.runfiles import COMPARISON_FILE, OutputError, write_comparison, write_summary
 
 
 def open_store(config: Any) -> Any:
     """The run history store of ``--store`` (default in the user's data directory)."""
-    from perfbench.store import RunStore, default_store_path
+    from perfbench.results.store import RunStore, default_store_path
 
     return RunStore(Path(config.store) if config.store else default_store_path())
 
@@ -34,10 +34,10 @@ class FinishContext:
     """What the stages share: the run, and what earlier stages found."""
 
     config: Any  # the RunConfig
-    outcome: Any  # the RunOutcome of perfbench.runner.execute
+    outcome: Any  # the RunOutcome of perfbench.benchmark.runner.execute
     console: Any  # a rich Console
     baseline_dir: Path | None  # the resolved --baseline, if any
-    identity: Any = None  # the run's perfbench.identity.RunIdentity, set by the first stage
+    identity: Any = None  # the run's perfbench.results.identity.RunIdentity, set by the first stage
     comparison: Any = None  # set by the comparison stage
     exit_code: int = 0
     files: list[str] = field(default_factory=lambda: ["summary.json", "summary.csv", "requests.jsonl"])
@@ -60,7 +60,7 @@ def _error(message: str) -> None:
 
 
 def _record_identity(ctx: FinishContext) -> None:
-    from perfbench.identity import run_identity
+    from perfbench.results.identity import run_identity
 
     # Now, while the run's prompts file is as the run read it: its hash is the one part of the
     # identity that cannot be recomputed from summary.json later.
@@ -75,8 +75,9 @@ def _record_identity(ctx: FinishContext) -> None:
 def _compare_with_baseline(ctx: FinishContext) -> None:
     if ctx.baseline_dir is None:
         return
-    from perfbench.compare import DEFAULT_THRESHOLDS, compare_runs, parse_thresholds, render_comparison
-    from perfbench.store import NoBaselineYet, is_store_lookup, resolve_baseline
+    from perfbench.commands.compare import render_comparison
+    from perfbench.compare import DEFAULT_THRESHOLDS, compare_runs, parse_thresholds
+    from perfbench.results.store import NoBaselineYet, is_store_lookup, resolve_baseline
 
     thresholds = parse_thresholds(ctx.config.thresholds) if ctx.config.thresholds else DEFAULT_THRESHOLDS
     try:
@@ -112,7 +113,7 @@ def _slo_verdict(ctx: FinishContext) -> None:
 def _junit(ctx: FinishContext) -> None:
     if not ctx.config.junit:
         return
-    from perfbench.junit import write_junit
+    from perfbench.report.junit import write_junit
 
     try:
         write_junit(Path(ctx.config.junit), comparison=ctx.comparison, steps=() if ctx.config.search else ctx.steps)
@@ -128,7 +129,7 @@ def _reports(ctx: FinishContext) -> None:
     from perfbench.report.earlier_runs import earlier_runs_at
     from perfbench.report.html import write_html_report
     from perfbench.report.plots import write_plots
-    from perfbench.store import default_store_path
+    from perfbench.results.store import default_store_path
 
     write_plots(ctx.run_dir)
     # The trend's earlier runs are read here (this run is recorded after, by _history): the page only renders.
@@ -156,8 +157,8 @@ def _history(ctx: FinishContext) -> None:
 _PARQUET_CHILD = """
 import sys
 from pathlib import Path
-from perfbench.errors import PerfbenchError
-from perfbench.report.exports import write_requests_parquet
+from perfbench.core.errors import PerfbenchError
+from perfbench.report.tables import write_requests_parquet
 try:
     sys.exit(0 if write_requests_parquet(Path(sys.argv[1])) else 3)
 except PerfbenchError as exc:
@@ -196,7 +197,7 @@ def finish_run(config: Any, outcome: Any, console: Any, baseline_dir: Path | Non
     if outcome.interrupted:
         console.print(f"[yellow]Interrupted ({outcome.stopped_by or 'Ctrl-C'}): the summary covers the requests that finished.[/]")
         return 130 if ctx.exit_code == 0 else ctx.exit_code
-    from perfbench.run_state import every_request_failed
+    from perfbench.benchmark.run_state import every_request_failed
 
     all_failed = every_request_failed(ctx.steps)
     if all_failed is not None:  # exit 3, after summary.json and the report are written

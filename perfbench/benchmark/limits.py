@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 
-from perfbench.errors import ConfigError
+from perfbench.core.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 

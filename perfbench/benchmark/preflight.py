@@ -7,10 +7,10 @@ import json
 import socket
 from urllib.parse import urlsplit
 
-from perfbench.config import RunConfig
-from perfbench.engine import Engine
-from perfbench.plan import PreparedRequest
-from perfbench.errors import TargetError
+from perfbench.config.run_config import RunConfig
+from perfbench.engine.engine import Engine
+from perfbench.engine.plan import PreparedRequest
+from perfbench.core.errors import TargetError
 
 
 def check_reachable(url: str, timeout_s: float = 5.0) -> None:

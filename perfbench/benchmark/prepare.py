@@ -8,18 +8,18 @@ from typing import Any
 import numpy as np
 
 from perfbench.apis import ApiAdapter
-from perfbench.config import RunConfig
-from perfbench.plan import PreparedRequest
-from perfbench.images import request_images, with_images
-from perfbench.lengths import LengthDistribution
-from perfbench.option_values import DATASET_LENGTHS
-from perfbench.prompts import Prompt, load_prompts, synthetic_prompts
-from perfbench.sampling import sampling_body
-from perfbench.sessions import (
+from perfbench.config.run_config import RunConfig
+from perfbench.engine.plan import PreparedRequest
+from perfbench.workload.images import request_images, with_images
+from perfbench.workload.lengths import LengthDistribution
+from perfbench.config.option_values import DATASET_LENGTHS
+from perfbench.workload.prompts import Prompt, load_prompts, synthetic_prompts
+from perfbench.workload.sampling import sampling_body
+from perfbench.workload.sessions import (
     SessionWorkload, load_conversations, session_workload, synthetic_conversations, with_output_lengths,
 )
-from perfbench.tokens import Tokenizer, count_chat_tokens, count_prompt_tokens
-from perfbench.trace import replay_of, trace_prompts
+from perfbench.workload.tokens import Tokenizer, count_chat_tokens, count_prompt_tokens
+from perfbench.workload.trace import replay_of, trace_prompts
 
 DEFAULT_INPUT_TOKENS = "fixed:128"  # synthetic prompt length when no prompts are given
 DEFAULT_MAX_TOKENS = 128  # output cap when neither --max-tokens nor --output-tokens is given
@@ -57,7 +57,7 @@ def load_workload(config: RunConfig, tokenizer: Tokenizer | None) -> list[Prompt
     if config.prompts:
         return load_prompts(config.prompts, sharegpt_output_lengths=config.output_tokens == DATASET_LENGTHS)
     if config.dataset:  # --dataset: as many rows as the run sends, offline
-        from perfbench.datasets_loader import load_dataset_prompts
+        from perfbench.workload.datasets_loader import load_dataset_prompts
 
         return load_dataset_prompts(config.dataset, column=config.dataset_prompt_column, split=config.dataset_split,
                                     limit=_total_requests(config), output_lengths=config.output_tokens == DATASET_LENGTHS)

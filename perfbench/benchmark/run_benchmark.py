@@ -1,6 +1,6 @@
 """One benchmark, from a validated RunConfig to its exit code: the checks that must come before
 any server starts, the target (a URL, a local server, or the built-in mock), the run, the
-summary on the terminal, and the finishing stages. The CLI and the Python API (perfbench.api)
+summary on the terminal, and the finishing stages. The CLI and the Python API (perfbench.benchmark.api)
 both call ``run_benchmark``.
 """
 
@@ -12,9 +12,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from perfbench.errors import ConfigError
-from perfbench.finish import finish_run, open_store
-from perfbench.runfiles import step_label
+from perfbench.core.errors import ConfigError
+from perfbench.benchmark.finish import finish_run, open_store
+from perfbench.results.runfiles import step_label
 
 SIMULATED_DEMO = {"concurrency": "8", "number": "100"}  # a run with no target and no load: about 9 s against the mock
 
@@ -31,16 +31,16 @@ def with_demo_load(settings: Mapping[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class BenchmarkResult:
-    outcome: Any  # perfbench.runner.RunOutcome: the summary, the run directory, whether it was interrupted
+    outcome: Any  # perfbench.benchmark.runner.RunOutcome: the summary, the run directory, whether it was interrupted
     exit_code: int  # DESIGN.md's: 0, 1, 2, 3 or 130
 
 
 def run_benchmark(config: Any, console: Any) -> BenchmarkResult:
     """Run ``config`` (a RunConfig) and its finishing stages, printing to ``console`` (a rich Console)."""
-    from perfbench.config import resolve_url
-    from perfbench.live import LiveCounters
+    from perfbench.config.run_config import resolve_url
+    from perfbench.engine.live import LiveCounters
     from perfbench.report.terminal import LiveDisplay, render_summary
-    from perfbench.runner import check_open_files, default_run_dir, execute, make_run_dir
+    from perfbench.benchmark.runner import check_open_files, default_run_dir, execute, make_run_dir
 
     check_open_files(config)  # before any server starts: refusing after a model load would waste it
     tokenizer = None
@@ -48,7 +48,7 @@ def run_benchmark(config: Any, console: Any) -> BenchmarkResult:
     if tokenizer_path is None and config.url is None and config.model and Path(config.model).is_dir():
         tokenizer_path = config.model  # a local model brings its tokenizer: exact synthetic prompt lengths
     if tokenizer_path:
-        from perfbench.tokens import load_tokenizer
+        from perfbench.workload.tokens import load_tokenizer
 
         tokenizer = load_tokenizer(tokenizer_path)
     if config.thresholds:  # checked now: a typo must not cost a whole benchmark
@@ -61,7 +61,7 @@ def run_benchmark(config: Any, console: Any) -> BenchmarkResult:
     if config.store:  # refused now, not after the run: e.g. a file that is not a run store
         open_store(config).close()
     if config.junit:
-        from perfbench.cliutil import check_writable_file
+        from perfbench.core.cliutil import check_writable_file
 
         check_writable_file(Path(config.junit), "--junit")
     if config.url is None and config.model and config.engine == "transformers":
@@ -164,7 +164,7 @@ def _resolve_baseline(config: Any) -> Path | None:
     """The baseline's run directory, resolved before the run so a bad spec costs no benchmark time."""
     if not config.baseline:
         return None
-    from perfbench.store import NoBaselineYet, resolve_baseline
+    from perfbench.results.store import NoBaselineYet, resolve_baseline
 
     try:
         return resolve_baseline(config.baseline, open_store(config))

@@ -10,10 +10,10 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from perfbench.config import LoadStep, RunConfig
+from perfbench.config.run_config import LoadStep, RunConfig
 from perfbench.metrics import StepAccumulator, StepSummary
-from perfbench.records import CONNECT_ERROR, RequestRecord
-from perfbench.runfiles import RecordReader
+from perfbench.results.records import CONNECT_ERROR, RequestRecord
+from perfbench.results.runfiles import RecordReader
 
 
 @dataclass

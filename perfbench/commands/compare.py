@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from perfbench.cliutil import OneLineArgumentParser, check_writable_file
+from perfbench.core.cliutil import OneLineArgumentParser, check_writable_file
 from perfbench.compare._bootstrap import CONFIDENCE
 from perfbench.compare._model import Comparison, format_value
 from perfbench.compare._runs import compare_runs
 from perfbench.compare._thresholds import DEFAULT_THRESHOLDS, parse_thresholds
-from perfbench.errors import ConfigError, PerfbenchError
-from perfbench.runfiles import write_comparison
+from perfbench.core.errors import ConfigError, PerfbenchError
+from perfbench.results.runfiles import write_comparison
 
 
 def render_comparison(comparison: Comparison, console: Any) -> None:
@@ -114,7 +114,7 @@ def main(argv: list[str]) -> int:
         return exc.exit_code
     render_comparison(comparison, console)
     if args.junit:
-        from perfbench.junit import write_junit
+        from perfbench.report.junit import write_junit
 
         write_junit(args.junit, comparison=comparison)
     if args.json:
@@ -129,9 +129,9 @@ def resolve_base(spec: str, store_path: Path | None, *, new_dir: Path | None = N
     """
     if Path(spec).is_dir():
         return Path(spec)
-    from perfbench.identity import run_identity
-    from perfbench.runfiles import read_summary
-    from perfbench.store import RunStore, check_baseline_spec, default_store_path, resolve_baseline
+    from perfbench.results.identity import run_identity
+    from perfbench.results.runfiles import read_summary
+    from perfbench.results.store import RunStore, check_baseline_spec, default_store_path, resolve_baseline
 
     check_baseline_spec(spec)  # a mistyped directory: say so before opening (or creating) a store
     with RunStore(store_path or default_store_path()) as store:

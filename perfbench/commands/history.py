@@ -9,14 +9,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from perfbench.cliutil import OneLineArgumentParser
-from perfbench.errors import ConfigError, PerfbenchError
-from perfbench.identity import RunIdentity, run_identity
-from perfbench.option_values import parse_tags
+from perfbench.core.cliutil import OneLineArgumentParser
+from perfbench.core.errors import ConfigError, PerfbenchError
+from perfbench.results.identity import RunIdentity, run_identity
+from perfbench.config.option_values import parse_tags
 from perfbench.metrics import DISTRIBUTIONS, METRICS, RATE, STATISTICS, metric_of
-from perfbench.redact import redact_url
-from perfbench.runfiles import read_summary, step_label
-from perfbench.store import RunInfo, RunStore, default_store_path
+from perfbench.core.redact import redact_url
+from perfbench.results.runfiles import read_summary, step_label
+from perfbench.results.store import RunInfo, RunStore, default_store_path
 
 _STEP_COUNTS = ("duration_s", "requests_succeeded", "requests_failed")  # step facts a trend can follow, besides the metrics
 

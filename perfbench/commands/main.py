@@ -14,16 +14,16 @@ import sys
 from typing import Any, NoReturn, Sequence
 
 from perfbench import __version__
-from perfbench.errors import ConfigError, PerfbenchError
-from perfbench.options import COMMAND_LINE_ONLY, GROUPS, OPTIONS
+from perfbench.core.errors import ConfigError, PerfbenchError
+from perfbench.config.options import COMMAND_LINE_ONLY, GROUPS, OPTIONS
 
 SUBCOMMANDS = {
     "mock": ("perfbench.servers.mock", "run the built-in mock server (ground truth, fault injection)"),
     "serve": ("perfbench.servers.serve", "start a local OpenAI-compatible server for a model"),
-    "report": ("perfbench.report.command", "rebuild report.html and plots of a run directory"),
+    "report": ("perfbench.commands.report", "rebuild report.html and plots of a run directory"),
     "plot": ("perfbench.report.plots", "rebuild the plots of a run directory"),
-    "compare": ("perfbench.compare", "compare two runs; exit 1 on regression"),
-    "history": ("perfbench.history", "list recorded runs and metric trends"),
+    "compare": ("perfbench.commands.compare", "compare two runs; exit 1 on regression"),
+    "history": ("perfbench.commands.history", "list recorded runs and metric trends"),
 }
 
 EPILOG = "subcommands:\n" + "\n".join(f"  perfbench {name:<8} {help_}" for name, (_, help_) in SUBCOMMANDS.items()) + """
@@ -61,7 +61,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     """Scenario values, overridden by every flag given on the command line."""
     settings: dict[str, Any] = {}
     if args.scenario:
-        from perfbench.scenario import load_scenario
+        from perfbench.config.scenario import load_scenario
 
         settings.update(load_scenario(args.scenario))
     flags = {k: v for k, v in vars(args).items() if v is not None and k not in COMMAND_LINE_ONLY}
@@ -74,7 +74,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     if "search" in flags:  # the searched dimension comes from the search, not from the file's ladder
         settings.pop("rate" if flags["search"] == "concurrency" else "concurrency", None)
     settings.update(flags)
-    from perfbench.benchmark import with_demo_load
+    from perfbench.benchmark.run_benchmark import with_demo_load
 
     return with_demo_load(settings)
 
@@ -88,8 +88,8 @@ def run_main(argv: Sequence[str]) -> int:
 
     from rich.console import Console
 
-    from perfbench.benchmark import run_benchmark
-    from perfbench.config import config_from_settings
+    from perfbench.benchmark.run_benchmark import run_benchmark
+    from perfbench.config.run_config import config_from_settings
 
     config = config_from_settings(_settings(args))
     _hide_secrets(config)
@@ -103,7 +103,7 @@ _run_secrets: tuple[str, ...] = ()  # this run's secrets (redact.run_secrets), m
 
 
 def _redacted(text: str) -> str:
-    from perfbench.redact import redact_text
+    from perfbench.core.redact import redact_text
 
     return redact_text(text, _run_secrets)
 
@@ -121,7 +121,7 @@ class _SecretFilter(logging.Filter):
 
 def _hide_secrets(config: Any) -> None:
     global _run_secrets
-    from perfbench.redact import run_secrets
+    from perfbench.core.redact import run_secrets
 
     _run_secrets = run_secrets(url=config.url, api_key=config.api_key, headers=config.headers)
     for handler in logging.getLogger().handlers:
@@ -152,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             module = importlib.import_module(SUBCOMMANDS[argv[0]][0])
             return int(module.main(argv[1:]) or 0)
-        from perfbench.signals import terminate_as_interrupt
+        from perfbench.benchmark.signals import terminate_as_interrupt
 
         with terminate_as_interrupt():  # SIGTERM, SIGHUP: like Ctrl-C (a local server stops, exit 130)
             return run_main(argv)
@@ -165,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("perfbench: interrupted", file=sys.stderr)
         return 130
     except OSError as exc:  # a full or read-only disk while writing reports: one line, not a traceback
-        from perfbench.runfiles import OUTPUT_ERRNOS, output_error
+        from perfbench.results.runfiles import OUTPUT_ERRNOS, output_error
 
         if debug or exc.errno not in OUTPUT_ERRNOS:
             raise

@@ -7,9 +7,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from perfbench.cliutil import OneLineArgumentParser
-from perfbench.errors import PerfbenchError
-from perfbench.runfiles import read_summary
+from perfbench.core.cliutil import OneLineArgumentParser
+from perfbench.core.errors import PerfbenchError
+from perfbench.results.runfiles import read_summary
 
 
 def main(argv: list[str]) -> int:
@@ -24,11 +24,12 @@ def main(argv: list[str]) -> int:
                         help="with --baseline: compare although the runs' identities differ, saying so")
     try:
         args = parser.parse_args(argv)
-        from perfbench.compare import compare_runs, resolve_base
+        from perfbench.commands.compare import resolve_base
+        from perfbench.compare import compare_runs
         from perfbench.report.earlier_runs import earlier_runs_at
         from perfbench.report.html import write_html_report
         from perfbench.report.plots import write_plots
-        from perfbench.store import default_store_path
+        from perfbench.results.store import default_store_path
 
         summary = read_summary(args.run_dir)  # a clear error before plotting anything
         comparison = None

@@ -9,7 +9,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from perfbench.metrics import request_samples
-from perfbench.records import RequestRecord
+from perfbench.results.records import RequestRecord
 
 
 N_BOOTSTRAP = 1000  # resamples per run; 99 % CI tails then hold 5 resamples each

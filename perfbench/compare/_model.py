@@ -1,5 +1,5 @@
 """The result of a comparison (one row per step and metric), as compare, JUnit and report.html read it;
-``to_dict``/``from_dict`` are its comparison.json form (``perfbench.runfiles`` reads and writes the file)."""
+``to_dict``/``from_dict`` are its comparison.json form (``perfbench.results.runfiles`` reads and writes the file)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 from perfbench.compare._bootstrap import CONFIDENCE
 from perfbench.compare._thresholds import Threshold, higher_is_better
-from perfbench.runfiles import COMPARISON_SCHEMA
+from perfbench.results.runfiles import COMPARISON_SCHEMA
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,9 +13,9 @@ from perfbench.compare._bootstrap import (
 )
 from perfbench.compare._model import Comparison, MetricComparison
 from perfbench.compare._thresholds import DEFAULT_THRESHOLDS, Threshold, higher_is_better
-from perfbench.errors import ConfigError
-from perfbench.identity import check_like_for_like
-from perfbench.runfiles import iter_request_lines, read_summary, step_label, step_metric
+from perfbench.core.errors import ConfigError
+from perfbench.results.identity import check_like_for_like
+from perfbench.results.runfiles import iter_request_lines, read_summary, step_label, step_metric
 
 
 def _match_steps(
@@ -56,7 +56,7 @@ def compare_runs(
 ) -> Comparison:
     """Compare every headline metric of matching steps; see the module docstring for the rule.
 
-    Like for like: IdentityMismatch (exit 2) when the runs' identities (perfbench.identity) differ,
+    Like for like: IdentityMismatch (exit 2) when the runs' identities (perfbench.results.identity) differ,
     unless ``allow_mismatch``; then the comparison carries the differences in ``mismatch``.
 
     Steps are matched by (concurrency, rate_req_s); ConfigError when no step matches (steps

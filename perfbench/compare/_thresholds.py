@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from perfbench.errors import ConfigError
+from perfbench.core.errors import ConfigError
 from perfbench.metrics import DISTRIBUTION, METRICS, RATE, metric_of
 
 

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from perfbench.errors import ConfigError
+from perfbench.core.errors import ConfigError
 
 DATASET_LENGTHS = "dataset"  # --output-tokens value: each prompt's own length (JSONL max_tokens, ShareGPT answers)
 LARGEST_SETTING = 1e9  # any count, size or seconds above this is a typo (and overflows timers)
@@ -223,7 +223,7 @@ def _unname(exc: ConfigError) -> str:
 
 def length_distribution(value: Any) -> str:
     """A token-length distribution as the --input-tokens string (fixed:N, uniform:A-B, normal:M,S)."""
-    from perfbench.lengths import LengthDistribution
+    from perfbench.workload.lengths import LengthDistribution
 
     if value == DATASET_LENGTHS:
         return value
@@ -235,7 +235,7 @@ def length_distribution(value: Any) -> str:
 
 def slo_limits(value: Any) -> str:
     """SLOs as the --slo string: {ttft_p99: 500, tpot: 50} -> "tpot=50,ttft_p99=500"."""
-    from perfbench.slo import Slos, parse_slos
+    from perfbench.metrics.slo import Slos, parse_slos
 
     try:
         slos = parse_slos(value) if isinstance(value, str) else Slos.from_mapping(value, where=_NAME)

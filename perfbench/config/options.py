@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from perfbench import option_values as v
+from perfbench.config import option_values as v
 from perfbench.apis import API_NAMES, DEFAULT_API
-from perfbench.images import IMAGE_FORMATS, MAX_IMAGES_PER_REQUEST, image_size_setting
+from perfbench.workload.images import IMAGE_FORMATS, MAX_IMAGES_PER_REQUEST, image_size_setting
 from perfbench.report.exporters import EXPORTERS
-from perfbench.schedule import ARRIVALS
-from perfbench.sessions import think_time_setting
-from perfbench.trace import DEFAULT_BLOCK_TOKENS, window_setting
+from perfbench.workload.schedule import ARRIVALS
+from perfbench.workload.sessions import think_time_setting
+from perfbench.workload.trace import DEFAULT_BLOCK_TOKENS, window_setting
 
 ENGINES = ("transformers", "vllm")
 SEARCHES = ("concurrency", "rate")
@@ -164,7 +164,7 @@ OPTIONS: tuple[Option, ...] = (
             "synthetic prompts share a K-token prefix (prefix caching)", v.nonnegative_int, default=0, metavar="K"),
     _number("prefix_groups", ("--prefix-groups",), "workload.shared_prefix.groups", _WORKLOAD,
             "number of distinct shared prefixes (default 1)", v.positive_int, default=1, metavar="N"),
-    # images (perfbench/images.py) and datasets (perfbench/datasets_loader.py)
+    # images (perfbench/workload/images.py) and datasets (perfbench/workload/datasets_loader.py)
     _number("images", ("--images",), "workload.images.count", _WORKLOAD,
             "images per chat request, as image_url data URLs after the text (synthetic from --seed, or --image-dir files)",
             v.Number(int, low_open=False, high=MAX_IMAGES_PER_REQUEST), metavar="N"),

@@ -13,20 +13,20 @@ from typing import Any, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 from perfbench.apis import API_NAMES, DEFAULT_API, adapter_for_path, get_adapter
-from perfbench.datasets_loader import check_dataset_settings
-from perfbench.errors import ConfigError
-from perfbench.images import check_image_settings
-from perfbench.option_values import (
+from perfbench.workload.datasets_loader import check_dataset_settings
+from perfbench.core.errors import ConfigError
+from perfbench.workload.images import check_image_settings
+from perfbench.config.option_values import (
     BAD_HEADER_VALUE, DATASET_LENGTHS, LARGEST_SETTING, MAX_TOKENS_PER_REQUEST, RAY_MISSING, RAY_PER_NODE, BadValue, check_extra_body, check_path_text,
     parse_float_list, parse_headers, parse_int_list, parse_mock_settings, parse_tags, shown_text,
 )
-from perfbench.options import COMMAND_LINE_ONLY, FILE_ONLY, OPTIONS, flag_of
-from perfbench.redact import redact_url
-from perfbench.sampling import check_sampling
-from perfbench.sessions import check_session_settings
-from perfbench.schedule import ARRIVALS
-from perfbench.slo import Slos, parse_slos
-from perfbench.trace import check_trace_settings, replay_load
+from perfbench.config.options import COMMAND_LINE_ONLY, FILE_ONLY, OPTIONS, flag_of
+from perfbench.core.redact import redact_url
+from perfbench.workload.sampling import check_sampling
+from perfbench.workload.sessions import check_session_settings
+from perfbench.workload.schedule import ARRIVALS
+from perfbench.metrics.slo import Slos, parse_slos
+from perfbench.workload.trace import check_trace_settings, replay_load
 
 DEFAULT_NUMBER = 100  # requests per step when neither --number nor --duration is given
 
@@ -302,7 +302,7 @@ def config_from_settings(settings: Mapping[str, Any]) -> RunConfig:
                           "add --prompts FILE or --dataset NAME_OR_PATH")
     for key, flag in (("input_tokens", "--input-tokens"), ("output_tokens", "--output-tokens")):
         if s.get(key) is not None and s[key] != DATASET_LENGTHS:
-            from perfbench.lengths import LengthDistribution
+            from perfbench.workload.lengths import LengthDistribution
 
             dist = (LengthDistribution.parse(s[key], name=flag) if not isinstance(s[key], Mapping)
                     else LengthDistribution.from_mapping(s[key], name=flag))
@@ -362,7 +362,7 @@ def config_from_settings(settings: Mapping[str, Any]) -> RunConfig:
         if s.get("workers") in (None, "auto"):
             s["workers"] = RAY_PER_NODE
     if s.get("workers") == "auto":
-        from perfbench.limits import available_workers
+        from perfbench.benchmark.limits import available_workers
 
         s["workers"] = available_workers()
     check_session_settings(s, get_adapter(api).chat_input, api)

@@ -21,9 +21,9 @@ from typing import Any
 
 import yaml
 
-from perfbench.errors import ConfigError
-from perfbench.option_values import BadValue, type_name
-from perfbench.options import FILE_ONLY, OPTIONS
+from perfbench.core.errors import ConfigError
+from perfbench.config.option_values import BadValue, type_name
+from perfbench.config.options import FILE_ONLY, OPTIONS
 
 __all__ = ["load_scenario", "SCENARIO_KEYS"]
 

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import NoReturn
 
-from perfbench.errors import ConfigError
+from perfbench.core.errors import ConfigError
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):

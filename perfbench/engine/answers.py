@@ -12,15 +12,15 @@ import zlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Sequence
 
-from perfbench import records as R
+from perfbench.results import records as R
 from perfbench.apis import StreamContent
-from perfbench.records import RequestRecord
-from perfbench.redact import redact_text
-from perfbench.sse import RecordedEvents, parse_recorded
-from perfbench.tokens import Tokenizer
+from perfbench.results.records import RequestRecord
+from perfbench.core.redact import redact_text
+from perfbench.engine.sse import RecordedEvents, parse_recorded
+from perfbench.workload.tokens import Tokenizer
 
 if TYPE_CHECKING:
-    from perfbench.plan import PreparedRequest, Target
+    from perfbench.engine.plan import PreparedRequest, Target
 
 DECODERS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 

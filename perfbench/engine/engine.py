@@ -20,19 +20,19 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import aiohttp
 
-from perfbench import records as R
-from perfbench.answers import DECODERS, AnswerReader, Exchange, ReadStream, error_text, is_event_stream, is_json, one_line, too_large
-from perfbench.event_loop import gather_or_cancel
-from perfbench.finisher import Finisher
-from perfbench.live import LiveCounters
-from perfbench.plan import PreparedRequest, StepPlan, Target
-from perfbench.records import RequestRecord
-from perfbench.schedule import arrival_offsets_s
-from perfbench.tokens import Tokenizer
+from perfbench.results import records as R
+from perfbench.engine.answers import DECODERS, AnswerReader, Exchange, ReadStream, error_text, is_event_stream, is_json, one_line, too_large
+from perfbench.engine.event_loop import gather_or_cancel
+from perfbench.engine.finisher import Finisher
+from perfbench.engine.live import LiveCounters
+from perfbench.engine.plan import PreparedRequest, StepPlan, Target
+from perfbench.results.records import RequestRecord
+from perfbench.workload.schedule import arrival_offsets_s
+from perfbench.workload.tokens import Tokenizer
 
 if TYPE_CHECKING:
-    from perfbench.session_loops import SessionLoops
-    from perfbench.sessions import SessionWorkload
+    from perfbench.engine.session_loops import SessionLoops
+    from perfbench.workload.sessions import SessionWorkload
 
 _ERROR_BODY_BYTES = 2000  # how much of an error answer to read for the record's error text
 MAX_LINE_BYTES = 8 * 2**20  # one SSE line (an event's data) longer than this cuts the request
@@ -82,7 +82,7 @@ class Engine:
         self._finisher = Finisher(self._finish)
         self._sessions: SessionLoops | None = None
         if sessions is not None:
-            from perfbench import session_loops  # it builds on this module's types
+            from perfbench.engine import session_loops  # it builds on this module's types
 
             self._sessions = session_loops.SessionLoops(sessions, self._counted_exchange, self._answers, self._finisher.put)
 

@@ -6,8 +6,8 @@ import asyncio
 from collections import deque
 from typing import Callable
 
-from perfbench.answers import Exchange
-from perfbench.records import RequestRecord
+from perfbench.engine.answers import Exchange
+from perfbench.results.records import RequestRecord
 
 MAX_FINISH_BACKLOG = 256  # ended requests waiting for their records, at most (each holds its answer's bytes)
 

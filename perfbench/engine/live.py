@@ -11,7 +11,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from perfbench.records import RequestRecord
+from perfbench.results.records import RequestRecord
 
 LIVE_SAMPLES = 2048  # recent values a live display's running percentiles are taken from
 _GAPS_PER_REQUEST = 8  # ITL samples taken from each request for the live display

@@ -1,4 +1,4 @@
-"""The engine's loops for multi-turn sessions (perfbench/sessions.py says what a session sends).
+"""The engine's loops for multi-turn sessions (perfbench/workload/sessions.py says what a session sends).
 
 A session's turns go one after another on one slot: turn k+1 is due when turn k's answer ended
 plus a think time, so that due time is its t0 and any lag of the client shows as queue time.
@@ -13,11 +13,11 @@ import asyncio
 import time
 from typing import Any, Awaitable, Callable, Sequence
 
-from perfbench.answers import AnswerReader, Exchange
-from perfbench.event_loop import gather_or_cancel
-from perfbench.plan import PreparedRequest, StepPlan
-from perfbench.records import RequestRecord
-from perfbench.sessions import SessionWorkload
+from perfbench.engine.answers import AnswerReader, Exchange
+from perfbench.engine.event_loop import gather_or_cancel
+from perfbench.engine.plan import PreparedRequest, StepPlan
+from perfbench.results.records import RequestRecord
+from perfbench.workload.sessions import SessionWorkload
 
 SendRequest = Callable[[int, int, bool, int, PreparedRequest], Awaitable[Exchange]]  # (step, index, warm-up, t0, request)
 

@@ -15,7 +15,7 @@ import numpy as np
 from perfbench.metrics._per_request import Columns
 from perfbench.metrics._registry import METRICS_BY_KEY
 from perfbench.metrics._stats import describe
-from perfbench.records import RequestRecord
+from perfbench.results.records import RequestRecord
 
 BY_TURN_METRICS = ("ttft_ms", "latency_ms", "input_tokens_per_request")  # summary.json "by_turn" statistics, in order
 

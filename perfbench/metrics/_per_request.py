@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from perfbench.records import RequestRecord
+from perfbench.results.records import RequestRecord
 
 _NS_PER_MS = 1e6
 

@@ -15,7 +15,7 @@ from perfbench.metrics._per_request import (
     ttft_column,
 )
 from perfbench.metrics._stats import STATISTICS
-from perfbench.records import RequestRecord
+from perfbench.results.records import RequestRecord
 
 # What a step's duration means, recorded in summary.json beside the numbers it divides.
 DURATIONS = {

@@ -19,8 +19,8 @@ from perfbench.metrics._by_turn import TurnAccumulator
 from perfbench.metrics._per_request import Columns, itl_per_token
 from perfbench.metrics._registry import DISTRIBUTIONS
 from perfbench.metrics._stats import Stats, describe
-from perfbench.records import RequestRecord
-from perfbench.slo import Slos, StepLimit
+from perfbench.results.records import RequestRecord
+from perfbench.metrics.slo import Slos, StepLimit
 
 _NS_PER_S = 1e9
 

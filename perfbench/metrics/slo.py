@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from perfbench.errors import ConfigError
+from perfbench.core.errors import ConfigError
 
 METRICS = ("ttft", "tpot", "itl", "latency")  # the metrics an SLO may name
 _FIX = "use ttft, tpot, itl or latency, optionally with _p99/_mean"

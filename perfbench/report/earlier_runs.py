@@ -9,9 +9,9 @@ import logging
 from pathlib import Path
 from typing import Any, Mapping
 
-from perfbench.errors import ConfigError
-from perfbench.identity import run_identity
-from perfbench.store import RunInfo, RunStore
+from perfbench.core.errors import ConfigError
+from perfbench.results.identity import run_identity
+from perfbench.results.store import RunInfo, RunStore
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Write perfbench's checks as JUnit XML, so CI systems show them as tests.
 
-One ``<testsuites>`` holds a suite per kind of check: ``perfbench.slo`` (the step limits of
+One ``<testsuites>`` holds a suite per kind of check: ``perfbench.metrics.slo`` (the step limits of
 ``--slo``, one testcase per step and limit) and ``perfbench.compare`` (the threshold checks
 of a comparison with a baseline, one testcase per step and metric).
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from perfbench.metrics import SLO_METRICS
-from perfbench.runfiles import step_label
+from perfbench.results.runfiles import step_label
 
 if TYPE_CHECKING:  # only the type: compare's CLI writes JUnit, so a runtime import would be a cycle
     from perfbench.compare import Comparison

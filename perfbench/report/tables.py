@@ -1,6 +1,6 @@
 """Exports of a run's files for other tools: summary.csv (spreadsheets) and requests.parquet (pandas, Spark, DuckDB).
 
-They are conveniences made from the run-file format (``perfbench.runfiles``), never read back by perfbench.
+They are conveniences made from the run-file format (``perfbench.results.runfiles``), never read back by perfbench.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from perfbench.metrics import STATISTICS
-from perfbench.runfiles import iter_request_line_chunks, output_error, write_summary
+from perfbench.results.runfiles import iter_request_line_chunks, output_error, write_summary
 
 log = logging.getLogger(__name__)
 

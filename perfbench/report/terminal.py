@@ -14,10 +14,10 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from perfbench.engine import UNCAPPED
-from perfbench.live import LiveCounters
+from perfbench.engine.engine import UNCAPPED
+from perfbench.engine.live import LiveCounters
 from perfbench.metrics import DISTRIBUTIONS, METRICS, METRICS_BY_KEY, RATE, Metric
-from perfbench.runfiles import step_label
+from perfbench.results.runfiles import step_label
 
 
 def _num(value: Any, digits: int = 2) -> str:

@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 
 from perfbench.compare import Comparison, MetricComparison
 from perfbench.metrics import METRICS, RATE, SLO_METRICS, Metric, metric_of
-from perfbench.runfiles import step_label
+from perfbench.results.runfiles import step_label
 
 PASS, WARN, FAIL = "pass", "warn", "fail"  # a check's state, worst last
 _TOP_REASONS = 5  # failure reasons named in the alarm; the failures section lists them all

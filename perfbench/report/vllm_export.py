@@ -25,7 +25,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from perfbench.runfiles import iter_request_line_chunks, output_error
+from perfbench.results.runfiles import iter_request_line_chunks, output_error
 
 # perfbench's API names as vLLM's --backend (endpoint type) names.
 BACKENDS = {"openai-chat": "openai-chat", "openai-completions": "openai", "openai-responses": "openai-responses",

@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
-from perfbench.errors import ConfigError
-from perfbench.redact import redact_url
-from perfbench.runfiles import step_label
-from perfbench.sampling import SAMPLING_FIELDS
+from perfbench.core.errors import ConfigError
+from perfbench.core.redact import redact_url
+from perfbench.results.runfiles import step_label
+from perfbench.workload.sampling import SAMPLING_FIELDS
 
 IDENTITY_SCHEMA = "perfbench.identity/1"
 SIMULATED_TARGET = "built-in mock"
@@ -184,12 +184,12 @@ def _recorded_workload(recorded: Any, key: str) -> Mapping[str, Any]:
 
 
 def _images(config: Mapping[str, Any], recorded: Any) -> dict[str, Any]:
-    from perfbench.images import DEFAULT_IMAGE_FORMAT, DEFAULT_IMAGE_SIZE
+    from perfbench.workload.images import DEFAULT_IMAGE_FORMAT, DEFAULT_IMAGE_SIZE
 
     if not config.get("image_dir"):
         return {"count": config["images"], "size": config.get("image_size") or DEFAULT_IMAGE_SIZE,
                 "format": config.get("image_format") or DEFAULT_IMAGE_FORMAT}
-    from perfbench.images import image_dir_sha256
+    from perfbench.workload.images import image_dir_sha256
 
     # The folder's files as they were (recorded), else as they are now; the path itself is no identity.
     digest = _recorded_workload(recorded, "images").get("dir_sha256") or image_dir_sha256(config["image_dir"])
@@ -198,7 +198,7 @@ def _images(config: Mapping[str, Any], recorded: Any) -> dict[str, Any]:
 
 def _dataset(config: Mapping[str, Any], recorded: Any) -> dict[str, Any]:
     """A dataset's name (a path is none: its content is) and fingerprint, column and split."""
-    from perfbench.datasets_loader import dataset_fingerprint
+    from perfbench.workload.datasets_loader import dataset_fingerprint
 
     entry = _recorded_workload(recorded, "dataset")
     source = str(config["dataset"])

@@ -9,7 +9,7 @@ The reports, ``perfbench compare``, the finishing stages and the run store read 
 only through the readers here, so they are the one hand-over between a run and everything that
 looks at it later, and a damaged file is reported the same way everywhere. This module sits
 below all of them: it imports nothing from the reports, compare, finish or the CLI. Exports made
-from these files (summary.csv, requests.parquet) are not the format: see ``perfbench.report.exports``.
+from these files (summary.csv, requests.parquet) are not the format: see ``perfbench.report.tables``.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, TypeVar
 
-from perfbench.errors import ConfigError
-from perfbench.records import RequestRecord
+from perfbench.core.errors import ConfigError
+from perfbench.results.records import RequestRecord
 
 log = logging.getLogger(__name__)
 

@@ -18,11 +18,11 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from perfbench.identity import RunIdentity, run_identity
-from perfbench.option_values import parse_tags
-from perfbench.errors import ConfigError
-from perfbench.redact import redact_url
-from perfbench.runfiles import read_summary, read_telemetry, step_metric
+from perfbench.results.identity import RunIdentity, run_identity
+from perfbench.config.option_values import parse_tags
+from perfbench.core.errors import ConfigError
+from perfbench.core.redact import redact_url
+from perfbench.results.runfiles import read_summary, read_telemetry, step_metric
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import perfbench
-from perfbench.errors import ConfigError, TargetError
+from perfbench.core.errors import ConfigError, TargetError
 from perfbench.servers.lifetime import die_with_parent_preexec
 
 logger = logging.getLogger(__name__)

@@ -69,8 +69,8 @@ import asyncio
 import threading
 from dataclasses import fields
 
-from perfbench.cliutil import OneLineArgumentParser
-from perfbench.errors import ConfigError
+from perfbench.core.cliutil import OneLineArgumentParser
+from perfbench.core.errors import ConfigError
 from perfbench.servers.mock_config import USAGE_PLACEMENTS, MockConfig
 from perfbench.servers.mock_server import MockRequestLog, MockServer
 

@@ -25,7 +25,7 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 
-from perfbench.errors import ConfigError
+from perfbench.core.errors import ConfigError
 
 # Fault kinds, in the order they are drawn (see module docstring).
 FAULT_HTTP_ERROR = "http_error"  # HTTP 500 with a JSON error body, at once

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from perfbench.errors import TargetError
+from perfbench.core.errors import TargetError
 from perfbench.servers.mock_config import (
     FAULT_BAD_BODY,
     FAULT_CUT,

@@ -13,8 +13,8 @@ import logging
 import os
 import re
 
-from perfbench.cliutil import OneLineArgumentParser
-from perfbench.errors import ConfigError
+from perfbench.core.cliutil import OneLineArgumentParser
+from perfbench.core.errors import ConfigError
 
 ENGINES = ("transformers", "vllm")
 DTYPES = ("auto", "bfloat16", "float16", "float32")

@@ -36,7 +36,7 @@ from typing import Any
 
 from aiohttp import web
 
-from perfbench.errors import ConfigError
+from perfbench.core.errors import ConfigError
 from perfbench.servers.generation import FINISH_ERROR, BatchGenerator, Delta
 from perfbench.servers.transformers_apis import embeddings_handler, responses_handler
 from perfbench.servers.transformers_requests import (

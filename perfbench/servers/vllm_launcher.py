@@ -11,7 +11,7 @@ import shlex
 import shutil
 import sys
 
-from perfbench.errors import ConfigError
+from perfbench.core.errors import ConfigError
 
 INSTALL_HINT = "install it with: pip install 'perfbench[vllm]'"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from urllib.parse import urlsplit
 
-from perfbench.errors import ConfigError
+from perfbench.core.errors import ConfigError
 
 # Series that would swamp the samples without telling a timeline anything.
 _SKIPPED_SUFFIXES = ("_bucket", "_created")

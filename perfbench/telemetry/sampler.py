@@ -28,7 +28,7 @@ from typing import Any, Iterable
 
 import aiohttp
 
-from perfbench.runfiles import write_telemetry
+from perfbench.results.runfiles import write_telemetry
 from perfbench.telemetry.gpu import GpuSource
 from perfbench.telemetry.prometheus import parse_prometheus
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from perfbench.live import LiveCounters
-from perfbench.records import RequestRecord
+from perfbench.engine.live import LiveCounters
+from perfbench.results.records import RequestRecord
 from perfbench.workers.body import WorkerSetup
 from perfbench.workers.pool import WorkerPool
 from perfbench.workers.slicing import split_step

@@ -18,10 +18,10 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
-from perfbench.engine import Engine, make_session
-from perfbench.plan import PreparedRequest
-from perfbench.live import LiveCounters
-from perfbench.records import RequestRecord
+from perfbench.engine.engine import Engine, make_session
+from perfbench.engine.plan import PreparedRequest
+from perfbench.engine.live import LiveCounters
+from perfbench.results.records import RequestRecord
 
 BATCH_RECORDS = 512  # records per message, at most
 BATCH_WAIT_S = 0.02  # a record waits at most this long for its batch (the live display stays current)
@@ -33,9 +33,9 @@ Message = tuple[str, Any]
 class WorkerSetup:
     """What every worker needs to build its engine (sent once, when it starts)."""
 
-    target: Any  # a perfbench.plan.Target
+    target: Any  # a perfbench.engine.plan.Target
     requests: Sequence[PreparedRequest]
-    tokenizer: Any  # a perfbench.tokens.Tokenizer, or None
+    tokenizer: Any  # a perfbench.workload.tokens.Tokenizer, or None
     max_connections: int  # the whole run's; each of ``count`` workers gets its share (for_workers)
     timeout_s: float
     connect_timeout_s: float

@@ -13,8 +13,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 
-from perfbench.plan import StepPlan
-from perfbench.records import RequestRecord
+from perfbench.engine.plan import StepPlan
+from perfbench.results.records import RequestRecord
 
 _ANCHOR_READS = 5  # reads of the pair; the tightest one is kept (a preempted read would skew the anchor)
 

@@ -17,10 +17,10 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Protocol
 
-from perfbench.plan import StepPlan
-from perfbench.live import LiveCounters
-from perfbench.errors import TargetError
-from perfbench.records import WORKER_LOST, RequestRecord
+from perfbench.engine.plan import StepPlan
+from perfbench.engine.live import LiveCounters
+from perfbench.core.errors import TargetError
+from perfbench.results.records import WORKER_LOST, RequestRecord
 from perfbench.workers.slicing import split_step, unfinished
 
 logger = logging.getLogger(__name__)

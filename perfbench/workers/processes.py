@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Any
 
-from perfbench import event_loop
+from perfbench.engine import event_loop
 from perfbench.workers.body import BATCH_WAIT_S, WorkerBody, WorkerSetup
 from perfbench.workers.pool import Deliver
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import AbstractSet, Sequence
 
-from perfbench.plan import StepPlan
-from perfbench.schedule import arrival_offsets_s
+from perfbench.engine.plan import StepPlan
+from perfbench.workload.schedule import arrival_offsets_s
 
 def _divide(total: int, weights: Sequence[int]) -> list[int]:
     """``total`` in whole shares proportional to ``weights`` (largest remainder), adding up to ``total``."""

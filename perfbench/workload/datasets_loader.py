@@ -32,9 +32,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from perfbench.errors import ConfigError
-from perfbench.option_values import shown_text
-from perfbench.prompts import ASSISTANT_SPEAKERS, HUMAN_SPEAKERS, Prompt, _messages, _sharegpt
+from perfbench.core.errors import ConfigError
+from perfbench.config.option_values import shown_text
+from perfbench.workload.prompts import ASSISTANT_SPEAKERS, HUMAN_SPEAKERS, Prompt, _messages, _sharegpt
 
 DATASETS_MISSING = "--dataset needs Hugging Face datasets, an optional extra: pip install 'perfbench[datasets]'"
 PROMPT_COLUMNS = ("messages", "conversations", "prompt", "text", "question", "instruction")

@@ -31,9 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from perfbench.errors import ConfigError
-from perfbench.option_values import BadValue, shown_text
-from perfbench.prompts import Prompt
+from perfbench.core.errors import ConfigError
+from perfbench.config.option_values import BadValue, shown_text
+from perfbench.workload.prompts import Prompt
 
 IMAGE_FORMATS = ("png", "jpeg")
 DEFAULT_IMAGE_SIZE = "512x512"

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from perfbench.errors import ConfigError
+from perfbench.core.errors import ConfigError
 
 FIXED = "fixed"
 UNIFORM = "uniform"

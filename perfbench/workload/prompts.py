@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from perfbench.errors import ConfigError
-from perfbench.lengths import LengthDistribution
-from perfbench.tokens import Tokenizer, message_text
+from perfbench.core.errors import ConfigError
+from perfbench.workload.lengths import LengthDistribution
+from perfbench.workload.tokens import Tokenizer, message_text
 
 log = logging.getLogger(__name__)
 

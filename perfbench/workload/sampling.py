@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from perfbench.errors import ConfigError
+from perfbench.core.errors import ConfigError
 
 SAMPLING_FIELDS = ("temperature", "top_p", "top_k")  # RunConfig fields and request body keys alike
 _FLAGS = {"temperature": "--temperature", "top_p": "--top-p", "top_k": "--top-k"}

@@ -6,7 +6,7 @@ prompt grows as it would in production and prefix caches are exercised. Turn k+1
 turn k's answer ended plus a think time (``--think-time``), which is its t0 (DESIGN's timing rule:
 the scheduled time, so client lag shows as queue time).
 
-This module holds what a session sends; the engine (perfbench/engine.py) runs sessions.
+This module holds what a session sends; the engine (perfbench/engine/engine.py) runs sessions.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from perfbench.errors import ConfigError
-from perfbench.lengths import LengthDistribution
-from perfbench.option_values import DATASET_LENGTHS, BadValue
-from perfbench.prompts import HUMAN_SPEAKERS, Prompt, synthetic_prompts
-from perfbench.tokens import Tokenizer
+from perfbench.core.errors import ConfigError
+from perfbench.workload.lengths import LengthDistribution
+from perfbench.config.option_values import DATASET_LENGTHS, BadValue
+from perfbench.workload.prompts import HUMAN_SPEAKERS, Prompt, synthetic_prompts
+from perfbench.workload.tokens import Tokenizer
 
 MAX_TURNS = 1_000  # turns of one session, at most
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from perfbench.errors import ConfigError
+from perfbench.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

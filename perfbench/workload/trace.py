@@ -35,13 +35,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from perfbench.errors import ConfigError
-from perfbench.option_values import MAX_TOKENS_PER_REQUEST, BadValue, shown_text
-from perfbench.prompts import Prompt, exact_text, prompt_record, word_stream
-from perfbench.tokens import Tokenizer
+from perfbench.core.errors import ConfigError
+from perfbench.config.option_values import MAX_TOKENS_PER_REQUEST, BadValue, shown_text
+from perfbench.workload.prompts import Prompt, exact_text, prompt_record, word_stream
+from perfbench.workload.tokens import Tokenizer
 
 if TYPE_CHECKING:
-    from perfbench.config import RunConfig
+    from perfbench.config.run_config import RunConfig
 
 DEFAULT_BLOCK_TOKENS = 512  # Mooncake's block size
 _WINDOW_FORMS = "give START:END in seconds of the trace, e.g. 60:120 (60: for the rest, :30 for the first 30 s)"

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from perfbench.compare import Comparison
-from perfbench.errors import ConfigError
+from perfbench.core.errors import ConfigError
 from perfbench.report.html._comparison import comparison_section
 from perfbench.report.html._history import HistoryRun, history_section
 from perfbench.report.html._markup import e, page
@@ -34,7 +34,7 @@ from perfbench.report.html._sections import (
 from perfbench.report.html._top import alarm_section, headline_section, verdict_section
 from perfbench.report.plots import run_title
 from perfbench.report.verdict import failure_reasons, judge, ordered_steps
-from perfbench.runfiles import COMPARISON_FILE, TELEMETRY_FILE, iter_request_lines, read_comparison, read_summary
+from perfbench.results.runfiles import COMPARISON_FILE, TELEMETRY_FILE, iter_request_lines, read_comparison, read_summary
 
 __all__ = ["HistoryRun", "write_html_report"]
 

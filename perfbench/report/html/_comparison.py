@@ -7,10 +7,10 @@ import logging
 from pathlib import Path
 
 from perfbench.compare import Comparison
-from perfbench.errors import ConfigError
+from perfbench.core.errors import ConfigError
 from perfbench.report.html._markup import badge, e, figure, num, table
 from perfbench.report.verdict import metric_name
-from perfbench.runfiles import read_summary, step_label
+from perfbench.results.runfiles import read_summary, step_label
 
 log = logging.getLogger(__name__)
 

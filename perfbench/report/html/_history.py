@@ -9,7 +9,7 @@ from typing import Any, Mapping, Protocol, Sequence
 
 from perfbench.report.html._markup import e, figure, num, table
 from perfbench.report.verdict import headline_numbers
-from perfbench.runfiles import step_label, step_metric
+from perfbench.results.runfiles import step_label, step_metric
 
 MAX_TREND_STEPS = 4  # steps of this run followed over the history (a line each); the first ones
 MAX_TABLE_RUNS = 8  # newest runs in the table under the chart (the chart shows them all)

@@ -7,12 +7,12 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from perfbench.errors import ConfigError
+from perfbench.core.errors import ConfigError
 from perfbench.metrics import DISTRIBUTIONS, METRICS, RATE
 from perfbench.report.html._markup import badge, e, figure, num, state_of, table
 from perfbench.report.verdict import format_load, ordered_steps, search_sentence, slo_name
-from perfbench.runfiles import read_telemetry, step_label
-from perfbench.slo import parse_slos
+from perfbench.results.runfiles import read_telemetry, step_label
+from perfbench.metrics.slo import parse_slos
 from perfbench.telemetry.sampler import server_series, summarize_telemetry
 
 

@@ -8,7 +8,7 @@ from typing import Any, Mapping, Sequence
 from perfbench.compare import Comparison, MetricComparison
 from perfbench.report.html._markup import badge, e, num, table
 from perfbench.report.verdict import FAIL, WARN, FailureReason, Verdict, headline_numbers
-from perfbench.runfiles import step_label, step_metric
+from perfbench.results.runfiles import step_label, step_metric
 
 MAX_DETAILS = 5  # lines under a check in the verdict box
 

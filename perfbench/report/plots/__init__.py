@@ -32,15 +32,15 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from perfbench.cliutil import OneLineArgumentParser
-from perfbench.errors import PerfbenchError
+from perfbench.core.cliutil import OneLineArgumentParser
+from perfbench.core.errors import PerfbenchError
 from perfbench.report.plots._across_steps import capacity_figure, percentiles_figure
 from perfbench.report.plots._baseline import BASELINE_METRICS, MatchedStep, baseline_figure, step_distributions
 from perfbench.report.plots._history import TrendLine, TrendPanel, trend_figure
 from perfbench.report.plots._inputs import knee_of, read_requests, read_slos, read_steps, run_title
 from perfbench.report.plots._requests import cdf_figure, timeline_figure
 from perfbench.report.plots._telemetry import telemetry_figure, telemetry_series
-from perfbench.runfiles import read_summary
+from perfbench.results.runfiles import read_summary
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

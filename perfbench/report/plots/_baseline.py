@@ -11,7 +11,7 @@ import numpy as np
 
 from perfbench import metrics
 from perfbench.report.plots._drawing import cdf_points, log_axis_if_wide, new_figure, registered
-from perfbench.runfiles import iter_record_chunks
+from perfbench.results.runfiles import iter_record_chunks
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -12,10 +12,10 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from perfbench import metrics
-from perfbench.errors import ConfigError
-from perfbench.records import RequestRecord
-from perfbench.runfiles import iter_record_chunks, step_label
-from perfbench.search import find_knee
+from perfbench.core.errors import ConfigError
+from perfbench.results.records import RequestRecord
+from perfbench.results.runfiles import iter_record_chunks, step_label
+from perfbench.benchmark.search import find_knee
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def read_slos(summary: dict[str, Any]) -> tuple[list[Limit], dict[str, float]]:
     config = summary.get("config") or {}
     text = config.get("slo_text") or config.get("slo")
     if isinstance(text, str) and text:
-        from perfbench.slo import parse_slos
+        from perfbench.metrics.slo import parse_slos
 
         try:
             slos = parse_slos(text)

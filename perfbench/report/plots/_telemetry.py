@@ -11,7 +11,7 @@ import numpy as np
 
 from perfbench.report.plots._drawing import new_figure, shade_steps
 from perfbench.report.plots._inputs import Requests, Step
-from perfbench.runfiles import read_telemetry
+from perfbench.results.runfiles import read_telemetry
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
