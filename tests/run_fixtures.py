@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from perfbench.metrics import summarize_step
-from perfbench.results.runfiles import request_line
+from perfbench.report.requests_file import request_line
 from perfbench.results.records import OK, RequestRecord
 
 RUN_START_NS = 1_000_000_000

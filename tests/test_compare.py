@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from perfbench.commands.compare import main, render_comparison
+from perfbench.commands.compare import main
+from perfbench.report.comparison_table import render_comparison
 from perfbench.compare import DEFAULT_THRESHOLDS, Threshold, compare_runs, parse_thresholds
 from perfbench.compare._bootstrap import boot_statistics, resample_counts, step_samples
 from perfbench.core.errors import ConfigError
@@ -73,7 +74,7 @@ def test_itl_samples_are_the_summarys_even_when_a_package_carries_no_token() -> 
     # Packages at 0, 10, 30 ms carrying 1, 0, 2 tokens: the 0-token package's gap flows into the
     # next package's tokens, so ITL is [15, 15] in the summary, and compare must bootstrap the same.
     from perfbench.metrics import summarize_step
-    from perfbench.results.runfiles import request_line
+    from perfbench.report.requests_file import request_line
 
     record = _record(0, [0, 10, 30], [1, 0, 2])
     summary = summarize_step([record], concurrency=1, rate_req_s=None, requests_expected=1)
@@ -104,7 +105,7 @@ def test_compare_samples_give_every_distribution_of_the_summary(records) -> None
     # Each distribution computed both ways from the same records: the summary's statistics, and
     # the same statistics of the samples compare bootstraps (read back from requests.jsonl lines).
     from perfbench.metrics import DISTRIBUTIONS, summarize_step
-    from perfbench.results.runfiles import request_line
+    from perfbench.report.requests_file import request_line
 
     summary = summarize_step(records, concurrency=1, rate_req_s=None, requests_expected=len(records)).to_dict()
     samples = step_samples([request_line(r, 0) for r in records]).samples

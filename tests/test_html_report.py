@@ -135,7 +135,7 @@ def _failing_run(path: Path) -> Path:
     """One step: 3 ok, 4 x http_429 (two texts), 2 x http_500 (one text), 1 timeout without text."""
     from perfbench.metrics import summarize_step
     from perfbench.results.records import OK, RequestRecord
-    from perfbench.results.runfiles import RecordWriter
+    from perfbench.report.requests_file import RecordWriter
 
     failures = [("http_429", 429, "HTTP 429: slow down <b>now</b>")] * 3 + [("http_429", 429, "HTTP 429: quota")]
     failures += [("http_500", 500, f"HTTP 500: {EVIL}")] * 2 + [("timeout", None, None)]

@@ -24,7 +24,7 @@ import pytest
 
 from perfbench.core.errors import ConfigError, TargetError
 from perfbench.servers.mock import MockConfig, MockInThread, MockRequestLog, main
-from perfbench.servers.mock_config import FAULT_KINDS, FaultSchedule
+from perfbench.core.mock_config import FAULT_KINDS, FaultSchedule
 from tests.mock_client import MS, Reply, mock, post, session  # noqa: F401 (fixtures)
 from usage_errors import assert_one_line_usage_error
 

@@ -23,7 +23,8 @@ import pytest
 
 from perfbench.commands.main import main
 from perfbench.results.records import OK, RequestRecord
-from perfbench.results.runfiles import OutputError, RecordWriter, read_request_lines
+from perfbench.results.runfiles import OutputError, read_request_lines
+from perfbench.report.requests_file import RecordWriter
 
 PERFBENCH = [sys.executable, "-m", "perfbench"]
 RUN_FLAGS = ["--no-live", "--no-plots", "--no-telemetry", "--max-tokens", "10"]

@@ -16,7 +16,8 @@ from perfbench.results.records import OK, RequestRecord, http_reason
 HTTP_500 = http_reason(500)
 from perfbench.report import plots
 from perfbench.report.plots import _inputs, _requests, _telemetry
-from perfbench.results.runfiles import RecordWriter, read_records
+from perfbench.results.runfiles import read_records
+from perfbench.report.requests_file import RecordWriter
 from perfbench.metrics.slo import parse_slos
 from usage_errors import assert_one_line_usage_error
 

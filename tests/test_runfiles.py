@@ -116,7 +116,8 @@ def test_summary_read_back_in_chunks_equals_the_one_of_the_records_in_memory(tmp
     # The run summarises from requests.jsonl, chunk by chunk, instead of holding every record:
     # every number must be exactly what summarize_step gives over the records themselves.
     from perfbench.metrics import StepAccumulator, summarize_step
-    from perfbench.results.runfiles import RecordReader, RecordWriter, iter_record_chunks
+    from perfbench.results.runfiles import RecordReader, iter_record_chunks
+    from perfbench.report.requests_file import RecordWriter
     from perfbench.metrics.slo import parse_slos
 
     records = _random_records(seed, 2500)
@@ -161,7 +162,8 @@ def test_requests_parquet_is_written_in_row_groups_and_holds_every_line(tmp_path
     pq = pytest.importorskip("pyarrow.parquet")
     from perfbench.report import tables as exports
     from perfbench.report.tables import write_requests_parquet
-    from perfbench.results.runfiles import CHUNK_RECORDS, RecordWriter, read_request_lines
+    from perfbench.results.runfiles import CHUNK_RECORDS, read_request_lines
+    from perfbench.report.requests_file import RecordWriter
 
     monkeypatch.setattr(exports, "_PARQUET_LINES", 1000)
     monkeypatch.setattr(exports, "_PARQUET_ROW_GROUP", 5000)

@@ -16,9 +16,9 @@ from perfbench.benchmark.search import (
     STOP_SATURATED,
     STOP_START_FAILED,
     SearchResult,
-    find_knee,
     search_max_load,
 )
+from perfbench.metrics.knee import find_knee
 
 
 @dataclass(frozen=True)

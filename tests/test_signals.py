@@ -166,7 +166,7 @@ time.sleep(120)
 """
 CHILD = """
 import os, sys, time
-from perfbench.servers.lifetime import exit_with_parent
+from perfbench.core.lifetime import exit_with_parent
 exit_with_parent(os.getppid(), parent_death_signal={signal})
 print("armed", flush=True)
 time.sleep(120)

@@ -14,7 +14,8 @@ from perfbench.metrics import summarize_step
 from perfbench.results.records import RequestRecord
 from perfbench.report.plots._inputs import read_steps
 from perfbench.report.terminal import overview_table
-from perfbench.results.runfiles import request_line, step_label
+from perfbench.results.runfiles import step_label
+from perfbench.report.requests_file import request_line
 from perfbench.metrics.slo import parse_slos
 from run_fixtures import RUN_START_NS, StepSpec, simulate_step
 

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from perfbench.core.errors import ConfigError
 from perfbench.servers.mock import MockServer
-from perfbench.servers.mock_config import MockConfig
+from perfbench.core.mock_config import MockConfig
 from perfbench.telemetry import gpu as gpu_module
 from perfbench.telemetry.prometheus import metrics_url_for, parse_prometheus
 from perfbench.results.runfiles import read_telemetry

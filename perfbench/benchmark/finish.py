@@ -75,7 +75,7 @@ def _record_identity(ctx: FinishContext) -> None:
 def _compare_with_baseline(ctx: FinishContext) -> None:
     if ctx.baseline_dir is None:
         return
-    from perfbench.commands.compare import render_comparison
+    from perfbench.report.comparison_table import render_comparison
     from perfbench.compare import DEFAULT_THRESHOLDS, compare_runs, parse_thresholds
     from perfbench.results.store import NoBaselineYet, is_store_lookup, resolve_baseline
 
@@ -146,7 +146,9 @@ def _history(ctx: FinishContext) -> None:
         # "check=pass" marks a run that met its baseline (or had none yet): `--baseline tag:check=pass` is the last good run.
         tags["check"] = "fail" if ctx.exit_code else "pass"
     try:
-        run_id = open_store(ctx.config).record_run(ctx.run_dir, tags)
+        from perfbench.telemetry.gpu import local_gpu_info
+
+        run_id = open_store(ctx.config).record_run(ctx.run_dir, tags, local_gpu_info)
         ctx.console.print(f"Recorded in the run history as {run_id}")
     except Exception as exc:  # the history is a convenience: never lose a finished run over it
         ctx.console.print(f"[yellow]Could not record the run in the history ({exc}); use --store PATH.[/]")
@@ -179,7 +181,7 @@ def _exports(ctx: FinishContext) -> None:
         raise OutputError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "cannot write requests.parquet")
     elif done.returncode != 3:  # 3: no pyarrow, nothing to write
         ctx.console.print(f"[yellow]requests.parquet not written: {(done.stderr.strip().splitlines() or ['?'])[-1]}[/]")
-    from perfbench.report.exporters import exporter
+    from perfbench.results.exports import exporter
 
     for name in ctx.config.export:
         ctx.files += [path.name for path in exporter(name)(ctx.run_dir, ctx.outcome.summary)]

@@ -12,14 +12,14 @@ from perfbench.config.run_config import RunConfig
 from perfbench.engine.plan import PreparedRequest
 from perfbench.workload.images import request_images, with_images
 from perfbench.workload.lengths import LengthDistribution
-from perfbench.config.option_values import DATASET_LENGTHS
+from perfbench.workload.lengths import DATASET_LENGTHS
 from perfbench.workload.prompts import Prompt, load_prompts, synthetic_prompts
 from perfbench.workload.sampling import sampling_body
 from perfbench.workload.sessions import (
     SessionWorkload, load_conversations, session_workload, synthetic_conversations, with_output_lengths,
 )
 from perfbench.workload.tokens import Tokenizer, count_chat_tokens, count_prompt_tokens
-from perfbench.workload.trace import replay_of, trace_prompts
+from perfbench.workload.trace import Trace, read_trace, trace_prompts
 
 DEFAULT_INPUT_TOKENS = "fixed:128"  # synthetic prompt length when no prompts are given
 DEFAULT_MAX_TOKENS = 128  # output cap when neither --max-tokens nor --output-tokens is given
@@ -155,3 +155,9 @@ def request_headers(config: RunConfig, api: ApiAdapter) -> dict[str, str]:
         headers["Authorization"] = f"Bearer {config.api_key}"
     headers.update(config.headers)
     return headers
+
+
+def replay_of(config: RunConfig) -> Trace:
+    """The trace a run config replays."""
+    return read_trace(config.trace, speedup=config.trace_speedup, window=config.trace_window,
+                      block_tokens=config.trace_block_tokens)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from perfbench import __version__
+from perfbench.core.version import __version__
 from perfbench.engine import event_loop
 from perfbench.apis import get_adapter
 from perfbench.config.run_config import LoadStep, RunConfig, safe_name
@@ -27,20 +27,20 @@ from perfbench.engine.engine import UNCAPPED, Engine, make_session
 from perfbench.engine.plan import PreparedRequest, StepPlan, Target
 from perfbench.engine.live import LiveCounters
 from perfbench.core.errors import ConfigError, TargetError
-from perfbench.benchmark.limits import OPEN_FILES_MARGIN, ensure_open_files
+from perfbench.core.limits import OPEN_FILES_MARGIN, ensure_open_files
 from perfbench.metrics import DURATIONS, StepSummary
 from perfbench.benchmark.preflight import check_reachable, preflight
 from perfbench.results.records import RequestRecord
 from perfbench.core.redact import redact_url, run_secrets
 from perfbench.report.tables import write_summary_files as write_summary
 from perfbench.benchmark.run_state import RunState, summarize, summarize_step
-from perfbench.results.runfiles import SUMMARY_SCHEMA, OutputError, RecordReader, RecordWriter
+from perfbench.results.runfiles import SUMMARY_SCHEMA, OutputError, RecordReader
+from perfbench.report.requests_file import RecordWriter
 from perfbench.workload.sessions import SessionWorkload
-from perfbench.benchmark.signals import CTRL_C, RunStopper, hold_signals, stop_on_signals
+from perfbench.core.signals import CTRL_C, RunStopper, hold_signals, stop_on_signals
 from perfbench.workload.tokens import Tokenizer
-from perfbench.workload.trace import replay_of
 from perfbench.workers import WorkerPool, WorkerSetup, worker_pool
-from perfbench.benchmark.prepare import prepare_workload, request_headers
+from perfbench.benchmark.prepare import prepare_workload, replay_of, request_headers
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def max_connections(config: RunConfig) -> tuple[int, str | None]:
 
 
 def check_open_files(config: RunConfig) -> None:
-    """Before the run: room for every connection (see perfbench/benchmark/limits.py); ConfigError when there is none."""
+    """Before the run: room for every connection (see perfbench/core/limits.py); ConfigError when there is none."""
     connections, flag = max_connections(config)
     per_connection = 2 if config.simulated else 1  # the built-in mock serves each connection in this process
     ensure_open_files(connections * per_connection + OPEN_FILES_MARGIN, what=flag)

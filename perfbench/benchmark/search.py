@@ -21,7 +21,9 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+from perfbench.metrics.knee import LATENCY_RISE, find_knee
 
 if TYPE_CHECKING:
     from perfbench.metrics import StepSummary
@@ -31,13 +33,8 @@ log = logging.getLogger(__name__)
 CONCURRENCY = "concurrency"
 RATE = "rate"
 
-# Growth stops early on saturation: a doubling buys < 5% throughput while p50 latency rises > 20%.
+# Growth stops early on saturation: a doubling buys < 5% throughput while p50 latency rises > 20% (LATENCY_RISE).
 SATURATION_GAIN = 0.05
-LATENCY_RISE = 0.20
-# find_knee: the knee reaches 90% of the best throughput, and a load >= 1.25x it shows the
-# latency rise (so a curve still climbing, or flat without queueing, has no knee).
-KNEE_SHARE_OF_BEST = 0.90
-KNEE_CONFIRM_LOAD = 1.25
 
 # Why the search stopped.
 STOP_START_FAILED = "start_failed"  # even the first load failed: max_passing is None
@@ -171,35 +168,3 @@ def _saturated(before: Probe, after: Probe) -> bool:
     return thr_after < thr_before * (1 + SATURATION_GAIN) and lat_after > lat_before * (1 + LATENCY_RISE)
 
 
-def find_knee(loads: Sequence[float], throughputs: Sequence[float], latencies: Sequence[float]) -> float | None:
-    """The load where throughput stops rising while latency climbs, or None if the curve shows none.
-
-    Rule: the knee is the smallest load whose throughput reaches 90% of the best throughput
-    seen, provided some load at least 1.25x larger shows p50 latency more than 20% higher
-    (with throughput by then at most ~1.11x the knee's, the curve is flat there: more load
-    only queued). Without that evidence -- throughput still climbing at the last load, or
-    latency flat -- there is no knee. Loads need not be sorted or distinct; points with a
-    missing (NaN) value are ignored.
-
-    Args:
-        loads: concurrency or requests/s per step.
-        throughputs: request throughput per step (any unit, one for all).
-        latencies: p50 latency per step (any unit, one for all).
-    """
-    if not len(loads) == len(throughputs) == len(latencies):
-        raise ValueError("loads, throughputs and latencies must have the same length")
-    points = sorted(
-        (float(x), float(t), float(l))
-        for x, t, l in zip(loads, throughputs, latencies)
-        if not (math.isnan(x) or math.isnan(t) or math.isnan(l))
-    )
-    if len(points) < 2:
-        return None
-    best = max(t for _, t, _ in points)
-    if best <= 0:
-        return None
-    knee_load, _, knee_latency = next(p for p in points if p[1] >= KNEE_SHARE_OF_BEST * best)
-    confirmed = any(
-        x >= knee_load * KNEE_CONFIRM_LOAD and l > knee_latency * (1 + LATENCY_RISE) for x, _, l in points
-    )
-    return knee_load if confirmed else None

@@ -3,70 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from perfbench.core.cliutil import OneLineArgumentParser, check_writable_file
 from perfbench.compare._bootstrap import CONFIDENCE
-from perfbench.compare._model import Comparison, format_value
-from perfbench.compare._runs import compare_runs
+from perfbench.compare._runs import compare_runs, resolve_base
 from perfbench.compare._thresholds import DEFAULT_THRESHOLDS, parse_thresholds
 from perfbench.core.errors import ConfigError, PerfbenchError
+from perfbench.report.comparison_table import render_comparison
 from perfbench.results.runfiles import write_comparison
-
-
-def render_comparison(comparison: Comparison, console: Any) -> None:
-    """Print the side-by-side table: values, % change (coloured) with its CI, verdict.
-
-    Red: significantly worse; green: significantly better; plain: within noise.
-    """
-    from rich.table import Table
-
-    table = Table(
-        title=f"perfbench compare ({comparison.confidence:.0%} CI, bootstrap by request)",
-        caption=f"base: {comparison.base_dir}\nnew:  {comparison.new_dir}",
-    )
-    for header, justify in (
-        ("step", "left"), ("metric", "left"), ("base", "right"), ("new", "right"),
-        ("change", "right"), ("CI", "right"), ("limit", "right"), ("verdict", "left"),
-    ):
-        table.add_column(header, justify=justify)  # type: ignore[arg-type]
-    for row in comparison.rows:
-        style = ""
-        if row.significant and row.worse is not None:
-            style = "red" if row.worse else "green"
-        change = "-" if row.change_pct is None else f"[{style}]{row.change_pct:+.1f}%[/]" if style else f"{row.change_pct:+.1f}%"
-        ci = "-" if row.ci_low_pct is None else f"{row.ci_low_pct:+.1f} .. {row.ci_high_pct:+.1f}%"
-        limit = f"{row.threshold.max_change_pct:+g}%" if row.threshold else ""
-        if row.regressed:
-            verdict = "[bold red]REGRESSED[/]"
-        elif row.unchecked:
-            verdict = "[yellow]too few samples[/]"
-        elif row.threshold is None:
-            verdict = ""
-        elif row.change_pct is None:
-            verdict = "[yellow]no data[/]"
-        else:
-            verdict = "ok" if not (row.significant and row.worse) else "ok (within limit)"
-        table.add_row(row.step, row.metric, format_value(row.base), format_value(row.new), change, ci, limit, verdict)
-    console.print(table)
-    if comparison.mismatch:
-        from rich.markup import escape
-
-        differ = escape("; ".join(comparison.mismatch))  # values are the user's (--extra-body), never markup
-        console.print(f"[bold yellow]Not like for like (--allow-mismatch): the runs differ in {differ}[/]", highlight=False)
-    for step in comparison.unmatched_steps:
-        console.print(f"[yellow]step only in the {step}; not compared[/]")
-    unchecked = [row for row in comparison.rows if row.unchecked]
-    if unchecked:
-        console.print(f"[yellow]{len(unchecked)} check(s) not made, too few samples behind the percentile "
-                      f"(e.g. {unchecked[0].step} {unchecked[0].metric}: {unchecked[0].unchecked})[/]", highlight=False)
-    regressed = [row for row in comparison.rows if row.regressed]
-    if regressed:
-        console.print(f"[bold red]{len(regressed)} regression(s):[/]")
-        for row in regressed:
-            console.print(f"  {row.describe()}", markup=False, highlight=False)
-    else:
-        console.print("[green]no regression[/]")
 
 
 def main(argv: list[str]) -> int:
@@ -122,18 +66,3 @@ def main(argv: list[str]) -> int:
     return 1 if comparison.regressed else 0
 
 
-def resolve_base(spec: str, store_path: Path | None, *, new_dir: Path | None = None) -> Path:
-    """A directory as is (no store touched); anything else is looked up in the run store.
-
-    With ``new_dir``, ``last`` and ``tag:`` pick only runs of its identity, and never ``new_dir`` itself.
-    """
-    if Path(spec).is_dir():
-        return Path(spec)
-    from perfbench.results.identity import run_identity
-    from perfbench.results.runfiles import read_summary
-    from perfbench.results.store import RunStore, check_baseline_spec, default_store_path, resolve_baseline
-
-    check_baseline_spec(spec)  # a mistyped directory: say so before opening (or creating) a store
-    with RunStore(store_path or default_store_path()) as store:
-        identity = run_identity(read_summary(new_dir)) if new_dir is not None else None
-        return resolve_baseline(spec, store, identity=identity, exclude_dir=new_dir)

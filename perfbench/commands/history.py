@@ -12,7 +12,7 @@ from typing import Any, Iterator, Sequence
 from perfbench.core.cliutil import OneLineArgumentParser
 from perfbench.core.errors import ConfigError, PerfbenchError
 from perfbench.results.identity import RunIdentity, run_identity
-from perfbench.config.option_values import parse_tags
+from perfbench.results.store import parse_tags
 from perfbench.metrics import DISTRIBUTIONS, METRICS, RATE, STATISTICS, metric_of
 from perfbench.core.redact import redact_url
 from perfbench.results.runfiles import read_summary, step_label

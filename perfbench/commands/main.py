@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Any, NoReturn, Sequence
 
-from perfbench import __version__
+from perfbench.core.version import __version__
 from perfbench.core.errors import ConfigError, PerfbenchError
 from perfbench.config.options import COMMAND_LINE_ONLY, GROUPS, OPTIONS
 
@@ -152,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             module = importlib.import_module(SUBCOMMANDS[argv[0]][0])
             return int(module.main(argv[1:]) or 0)
-        from perfbench.benchmark.signals import terminate_as_interrupt
+        from perfbench.core.signals import terminate_as_interrupt
 
         with terminate_as_interrupt():  # SIGTERM, SIGHUP: like Ctrl-C (a local server stops, exit 130)
             return run_main(argv)

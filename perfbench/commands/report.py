@@ -24,8 +24,7 @@ def main(argv: list[str]) -> int:
                         help="with --baseline: compare although the runs' identities differ, saying so")
     try:
         args = parser.parse_args(argv)
-        from perfbench.commands.compare import resolve_base
-        from perfbench.compare import compare_runs
+        from perfbench.compare import compare_runs, resolve_base
         from perfbench.report.earlier_runs import earlier_runs_at
         from perfbench.report.html import write_html_report
         from perfbench.report.plots import write_plots

@@ -17,15 +17,15 @@ A metric **regresses** when both hold:
 Exit codes of ``perfbench compare``: 0 no regression, 1 regression, 2 bad usage.
 
 Modules: ``_thresholds`` (the limits), ``_bootstrap`` (the noise model), ``_model`` (the result),
-``_runs`` (comparing two run directories). ``perfbench compare`` is perfbench/commands/compare.py.
+``_runs`` (comparing two run directories, resolving a baseline). ``perfbench compare`` is perfbench/commands/compare.py.
 """
 
 from perfbench.compare._bootstrap import CONFIDENCE
 from perfbench.compare._model import Comparison, MetricComparison
-from perfbench.compare._runs import compare_runs
+from perfbench.compare._runs import compare_runs, resolve_base
 from perfbench.compare._thresholds import DEFAULT_THRESHOLDS, Threshold, parse_thresholds
 
 __all__ = [
     "CONFIDENCE", "DEFAULT_THRESHOLDS", "Comparison", "MetricComparison", "Threshold",
-    "compare_runs", "parse_thresholds",
+    "compare_runs", "parse_thresholds", "resolve_base",
 ]  # fmt: skip

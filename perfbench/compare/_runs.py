@@ -178,3 +178,20 @@ def _too_few_behind(metric: str, base_n: int | None, new_n: int | None) -> str |
         return None
     needed = int(np.ceil(MIN_TAIL_SAMPLES / share - 1e-9))
     return f"{fewest} samples leave {fewest * share:.1f} behind the {stat}; {needed:,} are needed to judge it"
+
+
+def resolve_base(spec: str, store_path: Path | None, *, new_dir: Path | None = None) -> Path:
+    """A directory as is (no store touched); anything else is looked up in the run store.
+
+    With ``new_dir``, ``last`` and ``tag:`` pick only runs of its identity, and never ``new_dir`` itself.
+    """
+    if Path(spec).is_dir():
+        return Path(spec)
+    from perfbench.results.identity import run_identity
+    from perfbench.results.runfiles import read_summary
+    from perfbench.results.store import RunStore, check_baseline_spec, default_store_path, resolve_baseline
+
+    check_baseline_spec(spec)  # a mistyped directory: say so before opening (or creating) a store
+    with RunStore(store_path or default_store_path()) as store:
+        identity = run_identity(read_summary(new_dir)) if new_dir is not None else None
+        return resolve_baseline(spec, store, identity=identity, exclude_dir=new_dir)

@@ -16,15 +16,12 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from perfbench.core.errors import ConfigError
+from perfbench.core.errors import BadValue, ConfigError, shown_text
+from perfbench.workload.lengths import DATASET_LENGTHS
 
-DATASET_LENGTHS = "dataset"  # --output-tokens value: each prompt's own length (JSONL max_tokens, ShareGPT answers)
 LARGEST_SETTING = 1e9  # any count, size or seconds above this is a typo (and overflows timers)
-MAX_TOKENS_PER_REQUEST = 1_000_000  # token lengths above this are a typo (prompts are built in memory)
 
 
-class BadValue(Exception):
-    """A value is wrong; the message says what and how to fix it (the flag or key path is added by the caller)."""
 
 
 Reader = Callable[[Any], Any]  # one YAML value -> its setting, or BadValue
@@ -257,7 +254,7 @@ def mock_settings(value: Any) -> dict[str, Any]:
     """The built-in mock's settings: any MockConfig field."""
     from dataclasses import fields
 
-    from perfbench.servers.mock_config import MockConfig
+    from perfbench.core.mock_config import MockConfig
 
     if not isinstance(value, dict):
         raise BadValue("expected a mapping like {capacity: 8, itl_ms: 5}")
@@ -320,9 +317,6 @@ def parse_headers(values: list[str] | Mapping[str, str] | None) -> dict[str, str
     return headers
 
 
-def shown_text(text: str) -> str:
-    """A user's text for an error line: escaped (no raw CR/LF), shortened."""
-    return ascii(text[:80])
 
 
 def check_path_text(path: str, flag: str) -> None:
@@ -352,20 +346,6 @@ def check_extra_body(extra: Any) -> None:
         raise ConfigError("--extra-body sets 'model'; set the model with --model so the run records it")
 
 
-def parse_tags(values: list[str] | tuple[str, ...] | Mapping[str, str] | None) -> dict[str, str]:
-    """``["branch=main", "gpu=h100,suite=nightly"]`` (or a mapping) -> dict; ConfigError naming the bad item."""
-    if not values:
-        return {}
-    if isinstance(values, Mapping):
-        return {str(k): str(v) for k, v in values.items()}
-    tags: dict[str, str] = {}
-    for item in values:
-        for part in item.split(","):
-            key, sep, value = part.partition("=")
-            if not sep or not key.strip():
-                raise ConfigError(f"bad tag {part!r}; write KEY=VALUE, e.g. --tag branch=main")
-            tags[key.strip()] = value.strip()
-    return tags
 
 
 def parse_mock_settings(text: str) -> dict[str, Any]:

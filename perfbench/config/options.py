@@ -15,8 +15,9 @@ from typing import Any, Mapping
 
 from perfbench.config import option_values as v
 from perfbench.apis import API_NAMES, DEFAULT_API
+from perfbench.workload.lengths import MAX_TOKENS_PER_REQUEST
 from perfbench.workload.images import IMAGE_FORMATS, MAX_IMAGES_PER_REQUEST, image_size_setting
-from perfbench.report.exporters import EXPORTERS
+from perfbench.results.exports import EXPORTERS
 from perfbench.workload.schedule import ARRIVALS
 from perfbench.workload.sessions import think_time_setting
 from perfbench.workload.trace import DEFAULT_BLOCK_TOKENS, window_setting
@@ -152,7 +153,7 @@ OPTIONS: tuple[Option, ...] = (
            "or 'dataset' for each prompt's own (JSONL max_tokens, ShareGPT answer words)", read=v.length_distribution,
            parse={"metavar": "DIST"}),
     _number("max_tokens", ("--max-tokens",), "workload.max_tokens", _WORKLOAD, "cap on output tokens per request (default 128)",
-            v.Number(int, high=v.MAX_TOKENS_PER_REQUEST)),
+            v.Number(int, high=MAX_TOKENS_PER_REQUEST)),
     _number("batch_size", ("--batch-size",), "workload.batch_size", _WORKLOAD,
             "inputs per request for --api openai-embeddings (default 1)", v.positive_int, default=1, metavar="N"),
     Option("ignore_eos", ("--ignore-eos",), "workload.ignore_eos", _WORKLOAD, "ask the server to ignore EOS (vLLM-style servers)",
@@ -196,7 +197,7 @@ OPTIONS: tuple[Option, ...] = (
            "replay only the rows from START to END seconds into the trace (60:120, 60:, :30)",
            read=window_setting, parse={"type": v.flag_type(window_setting), "metavar": "START:END"}),
     _number("trace_block_tokens", ("--trace-block-tokens",), "workload.trace.block_tokens", _WORKLOAD,
-            "tokens per trace hash id (default 512, Mooncake's)", v.Number(int, high=v.MAX_TOKENS_PER_REQUEST),
+            "tokens per trace hash id (default 512, Mooncake's)", v.Number(int, high=MAX_TOKENS_PER_REQUEST),
             default=DEFAULT_BLOCK_TOKENS, metavar="N"),
     Option("turns", ("--turns",), "workload.sessions.turns", _WORKLOAD,
            "multi-turn sessions of this many user turns (3, uniform:2-6); each turn sends the whole history with "

@@ -16,10 +16,10 @@ from perfbench.apis import API_NAMES, DEFAULT_API, adapter_for_path, get_adapter
 from perfbench.workload.datasets_loader import check_dataset_settings
 from perfbench.core.errors import ConfigError
 from perfbench.workload.images import check_image_settings
-from perfbench.config.option_values import (
-    BAD_HEADER_VALUE, DATASET_LENGTHS, LARGEST_SETTING, MAX_TOKENS_PER_REQUEST, RAY_MISSING, RAY_PER_NODE, BadValue, check_extra_body, check_path_text,
-    parse_float_list, parse_headers, parse_int_list, parse_mock_settings, parse_tags, shown_text,
-)
+from perfbench.config.option_values import BAD_HEADER_VALUE, LARGEST_SETTING, RAY_MISSING, RAY_PER_NODE, check_extra_body, check_path_text, parse_float_list, parse_headers, parse_int_list, parse_mock_settings
+from perfbench.workload.lengths import DATASET_LENGTHS, MAX_TOKENS_PER_REQUEST
+from perfbench.core.errors import BadValue, shown_text
+from perfbench.results.store import parse_tags
 from perfbench.config.options import COMMAND_LINE_ONLY, FILE_ONLY, OPTIONS, flag_of
 from perfbench.core.redact import redact_url
 from perfbench.workload.sampling import check_sampling
@@ -362,7 +362,7 @@ def config_from_settings(settings: Mapping[str, Any]) -> RunConfig:
         if s.get("workers") in (None, "auto"):
             s["workers"] = RAY_PER_NODE
     if s.get("workers") == "auto":
-        from perfbench.benchmark.limits import available_workers
+        from perfbench.core.limits import available_workers
 
         s["workers"] = available_workers()
     check_session_settings(s, get_adapter(api).chat_input, api)

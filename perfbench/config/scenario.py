@@ -22,7 +22,8 @@ from typing import Any
 import yaml
 
 from perfbench.core.errors import ConfigError
-from perfbench.config.option_values import BadValue, type_name
+from perfbench.config.option_values import type_name
+from perfbench.core.errors import BadValue
 from perfbench.config.options import FILE_ONLY, OPTIONS
 
 __all__ = ["load_scenario", "SCENARIO_KEYS"]

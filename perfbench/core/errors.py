@@ -24,3 +24,12 @@ class TargetError(PerfbenchError):
     """The target server is unreachable or a local server could not be started."""
 
     exit_code = 3
+
+
+class BadValue(Exception):
+    """A value is wrong; the message says what and how to fix it (the flag or key path is added by the caller)."""
+
+
+def shown_text(text: str) -> str:
+    """A user's text for an error line: escaped (no raw CR/LF), shortened."""
+    return ascii(text[:80])

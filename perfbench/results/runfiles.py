@@ -19,7 +19,6 @@ import errno
 import json
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, TypeVar
 
@@ -53,56 +52,6 @@ def output_error(name: str, exc: OSError) -> OutputError:
 
 
 # --- requests.jsonl ----------------------------------------------------------------------------
-
-
-def request_line(record: RequestRecord, run_start_ns: int) -> dict[str, Any]:
-    """requests.jsonl's line for ``record``: its fields plus TTFT and latency as perfbench.metrics defines them."""
-    from perfbench.metrics import request_times_ms  # numpy: not for the CLI's start, which imports finish and so this
-
-    line = record.to_json(run_start_ns)
-    line.update(request_times_ms(record))
-    return line
-
-
-class RecordWriter:
-    """Appends one requests.jsonl line per finished request, each in one unbuffered write (a crash keeps it).
-
-    A failed write (disk full, I/O error) raises OutputError once; the file is cut back to its last
-    whole line where the system allows, and nothing more is written, so every line before the
-    last stays valid.
-    """
-
-    def __init__(self, path: Path, run_start_ns: int) -> None:
-        self.path = path
-        self._run_start_ns = run_start_ns
-        try:
-            self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
-        except OSError as exc:
-            raise output_error(path.name, exc) from None
-        self._good_bytes = os.fstat(self._fd).st_size  # file size after the last whole line
-        self.failed = False
-
-    def write(self, record: RequestRecord) -> None:
-        if self.failed or self._fd is None:
-            return
-        line = (json.dumps(request_line(record, self._run_start_ns), separators=(",", ":")) + "\n").encode("utf-8")
-        try:
-            view = memoryview(line)
-            while view:  # one write in practice; a short write (disk nearly full) continues the same line
-                view = view[os.write(self._fd, view) :]
-        except OSError as exc:
-            self.failed = True
-            try:
-                os.ftruncate(self._fd, self._good_bytes)  # drop the torn part; needs no free space
-            except OSError:
-                pass  # e.g. a pipe or /dev/full: the torn line is the last one, which readers skip
-            raise output_error(self.path.name, exc) from None
-        self._good_bytes += len(line)
-
-    def close(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)
 
 
 def iter_request_lines(run_dir: Path) -> Iterator[dict[str, Any]]:

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from itertools import islice
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from perfbench.results.identity import RunIdentity, run_identity
-from perfbench.config.option_values import parse_tags
+
 from perfbench.core.errors import ConfigError
 from perfbench.core.redact import redact_url
 from perfbench.results.runfiles import read_summary, read_telemetry, step_metric
@@ -135,11 +135,13 @@ class RunStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def record_run(self, run_dir: Path, tags: Mapping[str, str] | None = None) -> str:
+    def record_run(self, run_dir: Path, tags: Mapping[str, str] | None = None,
+                   local_gpu_info: Callable[[], tuple[str | None, str | None]] | None = None) -> str:
         """Record the run in ``run_dir`` and return its id.
 
         Recording the same run directory again (same start time) updates its tags and
         summary and keeps its id, so ``perfbench report`` after a run does not duplicate it.
+        ``local_gpu_info`` names this machine's GPU for a run made here whose files say none.
         """
         run_dir = Path(run_dir).resolve()
         summary = read_summary(run_dir)
@@ -149,9 +151,7 @@ class RunStore:
         environment = summary.get("environment") or {}
         host = environment.get("host") or socket.gethostname()
         gpu_name, gpu_driver = _gpu_from_run(run_dir, summary)
-        if gpu_name is None and host == socket.gethostname():
-            from perfbench.telemetry.gpu import local_gpu_info
-
+        if gpu_name is None and host == socket.gethostname() and local_gpu_info is not None:
             gpu_name, gpu_driver = local_gpu_info()
         existing = self._db.execute(
             "SELECT run_id FROM runs WHERE run_dir = ? AND started_at = ?", (str(run_dir), started_at)
@@ -390,3 +390,19 @@ def resolve_baseline(
         raise ConfigError(f"baseline run {info.run_id} was in {info.run_dir}, which is gone; pick another run, "
                           f"or forget it with `perfbench history rm {info.run_id}`")
     return info.run_dir
+
+
+def parse_tags(values: list[str] | tuple[str, ...] | Mapping[str, str] | None) -> dict[str, str]:
+    """``["branch=main", "gpu=h100,suite=nightly"]`` (or a mapping) -> dict; ConfigError naming the bad item."""
+    if not values:
+        return {}
+    if isinstance(values, Mapping):
+        return {str(k): str(v) for k, v in values.items()}
+    tags: dict[str, str] = {}
+    for item in values:
+        for part in item.split(","):
+            key, sep, value = part.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"bad tag {part!r}; write KEY=VALUE, e.g. --tag branch=main")
+            tags[key.strip()] = value.strip()
+    return tags

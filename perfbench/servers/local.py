@@ -2,7 +2,7 @@
 
 ``start_local_server`` runs ``python -m perfbench serve --engine transformers ...`` or
 ``vllm serve ...`` in its own process group with stdout and stderr going to a log file (the
-child dies with perfbench, even a SIGKILLed one: perfbench/servers/lifetime.py), polls
+child dies with perfbench, even a SIGKILLed one: perfbench/core/lifetime.py), polls
 ``/health`` then ``/v1/models`` until both answer, and yields a ``LocalServer`` whose
 ``model_name`` is the name ``/v1/models`` lists (the served name a request must send: the
 transformers server's default is the directory's name, vLLM's the path as given). On leaving the
@@ -28,9 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-import perfbench
 from perfbench.core.errors import ConfigError, TargetError
-from perfbench.servers.lifetime import die_with_parent_preexec
+from perfbench.core.lifetime import die_with_parent_preexec
 
 logger = logging.getLogger(__name__)
 
@@ -117,11 +116,11 @@ def start_local_server(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     # The child must import this perfbench even when it is run from a source checkout.
-    package_root = str(Path(perfbench.__file__).resolve().parent.parent)
+    package_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     env.setdefault("PYTHONUNBUFFERED", "1")
     logger.info("starting %s server: %s (log: %s)", engine, " ".join(command), log_path)
-    # The server must die with perfbench, even a SIGKILLed one (servers/lifetime.py): our own
+    # The server must die with perfbench, even a SIGKILLed one (core/lifetime.py): our own
     # server watches the pipe on its stdin and arms the parent-death signal itself; vLLM gets
     # that signal from a preexec hook.
     own_server = engine == "transformers"

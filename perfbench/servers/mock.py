@@ -71,7 +71,7 @@ from dataclasses import fields
 
 from perfbench.core.cliutil import OneLineArgumentParser
 from perfbench.core.errors import ConfigError
-from perfbench.servers.mock_config import USAGE_PLACEMENTS, MockConfig
+from perfbench.core.mock_config import USAGE_PLACEMENTS, MockConfig
 from perfbench.servers.mock_server import MockRequestLog, MockServer
 
 __all__ = ["MockConfig", "MockRequestLog", "MockServer", "MockInThread", "main"]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from perfbench.core.errors import TargetError
-from perfbench.servers.mock_config import (
+from perfbench.core.mock_config import (
     FAULT_BAD_BODY,
     FAULT_CUT,
     FAULT_ERROR_EVENT,

@@ -24,7 +24,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from perfbench.servers.mock_config import DEFAULT_OUTPUT_TOKENS, MockConfig
+from perfbench.core.mock_config import DEFAULT_OUTPUT_TOKENS, MockConfig
 from perfbench.servers.openai_wire import (
     BadRequest,
     ResponseStream,

@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the model's name in the API; requests naming another get 404 (default: the model directory's name; vllm: --model)",
     )  # fmt: skip
     # Set by perfbench when it starts this server for a run (servers/local.py): exit when that
-    # process is gone; stdin is then a pipe from it (servers/lifetime.py).
+    # process is gone; stdin is then a pipe from it (core/lifetime.py).
     parser.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
     return parser
 
@@ -52,7 +52,7 @@ def main(argv: list[str]) -> int:
     """Run ``perfbench serve`` with ``argv`` (the words after ``serve``); returns the exit code."""
     args = build_parser().parse_args(argv)
     if args.parent_pid is not None:  # first, so that even a slow model load never outlives perfbench
-        from perfbench.servers.lifetime import exit_with_parent
+        from perfbench.core.lifetime import exit_with_parent
 
         exit_with_parent(args.parent_pid)
     if not args.model.strip():

@@ -29,7 +29,7 @@ def worker_main(conn: Any, setup: WorkerSetup) -> None:
     """A worker process's body: serve the parent's commands until it says exit or goes away."""
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)  # the parent stops us, keeping every record (a terminal's Ctrl-C reaches us too)
-    from perfbench.servers.lifetime import set_parent_death_signal
+    from perfbench.core.lifetime import set_parent_death_signal
 
     set_parent_death_signal(signal.SIGKILL)  # a SIGKILLed parent: nobody is left to read our records
     event_loop.run(_serve(conn, setup))

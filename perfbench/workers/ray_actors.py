@@ -22,10 +22,10 @@ import socket
 import threading
 from typing import Any
 
-from perfbench import __version__
+from perfbench.core.version import __version__
 from perfbench.core.errors import ConfigError, TargetError
 from perfbench.config.option_values import RAY_LOCAL, RAY_MISSING
-from perfbench.benchmark.signals import STOP_SIGNALS
+from perfbench.core.signals import STOP_SIGNALS
 from perfbench.workers.body import Message, WorkerBody, WorkerSetup
 from perfbench.workers.clocks import Anchor, shift_record, start_as_wall, start_on_own_clock
 from perfbench.workers.pool import Deliver

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from perfbench.core.errors import ConfigError
-from perfbench.config.option_values import shown_text
+from perfbench.core.errors import shown_text
 from perfbench.workload.prompts import ASSISTANT_SPEAKERS, HUMAN_SPEAKERS, Prompt, _messages, _sharegpt
 
 DATASETS_MISSING = "--dataset needs Hugging Face datasets, an optional extra: pip install 'perfbench[datasets]'"

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from perfbench.core.errors import ConfigError
-from perfbench.config.option_values import BadValue, shown_text
+from perfbench.core.errors import BadValue, shown_text
 from perfbench.workload.prompts import Prompt
 
 IMAGE_FORMATS = ("png", "jpeg")

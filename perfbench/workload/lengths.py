@@ -137,3 +137,9 @@ def _ints(value: Any, count: int) -> bool:
 
 def _opt_int(value: Any) -> int | None:
     return None if value is None else int(value)
+
+
+DATASET_LENGTHS = "dataset"  # --output-tokens value: each prompt's own length (JSONL max_tokens, ShareGPT answers)
+
+
+MAX_TOKENS_PER_REQUEST = 1_000_000  # token lengths above this are a typo (prompts are built in memory)

@@ -22,7 +22,8 @@ import numpy as np
 
 from perfbench.core.errors import ConfigError
 from perfbench.workload.lengths import LengthDistribution
-from perfbench.config.option_values import DATASET_LENGTHS, BadValue
+from perfbench.workload.lengths import DATASET_LENGTHS
+from perfbench.core.errors import BadValue
 from perfbench.workload.prompts import HUMAN_SPEAKERS, Prompt, synthetic_prompts
 from perfbench.workload.tokens import Tokenizer
 

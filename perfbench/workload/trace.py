@@ -31,17 +31,14 @@ import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from perfbench.core.errors import ConfigError
-from perfbench.config.option_values import MAX_TOKENS_PER_REQUEST, BadValue, shown_text
+from perfbench.core.errors import BadValue, ConfigError, shown_text
+from perfbench.workload.lengths import MAX_TOKENS_PER_REQUEST
 from perfbench.workload.prompts import Prompt, exact_text, prompt_record, word_stream
 from perfbench.workload.tokens import Tokenizer
-
-if TYPE_CHECKING:
-    from perfbench.config.run_config import RunConfig
 
 DEFAULT_BLOCK_TOKENS = 512  # Mooncake's block size
 _WINDOW_FORMS = "give START:END in seconds of the trace, e.g. 60:120 (60: for the rest, :30 for the first 30 s)"
@@ -120,12 +117,6 @@ def read_trace(path: str | Path, *, speedup: float = 1.0, window: str | None = N
         raise ConfigError(f"cannot read trace file {path} ({exc.strerror}); check the path and its permissions") from None
     # Read once per file version: the config (the step's size) and the run (prompts, schedule) both ask.
     return _read(str(path), stat.st_mtime_ns, stat.st_size, speedup, window, block_tokens)
-
-
-def replay_of(config: RunConfig) -> Trace:
-    """The trace a run config replays."""
-    return read_trace(config.trace, speedup=config.trace_speedup, window=config.trace_window,
-                      block_tokens=config.trace_block_tokens)
 
 
 @functools.lru_cache(maxsize=4)

@@ -15,7 +15,7 @@ from perfbench import metrics
 from perfbench.core.errors import ConfigError
 from perfbench.results.records import RequestRecord
 from perfbench.results.runfiles import iter_record_chunks, step_label
-from perfbench.benchmark.search import find_knee
+from perfbench.metrics.knee import find_knee
 
 log = logging.getLogger(__name__)
 
