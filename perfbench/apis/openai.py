@@ -39,18 +39,30 @@ _PROBES = ("\u2603perfbench-probe\u2603", "\u2604perfbench-probe-two\u2604")
 # Bytes that end a JSON string, start an escape, or may not appear raw inside one (strict JSON).
 _NOT_PLAIN = re.compile(rb'["\\\x00-\x1f]')
 _FIRST_WINDOW = 16  # events checked at once when a run starts; doubled while windows match
+_COLON_QUOTE = re.compile(rb'[ \t\r\n]*:[ \t\r\n]*"')  # between a key and its string value
+# What varies from one answer to the next around the same skeleton: the chunk id and the time.
+_PER_ANSWER = re.compile(rb'"id"[ \t]*:[ \t]*"[^"\\]*"|"created"[ \t]*:[ \t]*[0-9]+')
+_PROVEN_SKELETONS_MAX = 4096  # proofs kept across answers (a server's few chunk shapes), at most
+_proven_skeletons: dict[tuple[str, bytes, bytes], bool] = {}
 
 
 def _split_string_value(data: bytes, key: bytes) -> tuple[bytes, bytes, bytes] | None:
     """Split ``data`` around the first string value of ``key``: (prefix, raw string, suffix).
 
-    In JSON an unescaped quote only delimits strings, so the bytes ``"content":"`` can only be
-    the key "content" with a string value.
+    ``key`` is the JSON key with its quotes (``b'"content"'``); a colon follows, with or without
+    spaces around it (``"content":"`` and ``"content": "``). In JSON an unescaped quote only
+    delimits strings, so those bytes can only be the key with a string value; a split is used
+    only once probes have proven its skeleton (``_means_plain_text``).
     """
     at = data.find(key)
-    if at < 0:
+    while at >= 0:
+        opened = _COLON_QUOTE.match(data, at + len(key))
+        if opened is not None:
+            break
+        at = data.find(key, at + len(key))
+    else:
         return None
-    start = at + len(key)
+    start = opened.end()
     end = data.find(b'"', start)
     while end > 0 and data[end - 1] == 0x5C:  # a backslash: count the run to see if it escapes the quote
         run = 1
@@ -79,7 +91,7 @@ def _string_value(raw: bytes) -> str | None:
 class _ChoicesApi(Protocol):
     """What the choices reader needs of an adapter."""
 
-    text_key: bytes  # the JSON key, with its opening quote, whose string usually holds the output
+    text_key: bytes  # the JSON key, with its quotes, whose string value usually holds the output
 
     def output_text(self, choice: dict[str, Any]) -> str: ...
 
@@ -234,7 +246,21 @@ def _read_usage_and_text(adapter: _ChoicesApi, obj: dict[str, Any], content: Str
 
 
 def _means_plain_text(adapter: _ChoicesApi, split: tuple[bytes, bytes, bytes]) -> bool:
-    """Whether any event ``prefix + "s" + suffix`` means exactly: output text s, nothing else."""
+    """Whether any event ``prefix + "s" + suffix`` means exactly: output text s, nothing else.
+
+    Proven once per skeleton shape and remembered across answers: the chunk id and ``created``
+    (which differ in every answer and play no part in the meaning) are left out of the key.
+    """
+    key = (adapter.name, _PER_ANSWER.sub(b"", split[0]), _PER_ANSWER.sub(b"", split[2]))
+    proven = _proven_skeletons.get(key)
+    if proven is None:
+        if len(_proven_skeletons) >= _PROVEN_SKELETONS_MAX:
+            _proven_skeletons.clear()
+        proven = _proven_skeletons[key] = _probe_plain_text(adapter, split)
+    return proven
+
+
+def _probe_plain_text(adapter: _ChoicesApi, split: tuple[bytes, bytes, bytes]) -> bool:
     for probe_text in _PROBES:
         probe = _decode(split[0] + json.dumps(probe_text)[1:-1].encode() + split[2])
         if not isinstance(probe, dict) or probe.get("usage") or probe.get("error") is not None or probe.get("object") == "error":
@@ -284,7 +310,7 @@ class OpenAIChat(_Choices):
     name = "openai-chat"
     chat_input = True
     path = "/v1/chat/completions"
-    text_key = b'"content":"'
+    text_key = b'"content"'
 
     def build_body(self, prompts: Sequence[Prompt], *, model: str | None, max_tokens: int | None, extra: dict[str, Any]) -> bytes:
         prompt = one_prompt(prompts, self.name)
@@ -320,7 +346,7 @@ class OpenAICompletions(_Choices):
     name = "openai-completions"
     chat_input = False
     path = "/v1/completions"
-    text_key = b'"text":"'
+    text_key = b'"text"'
 
     def build_body(self, prompts: Sequence[Prompt], *, model: str | None, max_tokens: int | None, extra: dict[str, Any]) -> bytes:
         prompt = one_prompt(prompts, self.name)

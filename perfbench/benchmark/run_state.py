@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from perfbench.config.run_config import LoadStep, RunConfig
 from perfbench.metrics import StepAccumulator, StepSummary
@@ -25,6 +25,7 @@ class RunState:
     """
 
     reader: RecordReader  # the run's requests.jsonl, read back as it grows
+    flush_records: Callable[[], None] = lambda: None  # writes the lines the writer still holds (it batches per loop turn)
     steps: list[tuple[int, LoadStep, int | None]] = field(default_factory=list)  # (step index, load, expected)
     search: dict[str, Any] | None = None
     stopped_early: str | None = None
@@ -49,6 +50,7 @@ class RunState:
 
     def read_back(self) -> None:
         """Fold the records written since the last call into their steps' accumulators."""
+        self.flush_records()
         for chunk in self.reader.chunks():
             by_step: dict[int, list[RequestRecord]] = defaultdict(list)
             for record in chunk:

@@ -264,21 +264,31 @@ def execute(
     check_reachable(endpoint_url)
     started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     run_start_ns = time.perf_counter_ns()
-    writer = RecordWriter(run_dir / "requests.jsonl", run_start_ns)
-    state = RunState(reader=RecordReader(writer.path))
-    sampler_box: list[Any] = []
-
     stopper = RunStopper()
     write_failures: list[OutputError] = []  # the first record that could not be written
+
+    def write_failed(exc: OutputError) -> None:
+        # Raised into the engine it would crash the loop: stop the run like an interrupt instead.
+        write_failures.append(exc)
+        stopper.stop(str(exc))
+
+    writer = RecordWriter(run_dir / "requests.jsonl", run_start_ns, on_failure=write_failed)
+
+    def flush_records() -> None:
+        try:
+            writer.flush()
+        except OutputError as exc:
+            write_failed(exc)
+
+    state = RunState(reader=RecordReader(writer.path), flush_records=flush_records)
+    sampler_box: list[Any] = []
 
     def sink(record: RequestRecord) -> None:
         state.add(record)
         try:
             writer.write(record)
         except OutputError as exc:
-            # Raised into the engine it would crash the loop: stop the run like an interrupt instead.
-            write_failures.append(exc)
-            stopper.stop(str(exc))
+            write_failed(exc)
 
     async def main() -> None:
         stopper.attach()
@@ -306,7 +316,10 @@ def execute(
         finally:
             # A second signal must not cost the summary of what finished: hold them off while writing.
             with hold_signals():
-                writer.close()
+                try:
+                    writer.close()  # the last batch's lines
+                except OutputError as exc:
+                    write_failed(exc)
                 steps = summarize(config, state)
                 extra: dict[str, Any] = {"run_start_unix_s": time.time() - (time.perf_counter_ns() - run_start_ns) / 1e9}
                 if sampler_box:

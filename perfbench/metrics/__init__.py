@@ -17,7 +17,7 @@ This package is the public surface; its modules, in the order data flows through
 """
 
 from perfbench.metrics._per_request import (
-    inter_package_ms, itl_ms, latency_ms, per_request_ms, queue_ms, request_times_ms, time_per_package_ms, tpot_ms,
+    inter_package_ms, itl_ms, latency_ms, per_request_ms, queue_ms, requests_times_ms, time_per_package_ms, tpot_ms,
     ttft_ms,
 )
 from perfbench.metrics._registry import (
@@ -30,5 +30,5 @@ __all__ = [
     "DISTRIBUTION", "DISTRIBUTIONS", "DURATIONS", "METRICS", "METRICS_BY_KEY", "RATE", "SLO_METRICS", "STATISTICS",
     "GrowingArray", "Metric", "SloResult", "Stats", "StepAccumulator", "StepSummary",
     "describe", "inter_package_ms", "itl_ms", "latency_ms", "metric_of", "per_request_ms", "queue_ms", "request_samples",
-    "request_times_ms", "summarize_step", "time_per_package_ms", "tpot_ms", "ttft_ms",
+    "requests_times_ms", "summarize_step", "time_per_package_ms", "tpot_ms", "ttft_ms",
 ]  # fmt: skip

@@ -218,14 +218,14 @@ def itl_ms(record: RequestRecord) -> np.ndarray:
     return itl_per_token(Columns.of([record]))[0]
 
 
-def request_times_ms(record: RequestRecord) -> dict[str, float | None]:
-    """``ttft_ms`` and ``latency_ms`` of one request (None where they do not apply), from one column build."""
-    c = Columns.of([record])
-    out = {}
-    for key, column in (("ttft_ms", ttft_column), ("latency_ms", latency_column)):
-        value = float(column(c)[0])
-        out[key] = None if math.isnan(value) else value
-    return out
+def requests_times_ms(records: Sequence[RequestRecord]) -> tuple[list[float | None], list[float | None]]:
+    """``ttft_ms`` and ``latency_ms`` of each request (None where they do not apply), from one column build."""
+    c = Columns.of(records)
+    return _optional_floats(ttft_column(c)), _optional_floats(latency_column(c))
+
+
+def _optional_floats(column: np.ndarray) -> list[float | None]:
+    return [None if math.isnan(value) else value for value in column.tolist()]
 
 
 def inter_package_ms(record: RequestRecord) -> np.ndarray:
