@@ -37,3 +37,15 @@ def test_with_uvloop_the_run_is_on_uvloop():
         return type(asyncio.get_running_loop()).__module__
 
     assert event_loop.run(loop_type()).startswith("uvloop")
+
+
+def test_threads_hand_the_gil_back_to_the_loop_quickly_while_it_runs_and_as_before_after() -> None:
+    import sys
+
+    before = sys.getswitchinterval()
+
+    async def interval() -> float:
+        return sys.getswitchinterval()
+
+    assert event_loop.run(interval()) == event_loop.GIL_SWITCH_INTERVAL_S < before
+    assert sys.getswitchinterval() == before

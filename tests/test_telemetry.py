@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,8 @@ from perfbench.core.errors import ConfigError
 from perfbench.servers.mock import MockServer
 from perfbench.core.mock_config import MockConfig
 from perfbench.telemetry import gpu as gpu_module
-from perfbench.telemetry.prometheus import metrics_url_for, parse_prometheus
+from perfbench.telemetry import sampler as sampler_module
+from perfbench.telemetry.prometheus import KEPT_SERIES, metrics_url_for, parse_prometheus
 from perfbench.results.runfiles import read_telemetry
 from perfbench.telemetry.sampler import TelemetrySampler, summarize_telemetry
 
@@ -140,7 +142,7 @@ async def test_sampler_scrapes_the_mock_metrics_while_it_serves() -> None:
             url = metrics_url_for(f"{base_url}/v1/chat/completions")
             run_start_ns = time.perf_counter_ns()
             async with TelemetrySampler(
-                run_start_ns=run_start_ns, interval_s=0.05, gpu=None, metrics_url=url, session=session
+                run_start_ns=run_start_ns, interval_s=0.05, gpu=None, metrics_url=url
             ) as sampler:
                 await asyncio.wait_for(asyncio.gather(*(one_request() for _ in range(5))), timeout=10)
     finally:
@@ -210,3 +212,39 @@ def test_the_gpu_is_sampled_only_where_the_server_may_use_this_machines_gpu() ->
     assert _server_on_this_machine(config_from_settings({"url": "http://127.0.0.1:8000/v1"}))
     assert _server_on_this_machine(config_from_settings({"url": "http://localhost:8000/v1"}))
     assert _server_on_this_machine(config_from_settings({"model": "org/model"}))  # a local server perfbench starts
+
+
+def test_a_scrape_keeps_only_the_series_the_summary_and_plots_read() -> None:
+    page = "\n".join([
+        'vllm:num_requests_running{model_name="m"} 3',
+        'vllm:gpu_cache_usage_perc{model_name="m"} 0.5',
+        'vllm:generation_tokens_total{model_name="m"} 1200',
+        'vllm:e2e_request_latency_seconds_bucket{le="0.3",model_name="m"} 7',
+        'process_cpu_seconds_total{state="running"} 12',  # "running" only in a label: not kept
+        *(f"python_gc_objects_collected_total{{generation=\"{i}\"}} {i}" for i in range(500)),
+    ])
+    assert parse_prometheus(page, keep=KEPT_SERIES) == {
+        'vllm:num_requests_running{model_name="m"}': 3.0,
+        'vllm:gpu_cache_usage_perc{model_name="m"}': 0.5,
+        'vllm:generation_tokens_total{model_name="m"}': 1200.0,
+    }
+
+
+async def test_the_scrape_is_fetched_and_parsed_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    threads: list[threading.Thread] = []
+
+    def recording(text: str, keep: Any = None) -> dict[str, float]:
+        threads.append(threading.current_thread())
+        return parse_prometheus(text, keep)
+
+    monkeypatch.setattr(sampler_module, "parse_prometheus", recording)
+    server = MockServer(MockConfig(ttft_ms=5, itl_ms=1))
+    base_url = await server.start()
+    try:
+        async with TelemetrySampler(run_start_ns=time.perf_counter_ns(), interval_s=0.05, gpu=None,
+                                    metrics_url=metrics_url_for(f"{base_url}/v1/chat/completions")) as sampler:
+            await asyncio.sleep(0.2)
+    finally:
+        await server.stop()
+    assert threads and threading.current_thread() not in threads
+    assert any(k.startswith("vllm:num_requests_running") for s in sampler.samples for k in s)

@@ -22,15 +22,27 @@ except ImportError:  # e.g. Windows, or a minimal install: the plain asyncio loo
     LOOP_NAME = "asyncio"
 
 
+# How long another thread may hold the GIL before the loop's thread gets it back (CPython's
+# default is 5 ms): the live display, telemetry and the workers' pipe readers run in threads, and
+# every read the loop has not yet taken is stamped that much later.
+GIL_SWITCH_INTERVAL_S = 0.0005
+
+
 def run(main: Coroutine[Any, Any, T]) -> T:
-    """``asyncio.run(main)`` on the fastest loop available (same Ctrl-C handling: the main task is cancelled)."""
-    if _new_loop is None:
+    """``asyncio.run(main)`` on the fastest loop available (same Ctrl-C handling: the main task is
+    cancelled), with the GIL handed back to the loop's thread every ``GIL_SWITCH_INTERVAL_S``."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(min(interval, GIL_SWITCH_INTERVAL_S))
+    try:
+        if _new_loop is None:
+            return asyncio.run(main)
+        if sys.version_info >= (3, 11):
+            with asyncio.Runner(loop_factory=_new_loop) as runner:
+                return runner.run(main)
+        uvloop.install()
         return asyncio.run(main)
-    if sys.version_info >= (3, 11):
-        with asyncio.Runner(loop_factory=_new_loop) as runner:
-            return runner.run(main)
-    uvloop.install()
-    return asyncio.run(main)
+    finally:
+        sys.setswitchinterval(interval)
 
 
 async def gather_or_cancel(aws: Sequence[Any]) -> None:

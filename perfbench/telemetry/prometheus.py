@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import math
+import re
 from urllib.parse import urlsplit
 
 from perfbench.core.errors import ConfigError
 
 # Series that would swamp the samples without telling a timeline anything.
 _SKIPPED_SUFFIXES = ("_bucket", "_created")
+# The series a run keeps from each scrape: what the summary (queue and KV-cache gauges) and the
+# telemetry plot (requests running/waiting, cache usage, generated tokens) read, for vLLM, TGI,
+# SGLang and similar names. Matched against the metric's name.
+KEPT_SERIES = re.compile(r"running|waiting|pending|swapped|queue|cache_usage|kv_cache|generation_tokens", re.IGNORECASE)
 
 
 def metrics_url_for(target_url: str) -> str:
@@ -50,8 +55,9 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def parse_prometheus(text: str) -> dict[str, float]:
-    """Every sample of a Prometheus text page as ``{key: value}``.
+def parse_prometheus(text: str, keep: re.Pattern[str] | None = None) -> dict[str, float]:
+    """Every sample of a Prometheus text page as ``{key: value}`` (with ``keep``: those whose
+    metric name it matches; the page's other lines are passed over by one C-level search).
 
     The key is the metric name with its labels folded in, sorted:
     ``vllm:num_requests_running{model_name="m"}`` (no braces without labels). Comments,
@@ -59,7 +65,8 @@ def parse_prometheus(text: str) -> dict[str, float]:
     and malformed lines are skipped; histogram ``_sum``/``_count`` stay (they are counters).
     """
     values: dict[str, float] = {}
-    for raw in text.splitlines():
+    lines = text.splitlines() if keep is None else _lines_matching(text, keep)
+    for raw in lines:
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -74,7 +81,7 @@ def parse_prometheus(text: str) -> dict[str, float]:
                 continue
             labels, end = parsed
         fields = line[end:].split()
-        if not name or not fields or name.endswith(_SKIPPED_SUFFIXES):
+        if not name or not fields or name.endswith(_SKIPPED_SUFFIXES) or (keep is not None and not keep.search(name)):
             continue
         try:
             value = float(fields[0])
@@ -87,3 +94,9 @@ def parse_prometheus(text: str) -> dict[str, float]:
             name = f"{name}{{{folded}}}"
         values[name] = value
     return values
+
+
+def _lines_matching(text: str, keep: re.Pattern[str]) -> list[str]:
+    """The lines holding a match of ``keep`` anywhere (the name is checked again when the line is parsed)."""
+    pattern = re.compile(rf"^.*(?:{keep.pattern}).*$", keep.flags | re.MULTILINE)
+    return pattern.findall(text)

@@ -11,9 +11,10 @@ telemetry.jsonl holds one JSON object per line, ``t_s`` being seconds since the 
 
 Every other field is a numeric series over ``t_s``, so plots can draw them generically.
 
-Sampling runs on the run's event loop at absolute deadlines (``start + k * interval``); NVML
-calls block, so they go to a thread. A sampler never fails a run: a source that errors is
-logged once and dropped.
+Sampling is timed on the run's event loop at absolute deadlines (``start + k * interval``), but
+nothing of it runs there: NVML calls and the ``/metrics`` scrape (fetched, filtered to the series
+the summary and the plots use, parsed) go to a thread, so the loop that stamps reads never parses
+a page. A sampler never fails a run: a source that errors is logged once and dropped.
 """
 
 from __future__ import annotations
@@ -23,14 +24,14 @@ import logging
 import math
 import re
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any, Iterable
 
-import aiohttp
-
 from perfbench.results.runfiles import write_telemetry
 from perfbench.telemetry.gpu import GpuSource
-from perfbench.telemetry.prometheus import parse_prometheus
+from perfbench.telemetry.prometheus import KEPT_SERIES, parse_prometheus
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,6 @@ class TelemetrySampler:
         interval_s: float = 1.0,
         gpu: GpuSource | None,
         metrics_url: str | None,
-        session: aiohttp.ClientSession | None = None,
     ) -> None:
         if not interval_s > 0:
             raise ValueError(f"interval_s must be positive, got {interval_s}")
@@ -57,15 +57,10 @@ class TelemetrySampler:
         self.gpu = gpu
         self.metrics_url = metrics_url
         self.samples: list[dict[str, Any]] = []
-        self._session = session
-        self._own_session = False
         self._task: asyncio.Task[None] | None = None
         self._scraped_once = False
 
     async def __aenter__(self) -> "TelemetrySampler":
-        if self.metrics_url and self._session is None:
-            self._session = aiohttp.ClientSession()
-            self._own_session = True
         self._task = asyncio.create_task(self._loop(), name="perfbench-telemetry")
         return self
 
@@ -77,11 +72,7 @@ class TelemetrySampler:
             except asyncio.CancelledError:
                 pass
             self._task = None
-        try:
-            await self._sample()  # a closing sample, so the energy counter covers the whole run
-        finally:
-            if self._own_session and self._session is not None:
-                await self._session.close()
+        await self._sample()  # a closing sample, so the energy counter covers the whole run
 
     def _t_s(self) -> float:
         return (time.perf_counter_ns() - self.run_start_ns) / 1e9
@@ -115,17 +106,13 @@ class TelemetrySampler:
             self.samples.append({"t_s": t_s, "source": "gpu", "gpu": reading.get("index", 0), **fields})
 
     async def _scrape(self) -> None:
-        url, session = self.metrics_url, self._session
-        if url is None or session is None:
+        url = self.metrics_url
+        if url is None:
             return
         t_s = self._t_s()
         try:
-            timeout = aiohttp.ClientTimeout(total=max(self.interval_s, 1.0))
-            async with session.get(url, timeout=timeout) as resp:
-                if resp.status != 200:
-                    raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status, message=resp.reason or "")
-                text = await resp.text()
-        except (aiohttp.ClientError, asyncio.TimeoutError, UnicodeDecodeError) as exc:
+            series = await asyncio.to_thread(_scrape, url, max(self.interval_s, 1.0))
+        except (OSError, ValueError, UnicodeDecodeError) as exc:  # urllib's errors are OSErrors; a bad page
             if not self._scraped_once:
                 log.warning("no Prometheus metrics at %s (%s); server telemetry off", url, exc or type(exc).__name__)
                 self.metrics_url = None
@@ -133,7 +120,7 @@ class TelemetrySampler:
                 log.debug("scrape of %s failed: %s", url, exc)
             return
         self._scraped_once = True
-        self.samples.append({"t_s": t_s, "source": "prometheus", **parse_prometheus(text)})
+        self.samples.append({"t_s": t_s, "source": "prometheus", **series})
 
     def write(self, path: Path) -> None:
         """Write the samples as telemetry.jsonl."""
@@ -208,3 +195,15 @@ def summarize_telemetry(samples: list[dict[str, Any]], output_tokens: int) -> di
         "server_scrapes": len(scrapes),
         "server_metrics": series,
     }
+
+
+def _scrape(url: str, timeout_s: float) -> dict[str, float]:
+    """One ``/metrics`` page (in a thread): the series worth keeping, parsed."""
+    with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 (the user's own server)
+        if response.status != 200:
+            raise ValueError(f"HTTP {response.status}")
+        text = response.read(_MAX_PAGE_BYTES).decode("utf-8")
+    return parse_prometheus(text, keep=KEPT_SERIES)
+
+
+_MAX_PAGE_BYTES = 16 * 2**20  # a /metrics page larger than this is read only this far
