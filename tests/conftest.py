@@ -1,6 +1,20 @@
-"""Shared test set-up: no test writes to the user's real run history; the tiny model's fixtures."""
+"""Shared test set-up: no test reads or writes the user's home (run history, caches); the tiny model's fixtures."""
+
+import os
+import tempfile
+from pathlib import Path
 
 import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Before any fixture or test module runs (module-scoped fixtures included), and inherited by
+    # every subprocess a test starts: a home of the session's own, with its data, cache and
+    # config folders, so the history store, Hugging Face and matplotlib caches never touch ~.
+    home = Path(tempfile.mkdtemp(prefix="perfbench-tests-home-"))
+    os.environ["HOME"] = str(home)
+    for variable, folder in (("XDG_DATA_HOME", ".local/share"), ("XDG_CACHE_HOME", ".cache"), ("XDG_CONFIG_HOME", ".config")):
+        os.environ[variable] = str(home / folder)
 
 
 @pytest.fixture(autouse=True)
