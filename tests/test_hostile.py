@@ -16,11 +16,12 @@ import pytest
 from aiohttp import web
 from hypothesis import given, settings, strategies as st
 
-from perfbench.engine import engine as engine_module
+from perfbench.engine import transport as transport_module
 from perfbench.results import records as R
 from perfbench.apis import get_adapter
 from perfbench.engine.answers import Exchange, ReadStream
-from perfbench.engine.engine import Engine, make_session
+from perfbench.engine.engine import Engine
+from perfbench.engine.transport_factory import make_transport
 from perfbench.engine.plan import PreparedRequest, StepPlan, Target
 from perfbench.metrics import summarize_step
 
@@ -89,12 +90,13 @@ def app_answering(bodies: list[bytes], *, headers: dict[str, str] | None = None,
     return app
 
 
-async def run(url: str, number: int = 1, *, concurrency: int = 1, max_response_bytes: int | None = None, secrets=(), headers=None):
+async def run(url: str, number: int = 1, *, concurrency: int = 1, max_response_bytes: int | None = None, secrets=(), headers=None,
+              transport: str | None = None):
     records: list[R.RequestRecord] = []
     target = Target(url, get_adapter("openai-chat"), headers or {}, secrets=secrets,
                     **({"max_response_bytes": max_response_bytes} if max_response_bytes else {}))
-    async with make_session(concurrency, 10, 2) as session:
-        engine = Engine(session, target, [PreparedRequest(b"{}", 5)], records.append)
+    async with make_transport(target, timeout_s=10, connect_timeout_s=2, max_connections=concurrency, kind=transport) as http:
+        engine = Engine(http, target, [PreparedRequest(b"{}", 5)], records.append)
         await engine.run_step(StepPlan(step=0, concurrency=concurrency, number=number, duration_s=None))
     return records
 
@@ -216,7 +218,7 @@ async def test_a_server_streaming_without_end_is_cut_at_max_response_bytes(aioht
 
 
 async def test_a_line_that_never_ends_is_cut(aiohttp_server, monkeypatch):
-    monkeypatch.setattr(engine_module, "MAX_LINE_BYTES", 2**16)
+    monkeypatch.setattr(transport_module, "MAX_LINE_BYTES", 2**16)
     url = await url_of(aiohttp_server, endless_app(b"data: " + b"x" * 4096))
     [record] = await asyncio.wait_for(run(url), 30)
     assert record.status == R.RESPONSE_TOO_LARGE and "one line" in record.error
