@@ -1,7 +1,7 @@
 """Hostile servers: whatever bytes come back, each request becomes a record and the run goes on.
 
 Every server here is a real aiohttp server on 127.0.0.1 writing the bytes a broken or malicious
-server would. The property test at the end feeds arbitrary and mutated streams through the whole
+server would; each is sent the same requests through both transports, whose records must agree. The property test at the end feeds arbitrary and mutated streams through the whole
 interpretation path (SSE split, event interpretation, token shares, the record).
 """
 
@@ -24,6 +24,7 @@ from perfbench.engine.engine import Engine
 from perfbench.engine.transport_factory import make_transport
 from perfbench.engine.plan import PreparedRequest, StepPlan, Target
 from perfbench.metrics import summarize_step
+from tests.differential import TRANSPORTS, assert_same_records
 
 ROLE = b'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}\n\n'
 DONE = b"data: [DONE]\n\n"
@@ -90,15 +91,20 @@ def app_answering(bodies: list[bytes], *, headers: dict[str, str] | None = None,
     return app
 
 
-async def run(url: str, number: int = 1, *, concurrency: int = 1, max_response_bytes: int | None = None, secrets=(), headers=None,
-              transport: str | None = None):
-    records: list[R.RequestRecord] = []
+async def run(url: str, number: int = 1, *, concurrency: int = 1, max_response_bytes: int | None = None, secrets=(), headers=None):
+    """The step's records through the lean transport, after checking that aiohttp gives the same ones
+    (tests/differential.py): every server here is also a differential test of the two transports."""
     target = Target(url, get_adapter("openai-chat"), headers or {}, secrets=secrets,
                     **({"max_response_bytes": max_response_bytes} if max_response_bytes else {}))
-    async with make_transport(target, timeout_s=10, connect_timeout_s=2, max_connections=concurrency, kind=transport) as http:
-        engine = Engine(http, target, [PreparedRequest(b"{}", 5)], records.append)
-        await engine.run_step(StepPlan(step=0, concurrency=concurrency, number=number, duration_s=None))
-    return records
+    runs = {}
+    for kind in TRANSPORTS:
+        records: list[R.RequestRecord] = []
+        async with make_transport(target, timeout_s=10, connect_timeout_s=2, max_connections=concurrency, kind=kind) as http:
+            engine = Engine(http, target, [PreparedRequest(b"{}", 5)], records.append)
+            await engine.run_step(StepPlan(step=0, concurrency=concurrency, number=number, duration_s=None))
+        runs[kind] = records
+    assert_same_records(runs["lean"], runs["aiohttp"], by_index=concurrency == 1)
+    return runs["lean"]
 
 
 async def url_of(aiohttp_server, app: web.Application) -> str:
