@@ -520,6 +520,16 @@ async def test_preconnect_opens_connections_that_the_requests_then_use():
     assert seen.connections == 4
 
 
+async def test_the_requests_bytes_are_built_before_the_step():
+    target = Target(f"http://127.0.0.1:9{PATH}", get_adapter("openai-chat"), {})
+    requests = [PreparedRequest(b'{"n": %d}' % i, 1) for i in range(5)]
+    async with make_transport(target, timeout_s=5, connect_timeout_s=1, max_connections=1) as http:
+        engine = Engine(http, target, requests, lambda record: None)
+        await engine.prepare(StepPlan(step=0, concurrency=1, number=5, duration_s=None))
+        assert {request.body: data.split(b"\r\n\r\n", 1)[1] for request, data in http._wire.items()} == {  # type: ignore[attr-defined]
+            request.body: request.body for request in requests}
+
+
 # ------------------------------------------------------------------------------ which transport
 
 @pytest.fixture

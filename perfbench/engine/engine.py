@@ -78,8 +78,9 @@ class Engine:
         return await self.run_load(plan)
 
     async def prepare(self, plan: StepPlan) -> None:
-        """What comes before the step's clock: its connections and its warm-up requests."""
+        """What comes before the step's clock: the requests' bytes, its connections and its warm-up requests."""
         try:
+            self._transport.prebuild(self._requests)
             if plan.preconnect:
                 await self.preconnect(min(plan.preconnect, MAX_PRECONNECT))
             if plan.warmup and self._sessions is not None:

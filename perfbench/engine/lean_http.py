@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from typing import Any
+from typing import Any, Sequence
 from urllib.parse import unquote, urlsplit
 
 import httptools
@@ -296,6 +296,11 @@ class LeanTransport(T.HttpTransport):
             self._wire[request] = data
             self._wire_bytes += len(data)
         return data
+
+    def prebuild(self, requests: Sequence[PreparedRequest]) -> None:
+        for request in requests:
+            if request not in self._wire and self._wire_bytes < WIRE_CACHE_BYTES:
+                self._build(request)
 
     async def preconnect(self, connections: int) -> None:
         wanted = connections - sum(1 for conn in self._idle if not conn.closed)
