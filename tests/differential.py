@@ -15,14 +15,15 @@ from perfbench.results import records as R
 
 TRANSPORTS = ("lean", "aiohttp")
 _CUT_SOMEWHERE = (R.RESPONSE_TOO_LARGE, R.TIMEOUT, R.CUT_STREAM)  # failures that end a body wherever the reads were then
-_TRANSPORT_WORDED = ("the server closed the connection", "unreadable answer", "cannot connect")
+_TRANSPORT_WORDED = ("the server closed the connection", "cannot connect")
+_UNREADABLE = ("unreadable answer", "ClientResponseError")  # odd framing, in llhttp's words or aiohttp's
 
 
 def comparable_error(error: str | None) -> str | None:
     if error is not None and error.startswith(_TRANSPORT_WORDED):
         return error.split(":", 1)[0]
-    if error is not None and error.startswith("ClientResponseError"):  # aiohttp's word for odd framing
-        return "unreadable answer ("
+    if error is not None and error.startswith(_UNREADABLE):
+        return "unreadable answer"
     return error
 
 

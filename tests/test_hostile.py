@@ -243,6 +243,19 @@ async def test_a_server_closing_during_the_headers_is_a_cut_request_not_unreacha
     assert record.status == R.CUT_STREAM and record.status != R.CONNECT_ERROR
 
 
+async def test_endless_headers_fail_the_request(aiohttp_server):
+    async def handler(request: web.Request) -> web.StreamResponse:
+        assert request.transport is not None
+        request.transport.write(b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 2**20)  # a header line of 1 MiB, no end
+        await asyncio.sleep(3)
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    [record] = await asyncio.wait_for(run(await url_of(aiohttp_server, app)), 20)
+    assert record.status == R.BAD_RESPONSE and record.http_status is None
+
+
 async def test_a_server_echoing_the_key_does_not_get_it_written(aiohttp_server):
     async def handler(request: web.Request) -> web.Response:
         return web.json_response({"error": {"message": f"bad key: {request.headers['Authorization']}"}}, status=401)

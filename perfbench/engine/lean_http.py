@@ -29,6 +29,7 @@ from perfbench.engine.answers import ReadStream, one_line
 from perfbench.engine.plan import PreparedRequest, Target
 from perfbench.results import records as R
 
+MAX_HEAD_BYTES = 64 * 2**10  # an answer's status line and headers (1xx answers included) longer than this fail it
 WIRE_CACHE_BYTES = 256 * 2**20  # request bytes kept for reuse, at most; past it a request's bytes are built per send
 _HEADERS = -2  # mode: waiting for the answer's (final) headers
 _IGNORE = -1  # mode: the exchange ended; what still arrives is dropped
@@ -53,6 +54,7 @@ class _Connection(asyncio.Protocol):
         self._mode = _IGNORE
         self._now_ns = 0  # the stamp of the read being parsed
         self._interim = False  # the answer being parsed is a 1xx
+        self._head_bytes = 0  # bytes read while waiting for the answer's headers
         self._headers: dict[bytes, bytes] = {}
         self._keep_alive = False
         self._until_eof = False  # the body ends when the connection closes (no Content-Length, not chunked)
@@ -69,6 +71,7 @@ class _Connection(asyncio.Protocol):
         self.answered = self.reusable = self._interim = False
         self.status = None
         self._mode = _HEADERS
+        self._head_bytes = 0
         self._error_body = b""
         self._append_chunk, self._append_ns = stream.chunks.append, stream.read_ns.append
         self._stream = stream
@@ -105,8 +108,13 @@ class _Connection(asyncio.Protocol):
             self._fail((R.BAD_RESPONSE, f"the server switched protocols (HTTP {self.status})"))
         except httptools.HttpParserError as exc:  # odd framing, or a callback's error
             self._fail(T.unreadable(exc))
-        if self._mode > 0 and self._error_body:  # an error answer: its first bytes are its words (as aiohttp reads them)
+        mode = self._mode
+        if mode > 0 and self._error_body:  # an error answer: its first bytes are its words (as aiohttp reads them)
             self._end(self._body_failure())
+        elif mode == _HEADERS:  # still no headers: bounded, as the body is
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._fail((R.BAD_RESPONSE, f"unreadable answer (its headers ran past {MAX_HEAD_BYTES} bytes)"))
 
     def eof_received(self) -> bool:
         return False  # close: connection_lost says what the end meant
