@@ -10,7 +10,8 @@ from aiohttp import web
 
 from perfbench.results import records as R
 from perfbench.apis import adapter_for_path, get_adapter
-from perfbench.engine.engine import Engine, make_session
+from perfbench.engine.engine import Engine
+from perfbench.engine.transport_factory import make_transport
 from perfbench.engine.plan import PreparedRequest, StepPlan, Target
 from perfbench.metrics import summarize_step
 from perfbench.workload.prompts import Prompt
@@ -69,8 +70,9 @@ def sse_app(path: str, answers: list[list[tuple[float, bytes]]], *, content_type
 
 async def run(url: str, api: str, number: int = 1, inputs: int = 1, body: bytes = b"{}"):
     records: list[R.RequestRecord] = []
-    async with make_session(2, 10, 2) as session:
-        engine = Engine(session, Target(url, get_adapter(api), {}), [PreparedRequest(body, None, inputs)], records.append)
+    target = Target(url, get_adapter(api), {})
+    async with make_transport(target, timeout_s=10, connect_timeout_s=2, max_connections=2) as transport:
+        engine = Engine(transport, target, [PreparedRequest(body, None, inputs)], records.append)
         await engine.run_step(StepPlan(step=0, concurrency=1, number=number, duration_s=None))
     return records
 

@@ -11,7 +11,8 @@ import numpy as np
 
 from perfbench.results import records as R
 from perfbench.apis import get_adapter
-from perfbench.engine.engine import Engine, make_session
+from perfbench.engine.engine import Engine
+from perfbench.engine.transport_factory import make_transport
 from perfbench.engine.plan import PreparedRequest, StepPlan, Target
 from perfbench.metrics import ttft_ms
 from perfbench.workload.prompts import Prompt
@@ -26,8 +27,9 @@ async def open_loop(base_url: str, *, cap: int) -> list[R.RequestRecord]:
     api = get_adapter("openai-chat")
     body = api.build_body([Prompt("one two", None, None)], model="m", max_tokens=1, extra={})
     records: list[R.RequestRecord] = []
-    async with make_session(64, 30, 5) as session:
-        engine = Engine(session, Target(base_url + api.path, api, {}), [PreparedRequest(body, 2)], records.append)
+    target = Target(base_url + api.path, api, {})
+    async with make_transport(target, timeout_s=30, connect_timeout_s=5, max_connections=64) as transport:
+        engine = Engine(transport, target, [PreparedRequest(body, 2)], records.append)
         plan = StepPlan(step=0, concurrency=cap, number=COUNT, duration_s=None, rate_req_s=1000 / INTERVAL_MS, arrivals="constant")
         await engine.run_step(plan)
     return sorted(records, key=lambda r: r.index)

@@ -16,7 +16,8 @@ from aiohttp import web
 from perfbench.results import records as R
 from perfbench.apis import get_adapter
 from perfbench.engine.answers import split_tokens
-from perfbench.engine.engine import Engine, make_session
+from perfbench.engine.engine import Engine
+from perfbench.engine.transport_factory import make_transport
 from perfbench.engine.plan import PreparedRequest, StepPlan, Target
 
 
@@ -70,8 +71,9 @@ def stream_app(parts: list[tuple[float, bytes]], *, status: int = 200, content_t
 
 async def run_requests(url: str, *, api: str = "openai-chat", number: int = 1, concurrency: int = 1, timeout_s: float = 10, tokenizer=None):
     records: list[R.RequestRecord] = []
-    async with make_session(concurrency, timeout_s, 2) as session:
-        engine = Engine(session, Target(url, get_adapter(api), {}), [PreparedRequest(b"{}", 7)], records.append, tokenizer=tokenizer)
+    target = Target(url, get_adapter(api), {})
+    async with make_transport(target, timeout_s=timeout_s, connect_timeout_s=2, max_connections=concurrency) as transport:
+        engine = Engine(transport, target, [PreparedRequest(b"{}", 7)], records.append, tokenizer=tokenizer)
         await engine.run_step(StepPlan(step=0, concurrency=concurrency, number=number, duration_s=None))
     return records
 

@@ -12,7 +12,8 @@ import pytest
 
 from perfbench.results import records as R
 from perfbench.apis import get_adapter
-from perfbench.engine.engine import Engine, make_session
+from perfbench.engine.engine import Engine
+from perfbench.engine.transport_factory import make_transport
 from perfbench.engine.plan import PreparedRequest, StepPlan, Target
 from perfbench.metrics import summarize_step
 from perfbench.workload.prompts import Prompt
@@ -29,8 +30,9 @@ async def measure(config: MockConfig, *, number: int, concurrency: int, api: str
     ]
     records: list[R.RequestRecord] = []
     try:
-        async with make_session(concurrency, timeout_s, 5) as session:
-            engine = Engine(session, Target(base + adapter.path, adapter, {}), requests, records.append)
+        target = Target(base + adapter.path, adapter, {})
+        async with make_transport(target, timeout_s=timeout_s, connect_timeout_s=5, max_connections=concurrency) as transport:
+            engine = Engine(transport, target, requests, records.append)
             await engine.run_step(StepPlan(step=0, concurrency=concurrency, number=number, duration_s=None))
     finally:
         await server.stop()

@@ -1,7 +1,7 @@
 """Hostile servers: whatever bytes come back, each request becomes a record and the run goes on.
 
 Every server here is a real aiohttp server on 127.0.0.1 writing the bytes a broken or malicious
-server would. The property test at the end feeds arbitrary and mutated streams through the whole
+server would; each is sent the same requests through both transports, whose records must agree. The property test at the end feeds arbitrary and mutated streams through the whole
 interpretation path (SSE split, event interpretation, token shares, the record).
 """
 
@@ -16,13 +16,15 @@ import pytest
 from aiohttp import web
 from hypothesis import given, settings, strategies as st
 
-from perfbench.engine import engine as engine_module
+from perfbench.engine import transport as transport_module
 from perfbench.results import records as R
 from perfbench.apis import get_adapter
 from perfbench.engine.answers import Exchange, ReadStream
-from perfbench.engine.engine import Engine, make_session
+from perfbench.engine.engine import Engine
+from perfbench.engine.transport_factory import make_transport
 from perfbench.engine.plan import PreparedRequest, StepPlan, Target
 from perfbench.metrics import summarize_step
+from tests.differential import TRANSPORTS, assert_same_records
 
 ROLE = b'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}\n\n'
 DONE = b"data: [DONE]\n\n"
@@ -90,13 +92,19 @@ def app_answering(bodies: list[bytes], *, headers: dict[str, str] | None = None,
 
 
 async def run(url: str, number: int = 1, *, concurrency: int = 1, max_response_bytes: int | None = None, secrets=(), headers=None):
-    records: list[R.RequestRecord] = []
+    """The step's records through the lean transport, after checking that aiohttp gives the same ones
+    (tests/differential.py): every server here is also a differential test of the two transports."""
     target = Target(url, get_adapter("openai-chat"), headers or {}, secrets=secrets,
                     **({"max_response_bytes": max_response_bytes} if max_response_bytes else {}))
-    async with make_session(concurrency, 10, 2) as session:
-        engine = Engine(session, target, [PreparedRequest(b"{}", 5)], records.append)
-        await engine.run_step(StepPlan(step=0, concurrency=concurrency, number=number, duration_s=None))
-    return records
+    runs = {}
+    for kind in TRANSPORTS:
+        records: list[R.RequestRecord] = []
+        async with make_transport(target, timeout_s=10, connect_timeout_s=2, max_connections=concurrency, kind=kind) as http:
+            engine = Engine(http, target, [PreparedRequest(b"{}", 5)], records.append)
+            await engine.run_step(StepPlan(step=0, concurrency=concurrency, number=number, duration_s=None))
+        runs[kind] = records
+    assert_same_records(runs["lean"], runs["aiohttp"], by_index=concurrency == 1)
+    return runs["lean"]
 
 
 async def url_of(aiohttp_server, app: web.Application) -> str:
@@ -216,7 +224,7 @@ async def test_a_server_streaming_without_end_is_cut_at_max_response_bytes(aioht
 
 
 async def test_a_line_that_never_ends_is_cut(aiohttp_server, monkeypatch):
-    monkeypatch.setattr(engine_module, "MAX_LINE_BYTES", 2**16)
+    monkeypatch.setattr(transport_module, "MAX_LINE_BYTES", 2**16)
     url = await url_of(aiohttp_server, endless_app(b"data: " + b"x" * 4096))
     [record] = await asyncio.wait_for(run(url), 30)
     assert record.status == R.RESPONSE_TOO_LARGE and "one line" in record.error
@@ -233,6 +241,19 @@ async def test_a_server_closing_during_the_headers_is_a_cut_request_not_unreacha
     app.router.add_post("/v1/chat/completions", handler)
     [record] = await run(await url_of(aiohttp_server, app))
     assert record.status == R.CUT_STREAM and record.status != R.CONNECT_ERROR
+
+
+async def test_endless_headers_fail_the_request(aiohttp_server):
+    async def handler(request: web.Request) -> web.StreamResponse:
+        assert request.transport is not None
+        request.transport.write(b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 2**20)  # a header line of 1 MiB, no end
+        await asyncio.sleep(3)
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    [record] = await asyncio.wait_for(run(await url_of(aiohttp_server, app)), 20)
+    assert record.status == R.BAD_RESPONSE and record.http_status is None
 
 
 async def test_a_server_echoing_the_key_does_not_get_it_written(aiohttp_server):

@@ -18,6 +18,7 @@ from perfbench.config.run_config import RunConfig, config_from_settings
 from perfbench.core.errors import ConfigError
 from perfbench.config.options import COMMAND_LINE_ONLY, FILE_ONLY, OPTIONS
 from perfbench.config.scenario import load_scenario
+from tests.tls_certs import make_certificate
 
 REPO = Path(__file__).resolve().parent.parent
 URL = ["--url", "http://127.0.0.1:9/v1"]
@@ -27,6 +28,7 @@ SEARCH = URL + ["--search", "concurrency", "--slo", "ttft_p99=500"]
 TRACE = URL + ["--trace", "{trace}"]
 IMAGES = URL + ["--images", "1"]
 DATASET = URL + ["--dataset", "{dataset}"]
+HTTPS = ["--url", "https://127.0.0.1:9/v1"]
 
 # dest -> (context flags given on both sides, the option as flags, the option as scenario keys).
 EXAMPLES: dict[str, tuple[list[str], list[str], dict[str, Any]]] = {
@@ -44,6 +46,8 @@ EXAMPLES: dict[str, tuple[list[str], list[str], dict[str, Any]]] = {
     "tokenizer": (URL, ["--tokenizer", "tok"], {"target": {"tokenizer": "tok"}}),
     "timeout_s": (URL, ["--timeout", "30"], {"target": {"timeout_s": 30}}),
     "connect_timeout_s": (URL, ["--connect-timeout", "2.5"], {"target": {"connect_timeout_s": 2.5}}),
+    "insecure": (HTTPS, ["--insecure"], {"target": {"insecure": True}}),
+    "ca_cert": (HTTPS, ["--ca-cert", "{cacert}"], {"target": {"ca_cert": "{cacert}"}}),
     "max_response_bytes": (URL, ["--max-response-bytes", "1000"], {"target": {"max_response_bytes": 1000}}),
     "preflight": (URL, ["--no-preflight"], {"target": {"preflight": False}}),
     "concurrency": (URL, ["-c", "1,4"], {"load": {"concurrency": [1, 4]}}),
@@ -161,6 +165,8 @@ def test_a_flag_and_its_scenario_key_give_the_same_run_config(dest: str, tmp_pat
     dataset.write_text('{"question": "hello there"}\n')
     context, flags, keys = _fill(_fill(EXAMPLES[dest], str(prompts)), str(trace), "{trace}")
     context, flags, keys = _fill(_fill((context, flags, keys), str(images), "{images}"), str(dataset), "{dataset}")
+    if dest == "ca_cert":  # --ca-cert: a real certificate (the file is loaded as the config is read)
+        context, flags, keys = _fill((context, flags, keys), str(make_certificate(tmp_path).cert), "{cacert}")
     (tmp_path / "flag").mkdir()
     (tmp_path / "file").mkdir()
     empty = tmp_path / "flag" / "s.yaml"

@@ -226,7 +226,8 @@ async def test_search_against_mock_with_capacity_finds_k() -> None:
     exactly up to K, and throughput stops rising at K while latency climbs: the knee is K too.
     """
     from perfbench.apis import get_adapter
-    from perfbench.engine.engine import Engine, make_session
+    from perfbench.engine.engine import Engine
+    from perfbench.engine.transport_factory import make_transport
     from perfbench.engine.plan import PreparedRequest, StepPlan, Target
     from perfbench.metrics import summarize_step
     from perfbench.workload.prompts import Prompt
@@ -242,8 +243,9 @@ async def test_search_against_mock_with_capacity_finds_k() -> None:
     slos = parse_slos(f"ttft_p99={MOCK_TTFT_MS + 50:g}")
     records: list = []
     try:
-        async with make_session(64, timeout_s=10, connect_timeout_s=5) as session:
-            engine = Engine(session, Target(base_url + api.path, api, {}), [PreparedRequest(body, None)], records.append)
+        target = Target(base_url + api.path, api, {})
+        async with make_transport(target, timeout_s=10, connect_timeout_s=5, max_connections=64) as transport:
+            engine = Engine(transport, target, [PreparedRequest(body, None)], records.append)
 
             async def probe(concurrency: float) -> object:
                 step = len({r.step for r in records})

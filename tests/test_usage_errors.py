@@ -109,6 +109,13 @@ RUN_CASES: list[tuple[list[str], str]] = [
     (["--api-key", "sk-a\x00b"], "--api-key"),
     (["--url", "http://u:pw@127.0.0.1:9/v1", "--api-key", "sk-1"], "keep one of them"),
     (["--url", "http://u:pw@127.0.0.1:9/v1", "--header", "authorization: Basic eA=="], "keep one of them"),
+    (["--ca-cert", "{missing}"], "--ca-cert"),
+    (["--ca-cert", "{dir}"], "--ca-cert"),
+    (["--ca-cert", "{binary}"], "cannot load its certificates"),
+    (["--ca-cert", "{empty}"], "cannot load its certificates"),
+    (["--ca-cert", "{long}"], "--ca-cert"),
+    (["--ca-cert", ""], "--ca-cert is empty"),
+    (["--ca-cert", "{latin1}", "--insecure"], "keep one of them"),
     # load
     (["--concurrency", "0"], "positive"),
     (["--concurrency", "-1"], "positive"),

@@ -35,6 +35,8 @@ class RunState:
     summaries: dict[int, StepSummary] = field(default_factory=dict)  # steps summarised once all their requests finished
     pending: dict[int, StepAccumulator] = field(default_factory=dict)  # records read back, per step not yet summarised
     workers: list[dict[str, Any]] = field(default_factory=list)  # a pool's workers (summary.json "workers"): where, clock offset, lost
+    transport: str | None = None  # the HTTP transport that ran ("lean", "aiohttp"): summary.json environment.transport
+    transport_reason: str | None = None  # why it was not the lean one
 
     def add(self, record: RequestRecord) -> None:
         """Count a finished record (the sink calls this; the record itself goes to requests.jsonl)."""

@@ -23,9 +23,10 @@ from perfbench.core.version import __version__
 from perfbench.engine import event_loop
 from perfbench.apis import get_adapter
 from perfbench.config.run_config import LoadStep, RunConfig, safe_name
-from perfbench.engine.engine import UNCAPPED, Engine, make_session
+from perfbench.engine.engine import UNCAPPED, Engine
 from perfbench.engine.plan import PreparedRequest, StepPlan, Target
 from perfbench.engine.live import LiveCounters
+from perfbench.engine.transport_factory import make_transport
 from perfbench.core.errors import ConfigError, TargetError
 from perfbench.core.limits import OPEN_FILES_MARGIN, ensure_open_files
 from perfbench.metrics import DURATIONS, StepSummary
@@ -127,11 +128,13 @@ async def drive(
     on_step_done: StepCallback,
     sessions: SessionWorkload | None = None,
 ) -> None:
-    """Run the ladder (or the max-load search) through one pooled session."""
+    """Run the ladder (or the max-load search) through one transport (its pool of connections)."""
     max_in_flight, _ = max_connections(config)
     async with contextlib.AsyncExitStack() as stack:
-        session = await stack.enter_async_context(make_session(max_in_flight, config.timeout_s, config.connect_timeout_s))
-        engine: Engine | WorkerPool = Engine(session, target, requests, sink, tokenizer=tokenizer, counters=counters,
+        transport = await stack.enter_async_context(make_transport(
+            target, timeout_s=config.timeout_s, connect_timeout_s=config.connect_timeout_s, max_connections=max_in_flight))
+        state.transport, state.transport_reason = transport.name, transport.reason
+        engine: Engine | WorkerPool = Engine(transport, target, requests, sink, tokenizer=tokenizer, counters=counters,
                                              sessions=sessions)
         if config.preflight:
             await preflight(config, engine, requests[0])
@@ -213,13 +216,15 @@ def build_summary(
         "config": config.public_dict(),
         "environment": {
             "host": platform.node(), "python": platform.python_version(), "platform": platform.platform(),
-            "event_loop": event_loop.LOOP_NAME,
+            "event_loop": event_loop.LOOP_NAME, "transport": state.transport,
         },
         "interrupted": interrupted,
         "stopped_early": state.stopped_early,
         "durations": DURATIONS,
         "steps": [s.to_dict() for s in steps],
     }
+    if state.transport_reason:
+        summary["environment"]["transport_reason"] = state.transport_reason
     if state.search is not None:
         summary["search"] = state.search
     if state.workers:
@@ -259,7 +264,7 @@ def execute(
     target = Target(
         url=endpoint_url, api=api, headers=request_headers(config, api),
         secrets=run_secrets(url=endpoint_url, api_key=config.api_key, headers=config.headers),
-        max_response_bytes=config.max_response_bytes,
+        max_response_bytes=config.max_response_bytes, insecure=config.insecure, ca_cert=config.ca_cert,
     )
     check_reachable(endpoint_url)
     started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

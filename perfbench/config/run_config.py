@@ -185,6 +185,23 @@ def _check_local_server(s: Mapping[str, Any]) -> None:
         raise ConfigError(f"--prompts {prompts} is not a regular file; pass a prompts file")
 
 
+def _check_tls(s: Mapping[str, Any]) -> None:
+    """--ca-cert must be a PEM file of certificates; --insecure and --ca-cert contradict each other."""
+    ca_cert = s.get("ca_cert")
+    if not ca_cert:
+        return
+    if s.get("insecure"):
+        raise ConfigError("--insecure turns certificate checks off and --ca-cert sets what they trust; keep one of them")
+    check_path_text(str(ca_cert), "--ca-cert")
+    import ssl
+
+    try:
+        ssl.create_default_context(cafile=str(ca_cert))
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
+        raise ConfigError(f"--ca-cert {ca_cert}: cannot load its certificates ({reason}); give a PEM file of CA certificates") from None
+
+
 def _check_combinations(s: Mapping[str, Any], url: str | None) -> None:
     """Refuse settings that would silently do nothing, naming the missing or extra flag."""
     open_loop = s.get("rate") is not None or s.get("search") == "rate"
@@ -235,7 +252,8 @@ def safe_name(text: str) -> str:
 _SETTABLE = tuple(o.dest for o in OPTIONS if o.dest not in COMMAND_LINE_ONLY | FILE_ONLY)
 
 # Text options for which an empty value is a slip (an empty --url has its own message).
-_NOT_EMPTY = ("model", "name", "output_dir", "slo", "tokenizer", "prompts", "store", "junit", "baseline", "metrics_url", "trace")
+_NOT_EMPTY = ("model", "name", "output_dir", "slo", "tokenizer", "prompts", "store", "junit", "baseline", "metrics_url", "trace",
+              "ca_cert")
 
 
 def config_from_settings(settings: Mapping[str, Any]) -> RunConfig:
@@ -259,6 +277,7 @@ def config_from_settings(settings: Mapping[str, Any]) -> RunConfig:
         if s.get(key):
             check_path_text(str(s[key]), flag)
     _check_local_server(s)
+    _check_tls(s)
 
     def as_list(key: str, flag: str, parse: Any) -> list[Any] | None:
         v = s.get(key)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import zlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple, Sequence
+from typing import TYPE_CHECKING, NamedTuple, Sequence
 
 from perfbench.results import records as R
 from perfbench.apis import StreamContent
@@ -70,8 +70,9 @@ def too_large(max_response_bytes: int, line_limit: int, whole: bool) -> tuple[st
     return (R.RESPONSE_TOO_LARGE, f"response cut: one line ran past {line_limit} bytes without a line end")
 
 
-def error_text(body: bytes, headers: Any) -> str:
-    """The server's own words from an error answer: its JSON message when there is one, else the text."""
+def error_text(body: bytes, location: str | None) -> str:
+    """The server's own words from an error answer: its JSON message when there is one, else the text
+    (and where a redirect's ``location`` points)."""
     text = one_line(body)
     try:
         obj = json.loads(body)
@@ -84,7 +85,6 @@ def error_text(body: bytes, headers: Any) -> str:
             message = "; ".join(str(m.get("msg", m)) if isinstance(m, dict) else str(m) for m in message)
         if message:
             text = one_line(str(message).encode())
-    location = headers.get("Location")
     return f"{text} (redirect to {one_line(location.encode(), 100)})" if location else text
 
 

@@ -6,8 +6,9 @@ becomes an immutable ``RequestRecord`` handed to ``sink`` at once (so an interru
 Timing rules (DESIGN.md): one clock, ``perf_counter_ns``. A request's t0 is its *scheduled* time —
 the absolute deadline (open loop) or the moment its slot freed (closed loop) — and the lag until it
 actually left is kept as ``sent_ns - scheduled_ns`` (queue time). A package is stamped when the
-read that completes it returns: the read loop only stamps each read and keeps its bytes, and the
-events are split and interpreted once the stream has ended, so no parsing delays a stamp.
+read that completes it arrives: the transport (perfbench/engine/transport.py) only stamps each read
+and keeps its bytes, and the events are split and interpreted once the stream has ended (by the
+finisher, between reads), so no parsing delays a stamp.
 
 A failed request never raises out of here: it is a record with a reason.
 """
@@ -18,14 +19,12 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-import aiohttp
-
-from perfbench.results import records as R
-from perfbench.engine.answers import DECODERS, AnswerReader, Exchange, ReadStream, error_text, is_event_stream, is_json, one_line, too_large
+from perfbench.engine.answers import AnswerReader, Exchange, ReadStream
 from perfbench.engine.event_loop import gather_or_cancel
 from perfbench.engine.finisher import Finisher
 from perfbench.engine.live import LiveCounters
 from perfbench.engine.plan import PreparedRequest, StepPlan, Target
+from perfbench.engine.transport import HttpTransport
 from perfbench.results.records import RequestRecord
 from perfbench.workload.schedule import arrival_offsets_s
 from perfbench.workload.tokens import Tokenizer
@@ -34,11 +33,6 @@ if TYPE_CHECKING:
     from perfbench.engine.session_loops import SessionLoops
     from perfbench.workload.sessions import SessionWorkload
 
-_ERROR_BODY_BYTES = 2000  # how much of an error answer to read for the record's error text
-MAX_LINE_BYTES = 8 * 2**20  # one SSE line (an event's data) longer than this cuts the request
-# What one kept read costs beyond its bytes (the bytes object, its stamp, two list slots): a server
-# trickling one byte per read must hit the bound as surely as one sending megabytes.
-_READ_OVERHEAD_BYTES = 100
 MAX_PRECONNECT = 4096  # connections opened ahead of a step, at most
 UNCAPPED = 1_000_000  # the concurrency of an open-loop step without a cap: more slots than any run can fill
 
@@ -46,23 +40,12 @@ UNCAPPED = 1_000_000  # the concurrency of an open-loop step without a cap: more
 RecordSink = Callable[[RequestRecord], None]
 
 
-def make_session(max_connections: int, timeout_s: float, connect_timeout_s: float) -> aiohttp.ClientSession:
-    """A pooled session: keep-alive connections are reused across requests and steps."""
-    connector = aiohttp.TCPConnector(limit=max_connections, limit_per_host=0, ttl_dns_cache=300, enable_cleanup_closed=True)
-    timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect_timeout_s)
-    # identity: a compressing server buffers what it streams; one that compresses anyway is decoded after the stream.
-    return aiohttp.ClientSession(
-        connector=connector, timeout=timeout, auto_decompress=False, read_bufsize=2**16,
-        headers={"Accept-Encoding": "identity"},
-    )
-
-
 class Engine:
-    """Sends one step's requests through a shared session and emits a record per request."""
+    """Sends one step's requests through a shared transport and emits a record per request."""
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        transport: HttpTransport,
         target: Target,
         requests: Sequence[PreparedRequest],
         sink: RecordSink,
@@ -73,7 +56,7 @@ class Engine:
     ) -> None:
         if not requests and sessions is None:
             raise ValueError("no requests to send")
-        self._session = session
+        self._transport = transport
         self._target = target
         self._requests = requests
         self._sink = sink
@@ -95,8 +78,9 @@ class Engine:
         return await self.run_load(plan)
 
     async def prepare(self, plan: StepPlan) -> None:
-        """What comes before the step's clock: its connections and its warm-up requests."""
+        """What comes before the step's clock: the requests' bytes, its connections and its warm-up requests."""
         try:
+            self._transport.prebuild(self._requests)
             if plan.preconnect:
                 await self.preconnect(min(plan.preconnect, MAX_PRECONNECT))
             if plan.warmup and self._sessions is not None:
@@ -148,23 +132,8 @@ class Engine:
             self._finisher.finish_all()  # Ctrl-C: every request that ended still becomes a record
 
     async def preconnect(self, connections: int) -> None:
-        """Open up to ``connections`` keep-alive connections to the target, so no step's clock pays for TCP setup.
-
-        Each is opened by a bodiless GET of the endpoint (servers answer 405 or 404 at once and keep
-        the connection); whatever happens is ignored: the step's own requests will say it.
-        """
-        limit = self._session.connector.limit if self._session.connector is not None else 0
-        count = min(connections, limit) if limit else connections
-        timeout = aiohttp.ClientTimeout(total=10)
-
-        async def one() -> None:
-            try:
-                async with self._session.get(self._target.url, headers=self._target.headers, timeout=timeout, allow_redirects=False) as response:
-                    await response.content.read(_ERROR_BODY_BYTES)
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError):
-                pass
-
-        await asyncio.gather(*(one() for _ in range(count)))
+        """Open up to ``connections`` keep-alive connections to the target, so no step's clock pays for TCP setup."""
+        await self._transport.preconnect(connections)
 
     def _request(self, number: int) -> PreparedRequest:
         """The run's request ``number``: prompts cycle through the prepared requests."""
@@ -257,66 +226,6 @@ class Engine:
     async def _exchange(self, step: int, index: int, warmup: bool, scheduled_ns: int, request: PreparedRequest) -> Exchange:
         """One request, start to end, as read: bytes and stamps; nothing is parsed here."""
         stream = ReadStream()
-        http_status: int | None = None
-        failure: tuple[str, str] | None = None
-        sent_ns = time.perf_counter_ns()
-        try:
-            async with self._session.post(
-                self._target.url, data=request.body, headers=self._target.headers, allow_redirects=False
-            ) as response:
-                http_status = response.status
-                if response.status >= 300:
-                    body = await response.content.read(_ERROR_BODY_BYTES)
-                    failure = (R.http_reason(response.status), f"HTTP {response.status}: {error_text(body, response.headers)}")
-                else:
-                    content_type = response.headers.get("Content-Type", "")
-                    stream.whole_body = is_json(content_type)
-                    stream.encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
-                    if not stream.whole_body and not is_event_stream(content_type):
-                        body = await response.content.read(_ERROR_BODY_BYTES)
-                        failure = (R.BAD_RESPONSE, f"neither an SSE stream nor JSON (Content-Type {content_type!r}): {one_line(body)}")
-                    elif stream.encoding not in DECODERS and stream.encoding != "identity":
-                        failure = (R.BAD_RESPONSE, f"Content-Encoding {stream.encoding!r} is not supported (perfbench asks for identity)")
-                    else:
-                        failure = await self._read_stream(response, stream)
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            failure = (R.TIMEOUT, _timeout_message(exc, http_status))
-        except aiohttp.ClientConnectorError as exc:
-            failure = (R.CONNECT_ERROR, f"cannot connect: {exc.os_error or exc}")
-        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-            # Connected, then closed: before the headers or inside the body, the request was cut, the server is there.
-            when = "while streaming" if http_status is not None else "before answering"
-            failure = (R.CUT_STREAM, f"the server closed the connection {when}: {one_line(str(exc).encode()) or type(exc).__name__}")
-        except aiohttp.ClientError as exc:
-            failure = (R.BAD_RESPONSE, f"{type(exc).__name__}: {one_line(str(exc).encode())}")
-        except (ValueError, UnicodeError, OSError, RuntimeError) as exc:  # odd headers or framing aiohttp did not wrap
-            failure = (R.BAD_RESPONSE, f"unreadable answer ({type(exc).__name__}: {one_line(str(exc).encode())})")
+        http_status, sent_ns, failure = await self._transport.exchange(request, stream)
         end_ns = time.perf_counter_ns()
         return Exchange(step, index, warmup, scheduled_ns, sent_ns, end_ns, http_status, failure, stream, request)
-
-    async def _read_stream(self, response: aiohttp.ClientResponse, stream: ReadStream) -> tuple[str, str] | None:
-        """The hot path: stamp each read and keep its bytes, within the response and line bounds."""
-        chunks, read_ns = stream.chunks, stream.read_ns
-        append_chunk, append_ns, clock = chunks.append, read_ns.append, time.perf_counter_ns
-        budget = self._target.max_response_bytes
-        line_limit = budget if stream.whole_body else min(MAX_LINE_BYTES, budget)  # a JSON body needs no line ends
-        line_bytes = 0  # bytes since the last line end
-        async for chunk in response.content.iter_any():
-            append_ns(clock())
-            append_chunk(chunk)
-            budget -= len(chunk) + _READ_OVERHEAD_BYTES
-            end = chunk.rfind(b"\n")
-            if end < 0:
-                end = chunk.rfind(b"\r")
-            line_bytes = line_bytes + len(chunk) if end < 0 else len(chunk) - end - 1
-            if budget < 0 or line_bytes > line_limit:
-                return too_large(self._target.max_response_bytes, line_limit, budget < 0)
-        return None
-
-
-def _timeout_message(exc: BaseException, http_status: int | None) -> str:
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return "connect timeout"
-    if http_status is None:
-        return "timed out before the server answered"
-    return "timed out while streaming (--timeout)"

@@ -27,6 +27,8 @@ class Target:
     headers: dict[str, str]  # sent with every request (Authorization included; never logged)
     secrets: tuple[str, ...] = ()  # replaced by *** in every error text (redact.run_secrets)
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES  # past this a response is cut and failed
+    insecure: bool = False  # https: no certificate check (--insecure)
+    ca_cert: str | None = None  # https: trust the CAs in this PEM file instead of the system's (--ca-cert)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,9 +18,11 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
-from perfbench.engine.engine import Engine, make_session
+from perfbench.engine.engine import Engine
 from perfbench.engine.plan import PreparedRequest
 from perfbench.engine.live import LiveCounters
+from perfbench.engine.transport import HttpTransport
+from perfbench.engine.transport_factory import make_transport
 from perfbench.results.records import RequestRecord
 
 BATCH_RECORDS = 512  # records per message, at most
@@ -97,14 +99,15 @@ class WorkerBody:
         self._setup = setup
         self.counters = LiveCounters()
         self.outbox = Outbox(self.counters)
-        self._session: Any = None
+        self._transport: HttpTransport | None = None
         self._engine: Engine | None = None
         self._current: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         setup = self._setup
-        self._session = make_session(setup.max_connections, setup.timeout_s, setup.connect_timeout_s)
-        self._engine = Engine(self._session, setup.target, setup.requests, self.outbox.record,
+        self._transport = make_transport(setup.target, timeout_s=setup.timeout_s, connect_timeout_s=setup.connect_timeout_s,
+                                         max_connections=setup.max_connections)
+        self._engine = Engine(self._transport, setup.target, setup.requests, self.outbox.record,
                               tokenizer=setup.tokenizer, counters=self.counters)
 
     def command(self, kind: str, value: Any) -> None:
@@ -132,7 +135,7 @@ class WorkerBody:
         if self._current is not None and not self._current.done():
             self._current.cancel()
             await asyncio.gather(self._current, return_exceptions=True)
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._transport is not None:
+            await self._transport.aclose()
+            self._transport = None
         self.outbox.close()
