@@ -21,6 +21,7 @@ from array import array
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -29,8 +30,8 @@ from rich.console import Console
 from perfbench.benchmark.search import STOP_BISECTED, STOP_CLIENT_BOUND, STOP_START_FAILED, search_max_load
 from perfbench.engine.engine import Engine
 from perfbench.metrics import (
-    CLIENT_BOUND, CLIENT_LIMITS, CLIENT_OK, ClientCheck, StepSummary, achieved_rate_req_s, check_client, client_verdict,
-    describe, same_read_share, summarize_step,
+    CLIENT_BOUND, CLIENT_LIMITS, CLIENT_OK, ClientCheck, SendFit, StepSummary, achieved_rate_req_s, check_client,
+    client_verdict, describe, same_read_share, summarize_step,
 )
 from perfbench.report.html import write_html_report
 from perfbench.report.terminal import render_summary
@@ -123,7 +124,7 @@ def test_a_relaxed_client_is_ok_every_time(mock_url: str, tmp_path: Path) -> Non
         assert client["reasons"] == []
         lag = client["loop_lag_ms"]
         assert lag["count"] >= 30  # ~100 ticks a second over a step of over half a second
-        assert 0 <= lag["min"] <= lag["p99"] <= CLIENT_LIMITS.loop_lag_p99_ms
+        assert 0 <= lag["min"] <= lag["p50"] < CLIENT_LIMITS.loop_lag_p99_ms  # a late tick or two may pass 5 ms: no evidence
         assert 0 < client["cpu_utilization"] < CLIENT_LIMITS.cpu_utilization
         assert client["workers_cpu_utilization"] == []
         assert client["achieved_rate_req_s"] is None and client["requested_rate_req_s"] is None  # closed loop
@@ -161,7 +162,7 @@ def test_a_client_whose_loop_is_blocked_is_client_bound_every_time(mock_url: str
         client = summary["steps"][0]["client"]
         assert client["verdict"] == CLIENT_BOUND, client
         assert client["loop_lag_ms"]["p99"] > 10  # a tick waits up to the 20 ms the loop is held
-        assert any(reason.startswith("event-loop lag p99 ") and reason.endswith(" ms > 5 ms") for reason in client["reasons"])
+        assert any(reason.startswith("event-loop lag p99 ") and " ms > 5 ms (" in reason for reason in client["reasons"])
 
 
 def test_an_open_loop_rate_past_one_process_is_client_bound_every_time(mock_url: str, tmp_path: Path) -> None:
@@ -190,23 +191,25 @@ def test_a_rate_search_never_takes_the_clients_ceiling_for_the_servers(mock_url:
 
 
 def _verdict(**values: Any) -> tuple[str, tuple[str, ...]]:
-    measured = {"loop_lag_p99_ms": None, "cpu_utilization": {}, "achieved_rate_req_s": None, "requested_rate_req_s": None,
-                "queue_p99_ms": None}
+    """The rule on these values; what is not given is not measured (and a p99 past its limit has enough evidence)."""
+    measured = {"loop_lag_p99_ms": None, "late_ticks": 10, "cpu_utilization": {}, "achieved_rate_req_s": None,
+                "requested_rate_req_s": None, "queue_p99_ms": None, "late_requests": 10}
     measured.update(values)
     return client_verdict(**measured)
 
 
 def test_every_limit_is_as_declared() -> None:
     assert (CLIENT_LIMITS.loop_lag_p99_ms, CLIENT_LIMITS.cpu_utilization, CLIENT_LIMITS.rate_share,
-            CLIENT_LIMITS.queue_p99_ms) == (5.0, 0.90, 0.95, 5.0)
+            CLIENT_LIMITS.queue_p99_ms, CLIENT_LIMITS.min_over_limit) == (5.0, 0.90, 0.95, 5.0, 10)
 
 
 @pytest.mark.parametrize(
     ("values", "reason"),
     [
         ({"loop_lag_p99_ms": 5.0}, None),  # at the limit: not past it
-        ({"loop_lag_p99_ms": 5.01}, "event-loop lag p99 5.01 ms > 5 ms"),
-        ({"loop_lag_p99_ms": 14.2}, "event-loop lag p99 14.2 ms > 5 ms"),
+        ({"loop_lag_p99_ms": 5.01}, "event-loop lag p99 5.01 ms > 5 ms (10 ticks over 5 ms)"),
+        ({"loop_lag_p99_ms": 14.2, "late_ticks": 1234}, "event-loop lag p99 14.2 ms > 5 ms (1,234 ticks over 5 ms)"),
+        ({"loop_lag_p99_ms": 14.2, "late_ticks": 9}, None),  # one short of the evidence a p99 needs
         ({"cpu_utilization": {"the client process": 0.899}}, None),
         ({"cpu_utilization": {"the client process": 0.90}}, "the client process used 90.0 % of a core ≥ 90 %"),
         ({"cpu_utilization": {"the main process": 0.2, "worker 1": 0.97}}, "worker 1 used 97.0 % of a core ≥ 90 %"),
@@ -216,8 +219,9 @@ def test_every_limit_is_as_declared() -> None:
         ({"achieved_rate_req_s": 9_000.0, "requested_rate_req_s": 20_000.0},
          "achieved 9,000 req/s, 45.0 % of the requested 20,000 req/s < 95 %"),
         ({"queue_p99_ms": 5.0}, None),
-        ({"queue_p99_ms": 5.1}, "queue p99 5.1 ms > 5 ms"),
-        ({"queue_p99_ms": 5.0004}, "queue p99 5.0004 ms > 5 ms"),  # enough digits to tell it from the limit
+        ({"queue_p99_ms": 5.1}, "queue p99 5.1 ms > 5 ms (10 requests over 5 ms)"),
+        ({"queue_p99_ms": 5.0004}, "queue p99 5.0004 ms > 5 ms (10 requests over 5 ms)"),  # enough digits to tell it from 5
+        ({"queue_p99_ms": 80.0, "late_requests": 9}, None),
     ],
 )
 def test_the_rule_just_under_and_just_over_each_limit(values: dict[str, Any], reason: str | None) -> None:
@@ -237,12 +241,27 @@ def test_nothing_measured_is_nothing_judged_and_every_reason_is_given() -> None:
     assert [r.split()[0] for r in reasons] == ["event-loop", "the", "achieved", "queue"]
 
 
-def test_achieved_rate_is_the_requested_rate_stretched_by_the_lateness() -> None:
-    # Due 0 .. 9 s (10 req/s, constant); the last request left at 9.5 s: 10 * 9 / 9.5 = 9.47 req/s.
-    assert achieved_rate_req_s(10.0, 0, 9_000 * MS, 9_500 * MS) == pytest.approx(10 * 9 / 9.5)
-    assert achieved_rate_req_s(10.0, 0, 9_000 * MS, 9_000 * MS) == 10.0  # all on time, whatever the arrivals' spread
-    assert achieved_rate_req_s(None, 0, 9_000 * MS, 9_500 * MS) is None  # closed loop
-    assert achieved_rate_req_s(10.0, 5, 5, 7) is None  # one due time: no span to form a rate from
+def _fit(pairs_ms: list[tuple[int, int]]) -> SendFit:
+    fit = SendFit()
+    for due_ms, sent_ms in pairs_ms:
+        fit.add(due_ms * MS, sent_ms * MS)
+    return fit
+
+
+def test_achieved_rate_is_the_slope_of_due_times_against_send_times() -> None:
+    on_time = [(k * 100, k * 100) for k in range(10)]  # 10 req/s, each sent when due
+    assert achieved_rate_req_s(10.0, _fit(on_time)) == pytest.approx(10.0)
+    behind = [(k * 100, k * 125) for k in range(10)]  # the client can send only every 125 ms: 8 req/s
+    assert achieved_rate_req_s(10.0, _fit(behind)) == pytest.approx(8.0)
+    # Due 0, 100, 200 ms, sent 0, 100, 250: n = 3, sums due 300, sent 350, due*sent 60,000, sent^2 72,500;
+    # slope = (3 * 60,000 - 300 * 350) / (3 * 72,500 - 350^2) = 75,000 / 95,000 = 15/19.
+    late_last = [(0, 0), (100, 100), (200, 250)]
+    assert achieved_rate_req_s(10.0, _fit(late_last)) == pytest.approx(10 * 15 / 19)
+    assert achieved_rate_req_s(10.0, _fit(late_last[::-1])) == pytest.approx(10 * 15 / 19)  # any order (chunks, workers)
+    hiccup = [(k * 10, k * 10 + (40 if k == 50 else 0)) for k in range(100)]  # one request of 100 sent 40 ms late
+    assert achieved_rate_req_s(100.0, _fit(hiccup)) > 0.99 * 100
+    assert achieved_rate_req_s(None, _fit(behind)) is None  # closed loop
+    assert achieved_rate_req_s(10.0, _fit([(5, 7)])) is None  # one request: no rate to fit
 
 
 # ---------------------------------------------------------------- same-read share by hand
@@ -279,7 +298,7 @@ def test_readings_of_every_worker_are_pooled_and_each_process_judged() -> None:
         ClientReading(cpu_s=1.0, wall_s=2.0, loop_lag_ns=array("q", [1 * MS] * 99 + [9 * MS]), worker=1),
         ClientReading(cpu_s=1.9, wall_s=2.0, loop_lag_ns=array("q", [0] * 100), worker=0),
     ]
-    check = check_client([main, *workers], queue_ms=describe([0.5, 1.0]), same_read=(1, 4), requested_rate_req_s=None,
+    check = check_client([main, *workers], queue_ms=np.array([0.5, 1.0]), same_read=(1, 4), requested_rate_req_s=None,
                          achieved_rate_req_s=None)
     pooled = [1.0] * 99 + [9.0] + [0.0] * 100  # 200 samples, never an average of two p99s
     assert check.loop_lag_ms == describe(pooled)
@@ -289,6 +308,18 @@ def test_readings_of_every_worker_are_pooled_and_each_process_judged() -> None:
     assert check.same_read_share == 0.25
     assert (check.verdict, check.reasons) == (CLIENT_BOUND, ("worker 0 used 95.0 % of a core ≥ 90 %",))
     assert ClientCheck.from_dict(json.loads(json.dumps(check.to_dict()))) == check
+
+
+def test_one_late_tick_in_a_short_step_is_no_evidence() -> None:
+    # 16 ticks (a 160 ms step): one 6.2 ms late makes the p99 past 5 ms, but one hiccup of a busy machine decides nothing.
+    def check(late: int) -> ClientCheck:
+        lag = array("q", [0] * (16 - late) + [int(6.2 * MS)] * late)
+        return check_client([ClientReading(cpu_s=0.02, wall_s=0.16, loop_lag_ns=lag)], queue_ms=np.zeros(12),
+                            same_read=(0, 0), requested_rate_req_s=None, achieved_rate_req_s=None)
+
+    assert check(1).loop_lag_ms.p99 > 5 and check(1).verdict == CLIENT_OK
+    assert check(10).verdict == CLIENT_BOUND
+    assert check(10).reasons == ("event-loop lag p99 6.2 ms > 5 ms (10 ticks over 5 ms)",)
 
 
 def test_a_summary_without_client_still_loads_and_renders(tmp_path: Path) -> None:
@@ -309,7 +340,7 @@ def test_a_summary_without_client_still_loads_and_renders(tmp_path: Path) -> Non
 
 def _with_client(step: dict[str, Any], *, lag_ms: float, cpu: float = 0.3) -> dict[str, Any]:
     reading = ClientReading(cpu_s=cpu, wall_s=1.0, loop_lag_ns=array("q", [int(lag_ms * MS)] * 200))
-    check = check_client([reading], queue_ms=describe([0.1]), same_read=(0, 10), requested_rate_req_s=None,
+    check = check_client([reading], queue_ms=np.array([0.1]), same_read=(0, 10), requested_rate_req_s=None,
                          achieved_rate_req_s=None)
     return {**step, "client": check.to_dict()}
 

@@ -18,7 +18,7 @@ This package is the public surface; its modules, in the order data flows through
 """
 
 from perfbench.metrics._client import (
-    CLIENT_BOUND, CLIENT_FIX, CLIENT_LIMITS, CLIENT_OK, ClientCheck, ClientLimits, achieved_rate_req_s, check_client,
+    CLIENT_BOUND, CLIENT_FIX, CLIENT_LIMITS, CLIENT_OK, ClientCheck, ClientLimits, SendFit, achieved_rate_req_s, check_client,
     client_bound_reasons, client_verdict, same_read_counts, same_read_share,
 )
 from perfbench.metrics._per_request import (
@@ -32,7 +32,7 @@ from perfbench.metrics._stats import STATISTICS, Stats, describe
 from perfbench.metrics._step import GrowingArray, SloResult, StepAccumulator, StepSummary, summarize_step
 
 __all__ = [
-    "CLIENT_BOUND", "CLIENT_FIX", "CLIENT_LIMITS", "CLIENT_OK", "ClientCheck", "ClientLimits", "achieved_rate_req_s",
+    "CLIENT_BOUND", "CLIENT_FIX", "CLIENT_LIMITS", "CLIENT_OK", "ClientCheck", "ClientLimits", "SendFit", "achieved_rate_req_s",
     "check_client", "client_bound_reasons", "client_verdict", "same_read_counts", "same_read_share",
     "DISTRIBUTION", "DISTRIBUTIONS", "DURATIONS", "METRICS", "METRICS_BY_KEY", "RATE", "SLO_METRICS", "STATISTICS",
     "GrowingArray", "Metric", "SloResult", "Stats", "StepAccumulator", "StepSummary",

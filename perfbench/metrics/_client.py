@@ -8,6 +8,9 @@ A step is ``client_bound`` when the client, not the server, may have limited its
 - an open-loop step achieved less than ``rate_share`` of its requested rate,
 - ``queue_ms`` p99 exceeds ``queue_p99_ms`` (requests left late).
 
+A p99 is judged only on evidence (DESIGN.md judges a percentile only with 10 samples beyond it):
+at least ``min_over_limit`` ticks (requests) past the limit. Without it, the p99 of a short step
+is its one or two largest samples, and one scheduling hiccup of a busy machine would decide it.
 The limits are declared once, in ``CLIENT_LIMITS``; each reason is a sentence naming the value
 measured and its limit.
 """
@@ -39,6 +42,7 @@ class ClientLimits:
     cpu_utilization: float = 0.90  # no client process may use this share of a core, or more
     rate_share: float = 0.95  # an open-loop step must achieve at least this share of its requested rate
     queue_p99_ms: float = 5.0  # queue time p99 must not exceed this, ms
+    min_over_limit: int = 10  # a p99 past its limit counts only with this many samples past the limit
 
 
 CLIENT_LIMITS = ClientLimits()
@@ -67,22 +71,54 @@ def same_read_share(records: Sequence[RequestRecord]) -> float | None:
     return same / pairs if pairs else None
 
 
-def achieved_rate_req_s(requested_rate_req_s: float | None, first_due_ns: int | None, last_due_ns: int | None,
-                        last_sent_ns: int | None) -> float | None:
-    """The rate an open-loop step achieved, req/s: ``requested * (last_due - first_due) / (last_sent - first_due)``.
+class SendFit:
+    """What the least-squares fit of due times on send times needs, summed exactly (Python ints) record
+    by record, so a step read back in chunks, from any number of workers, gives one answer.
 
-    The schedule spans ``last_due - first_due``; sending it took ``last_sent - first_due``. A client
-    that sent every request on time achieved exactly the requested rate, whatever the arrivals'
-    randomness (a Poisson schedule's own span varies from run to run); one that fell behind by
-    5 % of the span achieved 95 %. None for closed loop and for fewer than two due times.
+    Times are ns after the first request's due time (any fixed origin gives the same slope).
     """
-    if requested_rate_req_s is None or first_due_ns is None or last_due_ns is None or last_sent_ns is None:
-        return None
-    span_ns = last_due_ns - first_due_ns
-    took_ns = max(last_sent_ns - first_due_ns, span_ns)  # a request never leaves before its due time
-    if span_ns <= 0:
-        return None
-    return requested_rate_req_s * span_ns / took_ns
+
+    __slots__ = ("_origin_ns", "count", "due", "sent", "due_sent", "sent_sent")
+
+    def __init__(self) -> None:
+        self._origin_ns: int | None = None
+        self.count = 0
+        self.due = 0  # sum of due times
+        self.sent = 0  # sum of send times
+        self.due_sent = 0  # sum of due * sent
+        self.sent_sent = 0  # sum of sent * sent
+
+    def add(self, due_ns: int, sent_ns: int) -> None:
+        """One more request."""
+        if self._origin_ns is None:
+            self._origin_ns = due_ns
+        d, t = due_ns - self._origin_ns, sent_ns - self._origin_ns
+        self.count += 1
+        self.due += d
+        self.sent += t
+        self.due_sent += d * t
+        self.sent_sent += t * t
+
+    def slope(self) -> float | None:
+        """d(due) / d(sent): 1 when every request left on time; None for fewer than two send times."""
+        spread = self.count * self.sent_sent - self.sent * self.sent
+        if self.count < 2 or spread <= 0:
+            return None
+        return (self.count * self.due_sent - self.due * self.sent) / spread
+
+
+def achieved_rate_req_s(requested_rate_req_s: float | None, fit: SendFit) -> float | None:
+    """The rate an open-loop step achieved, req/s: the rate at which the client worked through its
+    schedule, ``requested * slope``, where slope is the least-squares slope of the requests' due
+    times against their send times.
+
+    A client that sent every request on time has slope 1 and achieved the requested rate, whatever
+    the arrivals' randomness (a Poisson schedule's own span varies from run to run); one that could
+    send only 4,000 req/s of a 30,000 req/s schedule has slope 4,000 / 30,000. A request or two
+    sent late (a hiccup) barely moves the fit. None for closed loop and for fewer than two requests.
+    """
+    slope = fit.slope() if requested_rate_req_s is not None else None
+    return None if slope is None else requested_rate_req_s * slope
 
 
 def _shown(value: float, limit: float, scale: float = 1.0) -> str:
@@ -102,21 +138,26 @@ def _rate(value: float) -> str:
 def client_verdict(
     *,
     loop_lag_p99_ms: float | None,
+    late_ticks: int,
     cpu_utilization: Mapping[str, float],
     achieved_rate_req_s: float | None,
     requested_rate_req_s: float | None,
     queue_p99_ms: float | None,
+    late_requests: int,
     limits: ClientLimits = CLIENT_LIMITS,
 ) -> tuple[str, tuple[str, ...]]:
     """``(CLIENT_OK or CLIENT_BOUND, reasons)`` for a step's measurements; a value that is None is not judged.
 
     Args:
+        late_ticks: the lag samples past ``loop_lag_p99_ms`` (the evidence for its p99, module docstring).
         cpu_utilization: per process, by the name a reason gives it ("the client process", "worker 2"):
             CPU seconds over wall seconds, 1.0 = one core.
+        late_requests: the requests whose queue time is past ``queue_p99_ms``.
     """
     reasons: list[str] = []
-    if loop_lag_p99_ms is not None and loop_lag_p99_ms > limits.loop_lag_p99_ms:
-        reasons.append(f"event-loop lag p99 {_shown(loop_lag_p99_ms, limits.loop_lag_p99_ms)} ms > {limits.loop_lag_p99_ms:g} ms")
+    if loop_lag_p99_ms is not None and loop_lag_p99_ms > limits.loop_lag_p99_ms and late_ticks >= limits.min_over_limit:
+        reasons.append(f"event-loop lag p99 {_shown(loop_lag_p99_ms, limits.loop_lag_p99_ms)} ms > {limits.loop_lag_p99_ms:g} ms "
+                       f"({late_ticks:,} ticks over {limits.loop_lag_p99_ms:g} ms)")
     for process, share in cpu_utilization.items():
         if share >= limits.cpu_utilization:
             reasons.append(f"{process} used {_shown(share, limits.cpu_utilization, 100)} % of a core "
@@ -126,8 +167,9 @@ def client_verdict(
         if share < limits.rate_share:
             reasons.append(f"achieved {_rate(achieved_rate_req_s)} req/s, {_shown(share, limits.rate_share, 100)} % of the "
                            f"requested {_rate(requested_rate_req_s)} req/s < {limits.rate_share * 100:g} %")
-    if queue_p99_ms is not None and queue_p99_ms > limits.queue_p99_ms:
-        reasons.append(f"queue p99 {_shown(queue_p99_ms, limits.queue_p99_ms)} ms > {limits.queue_p99_ms:g} ms")
+    if queue_p99_ms is not None and queue_p99_ms > limits.queue_p99_ms and late_requests >= limits.min_over_limit:
+        reasons.append(f"queue p99 {_shown(queue_p99_ms, limits.queue_p99_ms)} ms > {limits.queue_p99_ms:g} ms "
+                       f"({late_requests:,} requests over {limits.queue_p99_ms:g} ms)")
     return (CLIENT_BOUND if reasons else CLIENT_OK), tuple(reasons)
 
 
@@ -168,19 +210,21 @@ class ClientCheck:
 def check_client(
     readings: Sequence[ClientReading],
     *,
-    queue_ms: Stats,
+    queue_ms: np.ndarray,
     same_read: tuple[int, int],
     requested_rate_req_s: float | None,
     achieved_rate_req_s: float | None,
     limits: ClientLimits = CLIENT_LIMITS,
 ) -> ClientCheck:
-    """A step's ``client`` object from the engine's readings (one per process) and what its records gave.
+    """A step's ``client`` object from the engine's readings (one per process) and what its records gave
+    (``queue_ms``: the step's queue times, ms).
 
     Lag samples of every process are pooled into one distribution (exact percentiles, never an
     average of per-worker ones); CPU is judged per process.
     """
     lag_ns = np.concatenate([np.frombuffer(r.loop_lag_ns, dtype=np.int64) for r in readings]) if readings else np.empty(0)
-    loop_lag_ms = describe(lag_ns / 1e6)
+    lag_ms = lag_ns / 1e6
+    loop_lag_ms = describe(lag_ms)
     workers = sorted((r for r in readings if r.worker is not None), key=lambda r: r.worker or 0)
     by_process: dict[str, float] = {}
     for reading in readings:
@@ -190,9 +234,11 @@ def check_client(
             by_process[name] = share
     workers_cpu = tuple(share for r in workers if (share := r.cpu_utilization) is not None)
     same, pairs = same_read
+    queue = queue_ms[~np.isnan(queue_ms)]
     verdict, reasons = client_verdict(
-        loop_lag_p99_ms=loop_lag_ms.p99, cpu_utilization=by_process, achieved_rate_req_s=achieved_rate_req_s,
-        requested_rate_req_s=requested_rate_req_s, queue_p99_ms=queue_ms.p99, limits=limits,
+        loop_lag_p99_ms=loop_lag_ms.p99, late_ticks=int((lag_ms > limits.loop_lag_p99_ms).sum()),
+        cpu_utilization=by_process, achieved_rate_req_s=achieved_rate_req_s, requested_rate_req_s=requested_rate_req_s,
+        queue_p99_ms=describe(queue).p99, late_requests=int((queue > limits.queue_p99_ms).sum()), limits=limits,
     )
     return ClientCheck(
         loop_lag_ms=loop_lag_ms,

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from perfbench.metrics._by_turn import TurnAccumulator
-from perfbench.metrics._client import ClientCheck, achieved_rate_req_s, check_client, same_read_counts
+from perfbench.metrics._client import ClientCheck, SendFit, achieved_rate_req_s, check_client, same_read_counts
 from perfbench.metrics._per_request import Columns, itl_per_token
 from perfbench.metrics._registry import DISTRIBUTIONS
 from perfbench.metrics._stats import Stats, describe
@@ -241,8 +241,7 @@ class StepAccumulator:
         self._first_scheduled_ns: int | None = None  # min(scheduled_ns) over non-warm-up records
         self._first_sent_ns: int | None = None  # min(sent_ns) over non-warm-up records
         self._last_end_ns: int | None = None  # max(end_ns) over non-warm-up records
-        self._last_scheduled_ns: int | None = None  # max(scheduled_ns) over non-warm-up records
-        self._last_sent_ns: int | None = None  # max(sent_ns) over non-warm-up records
+        self._send_fit = SendFit()  # due against send times of non-warm-up records: the rate the client kept
         self._same_read = [0, 0]  # same_read_counts summed over the succeeded records' chunks
         self._in_flight_ns = 0  # sum(end_ns - sent_ns) over non-warm-up records: a Python int, exact
         self._columns: dict[str, GrowingArray] = {key: GrowingArray() for key in (*_STATS_KEYS, _ITL_MAX)}
@@ -263,10 +262,7 @@ class StepAccumulator:
                 self._first_sent_ns = r.sent_ns
             if self._last_end_ns is None or r.end_ns > self._last_end_ns:
                 self._last_end_ns = r.end_ns
-            if self._last_scheduled_ns is None or r.scheduled_ns > self._last_scheduled_ns:
-                self._last_scheduled_ns = r.scheduled_ns
-            if self._last_sent_ns is None or r.sent_ns > self._last_sent_ns:
-                self._last_sent_ns = r.sent_ns
+            self._send_fit.add(r.scheduled_ns, r.sent_ns)
             if r.ok:
                 succeeded.append(r)
                 if r.token_source:
@@ -314,7 +310,6 @@ class StepAccumulator:
             "itl": self.column("itl_ms"),
         }
 
-        stats = {key: describe(self.column(key)) for key in _STATS_KEYS}
         goodput_req_s = None
         slo_results: tuple[SloResult, ...] = ()
         if slos is not None:
@@ -341,20 +336,19 @@ class StepAccumulator:
             total_throughput_tok_s=_per_second(_total_tokens(input_tokens, output_tokens), duration_s),
             goodput_req_s=goodput_req_s,
             concurrency_achieved=_concurrency_achieved(self._in_flight_ns, duration_s),
-            **stats,
+            **{key: describe(self.column(key)) for key in _STATS_KEYS},
             slo_passed=all(r.passed for r in slo_results) if slo_results else None,
             slo_results=slo_results,
             token_sources=dict(sorted(self.token_sources.items())),
             finish_reasons=dict(sorted(self.finish_reasons.items())),
             by_turn=self._turns.summary(),
-            client=self._client(client_readings, rate_req_s, stats["queue_ms"]) if client_readings else None,
+            client=self._client(client_readings, rate_req_s) if client_readings else None,
         )
 
-    def _client(self, readings: Sequence[ClientReading], rate_req_s: float | None, queue_ms: Stats) -> ClientCheck:
+    def _client(self, readings: Sequence[ClientReading], rate_req_s: float | None) -> ClientCheck:
         return check_client(
-            readings, queue_ms=queue_ms, same_read=(self._same_read[0], self._same_read[1]),
-            requested_rate_req_s=rate_req_s,
-            achieved_rate_req_s=achieved_rate_req_s(rate_req_s, self._first_scheduled_ns, self._last_scheduled_ns, self._last_sent_ns),
+            readings, queue_ms=self.column("queue_ms"), same_read=(self._same_read[0], self._same_read[1]),
+            requested_rate_req_s=rate_req_s, achieved_rate_req_s=achieved_rate_req_s(rate_req_s, self._send_fit),
         )
 
 
