@@ -406,7 +406,9 @@ def test_to_dict_keys_are_exactly_design_md_step_keys():
     expected.insert(expected.index("output_throughput_tok_s") + 1, "output_throughput_wire_tok_s")
     expected.insert(expected.index("output_throughput_wire_tok_s") + 1, "input_throughput_tok_s")
     expected.insert(expected.index("itl_ms") + 1, "inter_package_ms")  # issue 11: other tools' "ITL", beside ours
-    assert list(d) == expected + ["slo_passed", "slo_results", "token_sources", "finish_reasons"]
+    # client: DESIGN's "The client checks itself" (null here: a summary from records alone has no engine readings)
+    assert list(d) == expected + ["slo_passed", "slo_results", "token_sources", "finish_reasons", "client"]
+    assert d["client"] is None
     for key in DESIGN_STEP_KEYS[DESIGN_STEP_KEYS.index("latency_ms"):]:
         assert list(d[key]) == ["count", "mean", "std", "min", "p50", "p90", "p95", "p99", "max"]
     assert d["slo_results"] == [{"name": "ttft_p99", "limit_ms": 500.0, "value_ms": 100.0, "passed": True}]

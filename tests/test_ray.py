@@ -197,6 +197,10 @@ def test_ray_actors_send_the_requests_one_process_sends(ray_local: Any, tmp_path
         assert [s["requests_completed"] for s in steps] == [24, 40] and [s["requests_failed"] for s in steps] == [0, 0]
         assert len(lines) == 4 + 24 + 40
         assert all(19 <= s["ttft_ms"]["p50"] < 80 for s in steps), [s["ttft_ms"] for s in steps]
+        for client in (s["client"] for s in steps):  # each worker measured itself; its reading came back with its reply
+            assert len(client["workers_cpu_utilization"]) == (2 if name == "ray" else 0)
+            assert client["loop_lag_ms"]["count"] > 0  # every worker's timer samples, pooled
+            assert client["cpu_utilization"] >= max(client["workers_cpu_utilization"], default=0.0)  # the busiest process
         # The prompt follows from the index: same indexes, same prompt lengths, whichever actor sent them.
         shapes[name] = sorted((line["step"], line["warmup"], line["index"], line["input_tokens"], line["output_tokens"])
                               for line in lines)

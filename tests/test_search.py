@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -29,11 +30,12 @@ class _Stats:
 
 @dataclass(frozen=True)
 class FakeSummary:
-    """The two StepSummary fields the search reads, plus TTFT for the SLO judge."""
+    """The StepSummary fields the search reads, plus TTFT for the SLO judge."""
 
     request_throughput_req_s: float
     latency_ms: _Stats
     ttft_ms: _Stats
+    client: Any = None  # a metrics.ClientCheck; None: the step was not checked (never client-bound)
 
 
 class ClosedLoopServer:
@@ -155,7 +157,7 @@ async def test_rate_search_bisects_to_the_stated_precision() -> None:
         "knee": result.knee,
         "precision": 0.05,
         "stop_reason": STOP_BISECTED,
-        "probes": [{"load": p.load, "passed": p.passed} for p in result.probes],
+        "probes": [{"load": p.load, "passed": p.passed, "client_bound": False} for p in result.probes],
     }
 
 

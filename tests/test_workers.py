@@ -94,6 +94,10 @@ def test_one_two_and_four_workers_send_the_same_requests(tmp_path: Path, mock_ur
         steps = summary["steps"]
         assert [s["requests_completed"] for s in steps] == [24, 40] and [s["requests_failed"] for s in steps] == [0, 0]
         assert [s["requests_expected"] for s in steps] == [24, 40]
+        for client in (s["client"] for s in steps):  # each worker measured itself; its reading came back with its reply
+            assert len(client["workers_cpu_utilization"]) == (workers if workers > 1 else 0)
+            assert client["loop_lag_ms"]["count"] > 0  # every worker's timer samples, pooled
+            assert client["cpu_utilization"] >= max(client["workers_cpu_utilization"], default=0.0)  # the busiest process
         # The prompt a request carries follows from its index, as in one process: same index, same prompt length.
         shape[workers] = sorted((line["step"], line["warmup"], line["index"], line["input_tokens"], line["output_tokens"])
                                 for line in lines)

@@ -12,6 +12,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from perfbench.config.run_config import LoadStep, RunConfig
 from perfbench.metrics import StepAccumulator, StepSummary
+from perfbench.results.client_reading import ClientReading
 from perfbench.results.records import CONNECT_ERROR, RequestRecord
 from perfbench.results.runfiles import RecordReader
 
@@ -37,6 +38,7 @@ class RunState:
     workers: list[dict[str, Any]] = field(default_factory=list)  # a pool's workers (summary.json "workers"): where, clock offset, lost
     transport: str | None = None  # the HTTP transport that ran ("lean", "aiohttp"): summary.json environment.transport
     transport_reason: str | None = None  # why it was not the lean one
+    client: dict[int, tuple[ClientReading, ...]] = field(default_factory=dict)  # {step: the engine's readings of itself}
 
     def add(self, record: RequestRecord) -> None:
         """Count a finished record (the sink calls this; the record itself goes to requests.jsonl)."""
@@ -70,6 +72,7 @@ def summarize_step(config: RunConfig, state: RunState, index: int, load: LoadSte
     summary = accumulator.summary(
         concurrency=load.concurrency, rate_req_s=load.rate_req_s,
         requests_expected=expected if expected is not None else state.finished[index], slos=config.slos,
+        client_readings=state.client.get(index),
     )
     state.summaries[index] = summary
     return summary

@@ -152,7 +152,10 @@ async def drive(
             plan = _plan(config, index, load, request_base=consumed)
             state.steps.append((index, load, plan.number))  # an interrupted step keeps its planned count
             on_step_start()
-            expected = await engine.run_step(plan)
+            try:
+                expected = await engine.run_step(plan)
+            finally:  # an interrupted step keeps how far the client kept up too
+                state.client[index] = engine.client_readings
             consumed += expected
             state.steps[-1] = (index, load, expected)
             summary = summarize_step(config, state, index, load, expected)

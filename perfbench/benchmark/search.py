@@ -12,6 +12,12 @@ the SLOs. It calls ``probe(load)`` to run one step and ``passes(summary)`` to ju
    ``(hi - lo) / lo <= precision``; a concurrency search probes whole numbers only and also
    stops when ``hi - lo <= 1``.
 
+A probe judged ``client_bound`` (the client, not the server, was the limit: its ``client``
+object) says nothing about the server: it never passes, so it is never ``max_passing``, and it
+bounds the search from above like a failure. When the upper bound the search ends on is such a
+probe, ``stop_reason`` is "client_bound": ``max_passing`` is then the highest load the client
+could measure, a lower bound of the server's limit. Client-bound probes are left out of the knee.
+
 Every probe is kept (each is a step of the run). ``find_knee`` then reads the probes'
 throughput-latency curve; its rule is in its docstring.
 """
@@ -41,6 +47,7 @@ STOP_START_FAILED = "start_failed"  # even the first load failed: max_passing is
 STOP_MAX_LOAD = "max_load"  # max_load passed: the true limit may be higher
 STOP_SATURATED = "saturated"  # throughput stopped rising while latency climbed
 STOP_BISECTED = "bisected"  # a failing load was found and the gap closed to the precision
+STOP_CLIENT_BOUND = "client_bound"  # the client could not drive the load above max_passing (None: not even the start)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +56,8 @@ class Probe:
 
     load: float  # concurrency (whole number) or requests/s
     summary: StepSummary  # what the step measured
-    passed: bool  # whether the step met the SLOs
+    passed: bool  # whether the step met the SLOs (never, when client-bound)
+    client_bound: bool = False  # the client, not the server, limited the step: it tells nothing about the server
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +79,13 @@ class SearchResult:
             "knee": self.knee,
             "precision": self.precision,
             "stop_reason": self.stop_reason,
-            "probes": [{"load": p.load, "passed": p.passed} for p in self.probes],
+            "probes": [{"load": p.load, "passed": p.passed, "client_bound": p.client_bound} for p in self.probes],
         }
+
+
+def is_client_bound(summary: StepSummary) -> bool:
+    """Whether the step's ``client`` object judged the client the limit (a summary without one: no)."""
+    return summary.client is not None and summary.client.client_bound
 
 
 def throughput_req_s(summary: StepSummary) -> float:
@@ -96,6 +109,7 @@ async def search_max_load(
     max_load: float,
     precision: float,
     passes: Callable[[StepSummary], bool],
+    client_bound: Callable[[StepSummary], bool] = is_client_bound,
 ) -> SearchResult:
     """Find the highest load in ``[start, max_load]`` whose step passes (module docstring).
 
@@ -105,6 +119,7 @@ async def search_max_load(
         start, max_load: the first load probed and the highest one allowed.
         precision: relative width ``(hi - lo) / lo`` at which bisection stops.
         passes: judges a step (the SLOs).
+        client_bound: whether the client limited a step (such a probe never passes; module docstring).
     """
     if dimension not in (CONCURRENCY, RATE):
         raise ValueError(f"dimension must be {CONCURRENCY!r} or {RATE!r}, not {dimension!r}")
@@ -117,13 +132,14 @@ async def search_max_load(
 
     async def run(load: float) -> Probe:
         summary = await probe(load)
-        result = Probe(load, summary, bool(passes(summary)))
+        bound = bool(client_bound(summary))
+        result = Probe(load, summary, not bound and bool(passes(summary)), bound)
         probes.append(result)
-        log.info("search %s=%g: %s", dimension, load, "pass" if result.passed else "fail")
+        log.info("search %s=%g: %s", dimension, load, "client-bound" if bound else "pass" if result.passed else "fail")
         return result
 
     def done(max_passing: float | None, reason: str) -> SearchResult:
-        loads = sorted(probes, key=lambda p: p.load)
+        loads = sorted((p for p in probes if not p.client_bound), key=lambda p: p.load)
         knee = find_knee(
             [p.load for p in loads],
             [throughput_req_s(p.summary) for p in loads],
@@ -134,7 +150,7 @@ async def search_max_load(
     load = float(start)
     last = await run(load)
     if not last.passed:
-        return done(None, STOP_START_FAILED)
+        return done(None, STOP_CLIENT_BOUND if last.client_bound else STOP_START_FAILED)
     # 1. Grow geometrically until a failure, the cap, or saturation.
     while True:
         if load >= max_load:
@@ -149,14 +165,14 @@ async def search_max_load(
             return done(load, STOP_SATURATED)
         last = current
     # 2. Bisect between the last pass and the first failure.
-    lo, hi = last.load, current.load
-    while (hi - lo) / lo > precision and not (whole and hi - lo <= 1):
-        mid = math.floor((lo + hi) / 2) if whole else (lo + hi) / 2
-        if (await run(float(mid))).passed:
-            lo = float(mid)
+    lo, upper = last.load, current
+    while (upper.load - lo) / lo > precision and not (whole and upper.load - lo <= 1):
+        mid = await run(float(math.floor((lo + upper.load) / 2) if whole else (lo + upper.load) / 2))
+        if mid.passed:
+            lo = mid.load
         else:
-            hi = float(mid)
-    return done(lo, STOP_BISECTED)
+            upper = mid
+    return done(lo, STOP_CLIENT_BOUND if upper.client_bound else STOP_BISECTED)
 
 
 def _saturated(before: Probe, after: Probe) -> bool:

@@ -61,6 +61,13 @@ class Comparison:
     confidence: float = CONFIDENCE  # of the CIs
     unmatched_steps: tuple[str, ...] = ()  # steps present in only one of the runs
     mismatch: tuple[str, ...] = ()  # how the runs' identities differ ("model (a vs b)"), compared with --allow-mismatch
+    base_client_bound: tuple[str, ...] = ()  # the base run's steps in which the client was the limit ("c=256")
+    new_client_bound: tuple[str, ...] = ()  # the new run's
+
+    @property
+    def client_bound(self) -> tuple[str, ...]:
+        """Every client-bound step of either run, named with its run: ``("base c=256", "new c=256")``."""
+        return tuple(f"base {s}" for s in self.base_client_bound) + tuple(f"new {s}" for s in self.new_client_bound)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (``perfbench compare --json``)."""
@@ -72,12 +79,14 @@ class Comparison:
             "confidence": self.confidence,
             "unmatched_steps": list(self.unmatched_steps),
             "mismatch": list(self.mismatch),
+            "client_bound": {"base": list(self.base_client_bound), "new": list(self.new_client_bound)},
             "rows": [asdict(row) for row in self.rows],
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Comparison:
         """Inverse of ``to_dict``: a run folder's comparison.json, for rebuilding its report."""
+        client_bound = d.get("client_bound") or {}  # absent from older comparisons
         rows = []
         for row in d.get("rows") or ():
             threshold = row.get("threshold")
@@ -85,7 +94,8 @@ class Comparison:
         return cls(
             rows=tuple(rows), regressed=bool(d.get("regressed")), base_dir=str(d.get("base_dir")), new_dir=str(d.get("new_dir")),
             confidence=float(d.get("confidence", CONFIDENCE)), unmatched_steps=tuple(d.get("unmatched_steps") or ()),
-            mismatch=tuple(d.get("mismatch") or ()),
+            mismatch=tuple(d.get("mismatch") or ()), base_client_bound=tuple(client_bound.get("base") or ()),
+            new_client_bound=tuple(client_bound.get("new") or ()),
         )
 
 

@@ -14,6 +14,7 @@ from perfbench.compare._bootstrap import (
 from perfbench.compare._model import Comparison, MetricComparison
 from perfbench.compare._thresholds import DEFAULT_THRESHOLDS, Threshold, higher_is_better
 from perfbench.core.errors import ConfigError
+from perfbench.metrics import client_bound_reasons
 from perfbench.results.identity import check_like_for_like
 from perfbench.results.runfiles import iter_request_lines, read_summary, step_label, step_metric
 
@@ -60,7 +61,8 @@ def compare_runs(
     unless ``allow_mismatch``; then the comparison carries the differences in ``mismatch``.
 
     Steps are matched by (concurrency, rate_req_s); ConfigError when no step matches (steps
-    in only one run are listed in ``unmatched_steps``). Rows cover the metrics of
+    in only one run are listed in ``unmatched_steps``; steps in which either run's client was the
+    limit, in ``client_bound``: a change there may be the client's). Rows cover the metrics of
     DEFAULT_THRESHOLDS plus those of ``thresholds``; only the latter are checked. Point
     values come from summary.json (falling back to the samples); the CI is a percentile
     bootstrap of ``n_boot`` independent request resamples of each run, seeded by ``seed``.
@@ -90,7 +92,14 @@ def compare_runs(
         confidence=confidence,
         unmatched_steps=tuple(unmatched),
         mismatch=mismatch,
+        base_client_bound=_client_bound_steps(base_summary),
+        new_client_bound=_client_bound_steps(new_summary),
     )
+
+
+def _client_bound_steps(summary: Mapping[str, Any]) -> tuple[str, ...]:
+    """The labels of a run's steps in which the client, not the server, was the limit."""
+    return tuple(step_label(step) for step in summary["steps"] if client_bound_reasons(step) is not None)
 
 
 def _evaluate(

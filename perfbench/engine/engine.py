@@ -10,7 +10,9 @@ read that completes it arrives: the transport (perfbench/engine/transport.py) on
 and keeps its bytes, and the events are split and interpreted once the stream has ended (by the
 finisher, between reads), so no parsing delays a stamp.
 
-A failed request never raises out of here: it is a record with a reason.
+A failed request never raises out of here: it is a record with a reason. Each step's load also
+measures the client itself (client_meter: how late a periodic timer runs on this loop, the
+process's CPU time), raw, in ``client_reading``: perfbench.metrics judges it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from perfbench.engine.answers import AnswerReader, Exchange, ReadStream
+from perfbench.engine.client_meter import ClientMeter
+from perfbench.results.client_reading import ClientReading
 from perfbench.engine.event_loop import gather_or_cancel
 from perfbench.engine.finisher import Finisher
 from perfbench.engine.live import LiveCounters
@@ -62,6 +66,7 @@ class Engine:
         self._sink = sink
         self._answers = AnswerReader(target, tokenizer)
         self.counters = counters or LiveCounters()
+        self.client_reading: ClientReading | None = None  # how this process did in the last step's load (client_meter)
         self._finisher = Finisher(self._finish)
         self._sessions: SessionLoops | None = None
         if sessions is not None:
@@ -108,12 +113,15 @@ class Engine:
                 ramp_up_s=plan.ramp_up_s,
                 seed=plan.seed,
             )
+        meter = ClientMeter()
+        self.client_reading = None
         try:
             start_ns = time.perf_counter_ns()
             if plan.start_ns is not None:
                 if plan.start_ns > start_ns:
                     await asyncio.sleep((plan.start_ns - start_ns) / 1e9)
                 start_ns = plan.start_ns
+            meter.start()
             if self._sessions is not None:
                 return await self._run_sessions(plan, start_ns, offsets)
             if offsets is not None:
@@ -130,6 +138,12 @@ class Engine:
             return claimed
         finally:
             self._finisher.finish_all()  # Ctrl-C: every request that ended still becomes a record
+            self.client_reading = meter.stop()
+
+    @property
+    def client_readings(self) -> tuple[ClientReading, ...]:
+        """How the client did in the last step's load: this process's reading (none before a step started)."""
+        return () if self.client_reading is None else (self.client_reading,)
 
     async def preconnect(self, connections: int) -> None:
         """Open up to ``connections`` keep-alive connections to the target, so no step's clock pays for TCP setup."""

@@ -9,16 +9,18 @@ that accumulator fed one chunk, so both give one answer.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 
 from perfbench.metrics._by_turn import TurnAccumulator
+from perfbench.metrics._client import ClientCheck, SendFit, achieved_rate_req_s, check_client, same_read_counts
 from perfbench.metrics._per_request import Columns, itl_per_token
 from perfbench.metrics._registry import DISTRIBUTIONS
 from perfbench.metrics._stats import Stats, describe
+from perfbench.results.client_reading import ClientReading
 from perfbench.results.records import RequestRecord
 from perfbench.metrics.slo import Slos, StepLimit
 
@@ -77,6 +79,7 @@ class StepSummary:
     token_sources: dict[str, int]  # where succeeded requests' token counts came from: {usage|tokenizer|packages: count}
     finish_reasons: dict[str, int]  # why succeeded answers ended, as servers said ({"stop": n, "length": m}); unsaid ones absent
     by_turn: tuple[dict[str, Any], ...] = ()  # multi-turn runs: counts and statistics per turn index (metrics/_by_turn.py)
+    client: ClientCheck | None = None  # how the client itself did (metrics/_client.py); None without the engine's readings
 
     def to_dict(self) -> dict[str, Any]:
         """The STEP object of summary.json (JSON-ready), plus ``slo_passed`` and ``slo_results``."""
@@ -93,6 +96,8 @@ class StepSummary:
                 if not value:
                     continue  # only a multi-turn run has turns
                 value = [dict(entry) for entry in value]
+            elif f.name == "client":
+                value = value.to_dict() if value is not None else None
             out[f.name] = value
         return out
 
@@ -108,6 +113,7 @@ class StepSummary:
         values["finish_reasons"] = dict(d.get("finish_reasons") or {})  # absent from older summaries
         values["slo_results"] = tuple(SloResult(**result) for result in d.get("slo_results") or ())
         values["by_turn"] = tuple(d.get("by_turn") or ())
+        values["client"] = ClientCheck.from_dict(d["client"]) if d.get("client") else None  # absent from older summaries
         return cls(**values)
 
 
@@ -235,6 +241,8 @@ class StepAccumulator:
         self._first_scheduled_ns: int | None = None  # min(scheduled_ns) over non-warm-up records
         self._first_sent_ns: int | None = None  # min(sent_ns) over non-warm-up records
         self._last_end_ns: int | None = None  # max(end_ns) over non-warm-up records
+        self._send_fit = SendFit()  # due against send times of non-warm-up records: the rate the client kept
+        self._same_read = [0, 0]  # same_read_counts summed over the succeeded records' chunks
         self._in_flight_ns = 0  # sum(end_ns - sent_ns) over non-warm-up records: a Python int, exact
         self._columns: dict[str, GrowingArray] = {key: GrowingArray() for key in (*_STATS_KEYS, _ITL_MAX)}
         self._turns = TurnAccumulator()
@@ -254,6 +262,7 @@ class StepAccumulator:
                 self._first_sent_ns = r.sent_ns
             if self._last_end_ns is None or r.end_ns > self._last_end_ns:
                 self._last_end_ns = r.end_ns
+            self._send_fit.add(r.scheduled_ns, r.sent_ns)
             if r.ok:
                 succeeded.append(r)
                 if r.token_source:
@@ -271,6 +280,9 @@ class StepAccumulator:
         c = Columns.of(succeeded)
         self._turns.add(measured, succeeded, c)
         _, itl_max_ms, _ = itl_per_token(c)
+        same, pairs = same_read_counts(c)
+        self._same_read[0] += same
+        self._same_read[1] += pairs
         self._columns[_ITL_MAX].extend(itl_max_ms)
         for metric in DISTRIBUTIONS:  # each value once: a per-request column aligned (NaN kept), a pooled metric's samples
             self._columns[metric.key].extend(metric.column(c) if metric.column is not None else metric.sample_values(c)[0])
@@ -282,9 +294,11 @@ class StepAccumulator:
         return self._columns[key].values
 
     def summary(
-        self, *, concurrency: int | None, rate_req_s: float | None, requests_expected: int, slos: Slos | None = None
+        self, *, concurrency: int | None, rate_req_s: float | None, requests_expected: int, slos: Slos | None = None,
+        client_readings: Sequence[ClientReading] | None = None,
     ) -> StepSummary:
-        """The step's numbers from everything added so far (DESIGN.md's STEP object)."""
+        """The step's numbers from everything added so far (DESIGN.md's STEP object); its ``client``
+        object from ``client_readings``, the engine's of this step (None without them)."""
         duration_s = _duration_s(self._first_scheduled_ns, self._last_end_ns)
         per_request = {key: self.column(key) for key in ("ttft_ms", "latency_ms", "tpot_ms")}
         per_request[_ITL_MAX] = self.column(_ITL_MAX)
@@ -328,6 +342,13 @@ class StepAccumulator:
             token_sources=dict(sorted(self.token_sources.items())),
             finish_reasons=dict(sorted(self.finish_reasons.items())),
             by_turn=self._turns.summary(),
+            client=self._client(client_readings, rate_req_s) if client_readings else None,
+        )
+
+    def _client(self, readings: Sequence[ClientReading], rate_req_s: float | None) -> ClientCheck:
+        return check_client(
+            readings, queue_ms=self.column("queue_ms"), same_read=(self._same_read[0], self._same_read[1]),
+            requested_rate_req_s=rate_req_s, achieved_rate_req_s=achieved_rate_req_s(rate_req_s, self._send_fit),
         )
 
 
@@ -338,14 +359,17 @@ def summarize_step(
     rate_req_s: float | None,
     requests_expected: int,
     slos: Slos | None = None,
+    client_readings: Sequence[ClientReading] | None = None,
 ) -> StepSummary:
     """All of one step's numbers from its records (any order; from any number of workers).
 
     Warm-up records are ignored. Latency and token statistics use succeeded records only;
-    duration and concurrency achieved use every non-warm-up record.
+    duration and concurrency achieved use every non-warm-up record. ``client_readings``: the
+    engine's readings of the step (one per process), for its ``client`` object.
     """
     accumulator = StepAccumulator()
     accumulator.add(records)
     return accumulator.summary(
-        concurrency=concurrency, rate_req_s=rate_req_s, requests_expected=requests_expected, slos=slos
+        concurrency=concurrency, rate_req_s=rate_req_s, requests_expected=requests_expected, slos=slos,
+        client_readings=client_readings,
     )

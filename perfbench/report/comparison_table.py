@@ -14,8 +14,11 @@ def render_comparison(comparison: Comparison, console: Any) -> None:
     """
     from rich.table import Table
 
+    title = f"perfbench compare ({comparison.confidence:.0%} CI, bootstrap by request)"
+    if comparison.client_bound:  # a change in such a step may be the client's, not the server's
+        title += f" — CLIENT-BOUND steps: {', '.join(comparison.client_bound)}"
     table = Table(
-        title=f"perfbench compare ({comparison.confidence:.0%} CI, bootstrap by request)",
+        title=title,
         caption=f"base: {comparison.base_dir}\nnew:  {comparison.new_dir}",
     )
     for header, justify in (

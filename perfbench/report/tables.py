@@ -31,12 +31,15 @@ def write_summary_files(run_dir: Path, summary: Mapping[str, Any]) -> None:
 
 
 def flatten_step(step: Mapping[str, Any]) -> dict[str, Any]:
-    """A STEP as one flat row: ``ttft_ms`` stats become ``ttft_ms_mean``, ``ttft_ms_p99``, ..."""
+    """A STEP as one flat row: ``ttft_ms`` stats become ``ttft_ms_mean``, ``ttft_ms_p99``, ...; an object
+    holding objects is flattened under its name (``client``: ``client_loop_lag_ms_p99``, ``client_verdict``)."""
     row: dict[str, Any] = {}
     for key, value in step.items():
         if isinstance(value, Mapping) and "p50" in value:
             for stat in STATISTICS:
                 row[f"{key}_{stat}"] = value.get(stat)
+        elif isinstance(value, Mapping) and any(isinstance(v, Mapping) for v in value.values()):
+            row.update((f"{key}_{name}", v) for name, v in flatten_step(value).items())
         elif isinstance(value, Mapping):
             row[key] = ";".join(f"{k}={v}" for k, v in value.items())
         elif isinstance(value, (list, tuple)):

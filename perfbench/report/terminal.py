@@ -16,7 +16,7 @@ from rich.text import Text
 
 from perfbench.engine.engine import UNCAPPED
 from perfbench.engine.live import LiveCounters
-from perfbench.metrics import DISTRIBUTIONS, METRICS, METRICS_BY_KEY, RATE, Metric
+from perfbench.metrics import CLIENT_FIX, DISTRIBUTIONS, METRICS, METRICS_BY_KEY, RATE, Metric, client_bound_reasons
 from perfbench.results.runfiles import step_label
 
 
@@ -64,7 +64,14 @@ def _overview_rows() -> list[tuple[str, Any]]:
         rows.append((_title(METRICS_BY_KEY[key], stat), lambda s, k=key, st=stat: _stat(s, k, st)))
     rows.append(("Token counts from", lambda s: ", ".join(s.get("token_sources") or {}) or "-"))
     rows.append(("Answers ended by", lambda s: ", ".join(f"{k} {v}" for k, v in (s.get("finish_reasons") or {}).items()) or "-"))
+    rows.append(("Client", lambda s: "-" if not s.get("client") else "CLIENT-BOUND" if client_bound_reasons(s) else "ok"))
+    rows.append(("Event-loop lag p99 (ms)", lambda s: _stat(s.get("client") or {}, "loop_lag_ms", "p99")))
+    rows.append(("Client CPU (of a core)", lambda s: _share((s.get("client") or {}).get("cpu_utilization"))))
     return rows
+
+
+def _share(value: Any) -> str:
+    return "-" if value is None else f"{value:.0%}"
 
 
 _STATS = ("mean", "std", "min", "p50", "p90", "p95", "p99", "max")
@@ -194,6 +201,35 @@ def turns_table(step: Mapping[str, Any], *, title: str) -> Table | None:
     return table
 
 
+def client_warning(steps: Sequence[Mapping[str, Any]]) -> Text | None:
+    """The warning for steps in which the client, not the server, was the limit: how many, the fix, and
+    each step's reasons (DESIGN.md, "The client checks itself"); None when the client kept up."""
+    bound = [(step_label(s), reasons) for s in steps if (reasons := client_bound_reasons(s)) is not None]
+    if not bound:
+        return None
+    which = "the step" if len(steps) == 1 else f"{len(bound)} of {len(steps)} steps"
+    lines = [f"Client-bound: in {which} the client, not the server, was the limit, so the numbers show the "
+             f"client's ceiling; {CLIENT_FIX}."]
+    lines += [f"  {label}: {'; '.join(reasons)}" for label, reasons in bound]
+    return Text("\n".join(lines), style="yellow")
+
+
+def search_line(search: Mapping[str, Any]) -> Text:
+    """The max-load search's answer in one line: the highest passing load, the knee, and why it stopped
+    where that makes the answer a lower bound (the client could not drive more, or the server saturated)."""
+    line = Text.assemble(("Max-load search", "bold"), f" ({search['dimension']}): highest passing load ",
+                         (_num(search.get("max_passing")), "bold"), f", knee {_num(search.get('knee'))}")
+    reason = search.get("stop_reason")
+    if reason == "client_bound":
+        loads = [p.get("load") for p in search.get("probes") or () if isinstance(p, Mapping) and p.get("client_bound")]
+        where = f" at {min(loads):g}" if loads else ""
+        line.append(f"; stopped: the client, not the server, was the limit{where} (client-bound), so this is a lower "
+                    f"bound of the server's limit; {CLIENT_FIX}", style="yellow")
+    elif reason == "saturated":
+        line.append("; stopped: the server saturated (a lower bound)")
+    return line
+
+
 def render_summary(console: Console, summary: Mapping[str, Any]) -> None:
     """Print the summary tables of a summary.json dict."""
     steps = summary["steps"]
@@ -226,12 +262,12 @@ def render_summary(console: Console, summary: Mapping[str, Any]) -> None:
             "[yellow]The server sent no token usage and no --tokenizer was given: each output package was counted "
             "as one token, and TPOT, ITL and token throughput assume that. Pass --tokenizer PATH for real counts.[/]"
         )
+    warning = client_warning(steps)
+    if warning is not None:
+        console.print(warning)
     search = summary.get("search")
     if search:
-        console.print(
-            f"[bold]Max-load search[/] ({search['dimension']}): highest passing load "
-            f"[bold]{_num(search.get('max_passing'))}[/], knee {_num(search.get('knee'))}"
-        )
+        console.print(search_line(search))
 
 
 class LiveDisplay:

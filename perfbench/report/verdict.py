@@ -6,8 +6,9 @@ The checks follow the run's own exit code where it has one (DESIGN.md): a step t
 SLOs, a regression against the baseline and a run in which every request failed each fail it.
 Two more fail the page although the run exits 0, because a limit the user gave was missed: a
 ladder stopped by ``--max-failure-rate``, and a max-load search in which even the first load
-missed the SLOs. Some failed requests, an interrupted run and a comparison that is not like for
-like are warnings: the numbers stand, but a reader must know.
+missed the SLOs. Some failed requests, an interrupted run, a comparison that is not like for
+like and a step in which the client, not the server, was the limit (client-bound) are warnings:
+the numbers stand, but a reader must know.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from perfbench.compare import Comparison, MetricComparison
-from perfbench.metrics import METRICS, RATE, SLO_METRICS, Metric, metric_of
+from perfbench.metrics import CLIENT_FIX, METRICS, RATE, SLO_METRICS, Metric, client_bound_reasons, metric_of
 from perfbench.results.runfiles import step_label
 
 PASS, WARN, FAIL = "pass", "warn", "fail"  # a check's state, worst last
@@ -157,11 +158,19 @@ def search_sentence(search: Mapping[str, Any], *, subject: bool = True) -> str:
     unit = "" if dimension == "concurrency" else " req/s"
     tried = f" ({len(loads)} probes from {min(loads):g} to {max(loads):g}{unit})" if loads else ""
     lead = "Max-load search over " if subject else "Searched over "
+    bound = [p.get("load") for p in probes if isinstance(p, Mapping) and p.get("client_bound") and isinstance(p.get("load"), (int, float))]
     if best is None:
         first = format_load(dimension, loads[0]) if loads else "the first load"
+        if reason == "client_bound":
+            return (f"{lead}{dimension}{tried}: even {first} was client-bound (the client, not the server, was the limit), "
+                    f"so no load of the server was measured; {CLIENT_FIX}.")
         return f"{lead}{dimension}{tried}: even {first} missed the SLOs, so no load passed."
     text = f"{lead}{dimension}{tried}: the highest load that met the SLOs is {format_load(dimension, best)}"
-    if reason == "max_load":
+    if reason == "client_bound":
+        at = f" at {format_load(dimension, min(bound))}" if bound else ""
+        text += (f"; the search stopped because the client, not the server, was the limit{at} (client-bound), "
+                 f"so it is a lower bound of the server's limit ({CLIENT_FIX})")
+    elif reason == "max_load":
         text += ", the search's maximum: the true limit may be higher"
     elif reason == "saturated":
         text += "; the server saturated there (more load bought little throughput while latency climbed), so it is a lower bound"
@@ -218,8 +227,22 @@ def _slo_check(steps: Sequence[Mapping[str, Any]]) -> Check | None:
 
 
 def _search_check(search: Mapping[str, Any]) -> Check:
+    if search.get("stop_reason") == "client_bound":  # the client's limit, not the server's: nothing failed, nothing is known past it
+        return Check("Max-load search", WARN, search_sentence(search, subject=False))
     state = FAIL if search.get("max_passing") is None else PASS
     return Check("Max-load search", state, search_sentence(search, subject=False))
+
+
+def _client_check(steps: Sequence[Mapping[str, Any]]) -> Check | None:
+    """A warning when the client, not the server, was the limit in some step (its numbers show the
+    client's ceiling); nothing when it kept up, or when no step was checked (an older summary)."""
+    bound = [(step, reasons) for step in steps if (reasons := client_bound_reasons(step)) is not None]
+    if not bound:
+        return None
+    which = "the step" if len(steps) == 1 else f"{len(bound)} of {len(steps)} steps"
+    return Check("Client", WARN, f"In {which} the client, not the server, was the limit (client-bound), so those "
+                 f"numbers show the client's ceiling; {CLIENT_FIX}.",
+                 tuple(f"{step_label(step)}: {'; '.join(reasons)}" for step, reasons in bound))
 
 
 def _requests_check(summary: Mapping[str, Any]) -> Check:
@@ -257,6 +280,9 @@ def _comparison_checks(comparison: Comparison) -> list[Check]:
         check = Check("Regression", PASS, f"No regression against the baseline ({len(checked)} checks within their limits).",
                       unmatched)
     checks = [check]
+    if comparison.base_client_bound:  # this run's own client-bound steps are the Client check's
+        checks.append(Check("Baseline's client", WARN, "In the baseline the client, not the server, was the limit in "
+                            + ", ".join(comparison.base_client_bound) + ": a change there may be the client's."))
     if comparison.mismatch:
         checks.append(Check("Like for like", WARN, "The runs compared differ in " + "; ".join(comparison.mismatch)
                             + " (compared with --allow-mismatch): a change may come from that, not from the server."))
@@ -277,6 +303,9 @@ def judge(summary: Mapping[str, Any], comparison: Comparison | None = None) -> V
     if comparison is not None:
         checks += _comparison_checks(comparison)
     checks.append(_requests_check(summary))
+    client = _client_check(steps)
+    if client is not None:
+        checks.append(client)
     if summary.get("interrupted"):
         checks.append(Check("Interrupted", WARN, "The run was interrupted: the numbers cover the requests that finished."))
     notes = ()

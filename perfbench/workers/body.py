@@ -2,10 +2,10 @@
 the phase it is in, and the outbox its records leave by, in batches.
 
 The protocol both transports speak: commands ``prepare`` (a slice: connections, warm-up) ->
-reply ``ready``; ``start`` (the slice with its shared start) -> reply ``done`` (the requests it
-scheduled); ``stop`` (cancel the phase; its reply still comes); an exception inside a phase ->
-``error``. Records go out as ``records`` messages, ``(records, sent, in_flight)``, and a reply
-always leaves after the records that came before it, so the parent holds every record of a phase
+reply ``ready``; ``start`` (the slice with its shared start) -> ``client`` (the worker's own
+ClientReading of the slice, when it started) then reply ``done`` (the requests it scheduled);
+``stop`` (cancel the phase; its replies still come); an exception inside a phase -> ``error``.
+Records go out as ``records`` messages, ``(records, sent, in_flight)``, and a reply always leaves after the records that came before it, so the parent holds every record of a phase
 once its reply is in.
 """
 
@@ -128,6 +128,8 @@ class WorkerBody:
         except Exception as exc:  # noqa: BLE001 - told to the parent, which counts this worker lost
             self.outbox.reply("error", f"{type(exc).__name__}: {exc}")
             return
+        if reply == "done" and self._engine is not None and self._engine.client_reading is not None:
+            self.outbox.reply("client", self._engine.client_reading)  # before "done": the parent has it once the step ends
         self.outbox.reply(reply, value)
 
     async def close(self) -> None:

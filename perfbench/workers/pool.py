@@ -17,9 +17,11 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Protocol
 
+from perfbench.engine.client_meter import ClientMeter
 from perfbench.engine.plan import StepPlan
 from perfbench.engine.live import LiveCounters
 from perfbench.core.errors import TargetError
+from perfbench.results.client_reading import ClientReading
 from perfbench.results.records import WORKER_LOST, RequestRecord
 from perfbench.workers.slicing import split_step, unfinished
 
@@ -64,6 +66,7 @@ class _Worker:
     seen: set[tuple[bool, int]] = field(default_factory=set)  # (warm-up, index) of its records this step
     waiting: asyncio.Future[Any] | None = None
     lost_step_requests: int = 0  # a dead worker: its requests of the step it died in (records or lost)
+    reading: ClientReading | None = None  # how it did in the step's load, as it measured itself
 
 
 class WorkerPool:
@@ -75,6 +78,7 @@ class WorkerPool:
         self.counters = counters
         self._workers: list[_Worker] = []
         self.workers: list[dict[str, Any]] = []  # one description per worker, "lost" filled in when it dies
+        self._own_reading: ClientReading | None = None  # this (the parent) process during the last step's load
 
     async def __aenter__(self) -> "WorkerPool":
         try:
@@ -104,6 +108,10 @@ class WorkerPool:
             raise TargetError("every worker died; see the lost requests in requests.jsonl")
         pairs = list(zip(live, split_step(plan, len(live))))
         self.counters.start_step(plan.step, plan.number)
+        self._own_reading = None
+        for worker in self._workers:
+            worker.reading = None  # a worker that died since it sent one has none for this step
+        meter = ClientMeter(tick_ns=None)  # this process's CPU only: its loop stamps nothing, the workers' do
         try:
             for worker, part in pairs:
                 worker.plan, worker.warmup_phase, worker.seen = part, True, set()
@@ -112,11 +120,20 @@ class WorkerPool:
             for worker, _ in pairs:
                 worker.warmup_phase = False
             self.counters.start_step(plan.step, plan.number)
+            meter.start()
             counts = await self._phase(pairs, "start", lambda part: replace(part, start_ns=start_ns))
         except asyncio.CancelledError:
             await self._stop([worker for worker, _ in pairs])
             raise
+        finally:
+            self._own_reading = meter.stop()
         return sum(counts)
+
+    @property
+    def client_readings(self) -> tuple[ClientReading, ...]:
+        """How the client did in the last step's load: this process's reading and each worker's that sent one."""
+        own = () if self._own_reading is None else (self._own_reading,)
+        return own + tuple(replace(w.reading, worker=w.number) for w in self._workers if w.reading is not None)
 
     async def _phase(self, pairs: list[tuple[_Worker, StepPlan]], command: str, plan_of: Callable[[StepPlan], StepPlan]) -> list[Any]:
         loop = asyncio.get_running_loop()
@@ -153,6 +170,8 @@ class WorkerPool:
                 self._sink(record)
             self.counters.sent = sum(w.sent for w in self._workers)
             self.counters.in_flight = sum(w.in_flight for w in self._workers if w.alive)
+        elif kind == "client":
+            worker.reading = value
         elif kind == "lost":
             self._lost(worker, value)
         elif kind == "error":

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from perfbench.core.errors import ConfigError
-from perfbench.metrics import DISTRIBUTIONS, METRICS, RATE
+from perfbench.metrics import DISTRIBUTIONS, METRICS, RATE, client_bound_reasons
 from perfbench.report.html._markup import badge, e, figure, num, state_of, table
 from perfbench.report.verdict import format_load, ordered_steps, search_sentence, slo_name
 from perfbench.results.runfiles import read_telemetry, step_label
@@ -58,13 +58,37 @@ def slo_section(summary: Mapping[str, Any]) -> str:
 
 
 def search_section(search: Mapping[str, Any]) -> str:
-    """The search's answer in a sentence, and each probe in the order it ran."""
+    """The search's answer in a sentence, and each probe in the order it ran (a client-bound one says so:
+    it measured the client, not the server)."""
     dimension = str(search.get("dimension") or "concurrency")
     probes = [p for p in search.get("probes") or [] if isinstance(p, Mapping)]
-    rows = [[num(i + 1, 0), e(format_load(dimension, p.get("load"))), badge(state_of(p.get("passed")))]
+    rows = [[num(i + 1, 0), e(format_load(dimension, p.get("load"))),
+             badge("warn", "client-bound") if p.get("client_bound") else badge(state_of(p.get("passed")))]
             for i, p in enumerate(probes)]
     return (f'<section id="search"><h2>Max-load search</h2><p id="search-sentence">{e(search_sentence(search))}</p>'
             + (table(["probe", "load", "SLOs"], rows, [True, False, False], attrs=' class="fit"') if rows else "") + "</section>")
+
+
+def _client_rows(steps: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+    """How the client itself did in each step (DESIGN.md, "The client checks itself"); no rows for an older summary."""
+    if not any(isinstance(s.get("client"), Mapping) for s in steps):
+        return []
+    clients = [s.get("client") if isinstance(s.get("client"), Mapping) else {} for s in steps]
+
+    def verdict(step: Mapping[str, Any], client: Mapping[str, Any]) -> str:
+        if not client:
+            return "-"
+        return badge("warn", "client-bound") if client_bound_reasons(step) is not None else badge("pass", "ok")
+
+    def share(value: Any) -> str:
+        return e(f"{value:.0%}") if isinstance(value, (int, float)) else "-"
+
+    return [
+        ["client", *(verdict(s, c) for s, c in zip(steps, clients))],
+        ["event-loop lag p99 (ms)", *(num((c.get("loop_lag_ms") or {}).get("p99")) for c in clients)],
+        ["client CPU, busiest process (of a core)", *(share(c.get("cpu_utilization")) for c in clients)],
+        ["packages in the same read as the previous", *(share(c.get("same_read_share")) for c in clients)],
+    ]
 
 
 def steps_section(summary: Mapping[str, Any]) -> str:
@@ -82,6 +106,7 @@ def steps_section(summary: Mapping[str, Any]) -> str:
             continue
         for stat in ("p50", "p90", "p99") if metric.unit == "ms" else ("mean",):
             rows.append([e(f"{metric.label} {stat} ({metric.unit})"), *(num((s.get(metric.key) or {}).get(stat)) for s in steps)])
+    rows += _client_rows(steps)
     return (
         '<section id="steps"><h2>Every step</h2>'
         + table(["metric", *(e(step_label(s)) for s in steps)], rows, [False] + [True] * len(steps), attrs=' class="fit"')
