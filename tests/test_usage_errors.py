@@ -353,7 +353,7 @@ def no_network(monkeypatch):
 
     monkeypatch.setattr("perfbench.benchmark.runner.check_reachable", accepted)
     monkeypatch.setattr("perfbench.servers.local.start_local_server", accepted)
-    monkeypatch.setattr("perfbench.servers.mock.MockInThread", accepted)
+    monkeypatch.setattr("perfbench.servers.mock.MockProcess", accepted)
 
 
 @pytest.mark.parametrize("flags, expect", RUN_CASES, ids=[" ".join(map(str, f))[:60] for f, _ in RUN_CASES])

@@ -75,9 +75,9 @@ def run_benchmark(config: Any, console: Any) -> BenchmarkResult:
         endpoint = config.url
         model = config.model
         if config.simulated:
-            from perfbench.servers.mock import MockInThread
+            from perfbench.servers.mock import MockProcess
 
-            mock = stack.enter_context(MockInThread(_mock_config(config.mock)))
+            mock = stack.enter_context(MockProcess(_mock_config(config.mock)))  # its own process: its timing is not the client's
             endpoint, _ = resolve_url(mock.base_url, config.api)
             model = "mock"
             console.print(f"[yellow]No --url or --model: running against the built-in mock server at {mock.base_url} — SIMULATED numbers.[/]")

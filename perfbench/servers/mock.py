@@ -66,15 +66,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
+import re
+import select
+import subprocess
+import sys
 import threading
 from dataclasses import fields
+from pathlib import Path
 
 from perfbench.core.cliutil import OneLineArgumentParser
-from perfbench.core.errors import ConfigError
+from perfbench.core.errors import ConfigError, TargetError
 from perfbench.core.mock_config import USAGE_PLACEMENTS, MockConfig
 from perfbench.servers.mock_server import MockRequestLog, MockServer
 
-__all__ = ["MockConfig", "MockRequestLog", "MockServer", "MockInThread", "main"]
+__all__ = ["MockConfig", "MockRequestLog", "MockServer", "MockInThread", "MockProcess", "main"]
 
 
 class MockInThread:
@@ -123,6 +130,68 @@ class MockInThread:
             loop.close()
 
 
+class MockProcess:
+    """The mock in a child process of its own (``perfbench mock --port 0``), for the built-in demo:
+    its timing then shares no interpreter (and no GIL) with the client it is measured by.
+
+    ``with MockProcess(config) as mock: ... mock.base_url``. The child dies with this process,
+    even a SIGKILLed one (it watches the pipe on its stdin and arms the parent-death signal).
+    """
+
+    def __init__(self, config: MockConfig) -> None:
+        self.config = config
+        self.base_url = ""
+        self._process: subprocess.Popen[str] | None = None
+
+    def __enter__(self) -> "MockProcess":
+        settings = json.dumps({f.name: getattr(self.config, f.name) for f in fields(MockConfig)})
+        env = dict(os.environ)
+        package_root = str(Path(__file__).resolve().parents[2])  # this perfbench, also from a source checkout
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+        self._process = process = subprocess.Popen(
+            [sys.executable, "-m", "perfbench", "mock", "--port", "0", "--settings-json", settings, "--parent-pid", str(os.getpid())],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )  # fmt: skip
+        try:
+            self.base_url = _served_url(process, MOCK_START_TIMEOUT_S)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        process.terminate()  # the child this object started, by its handle
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+        for stream in (process.stdin, process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+MOCK_START_TIMEOUT_S = 30.0
+_SERVING = re.compile(r"^perfbench mock: serving (http://\S+) ")
+
+
+def _served_url(process: subprocess.Popen[str], timeout_s: float) -> str:
+    """The URL the child mock prints once it listens; TargetError with its last words if it does not."""
+    assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], timeout_s)
+    line = process.stdout.readline() if ready else ""
+    found = _SERVING.match(line)
+    if found is None:
+        process.kill()
+        _, err = process.communicate(timeout=10)
+        tail = " ".join((err or line or "no output").split())[-300:]
+        raise TargetError(f"the built-in mock server did not start ({tail}); run 'perfbench mock' to see why")
+    return found.group(1)
+
+
 def _parser() -> argparse.ArgumentParser:
     """Every option's dest is a MockConfig field, so the config is built from the namespace as is."""
     p = OneLineArgumentParser(
@@ -155,6 +224,9 @@ def _parser() -> argparse.ArgumentParser:
     add("--seed", type=int, default=d.seed, help="varies ids and token words (faults go by arrival order)")
     add("--model", default=d.model, help="model name served (default %(default)s)")
     add("--embedding-dim", type=int, default=d.embedding_dim, help="floats per /v1/embeddings vector (default %(default)s)")
+    # For MockProcess: every setting at once, and the parent to die with.
+    add("--settings-json", help=argparse.SUPPRESS)
+    add("--parent-pid", type=int, help=argparse.SUPPRESS)
     return p
 
 
@@ -166,7 +238,11 @@ def config_from_args(args: argparse.Namespace) -> MockConfig:
 def main(argv: list[str]) -> int:
     """``perfbench mock ...``: serve until Ctrl-C. Bad usage or values raise ConfigError (exit 2)."""
     args = _parser().parse_args(argv)
-    config = config_from_args(args)
+    config = MockConfig(**json.loads(args.settings_json)) if args.settings_json else config_from_args(args)
+    if args.parent_pid is not None:
+        from perfbench.core.lifetime import exit_with_parent
+
+        exit_with_parent(args.parent_pid)
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be between 0 and 65535, got {args.port}")
 
