@@ -102,17 +102,36 @@ def test_one_two_and_four_workers_send_the_same_requests(tmp_path: Path, mock_ur
         # The mock's 20 ms to the first token, through 1, 2 or 4 processes (a generous bound: a busy CI box).
         assert all(19 <= s["ttft_ms"]["p50"] < 80 for s in steps), [s["ttft_ms"] for s in steps]
     assert shape[1] == shape[2] == shape[4]
-    # ... and it is the one a single process takes: the warm-up first, then each step continuing the cycle.
+    # ... and it is the one a single process takes: the warm-up first, then each step's requests in turn.
     from perfbench.config.run_config import config_from_settings
-    from perfbench.benchmark.prepare import load_workload
+    from perfbench.benchmark.prepare import prepare_workload
 
-    prompts = load_workload(config_from_settings({"url": mock_url, "concurrency": "4,8", "number": "24,40", "warmup": 4,
-                                                  "input_tokens": "uniform:10-90", "seed": 3}), None)
-    words = [len(p.completion_text.split()) for p in prompts]
+    requests = prepare_workload(config_from_settings({"url": mock_url, "concurrency": "4,8", "number": "24,40", "warmup": 4,
+                                                      "input_tokens": "uniform:10-90", "seed": 3}), get_adapter("openai-chat"), None).requests
     base = {(0, True): 0, (0, False): 4, (1, False): 28}
     for step, warmup, index, input_tokens, _ in shape[4]:
-        assert input_tokens == words[(base[step, warmup] + index) % len(words)], (step, warmup, index)
+        body = json.loads(requests.get(base[step, warmup] + index).body)
+        assert input_tokens == len(body["messages"][-1]["content"].split()), (step, warmup, index)
     assert len({(step, warm, index) for step, warm, index, _, _ in shape[1]}) == len(shape[1])  # indexes unique
+
+
+def test_workers_send_the_bodies_one_process_sends_and_no_prompt_twice(tmp_path: Path) -> None:
+    # A closed-loop step with warm-up and a duration-bound open-loop step: the same bodies reach the
+    # server whether one process or three send them, every synthetic prompt its own.
+    runs = (["-c", "3,2", "-n", "30,10", "--warmup", "3"], ["--rate", "150", "--duration", "0.3", "-c", "6"])
+    received: dict[int, list[list[str]]] = {1: [], 3: []}
+    for workers in (1, 3):
+        for run, flags in enumerate(runs):
+            with MockInThread(MockConfig(ttft_ms=1, itl_ms=0, output_tokens=2)) as mock:
+                mock.server.keep_bodies = True
+                assert main(["--url", mock.base_url, *flags, "--input-tokens", "uniform:8-16", "--seed", "11", "--workers",
+                             str(workers), "--no-preflight", *QUIET, "--output-dir", str(tmp_path / f"b{workers}-{run}")]) == 0
+                received[workers].append(sorted(json.loads(entry.body)["messages"][-1]["content"] for entry in mock.server.log))
+    assert [len(texts) for texts in received[1]][0] == 43 and len(received[1][1]) >= 30
+    assert received[1] == received[3]  # (a duration-bound step's arrivals follow the seed as well)
+    assert all(len(set(texts)) == len(texts) for texts in received[1])
+    summary = json.loads((tmp_path / "b3-0" / "summary.json").read_text())
+    assert summary["workload"] == {"prompts_source": "synthetic", "distinct_prompts": 43, "max_repeats": 1}
 
 
 def test_open_loop_workers_merge_into_the_requested_schedule(tmp_path: Path, mock_url: str) -> None:

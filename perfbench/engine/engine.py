@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence, TypeVar
 
 import aiohttp
 
@@ -26,6 +26,7 @@ from perfbench.engine.event_loop import gather_or_cancel
 from perfbench.engine.finisher import Finisher
 from perfbench.engine.live import LiveCounters
 from perfbench.engine.plan import PreparedRequest, StepPlan, Target
+from perfbench.engine.request_source import RequestSource, as_source
 from perfbench.results.records import RequestRecord
 from perfbench.workload.schedule import arrival_offsets_s
 from perfbench.workload.tokens import Tokenizer
@@ -41,6 +42,9 @@ MAX_LINE_BYTES = 8 * 2**20  # one SSE line (an event's data) longer than this cu
 _READ_OVERHEAD_BYTES = 100
 MAX_PRECONNECT = 4096  # connections opened ahead of a step, at most
 UNCAPPED = 1_000_000  # the concurrency of an open-loop step without a cap: more slots than any run can fill
+_ENDLESS = 2**62  # requests of a duration-bound step, as far as its range of request numbers goes
+
+T = TypeVar("T")
 
 
 RecordSink = Callable[[RequestRecord], None]
@@ -64,18 +68,16 @@ class Engine:
         self,
         session: aiohttp.ClientSession,
         target: Target,
-        requests: Sequence[PreparedRequest],
+        requests: RequestSource | Sequence[PreparedRequest],
         sink: RecordSink,
         *,
         tokenizer: Tokenizer | None = None,
         counters: LiveCounters | None = None,
         sessions: SessionWorkload | None = None,
     ) -> None:
-        if not requests and sessions is None:
-            raise ValueError("no requests to send")
         self._session = session
         self._target = target
-        self._requests = requests
+        self._requests = as_source(requests)  # request k of the run: get(k); a list cycles
         self._sink = sink
         self._answers = AnswerReader(target, tokenizer)
         self.counters = counters or LiveCounters()
@@ -105,9 +107,12 @@ class Engine:
                 await self._finisher.drain()
             elif plan.warmup:
                 self.counters.start_step(plan.step, plan.warmup)
-                await self._closed_loop(plan, plan.warmup, None, warmup=True, start_ns=time.perf_counter_ns(),
-                                        first_index=plan.warmup_first_index, stride=1, request_base=0)
+                self._requests.expect(range(plan.warmup_first_index, plan.warmup_first_index + plan.warmup))
+                await self._feeding(self._closed_loop(plan, plan.warmup, None, warmup=True, start_ns=time.perf_counter_ns(),
+                                                      first_index=plan.warmup_first_index, stride=1, request_base=0))
                 await self._finisher.drain()
+            if self._sessions is None:
+                self._requests.expect(step_numbers(plan))  # the step's first bodies, built before its clock
         finally:
             self._finisher.finish_all()  # Ctrl-C: every request that ended still becomes a record
 
@@ -135,13 +140,13 @@ class Engine:
             if offsets is not None:
                 indexes = range(plan.arrival_slice, len(offsets), plan.arrival_slices)
                 self.counters.start_step(plan.step, len(indexes), concurrency=plan.concurrency, rate_req_s=plan.rate_req_s)
-                await self._open_loop(plan, start_ns, indexes, offsets)
+                await self._feeding(self._open_loop(plan, start_ns, indexes, offsets))
                 await self._finisher.drain()
                 return len(indexes)
             self.counters.start_step(plan.step, plan.number, concurrency=plan.concurrency, rate_req_s=plan.rate_req_s)
-            claimed = await self._closed_loop(plan, plan.number, plan.duration_s, warmup=False, start_ns=start_ns,
-                                              first_index=plan.first_index, stride=plan.index_stride,
-                                              request_base=plan.request_base)
+            claimed = await self._feeding(self._closed_loop(
+                plan, plan.number, plan.duration_s, warmup=False, start_ns=start_ns, first_index=plan.first_index,
+                stride=plan.index_stride, request_base=plan.request_base))
             await self._finisher.drain()
             return claimed
         finally:
@@ -166,9 +171,15 @@ class Engine:
 
         await asyncio.gather(*(one() for _ in range(count)))
 
-    def _request(self, number: int) -> PreparedRequest:
-        """The run's request ``number``: prompts cycle through the prepared requests."""
-        return self._requests[number % len(self._requests)]
+    async def _feeding(self, work: Awaitable[T]) -> T:
+        """``work`` (a phase's loop), with the request source building the next bodies beside it."""
+        feeder = asyncio.ensure_future(self._requests.keep_ahead())
+        try:
+            return await work
+        finally:
+            feeder.cancel()
+            # A body that could not be built fails again where the phase takes it, and is raised there.
+            await asyncio.gather(feeder, return_exceptions=True)
 
     async def _closed_loop(self, plan: StepPlan, number: int | None, duration_s: float | None, *, warmup: bool,
                            start_ns: int, first_index: int, stride: int, request_base: int) -> int:
@@ -185,7 +196,7 @@ class Engine:
                     return
                 index = first_index + claimed * stride
                 claimed += 1
-                request = self._request(request_base + index)
+                request = self._requests.get(request_base + index)
                 due_ns = await self._send(plan.step, index, warmup, due_ns, request)  # the slot freed then
 
         workers = plan.concurrency if number is None else min(plan.concurrency, number)
@@ -206,7 +217,7 @@ class Engine:
                 delay_ns = due_ns - time.perf_counter_ns()
                 if delay_ns > 0:
                     await asyncio.sleep(delay_ns / 1e9)
-                tasks.append(asyncio.ensure_future(capped(index, due_ns, self._request(plan.request_base + index))))
+                tasks.append(asyncio.ensure_future(capped(index, due_ns, self._requests.get(plan.request_base + index))))
             await gather_or_cancel(tasks)
         finally:
             for task in tasks:
@@ -312,6 +323,18 @@ class Engine:
             if budget < 0 or line_bytes > line_limit:
                 return too_large(self._target.max_response_bytes, line_limit, budget < 0)
         return None
+
+
+def step_numbers(plan: StepPlan) -> range:
+    """The run's request numbers a step (or a worker's slice of it) sends, in order: open loop, every
+    ``arrival_slices``-th arrival; closed loop, ``first_index + k * index_stride``; each from
+    ``request_base``. A duration-bound step's range goes on as far as it could."""
+    base = plan.request_base
+    if plan.offsets_s is not None or plan.rate_req_s is not None:
+        count = len(plan.offsets_s) if plan.offsets_s is not None else plan.number
+        return range(base + plan.arrival_slice, base + (count if count is not None else _ENDLESS), plan.arrival_slices)
+    first = base + plan.first_index
+    return range(first, first + (plan.number if plan.number is not None else _ENDLESS) * plan.index_stride, plan.index_stride)
 
 
 def _timeout_message(exc: BaseException, http_status: int | None) -> str:

@@ -51,7 +51,7 @@ class SessionLoops:
                 self.started += 1
                 claimed += 1
                 index = first_index  # the session's turns take the next indexes of the step
-                first_index += len(self.workload.conversation(session).user_turns)
+                first_index += self.workload.turn_count(session)
                 due_ns = await self.session(plan.step, session, index, warmup, due_ns, stop_ns, sent)
 
         slots = plan.concurrency if number is None else min(plan.concurrency, number)
@@ -78,7 +78,7 @@ class SessionLoops:
                 session = self.started
                 self.started += 1
                 tasks.append(asyncio.ensure_future(capped(session, index, due_ns)))
-                index += len(self.workload.conversation(session).user_turns)
+                index += self.workload.turn_count(session)
             await gather_or_cancel(tasks)
         finally:
             for task in tasks:
