@@ -37,3 +37,26 @@ def test_with_uvloop_the_run_is_on_uvloop():
         return type(asyncio.get_running_loop()).__module__
 
     assert event_loop.run(loop_type()).startswith("uvloop")
+
+
+@pytest.mark.parametrize("plain_asyncio", [False, True], ids=["default-loop", "asyncio"])
+def test_sleep_until_never_returns_before_the_deadline(monkeypatch, plain_asyncio):
+    import asyncio
+    import random
+    import time
+
+    if plain_asyncio:
+        monkeypatch.setattr(event_loop, "_new_loop", None)
+
+    async def lateness_ns() -> list[int]:
+        rng, late = random.Random(1), []
+        for _ in range(200):
+            due_ns = time.perf_counter_ns() + rng.randrange(0, 3_000_000)
+            await event_loop.sleep_until(due_ns)
+            late.append(time.perf_counter_ns() - due_ns)
+        return late
+
+    late = event_loop.run(lateness_ns())
+    assert min(late) >= 0
+    assert sorted(late)[len(late) // 2] < 5_000_000  # and not by much (a generous bound for a busy machine)
+

@@ -22,7 +22,7 @@ import aiohttp
 
 from perfbench.results import records as R
 from perfbench.engine.answers import DECODERS, AnswerReader, Exchange, ReadStream, error_text, is_event_stream, is_json, one_line, too_large
-from perfbench.engine.event_loop import gather_or_cancel
+from perfbench.engine.event_loop import gather_or_cancel, sleep_until
 from perfbench.engine.finisher import Finisher
 from perfbench.engine.live import LiveCounters
 from perfbench.engine.plan import PreparedRequest, StepPlan, Target
@@ -132,8 +132,7 @@ class Engine:
         try:
             start_ns = time.perf_counter_ns()
             if plan.start_ns is not None:
-                if plan.start_ns > start_ns:
-                    await asyncio.sleep((plan.start_ns - start_ns) / 1e9)
+                await sleep_until(plan.start_ns)
                 start_ns = plan.start_ns
             if self._sessions is not None:
                 return await self._run_sessions(plan, start_ns, offsets)
@@ -214,9 +213,7 @@ class Engine:
         try:
             for index in indexes:
                 due_ns = start_ns + int(offsets_s[index] * 1e9)
-                delay_ns = due_ns - time.perf_counter_ns()
-                if delay_ns > 0:
-                    await asyncio.sleep(delay_ns / 1e9)
+                await sleep_until(due_ns)  # never before its deadline
                 tasks.append(asyncio.ensure_future(capped(index, due_ns, self._requests.get(plan.request_base + index))))
             await gather_or_cancel(tasks)
         finally:

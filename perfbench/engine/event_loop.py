@@ -1,13 +1,15 @@
 """The run's event loop: uvloop where it is installed (what the tools users compare with run on), else asyncio's.
 
 uvloop's reads and writes cost less per package, which matters at hundreds of streams in flight.
-``LOOP_NAME`` says which one ran; summary.json records it.
+``LOOP_NAME`` says which one ran; summary.json records it. ``sleep_until`` waits for a deadline
+without ever returning before it (a loop's timers can fire early).
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from typing import Any, Callable, Coroutine, Sequence, TypeVar
 
 T = TypeVar("T")
@@ -43,3 +45,20 @@ async def gather_or_cancel(aws: Sequence[Any]) -> None:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
+
+
+YIELD_NS = 200_000  # the last part of a wait, spent yielding to the loop rather than on a timer
+
+
+async def sleep_until(due_ns: int) -> None:
+    """Return at or after ``due_ns`` (``perf_counter_ns``), never before.
+
+    A loop's timers can fire early: uvloop's are whole milliseconds against a clock read once per
+    loop turn (up to 0.5 ms early measured here), so after each sleep the clock is read again and
+    the remainder waited; its last YIELD_NS are spent yielding (``sleep(0)``), so other callbacks
+    still run and no busy loop lasts longer than that.
+    """
+    clock = time.perf_counter_ns
+    while (left_ns := due_ns - clock()) > 0:
+        await asyncio.sleep(left_ns / 1e9 if left_ns > YIELD_NS else 0)
+

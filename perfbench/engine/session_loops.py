@@ -10,11 +10,10 @@ step for all its turns when it starts, so indexes stay unique and follow the ses
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any, Awaitable, Callable, Sequence
 
 from perfbench.engine.answers import AnswerReader, Exchange
-from perfbench.engine.event_loop import gather_or_cancel
+from perfbench.engine.event_loop import gather_or_cancel, sleep_until
 from perfbench.engine.plan import PreparedRequest, StepPlan
 from perfbench.results.records import RequestRecord
 from perfbench.workload.sessions import SessionWorkload
@@ -72,9 +71,7 @@ class SessionLoops:
         try:
             for offset_s in offsets_s:
                 due_ns = start_ns + int(offset_s * 1e9)
-                delay_ns = due_ns - time.perf_counter_ns()
-                if delay_ns > 0:
-                    await asyncio.sleep(delay_ns / 1e9)
+                await sleep_until(due_ns)
                 session = self.started
                 self.started += 1
                 tasks.append(asyncio.ensure_future(capped(session, index, due_ns)))
@@ -104,9 +101,7 @@ class SessionLoops:
             history.append({"role": "user", "content": user_content})
             body, input_tokens = self.workload.body(session, turn, history)
             request = PreparedRequest(body=body, input_tokens=input_tokens)
-            delay_ns = due_ns - time.perf_counter_ns()
-            if delay_ns > 0:
-                await asyncio.sleep(delay_ns / 1e9)
+            await sleep_until(due_ns)  # never before the think time is over
             sent[0] += 1
             exchange = await self._exchange(step, first_index + turn, warmup, due_ns, request)
             end_ns = exchange.end_ns
