@@ -66,6 +66,38 @@ def test_duration_bound_slices_interleave_their_indexes() -> None:
     assert [p.concurrency for p in parts] == [2, 1, 1]
 
 
+@pytest.mark.parametrize("plan", [
+    StepPlan(step=0, concurrency=3, number=None, duration_s=1.0, warmup=4, warmup_first_index=2, first_index=1, index_stride=3),
+    StepPlan(step=0, concurrency=9, number=600, duration_s=None, rate_req_s=50.0, arrival_slice=2, arrival_slices=3),
+], ids=["closed-interleaved", "open-slice"])
+def test_a_slices_records_are_counted_not_kept(plan: StepPlan) -> None:
+    import random
+
+    from perfbench.workers.slicing import SeenIndexes, unfinished
+
+    rng = random.Random(2)
+    first, stride = (plan.arrival_slice, plan.arrival_slices) if plan.rate_req_s else (plan.first_index, plan.index_stride)
+    step = [first + k * stride for k in range(200)]
+    warmup = [plan.warmup_first_index + k for k in range(plan.warmup)]
+    # Records end about in the order sent: each within 8 places of it.
+    ended = sorted([(False, i) for i in step] + [(True, i) for i in warmup], key=lambda p: (not p[0]) * 1000 + p[1] + rng.uniform(0, 8 * stride))
+    seen, kept, largest = SeenIndexes(plan), set(), 0
+    for pair in ended[:150]:
+        seen.add(*pair)
+        kept.add(pair)
+        largest = max(largest, seen.size)
+    assert largest <= 16  # what ended out of order, not the 150 records
+    assert all((pair in seen) == (pair in kept) for pair in [(w, i) for w in (False, True) for i in range(-3, 700)])
+    assert seen.step_records == sum(1 for warm, _ in kept if not warm)
+    # A worker lost now owes exactly what has no record (a duration-bound slice: what it had in flight, after its last).
+    owed = unfinished(plan, False, seen, in_flight=3)
+    if plan.rate_req_s:
+        assert owed == [(False, i) for i in range(plan.arrival_slice, 600, plan.arrival_slices) if (False, i) not in kept]
+    else:
+        last = max(i for warm, i in kept if not warm)
+        assert owed == [(False, last + k * stride) for k in range(1, 4)]
+
+
 def _run(tmp_path: Path, name: str, *flags: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     out = tmp_path / name
     assert main([*flags, *QUIET, "--output-dir", str(out)]) == 0

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Awaitable, Callable, Sequence, TypeVar
 
 import aiohttp
 
 from perfbench.results import records as R
 from perfbench.engine.answers import DECODERS, AnswerReader, Exchange, ReadStream, error_text, is_event_stream, is_json, one_line, too_large
-from perfbench.engine.event_loop import gather_or_cancel, sleep_until
+from perfbench.engine.event_loop import Start, gather_or_cancel, run_in_flight, sleep_until
 from perfbench.engine.finisher import Finisher
 from perfbench.engine.live import LiveCounters
 from perfbench.engine.plan import PreparedRequest, StepPlan, Target
@@ -203,22 +203,25 @@ class Engine:
         return claimed
 
     async def _open_loop(self, plan: StepPlan, start_ns: int, indexes: range, offsets_s: Sequence[float]) -> None:
+        """A request due at each offset (an absolute deadline, never left before), at most
+        ``plan.concurrency`` in flight. One waiting for a slot waits before its task exists (its wait
+        is queue time), so the step holds only the requests in flight, however many it sends."""
         slots = asyncio.Semaphore(plan.concurrency)
-        tasks: list[asyncio.Task[Any]] = []
 
-        async def capped(index: int, due_ns: int, request: PreparedRequest) -> None:
-            async with slots:  # waiting here is client lag: it shows in queue time
+        async def send(index: int, due_ns: int, request: PreparedRequest) -> None:
+            try:
                 await self._send(plan.step, index, False, due_ns, request)
+            finally:
+                slots.release()
 
-        try:
+        async def dispatch(start: Start) -> None:
             for index in indexes:
                 due_ns = start_ns + int(offsets_s[index] * 1e9)
-                await sleep_until(due_ns)  # never before its deadline
-                tasks.append(asyncio.ensure_future(capped(index, due_ns, self._requests.get(plan.request_base + index))))
-            await gather_or_cancel(tasks)
-        finally:
-            for task in tasks:
-                task.cancel()
+                await sleep_until(due_ns)
+                await slots.acquire()  # the cap is reached: client lag, shown as queue time
+                start(send(index, due_ns, self._requests.get(plan.request_base + index)))
+
+        await run_in_flight(dispatch)
 
     async def _send(self, step: int, index: int, warmup: bool, scheduled_ns: int, request: PreparedRequest) -> int:
         """Send one request and read its answer; return when it ended. Its record is built later, off this path."""

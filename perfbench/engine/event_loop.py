@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from typing import Any, Callable, Coroutine, Sequence, TypeVar
+from typing import Any, Awaitable, Callable, Coroutine, Sequence, TypeVar
 
 T = TypeVar("T")
 
@@ -62,3 +62,45 @@ async def sleep_until(due_ns: int) -> None:
     while (left_ns := due_ns - clock()) > 0:
         await asyncio.sleep(left_ns / 1e9 if left_ns > YIELD_NS else 0)
 
+
+Start = Callable[[Awaitable[Any]], None]  # starts one task of run_in_flight's
+
+
+async def run_in_flight(dispatch: Callable[[Start], Awaitable[Any]]) -> None:
+    """Run ``dispatch(start)``, which starts tasks with ``start(awaitable)`` as it goes; return once
+    it and every task it started have ended.
+
+    Only tasks still running are held (each is dropped when it ends), so a long open-loop step holds
+    what is in flight, not every request it sent. Errors and cancellation as in ``gather_or_cancel``:
+    the first error of any of them cancels the rest, waits for them and is raised; a cancelled
+    caller (Ctrl-C) cancels them all and waits for them.
+    """
+    tasks: set[asyncio.Task[Any]] = set()
+    ended: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()  # the first error, or None
+
+    def settle(task: asyncio.Task[Any]) -> None:
+        tasks.discard(task)
+        error = None if task.cancelled() else task.exception()  # retrieved even when another came first
+        if ended.done():
+            return
+        if error is not None:
+            ended.set_result(error)
+        elif not tasks:  # the dispatcher is one of them: nothing is left to start either
+            ended.set_result(None)
+
+    def start(work: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(work)
+        tasks.add(task)
+        task.add_done_callback(settle)
+
+    start(dispatch(start))
+    try:
+        failure = await ended
+    finally:
+        running = list(tasks)
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
+    if failure is not None:
+        raise failure
