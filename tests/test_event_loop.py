@@ -41,7 +41,6 @@ def test_with_uvloop_the_run_is_on_uvloop():
 
 @pytest.mark.parametrize("plain_asyncio", [False, True], ids=["default-loop", "asyncio"])
 def test_sleep_until_never_returns_before_the_deadline(monkeypatch, plain_asyncio):
-    import asyncio
     import random
     import time
 

@@ -29,7 +29,6 @@ from perfbench.core.errors import ConfigError
 from perfbench.workload.lengths import LengthDistribution
 from perfbench.config.option_values import DATASET_LENGTHS, BadValue
 from perfbench.workload.prompts import HUMAN_SPEAKERS, Prompt, SyntheticPrompts
-from perfbench.workload.tokens import Tokenizer
 
 MAX_TURNS = 1_000  # turns of one session, at most
 
