@@ -64,3 +64,20 @@ async def test_a_client_behind_its_schedule_shows_in_queue_time_and_ttft():
     ttfts = np.array([ttft_ms(r) for r in records])
     assert 12 < np.polyfit(np.arange(COUNT), queues, 1)[0] < 30, queues  # the lag grows ~20 ms a request
     assert np.all(ttfts >= queues + SERVICE_MS - 5)  # TTFT includes the client's own lag
+
+
+def test_no_request_of_a_rate_run_leaves_before_its_deadline(tmp_path):
+    # The loop's timers fire early (uvloop's whole milliseconds: a third of sleeps woke up to 0.5 ms
+    # early here); every send waits out the rest, so no queue time is negative.
+    import json
+
+    from perfbench.commands.main import main
+
+    out = tmp_path / "run"
+    assert main(["--mock", "ttft_ms=1,itl_ms=0", "--rate", "250", "-n", "300", "--max-tokens", "2", "--seed", "3",
+                 "--no-live", "--no-plots", "--no-telemetry", "--output-dir", str(out)]) == 0
+    lines = [json.loads(line) for line in (out / "requests.jsonl").read_text().splitlines()]
+    assert len(lines) == 300 and all(line["status"] == "ok" for line in lines)
+    early = [line["queue_ms"] for line in lines if line["queue_ms"] < 0]
+    assert early == [], f"{len(early)} of 300 left early, by up to {-min(early):.3f} ms"
+    assert json.loads((out / "summary.json").read_text())["steps"][0]["queue_ms"]["min"] >= 0

@@ -7,6 +7,7 @@ so these tests check stamping, the meaning of each chunk and every failure reaso
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import socket
 
@@ -19,6 +20,8 @@ from perfbench.engine.answers import split_tokens
 from perfbench.engine.engine import Engine
 from perfbench.engine.transport_factory import make_transport
 from perfbench.engine.plan import PreparedRequest, StepPlan, Target
+from perfbench.servers.mock import MockConfig, MockInThread
+from perfbench.workload.prompts import Prompt
 
 
 def chunk(delta: dict | None = None, *, finish: str | None = None, usage: dict | None = None, text: str | None = None, choices=True) -> bytes:
@@ -270,3 +273,36 @@ async def test_events_of_unexpected_shape_are_a_failed_request(aiohttp_server):
     url = await serve(aiohttp_server, stream_app([(0, odd), (0, DONE)]))
     [rec] = await run_requests(url)
     assert rec.status in (R.BAD_RESPONSE, R.NO_OUTPUT) and rec.error
+
+
+async def test_an_open_loop_step_holds_only_the_requests_in_flight():
+    # 1,500 short requests due faster than a cap of 4 lets them go: the Task objects of this loop,
+    # sampled during the step, stay near the cap (a step used to keep one per request to its end:
+    # an hour at 1,000 req/s held 3.6 million of them).
+    api = get_adapter("openai-chat")
+    body = api.build_body([Prompt("one two", None, None)], model="m", max_tokens=1, extra={})
+    records: list[R.RequestRecord] = []
+    samples: list[int] = []
+    loop = asyncio.get_running_loop()
+
+    async def sample() -> None:
+        while True:
+            await asyncio.sleep(0.1)
+            gc.collect()
+            samples.append(sum(1 for o in gc.get_objects() if isinstance(o, asyncio.Task) and o.get_loop() is loop))
+
+    with MockInThread(MockConfig(ttft_ms=0, itl_ms=0, output_tokens=1)) as mock:
+        target = Target(mock.base_url + api.path, api, {})
+        async with make_transport(target, timeout_s=30, connect_timeout_s=5, max_connections=8) as transport:
+            engine = Engine(transport, target, [PreparedRequest(body, 2)], records.append)
+            sampler = asyncio.ensure_future(sample())
+            try:
+                await engine.run_step(StepPlan(step=0, concurrency=4, number=1500, duration_s=None, rate_req_s=3000))
+            finally:
+                sampler.cancel()
+    assert len(records) == 1500 and all(r.ok for r in records)
+    assert len(samples) >= 3, samples
+    # Per request in flight (4): its task, the HTTP client's body writer, one that just ended (its
+    # callbacks not yet run); and a few of the step's own (the test, the sampler, run_step, the
+    # dispatcher, the finisher, the body builder).
+    assert max(samples) <= 3 * 4 + 6, samples

@@ -13,7 +13,7 @@ from tiny_models import build_tiny_tokenizer
 
 from perfbench.core.errors import ConfigError
 from perfbench.workload.lengths import LengthDistribution as LD
-from perfbench.workload.prompts import WORDS, Prompt, load_prompts, synthetic_prompts
+from perfbench.workload.prompts import WORDS, Prompt, SyntheticPrompts, load_prompts, synthetic_prompts
 from perfbench.workload.tokens import load_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -217,11 +217,31 @@ def test_synthetic_distribution_exact_per_prompt(tok):
 
 
 def test_synthetic_without_tokenizer_counts_words():
-    prompts = synthetic_prompts(20, LD.uniform(1, 50), tokenizer=None, seed=1)
-    expected = LD.uniform(1, 50).sample(20, np.random.default_rng(1))
-    assert [len(p.text.split()) for p in prompts] == expected.tolist()
+    assert [len(p.text.split()) for p in synthetic_prompts(5, LD.fixed(37), tokenizer=None, seed=1)] == [37] * 5
+    prompts = synthetic_prompts(200, LD.uniform(1, 50), tokenizer=None, seed=1)
+    counts = [len(p.text.split()) for p in prompts]
+    assert min(counts) >= 1 and max(counts) <= 50 and len(set(counts)) > 30  # each prompt draws its own length
     assert all(p.input_tokens is None for p in prompts)
     assert set(" ".join(p.text for p in prompts).split()) <= set(WORDS)
+
+
+def test_synthetic_prompt_k_is_made_from_seed_and_k_alone(tok):
+    # Any process makes prompt k without making the ones before it: workers send what one process sends.
+    first = synthetic_prompts(30, LD.uniform(20, 200), tokenizer=tok, seed=4, output_tokens=LD.uniform(5, 50))
+    made = SyntheticPrompts(LD.uniform(20, 200), tokenizer=tok, seed=4, output_tokens=LD.uniform(5, 50))
+    assert [made[k] for k in (29, 3, 17)] == [first[29], first[3], first[17]]
+    far = [made[k] for k in (10_000, 1_024, 10**9)]  # past the 10,000 (and 1,024) prompts that used to cycle
+    assert all(tok.count(p.text) == p.input_tokens for p in far)  # exact lengths, however far into the run
+    assert len({p.text for p in first + far}) == 33
+    assert SyntheticPrompts(LD.uniform(20, 200), tokenizer=tok, seed=5)[3].text != first[3].text
+
+
+def test_synthetic_prompts_never_repeat_in_a_long_run():
+    made = SyntheticPrompts(LD.fixed(12), tokenizer=None, seed=0)
+    texts = [made[k].text for k in range(12_000)]
+    assert len(set(texts)) == 12_000  # no cycle at 1,024 or 10,000 prompts
+    # ... nor a shared start: no two of the first 2,000 share their first 6 words
+    assert len({" ".join(t.split()[:6]) for t in texts[:2000]}) == 2000
 
 
 @pytest.mark.parametrize("with_tokenizer", [True, False])
@@ -269,5 +289,7 @@ def test_shared_prefix_must_leave_room():
 
 
 def test_bad_synthetic_settings():
-    with pytest.raises(ConfigError, match="use count >= 0, groups >= 1, prefix >= 0"):
+    with pytest.raises(ConfigError, match="use seed >= 0, groups >= 1, prefix >= 0"):
         synthetic_prompts(3, LD.fixed(5), tokenizer=None, prefix_groups=0)
+    with pytest.raises(ConfigError, match="use count >= 0"):
+        synthetic_prompts(-1, LD.fixed(5), tokenizer=None)

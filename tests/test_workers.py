@@ -66,6 +66,38 @@ def test_duration_bound_slices_interleave_their_indexes() -> None:
     assert [p.concurrency for p in parts] == [2, 1, 1]
 
 
+@pytest.mark.parametrize("plan", [
+    StepPlan(step=0, concurrency=3, number=None, duration_s=1.0, warmup=4, warmup_first_index=2, first_index=1, index_stride=3),
+    StepPlan(step=0, concurrency=9, number=600, duration_s=None, rate_req_s=50.0, arrival_slice=2, arrival_slices=3),
+], ids=["closed-interleaved", "open-slice"])
+def test_a_slices_records_are_counted_not_kept(plan: StepPlan) -> None:
+    import random
+
+    from perfbench.workers.slicing import SeenIndexes, unfinished
+
+    rng = random.Random(2)
+    first, stride = (plan.arrival_slice, plan.arrival_slices) if plan.rate_req_s else (plan.first_index, plan.index_stride)
+    step = [first + k * stride for k in range(200)]
+    warmup = [plan.warmup_first_index + k for k in range(plan.warmup)]
+    # Records end about in the order sent: each within 8 places of it.
+    ended = sorted([(False, i) for i in step] + [(True, i) for i in warmup], key=lambda p: (not p[0]) * 1000 + p[1] + rng.uniform(0, 8 * stride))
+    seen, kept, largest = SeenIndexes(plan), set(), 0
+    for pair in ended[:150]:
+        seen.add(*pair)
+        kept.add(pair)
+        largest = max(largest, seen.size)
+    assert largest <= 16  # what ended out of order, not the 150 records
+    assert all((pair in seen) == (pair in kept) for pair in [(w, i) for w in (False, True) for i in range(-3, 700)])
+    assert seen.step_records == sum(1 for warm, _ in kept if not warm)
+    # A worker lost now owes exactly what has no record (a duration-bound slice: what it had in flight, after its last).
+    owed = unfinished(plan, False, seen, in_flight=3)
+    if plan.rate_req_s:
+        assert owed == [(False, i) for i in range(plan.arrival_slice, 600, plan.arrival_slices) if (False, i) not in kept]
+    else:
+        last = max(i for warm, i in kept if not warm)
+        assert owed == [(False, last + k * stride) for k in range(1, 4)]
+
+
 def _run(tmp_path: Path, name: str, *flags: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     out = tmp_path / name
     assert main([*flags, *QUIET, "--output-dir", str(out)]) == 0
@@ -106,17 +138,36 @@ def test_one_two_and_four_workers_send_the_same_requests(tmp_path: Path, mock_ur
         # The mock's 20 ms to the first token, through 1, 2 or 4 processes (a generous bound: a busy CI box).
         assert all(19 <= s["ttft_ms"]["p50"] < 80 for s in steps), [s["ttft_ms"] for s in steps]
     assert shape[1] == shape[2] == shape[4]
-    # ... and it is the one a single process takes: the warm-up first, then each step continuing the cycle.
+    # ... and it is the one a single process takes: the warm-up first, then each step's requests in turn.
     from perfbench.config.run_config import config_from_settings
-    from perfbench.benchmark.prepare import load_workload
+    from perfbench.benchmark.prepare import prepare_workload
 
-    prompts = load_workload(config_from_settings({"url": mock_url, "concurrency": "4,8", "number": "24,40", "warmup": 4,
-                                                  "input_tokens": "uniform:10-90", "seed": 3}), None)
-    words = [len(p.completion_text.split()) for p in prompts]
+    requests = prepare_workload(config_from_settings({"url": mock_url, "concurrency": "4,8", "number": "24,40", "warmup": 4,
+                                                      "input_tokens": "uniform:10-90", "seed": 3}), get_adapter("openai-chat"), None).requests
     base = {(0, True): 0, (0, False): 4, (1, False): 28}
     for step, warmup, index, input_tokens, _ in shape[4]:
-        assert input_tokens == words[(base[step, warmup] + index) % len(words)], (step, warmup, index)
+        body = json.loads(requests.get(base[step, warmup] + index).body)
+        assert input_tokens == len(body["messages"][-1]["content"].split()), (step, warmup, index)
     assert len({(step, warm, index) for step, warm, index, _, _ in shape[1]}) == len(shape[1])  # indexes unique
+
+
+def test_workers_send_the_bodies_one_process_sends_and_no_prompt_twice(tmp_path: Path) -> None:
+    # A closed-loop step with warm-up and a duration-bound open-loop step: the same bodies reach the
+    # server whether one process or three send them, every synthetic prompt its own.
+    runs = (["-c", "3,2", "-n", "30,10", "--warmup", "3"], ["--rate", "150", "--duration", "0.3", "-c", "6"])
+    received: dict[int, list[list[str]]] = {1: [], 3: []}
+    for workers in (1, 3):
+        for run, flags in enumerate(runs):
+            with MockInThread(MockConfig(ttft_ms=1, itl_ms=0, output_tokens=2)) as mock:
+                mock.server.keep_bodies = True
+                assert main(["--url", mock.base_url, *flags, "--input-tokens", "uniform:8-16", "--seed", "11", "--workers",
+                             str(workers), "--no-preflight", *QUIET, "--output-dir", str(tmp_path / f"b{workers}-{run}")]) == 0
+                received[workers].append(sorted(json.loads(entry.body)["messages"][-1]["content"] for entry in mock.server.log))
+    assert [len(texts) for texts in received[1]][0] == 43 and len(received[1][1]) >= 30
+    assert received[1] == received[3]  # (a duration-bound step's arrivals follow the seed as well)
+    assert all(len(set(texts)) == len(texts) for texts in received[1])
+    summary = json.loads((tmp_path / "b3-0" / "summary.json").read_text())
+    assert summary["workload"] == {"prompts_source": "synthetic", "distinct_prompts": 43, "max_repeats": 1}
 
 
 def test_open_loop_workers_merge_into_the_requested_schedule(tmp_path: Path, mock_url: str) -> None:

@@ -1,8 +1,15 @@
-"""What each request of a run sends: its prompts (a trace's, a prompts file's, synthetic ones) and
-their bodies, encoded once before the run so the send path only writes bytes."""
+"""What each request of a run sends: its prompts (a trace's, a prompts file's, a dataset's,
+synthetic ones) and their bodies, encoded before they are due so the send path only writes bytes.
+
+A prompts file, a dataset and a trace are encoded whole before the run and cycled when the run is
+longer. Synthetic prompts never repeat: request k's is made from (seed, k), its body built ahead
+of need (perfbench/engine/request_source.py: ~40 µs per 128-word chat body, 0.5 ms with a
+tokenizer's exact lengths, so never on the send path).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -10,24 +17,37 @@ import numpy as np
 from perfbench.apis import ApiAdapter
 from perfbench.config.run_config import RunConfig
 from perfbench.engine.plan import PreparedRequest
-from perfbench.workload.images import request_images, with_images
+from perfbench.engine.request_source import BuiltAhead, CycledRequests, RequestSource
+from perfbench.workload.images import MAX_DISTINCT_IMAGES, request_images, with_images
 from perfbench.workload.lengths import LengthDistribution
 from perfbench.workload.lengths import DATASET_LENGTHS
-from perfbench.workload.prompts import Prompt, load_prompts, synthetic_prompts
+from perfbench.workload.prompts import Prompt, SyntheticPrompts, load_prompts
 from perfbench.workload.sampling import sampling_body
 from perfbench.workload.sessions import (
-    SessionWorkload, load_conversations, session_workload, synthetic_conversations, with_output_lengths,
+    SessionWorkload, SyntheticConversations, load_conversations, session_workload, with_output_lengths,
 )
 from perfbench.workload.tokens import Tokenizer, count_chat_tokens, count_prompt_tokens
 from perfbench.workload.trace import Trace, read_trace, trace_prompts
 
 DEFAULT_INPUT_TOKENS = "fixed:128"  # synthetic prompt length when no prompts are given
 DEFAULT_MAX_TOKENS = 128  # output cap when neither --max-tokens nor --output-tokens is given
-MAX_DISTINCT_PROMPTS = 10_000  # more requests than this reuse prompts cyclically
-UNKNOWN_COUNT_PROMPTS = 1024  # prompts made for a duration-bound closed-loop step (count unknown)
+MAX_DATASET_ROWS = 10_000  # rows of a --dataset read for a run, at most (a longer run cycles them)
+
+SYNTHETIC, FILE, DATASET, TRACE, CONVERSATIONS = "synthetic", "file", "dataset", "trace", "conversations"
 
 
-def _total_requests(config: RunConfig) -> int:
+@dataclass(frozen=True)
+class Workload:
+    """What the run sends, ready before it starts."""
+
+    requests: RequestSource  # request k of the run; with sessions only the pre-flight's (the first turn of the first session)
+    sessions: SessionWorkload | None  # the multi-turn sessions, or None for single requests
+    prompts_source: str  # SYNTHETIC, FILE, DATASET, TRACE or CONVERSATIONS (summary.json's workload.prompts_source)
+    cycle: int | None  # distinct requests (or a file's user turns) before they repeat; None: synthetic, never
+
+
+def _run_requests(config: RunConfig) -> int | None:
+    """Requests the run sends, warm-up included, when its steps say (None: a duration-bound closed loop)."""
     total = config.warmup
     for step in config.steps:
         if step.number is not None:
@@ -35,45 +55,83 @@ def _total_requests(config: RunConfig) -> int:
         elif step.rate_req_s is not None and config.duration_s:
             total += int(step.rate_req_s * config.duration_s * 1.2) + 1
         else:
-            total += UNKNOWN_COUNT_PROMPTS
-    return max(1, min(total, MAX_DISTINCT_PROMPTS))
+            return None
+    return max(1, total)
 
 
-def prepare_workload(config: RunConfig, api: ApiAdapter, tokenizer: Tokenizer | None) -> tuple[list[PreparedRequest], SessionWorkload | None]:
-    """Everything the run sends, made before it starts: the encoded requests, or the sessions (then
-    the one request is the pre-flight's: the first turn of the first conversation)."""
+def prepare_workload(config: RunConfig, api: ApiAdapter, tokenizer: Tokenizer | None) -> Workload:
+    """Everything the run sends: the requests (a file's, a dataset's or a trace's encoded now; synthetic
+    ones built as they come due), or the sessions."""
     sessions = load_sessions(config, api, tokenizer)
-    if sessions is None:
-        return prepare_requests(config, api, load_workload(config, tokenizer), tokenizer), None
-    conversation = sessions.conversation(0)
-    body, input_tokens = sessions.body(0, 0, [*conversation.system, {"role": "user", "content": conversation.user_turns[0]}])
-    return [PreparedRequest(body=body, input_tokens=input_tokens)], sessions
+    if sessions is not None:
+        conversation = sessions.conversation(0)
+        body, input_tokens = sessions.body(0, 0, [*conversation.system, {"role": "user", "content": conversation.user_turns[0]}])
+        cycle = sessions.file_turns
+        return Workload(CycledRequests([PreparedRequest(body=body, input_tokens=input_tokens)]), sessions,
+                        SYNTHETIC if cycle is None else CONVERSATIONS, cycle)
+    if config.trace or config.prompts or config.dataset:
+        requests = prepare_requests(config, api, load_workload(config, tokenizer), tokenizer)
+        source = TRACE if config.trace else FILE if config.prompts else DATASET
+        return Workload(CycledRequests(requests), None, source, len(requests))
+    builder = SyntheticRequests(config, api, tokenizer, synthetic_prompt_maker(config, tokenizer))
+    return Workload(BuiltAhead(builder), None, SYNTHETIC, None)
 
 
 def load_workload(config: RunConfig, tokenizer: Tokenizer | None) -> list[Prompt]:
-    """The prompts of the run: a trace's, a prompts file, or synthetic prompts of the requested lengths."""
+    """The prompts of a trace, a prompts file or a dataset (synthetic prompts: ``synthetic_prompt_maker``)."""
     if config.trace:
         return trace_prompts(replay_of(config).rows, tokenizer=tokenizer, block_tokens=config.trace_block_tokens, seed=config.seed)
     if config.prompts:
         return load_prompts(config.prompts, sharegpt_output_lengths=config.output_tokens == DATASET_LENGTHS)
-    if config.dataset:  # --dataset: as many rows as the run sends, offline
-        from perfbench.workload.datasets_loader import load_dataset_prompts
+    assert config.dataset
+    from perfbench.workload.datasets_loader import load_dataset_prompts  # as many rows as the run sends, offline
 
-        return load_dataset_prompts(config.dataset, column=config.dataset_prompt_column, split=config.dataset_split,
-                                    limit=_total_requests(config), output_lengths=config.output_tokens == DATASET_LENGTHS)
-    return synthetic_prompts(
-        _total_requests(config),
+    return load_dataset_prompts(config.dataset, column=config.dataset_prompt_column, split=config.dataset_split,
+                                limit=min(_run_requests(config) or MAX_DATASET_ROWS, MAX_DATASET_ROWS),
+                                output_lengths=config.output_tokens == DATASET_LENGTHS)
+
+
+def synthetic_prompt_maker(config: RunConfig, tokenizer: Tokenizer | None) -> SyntheticPrompts:
+    """The run's synthetic prompts of the requested lengths: prompt k made from (seed, k)."""
+    output = config.output_tokens
+    return SyntheticPrompts(
         LengthDistribution.parse(config.input_tokens or DEFAULT_INPUT_TOKENS),
         tokenizer=tokenizer,
         seed=config.seed,
         shared_prefix_tokens=config.shared_prefix_tokens,
         prefix_groups=config.prefix_groups,
+        output_tokens=LengthDistribution.parse(output) if output and output != DATASET_LENGTHS else None,
     )
 
 
+class SyntheticRequests:
+    """Request k's body from synthetic prompts (a batch of ``--batch-size``: prompts k*b .. k*b+b-1),
+    with the images of ``images[k % len(images)]`` under ``--images``: a pure function of k, so
+    every process builds the same request k. Picklable, to reach worker processes."""
+
+    def __init__(self, config: RunConfig, api: ApiAdapter, tokenizer: Tokenizer | None, prompts: SyntheticPrompts) -> None:
+        self.config = config
+        self.api = api
+        self.tokenizer = tokenizer
+        self.prompts = prompts
+        self.batch = config.batch_size if api.batched else 1
+        # --images: made and encoded here, once, within their memory budget; requests take them in turn.
+        self.images = request_images(config, _run_requests(config) or MAX_DISTINCT_IMAGES) if config.images else None
+
+    def __call__(self, number: int) -> PreparedRequest:
+        prompts = [self.prompts[number * self.batch + j] for j in range(self.batch)]
+        if self.images is not None:
+            prompts = [with_images(prompts[0], self.images[number % len(self.images)])]
+        max_tokens, extra = _length_fields(self.config, None, prompts[0].max_tokens)
+        # With images the server alone knows the prompt's tokens (an image's count is its own).
+        input_tokens = _input_tokens(self.api, prompts, self.tokenizer) if self.images is None else None
+        body = self.api.build_body(prompts, model=self.config.model, max_tokens=max_tokens, extra=extra)
+        return PreparedRequest(body=body, input_tokens=input_tokens, inputs=len(prompts))
+
+
 def prepare_requests(config: RunConfig, api: ApiAdapter, prompts: list[Prompt], tokenizer: Tokenizer | None) -> list[PreparedRequest]:
-    """Encode every request body before the run, so the send path only writes bytes."""
-    count = len(prompts) if config.prompts or config.trace else min(len(prompts), MAX_DISTINCT_PROMPTS)
+    """Encode a file's, a dataset's or a trace's requests before the run (one per prompt, cycled by the run)."""
+    count = len(prompts)
     images = request_images(config, count) if config.images else None  # --images: made and encoded here, once
     if images is not None:
         count = len(images)  # as many as the images' memory budget allows; later requests reuse these in turn
@@ -116,14 +174,13 @@ def load_sessions(config: RunConfig, api: ApiAdapter, tokenizer: Tokenizer | Non
     """The run's multi-turn sessions (--turns or --conversations); None for a run of single requests."""
     if not config.turns and not config.conversations:
         return None
+    conversations: list | SyntheticConversations
     if config.conversations:
         conversations = load_conversations(config.conversations)
-    else:
-        conversations = synthetic_conversations(
-            _total_requests(config), LengthDistribution.parse(config.turns),
-            LengthDistribution.parse(config.input_tokens or DEFAULT_INPUT_TOKENS), tokenizer=tokenizer, seed=config.seed)
-    if config.output_tokens:
-        conversations = with_output_lengths(conversations, LengthDistribution.parse(config.output_tokens), config.seed)
+        if config.output_tokens:
+            conversations = with_output_lengths(conversations, LengthDistribution.parse(config.output_tokens), config.seed)
+    else:  # synthetic: session s made from (seed, s), its turns' output lengths too
+        conversations = SyntheticConversations(LengthDistribution.parse(config.turns), synthetic_prompt_maker(config, tokenizer))
 
     def build(history: Prompt, exact: int | None) -> tuple[bytes, int | None]:
         max_tokens, extra = _length_fields(config, None, exact)

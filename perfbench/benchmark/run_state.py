@@ -6,6 +6,7 @@ what finished is always written from here.
 
 from __future__ import annotations
 
+from array import array
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
@@ -13,8 +14,50 @@ from typing import Any, Callable, Mapping, Sequence
 from perfbench.config.run_config import LoadStep, RunConfig
 from perfbench.metrics import StepAccumulator, StepSummary
 from perfbench.results.client_reading import ClientReading
-from perfbench.results.records import CONNECT_ERROR, RequestRecord
+from perfbench.results.records import CONNECT_ERROR, WORKER_LOST, RequestRecord
 from perfbench.results.runfiles import RecordReader
+
+
+class PromptTally:
+    """Which prompts the run sent, and how often (summary.json's ``workload``).
+
+    A prompts file's, a dataset's or a trace's requests, and a conversations file's user turns, are
+    counted each in one slot of a compact array (``cycle`` of them: the run cycles through them);
+    synthetic prompts never repeat, so they are only counted. Request ``k`` of the run is
+    ``index`` for a warm-up record, else its step's first request number plus ``index``.
+    """
+
+    def __init__(self, source: str, cycle: int | None, session_key: Callable[[int, int], int | None] | None = None) -> None:
+        self.source = source  # prepare.py's SYNTHETIC, FILE, DATASET, TRACE or CONVERSATIONS
+        self._counts = array("q", bytes(8 * cycle)) if cycle else None  # sends of each of the source's prompts
+        self._session_key = session_key  # a session turn's prompt (SessionWorkload.prompt_key)
+        self._step_first: dict[int, int] = {}  # {step: the run's request number of its index 0}
+        self.sent = 0  # records counted (a request a lost worker never reported is not)
+
+    def step_starts(self, step: int, first_number: int) -> None:
+        self._step_first[step] = first_number
+
+    def add(self, record: RequestRecord) -> None:
+        if record.status == WORKER_LOST:
+            return  # never known to have left
+        self.sent += 1
+        counts = self._counts
+        if counts is None:
+            return
+        if record.session is not None and self._session_key is not None:
+            key = self._session_key(record.session, record.turn or 0)
+        else:
+            key = record.index + (0 if record.warmup else self._step_first.get(record.step, 0))
+        if key is not None:
+            counts[key % len(counts)] += 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"prompts_source", "distinct_prompts", "max_repeats"}`` of what was counted so far."""
+        if self._counts is None:
+            distinct, repeats = self.sent, min(self.sent, 1)
+        else:
+            distinct, repeats = len(self._counts) - self._counts.count(0), max(self._counts, default=0)
+        return {"prompts_source": self.source, "distinct_prompts": distinct, "max_repeats": repeats}
 
 
 @dataclass
@@ -39,6 +82,7 @@ class RunState:
     transport: str | None = None  # the HTTP transport that ran ("lean", "aiohttp"): summary.json environment.transport
     transport_reason: str | None = None  # why it was not the lean one
     client: dict[int, tuple[ClientReading, ...]] = field(default_factory=dict)  # {step: the engine's readings of itself}
+    prompts: PromptTally | None = None  # which prompts were sent, how often (summary.json "workload")
 
     def add(self, record: RequestRecord) -> None:
         """Count a finished record (the sink calls this; the record itself goes to requests.jsonl)."""
@@ -47,6 +91,8 @@ class RunState:
             self.unreachable[record.step] += 1
         if record.ok and not record.warmup:
             self.output_tokens += record.output_tokens or 0
+        if self.prompts is not None:
+            self.prompts.add(record)
 
     def all_unreachable(self, step: int) -> bool:
         """Every record of ``step`` failed to connect."""

@@ -24,7 +24,8 @@ from perfbench.engine import event_loop
 from perfbench.apis import get_adapter
 from perfbench.config.run_config import LoadStep, RunConfig, safe_name
 from perfbench.engine.engine import UNCAPPED, Engine
-from perfbench.engine.plan import PreparedRequest, StepPlan, Target
+from perfbench.engine.plan import StepPlan, Target
+from perfbench.engine.request_source import RequestSource
 from perfbench.engine.live import LiveCounters
 from perfbench.engine.transport_factory import make_transport
 from perfbench.core.errors import ConfigError, TargetError
@@ -34,7 +35,7 @@ from perfbench.benchmark.preflight import check_reachable, preflight
 from perfbench.results.records import RequestRecord
 from perfbench.core.redact import redact_url, run_secrets
 from perfbench.report.tables import write_summary_files as write_summary
-from perfbench.benchmark.run_state import RunState, summarize, summarize_step
+from perfbench.benchmark.run_state import PromptTally, RunState, summarize, summarize_step
 from perfbench.results.runfiles import SUMMARY_SCHEMA, OutputError, RecordReader
 from perfbench.report.requests_file import RecordWriter
 from perfbench.workload.sessions import SessionWorkload
@@ -119,7 +120,7 @@ StepCallback = Callable[[StepSummary], None]
 async def drive(
     config: RunConfig,
     target: Target,
-    requests: list[PreparedRequest],
+    requests: RequestSource,
     state: RunState,
     sink: Callable[[RequestRecord], None],
     counters: LiveCounters,
@@ -137,7 +138,7 @@ async def drive(
         engine: Engine | WorkerPool = Engine(transport, target, requests, sink, tokenizer=tokenizer, counters=counters,
                                              sessions=sessions)
         if config.preflight:
-            await preflight(config, engine, requests[0])
+            await preflight(config, engine, requests.get(0))
         if config.workers > 1 or config.ray is not None:  # the parent keeps the pre-flight, the records and the files
             setup = WorkerSetup(target=target, requests=requests, tokenizer=tokenizer, max_connections=max_in_flight,
                                 timeout_s=config.timeout_s, connect_timeout_s=config.connect_timeout_s)
@@ -150,6 +151,8 @@ async def drive(
         async def run_load(index: int, load: LoadStep) -> StepSummary:
             nonlocal consumed
             plan = _plan(config, index, load, request_base=consumed)
+            if state.prompts is not None:
+                state.prompts.step_starts(index, consumed)
             state.steps.append((index, load, plan.number))  # an interrupted step keeps its planned count
             on_step_start()
             try:
@@ -228,6 +231,8 @@ def build_summary(
     }
     if state.transport_reason:
         summary["environment"]["transport_reason"] = state.transport_reason
+    if state.prompts is not None:
+        summary["workload"] = state.prompts.to_dict()
     if state.search is not None:
         summary["search"] = state.search
     if state.workers:
@@ -263,7 +268,7 @@ def execute(
     ``write(path)`` at the end.
     """
     api = get_adapter(config.api)
-    requests, sessions = prepare_workload(config, api, tokenizer)
+    workload = prepare_workload(config, api, tokenizer)
     target = Target(
         url=endpoint_url, api=api, headers=request_headers(config, api),
         secrets=run_secrets(url=endpoint_url, api_key=config.api_key, headers=config.headers),
@@ -288,7 +293,8 @@ def execute(
         except OutputError as exc:
             write_failed(exc)
 
-    state = RunState(reader=RecordReader(writer.path), flush_records=flush_records)
+    state = RunState(reader=RecordReader(writer.path), flush_records=flush_records, prompts=PromptTally(
+        workload.prompts_source, workload.cycle, workload.sessions.prompt_key if workload.sessions is not None else None))
     sampler_box: list[Any] = []
 
     def sink(record: RequestRecord) -> None:
@@ -300,7 +306,8 @@ def execute(
 
     async def main() -> None:
         stopper.attach()
-        load = drive(config, target, requests, state, sink, counters, tokenizer, on_step_start, on_step_done, sessions)
+        load = drive(config, target, workload.requests, state, sink, counters, tokenizer, on_step_start, on_step_done,
+                     workload.sessions)
         if telemetry is None:
             await load
             return

@@ -19,15 +19,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Awaitable, Callable, Sequence, TypeVar
 
 from perfbench.engine.answers import AnswerReader, Exchange, ReadStream
 from perfbench.engine.client_meter import ClientMeter
 from perfbench.results.client_reading import ClientReading
-from perfbench.engine.event_loop import gather_or_cancel
+from perfbench.engine.event_loop import Start, gather_or_cancel, run_in_flight, sleep_until
 from perfbench.engine.finisher import Finisher
 from perfbench.engine.live import LiveCounters
 from perfbench.engine.plan import PreparedRequest, StepPlan, Target
+from perfbench.engine.request_source import RequestSource, as_source
 from perfbench.engine.transport import HttpTransport
 from perfbench.results.records import RequestRecord
 from perfbench.workload.schedule import arrival_offsets_s
@@ -39,6 +40,9 @@ if TYPE_CHECKING:
 
 MAX_PRECONNECT = 4096  # connections opened ahead of a step, at most
 UNCAPPED = 1_000_000  # the concurrency of an open-loop step without a cap: more slots than any run can fill
+_ENDLESS = 2**62  # requests of a duration-bound step, as far as its range of request numbers goes
+
+T = TypeVar("T")
 
 
 RecordSink = Callable[[RequestRecord], None]
@@ -51,18 +55,16 @@ class Engine:
         self,
         transport: HttpTransport,
         target: Target,
-        requests: Sequence[PreparedRequest],
+        requests: RequestSource | Sequence[PreparedRequest],
         sink: RecordSink,
         *,
         tokenizer: Tokenizer | None = None,
         counters: LiveCounters | None = None,
         sessions: SessionWorkload | None = None,
     ) -> None:
-        if not requests and sessions is None:
-            raise ValueError("no requests to send")
         self._transport = transport
         self._target = target
-        self._requests = requests
+        self._requests = as_source(requests)  # request k of the run: get(k); a list cycles
         self._sink = sink
         self._answers = AnswerReader(target, tokenizer)
         self.counters = counters or LiveCounters()
@@ -83,9 +85,8 @@ class Engine:
         return await self.run_load(plan)
 
     async def prepare(self, plan: StepPlan) -> None:
-        """What comes before the step's clock: the requests' bytes, its connections and its warm-up requests."""
+        """What comes before the step's clock: its connections, its warm-up requests, its first bodies."""
         try:
-            self._transport.prebuild(self._requests)
             if plan.preconnect:
                 await self.preconnect(min(plan.preconnect, MAX_PRECONNECT))
             if plan.warmup and self._sessions is not None:
@@ -94,9 +95,12 @@ class Engine:
                 await self._finisher.drain()
             elif plan.warmup:
                 self.counters.start_step(plan.step, plan.warmup)
-                await self._closed_loop(plan, plan.warmup, None, warmup=True, start_ns=time.perf_counter_ns(),
-                                        first_index=plan.warmup_first_index, stride=1, request_base=0)
+                self._requests.expect(range(plan.warmup_first_index, plan.warmup_first_index + plan.warmup))
+                await self._feeding(self._closed_loop(plan, plan.warmup, None, warmup=True, start_ns=time.perf_counter_ns(),
+                                                      first_index=plan.warmup_first_index, stride=1, request_base=0))
                 await self._finisher.drain()
+            if self._sessions is None:
+                self._requests.expect(step_numbers(plan))  # the step's first bodies, built before its clock
         finally:
             self._finisher.finish_all()  # Ctrl-C: every request that ended still becomes a record
 
@@ -118,8 +122,7 @@ class Engine:
         try:
             start_ns = time.perf_counter_ns()
             if plan.start_ns is not None:
-                if plan.start_ns > start_ns:
-                    await asyncio.sleep((plan.start_ns - start_ns) / 1e9)
+                await sleep_until(plan.start_ns)
                 start_ns = plan.start_ns
             meter.start()
             if self._sessions is not None:
@@ -127,13 +130,13 @@ class Engine:
             if offsets is not None:
                 indexes = range(plan.arrival_slice, len(offsets), plan.arrival_slices)
                 self.counters.start_step(plan.step, len(indexes), concurrency=plan.concurrency, rate_req_s=plan.rate_req_s)
-                await self._open_loop(plan, start_ns, indexes, offsets)
+                await self._feeding(self._open_loop(plan, start_ns, indexes, offsets))
                 await self._finisher.drain()
                 return len(indexes)
             self.counters.start_step(plan.step, plan.number, concurrency=plan.concurrency, rate_req_s=plan.rate_req_s)
-            claimed = await self._closed_loop(plan, plan.number, plan.duration_s, warmup=False, start_ns=start_ns,
-                                              first_index=plan.first_index, stride=plan.index_stride,
-                                              request_base=plan.request_base)
+            claimed = await self._feeding(self._closed_loop(
+                plan, plan.number, plan.duration_s, warmup=False, start_ns=start_ns, first_index=plan.first_index,
+                stride=plan.index_stride, request_base=plan.request_base))
             await self._finisher.drain()
             return claimed
         finally:
@@ -149,9 +152,15 @@ class Engine:
         """Open up to ``connections`` keep-alive connections to the target, so no step's clock pays for TCP setup."""
         await self._transport.preconnect(connections)
 
-    def _request(self, number: int) -> PreparedRequest:
-        """The run's request ``number``: prompts cycle through the prepared requests."""
-        return self._requests[number % len(self._requests)]
+    async def _feeding(self, work: Awaitable[T]) -> T:
+        """``work`` (a phase's loop), with the request source building the next bodies beside it."""
+        feeder = asyncio.ensure_future(self._requests.keep_ahead())
+        try:
+            return await work
+        finally:
+            feeder.cancel()
+            # A body that could not be built fails again where the phase takes it, and is raised there.
+            await asyncio.gather(feeder, return_exceptions=True)
 
     async def _closed_loop(self, plan: StepPlan, number: int | None, duration_s: float | None, *, warmup: bool,
                            start_ns: int, first_index: int, stride: int, request_base: int) -> int:
@@ -168,7 +177,7 @@ class Engine:
                     return
                 index = first_index + claimed * stride
                 claimed += 1
-                request = self._request(request_base + index)
+                request = self._requests.get(request_base + index)
                 due_ns = await self._send(plan.step, index, warmup, due_ns, request)  # the slot freed then
 
         workers = plan.concurrency if number is None else min(plan.concurrency, number)
@@ -176,24 +185,25 @@ class Engine:
         return claimed
 
     async def _open_loop(self, plan: StepPlan, start_ns: int, indexes: range, offsets_s: Sequence[float]) -> None:
+        """A request due at each offset (an absolute deadline, never left before), at most
+        ``plan.concurrency`` in flight. One waiting for a slot waits before its task exists (its wait
+        is queue time), so the step holds only the requests in flight, however many it sends."""
         slots = asyncio.Semaphore(plan.concurrency)
-        tasks: list[asyncio.Task[Any]] = []
 
-        async def capped(index: int, due_ns: int, request: PreparedRequest) -> None:
-            async with slots:  # waiting here is client lag: it shows in queue time
+        async def send(index: int, due_ns: int, request: PreparedRequest) -> None:
+            try:
                 await self._send(plan.step, index, False, due_ns, request)
+            finally:
+                slots.release()
 
-        try:
+        async def dispatch(start: Start) -> None:
             for index in indexes:
                 due_ns = start_ns + int(offsets_s[index] * 1e9)
-                delay_ns = due_ns - time.perf_counter_ns()
-                if delay_ns > 0:
-                    await asyncio.sleep(delay_ns / 1e9)
-                tasks.append(asyncio.ensure_future(capped(index, due_ns, self._request(plan.request_base + index))))
-            await gather_or_cancel(tasks)
-        finally:
-            for task in tasks:
-                task.cancel()
+                await sleep_until(due_ns)
+                await slots.acquire()  # the cap is reached: client lag, shown as queue time
+                start(send(index, due_ns, self._requests.get(plan.request_base + index)))
+
+        await run_in_flight(dispatch)
 
     async def _send(self, step: int, index: int, warmup: bool, scheduled_ns: int, request: PreparedRequest) -> int:
         """Send one request and read its answer; return when it ended. Its record is built later, off this path."""
@@ -243,3 +253,15 @@ class Engine:
         http_status, sent_ns, failure = await self._transport.exchange(request, stream)
         end_ns = time.perf_counter_ns()
         return Exchange(step, index, warmup, scheduled_ns, sent_ns, end_ns, http_status, failure, stream, request)
+
+
+def step_numbers(plan: StepPlan) -> range:
+    """The run's request numbers a step (or a worker's slice of it) sends, in order: open loop, every
+    ``arrival_slices``-th arrival; closed loop, ``first_index + k * index_stride``; each from
+    ``request_base``. A duration-bound step's range goes on as far as it could."""
+    base = plan.request_base
+    if plan.offsets_s is not None or plan.rate_req_s is not None:
+        count = len(plan.offsets_s) if plan.offsets_s is not None else plan.number
+        return range(base + plan.arrival_slice, base + (count if count is not None else _ENDLESS), plan.arrival_slices)
+    first = base + plan.first_index
+    return range(first, first + (plan.number if plan.number is not None else _ENDLESS) * plan.index_stride, plan.index_stride)

@@ -1,14 +1,16 @@
 """The run's event loop: uvloop where it is installed (what the tools users compare with run on), else asyncio's.
 
 uvloop's reads and writes cost less per package, which matters at hundreds of streams in flight.
-``LOOP_NAME`` says which one ran; summary.json records it.
+``LOOP_NAME`` says which one ran; summary.json records it. ``sleep_until`` waits for a deadline
+without ever returning before it (a loop's timers can fire early).
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Any, Callable, Coroutine, Sequence, TypeVar
+import time
+from typing import Any, Awaitable, Callable, Coroutine, Sequence, TypeVar
 
 T = TypeVar("T")
 
@@ -55,3 +57,62 @@ async def gather_or_cancel(aws: Sequence[Any]) -> None:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
+
+
+YIELD_NS = 200_000  # the last part of a wait, spent yielding to the loop rather than on a timer
+
+
+async def sleep_until(due_ns: int) -> None:
+    """Return at or after ``due_ns`` (``perf_counter_ns``), never before.
+
+    A loop's timers can fire early: uvloop's are whole milliseconds against a clock read once per
+    loop turn (up to 0.5 ms early measured here), so after each sleep the clock is read again and
+    the remainder waited; its last YIELD_NS are spent yielding (``sleep(0)``), so other callbacks
+    still run and no busy loop lasts longer than that.
+    """
+    clock = time.perf_counter_ns
+    while (left_ns := due_ns - clock()) > 0:
+        await asyncio.sleep(left_ns / 1e9 if left_ns > YIELD_NS else 0)
+
+
+Start = Callable[[Awaitable[Any]], None]  # starts one task of run_in_flight's
+
+
+async def run_in_flight(dispatch: Callable[[Start], Awaitable[Any]]) -> None:
+    """Run ``dispatch(start)``, which starts tasks with ``start(awaitable)`` as it goes; return once
+    it and every task it started have ended.
+
+    Only tasks still running are held (each is dropped when it ends), so a long open-loop step holds
+    what is in flight, not every request it sent. Errors and cancellation as in ``gather_or_cancel``:
+    the first error of any of them cancels the rest, waits for them and is raised; a cancelled
+    caller (Ctrl-C) cancels them all and waits for them.
+    """
+    tasks: set[asyncio.Task[Any]] = set()
+    ended: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()  # the first error, or None
+
+    def settle(task: asyncio.Task[Any]) -> None:
+        tasks.discard(task)
+        error = None if task.cancelled() else task.exception()  # retrieved even when another came first
+        if ended.done():
+            return
+        if error is not None:
+            ended.set_result(error)
+        elif not tasks:  # the dispatcher is one of them: nothing is left to start either
+            ended.set_result(None)
+
+    def start(work: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(work)
+        tasks.add(task)
+        task.add_done_callback(settle)
+
+    start(dispatch(start))
+    try:
+        failure = await ended
+    finally:
+        running = list(tasks)
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
+    if failure is not None:
+        raise failure

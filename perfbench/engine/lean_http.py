@@ -1,7 +1,8 @@
 """The lean HTTP/1.1 client: the engine's default transport (perfbench/engine/transport.py).
 
 One ``asyncio.Protocol`` per connection, with the llhttp parser (``httptools``). A request's bytes
-(request line, headers, body) are built once and sent with one write. ``data_received`` takes the
+(the target's request line and headers, built once, then its length and its body, encoded before
+the step) go out with one write. ``data_received`` takes the
 stamp first, then feeds the parser; the body callbacks keep each piece of the body with the stamp
 of the read that delivered it, so a package's time is when its bytes arrived, whatever parsing
 follows. Nothing else happens per read: the events are split once the answer ended (answers.py).
@@ -19,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from typing import Any, Sequence
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import httptools
@@ -30,7 +31,6 @@ from perfbench.engine.plan import PreparedRequest, Target
 from perfbench.results import records as R
 
 MAX_HEAD_BYTES = 64 * 2**10  # an answer's status line and headers (1xx answers included) longer than this fail it
-WIRE_CACHE_BYTES = 256 * 2**20  # request bytes kept for reuse, at most; past it a request's bytes are built per send
 _HEADERS = -2  # mode: waiting for the answer's (final) headers
 _IGNORE = -1  # mode: the exchange ended; what still arrives is dropped
 _STALE = ("stale", "")  # not a failure: a pooled connection had been closed; the request goes again on a new one
@@ -225,14 +225,13 @@ class LeanTransport(T.HttpTransport):
         self._timeout_s = timeout_s
         self._connect_timeout_s = connect_timeout_s
         self._prefix = _request_prefix(parts, T.request_headers(target))
-        self._wire: dict[PreparedRequest, bytes] = {}
-        self._wire_bytes = 0
         self._idle: list[_Connection] = []  # most recently used last
         self._open: set[_Connection] = set()
 
     async def exchange(self, request: PreparedRequest, stream: ReadStream) -> T.ExchangeResult:
         sent_ns = _clock()
-        data = self._wire.get(request) or self._build(request)
+        body = request.body  # encoded before the step; the head before it is the target's, built once
+        data = b"%s%d\r\n\r\n%s" % (self._prefix, len(body), body)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout_s
         conn = self._take_idle()
@@ -296,19 +295,6 @@ class LeanTransport(T.HttpTransport):
     def forget(self, conn: _Connection) -> None:
         """``conn`` was lost (its connection_lost)."""
         self._open.discard(conn)
-
-    def _build(self, request: PreparedRequest) -> bytes:
-        body = request.body
-        data = b"%s%d\r\n\r\n%s" % (self._prefix, len(body), body)
-        if self._wire_bytes + len(data) <= WIRE_CACHE_BYTES:
-            self._wire[request] = data
-            self._wire_bytes += len(data)
-        return data
-
-    def prebuild(self, requests: Sequence[PreparedRequest]) -> None:
-        for request in requests:
-            if request not in self._wire and self._wire_bytes < WIRE_CACHE_BYTES:
-                self._build(request)
 
     async def preconnect(self, connections: int) -> None:
         wanted = connections - sum(1 for conn in self._idle if not conn.closed)

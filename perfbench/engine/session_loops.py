@@ -10,11 +10,10 @@ step for all its turns when it starts, so indexes stay unique and follow the ses
 from __future__ import annotations
 
 import asyncio
-import time
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Awaitable, Callable, Sequence
 
 from perfbench.engine.answers import AnswerReader, Exchange
-from perfbench.engine.event_loop import gather_or_cancel
+from perfbench.engine.event_loop import Start, gather_or_cancel, run_in_flight, sleep_until
 from perfbench.engine.plan import PreparedRequest, StepPlan
 from perfbench.results.records import RequestRecord
 from perfbench.workload.sessions import SessionWorkload
@@ -51,7 +50,7 @@ class SessionLoops:
                 self.started += 1
                 claimed += 1
                 index = first_index  # the session's turns take the next indexes of the step
-                first_index += len(self.workload.conversation(session).user_turns)
+                first_index += self.workload.turn_count(session)
                 due_ns = await self.session(plan.step, session, index, warmup, due_ns, stop_ns, sent)
 
         slots = plan.concurrency if number is None else min(plan.concurrency, number)
@@ -59,30 +58,29 @@ class SessionLoops:
         return sent[0]
 
     async def open_loop(self, plan: StepPlan, start_ns: int, offsets_s: Sequence[float]) -> int:
-        """A new session at each offset; at most ``plan.concurrency`` sessions in flight (waiting is queue time)."""
+        """A new session at each offset; at most ``plan.concurrency`` sessions in flight (waiting is queue
+        time, before the session's task exists: the step holds only the sessions in flight)."""
         slots = asyncio.Semaphore(plan.concurrency)
-        tasks: list[asyncio.Task[Any]] = []
         sent = [0]
 
-        async def capped(session: int, index: int, due_ns: int) -> None:
-            async with slots:
+        async def run(session: int, index: int, due_ns: int) -> None:
+            try:
                 await self.session(plan.step, session, index, False, due_ns, None, sent)
+            finally:
+                slots.release()
 
-        index = 0
-        try:
+        async def dispatch(start: Start) -> None:
+            index = 0
             for offset_s in offsets_s:
                 due_ns = start_ns + int(offset_s * 1e9)
-                delay_ns = due_ns - time.perf_counter_ns()
-                if delay_ns > 0:
-                    await asyncio.sleep(delay_ns / 1e9)
+                await sleep_until(due_ns)
+                await slots.acquire()
                 session = self.started
                 self.started += 1
-                tasks.append(asyncio.ensure_future(capped(session, index, due_ns)))
-                index += len(self.workload.conversation(session).user_turns)
-            await gather_or_cancel(tasks)
-        finally:
-            for task in tasks:
-                task.cancel()
+                start(run(session, index, due_ns))
+                index += self.workload.turn_count(session)
+
+        await run_in_flight(dispatch)
         return sent[0]
 
     async def session(self, step: int, session: int, first_index: int, warmup: bool, due_ns: int,
@@ -104,9 +102,7 @@ class SessionLoops:
             history.append({"role": "user", "content": user_content})
             body, input_tokens = self.workload.body(session, turn, history)
             request = PreparedRequest(body=body, input_tokens=input_tokens)
-            delay_ns = due_ns - time.perf_counter_ns()
-            if delay_ns > 0:
-                await asyncio.sleep(delay_ns / 1e9)
+            await sleep_until(due_ns)  # never before the think time is over
             sent[0] += 1
             exchange = await self._exchange(step, first_index + turn, warmup, due_ns, request)
             end_ns = exchange.end_ns

@@ -14,7 +14,7 @@ failure tuple, ``(reason, one-line text)``.
 from __future__ import annotations
 
 import abc
-from typing import ClassVar, Optional, Sequence, Tuple
+from typing import ClassVar, Optional, Tuple
 
 from perfbench.core.version import __version__
 from perfbench.engine.answers import DECODERS, ReadStream, error_text, is_event_stream, is_json, one_line, too_large
@@ -50,9 +50,6 @@ class HttpTransport(abc.ABC):
         Returns (the HTTP status, or None when none arrived; ``perf_counter_ns`` when the send
         began; the failure, or None). Never raises but ``CancelledError`` (the connection is closed then).
         """
-
-    def prebuild(self, requests: Sequence[PreparedRequest]) -> None:
-        """Make the bytes these requests will be sent as, ahead of the step's clock (where a transport keeps them)."""
 
     @abc.abstractmethod
     async def preconnect(self, connections: int) -> None:

@@ -265,9 +265,24 @@ def render_summary(console: Console, summary: Mapping[str, Any]) -> None:
     warning = client_warning(steps)
     if warning is not None:
         console.print(warning)
+    repeated = prompts_repeated(summary)
+    if repeated:
+        console.print(f"[yellow]{repeated}[/]")
     search = summary.get("search")
     if search:
         console.print(search_line(search))
+
+
+def prompts_repeated(summary: Mapping[str, Any]) -> str | None:
+    """The warning for a run that sent some prompt more than once (its prompts file, dataset, trace or
+    conversations were shorter than the run); None when none repeated."""
+    workload = summary.get("workload") or {}
+    if (workload.get("max_repeats") or 0) <= 1:
+        return None
+    source = workload.get("prompts_source") or "prompts"
+    return (f"Prompts repeated: the run sent {workload['distinct_prompts']:,} distinct prompts ({source}), some "
+            f"{workload['max_repeats']:,} times; a prefix-caching server answers a repeat from its cache. "
+            "Give more prompts, or synthetic ones (--input-tokens), which never repeat.")
 
 
 class LiveDisplay:

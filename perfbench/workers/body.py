@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 from perfbench.engine.engine import Engine
 from perfbench.engine.plan import PreparedRequest
+from perfbench.engine.request_source import RequestSource
 from perfbench.engine.live import LiveCounters
 from perfbench.engine.transport import HttpTransport
 from perfbench.engine.transport_factory import make_transport
@@ -36,7 +37,7 @@ class WorkerSetup:
     """What every worker needs to build its engine (sent once, when it starts)."""
 
     target: Any  # a perfbench.engine.plan.Target
-    requests: Sequence[PreparedRequest]
+    requests: RequestSource | Sequence[PreparedRequest]  # request k of the run, as in one process (a list cycles)
     tokenizer: Any  # a perfbench.workload.tokens.Tokenizer, or None
     max_connections: int  # the whole run's; each of ``count`` workers gets its share (for_workers)
     timeout_s: float

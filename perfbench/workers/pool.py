@@ -23,7 +23,7 @@ from perfbench.engine.live import LiveCounters
 from perfbench.core.errors import TargetError
 from perfbench.results.client_reading import ClientReading
 from perfbench.results.records import WORKER_LOST, RequestRecord
-from perfbench.workers.slicing import split_step, unfinished
+from perfbench.workers.slicing import SeenIndexes, split_step, unfinished
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class _Worker:
     in_flight: int = 0
     plan: StepPlan | None = None  # the slice it is working on
     warmup_phase: bool = False
-    seen: set[tuple[bool, int]] = field(default_factory=set)  # (warm-up, index) of its records this step
+    seen: SeenIndexes = field(default_factory=SeenIndexes)  # (warm-up, index) of its records this step, as counts
     waiting: asyncio.Future[Any] | None = None
     lost_step_requests: int = 0  # a dead worker: its requests of the step it died in (records or lost)
     reading: ClientReading | None = None  # how it did in the step's load, as it measured itself
@@ -114,7 +114,7 @@ class WorkerPool:
         meter = ClientMeter(tick_ns=None)  # this process's CPU only: its loop stamps nothing, the workers' do
         try:
             for worker, part in pairs:
-                worker.plan, worker.warmup_phase, worker.seen = part, True, set()
+                worker.plan, worker.warmup_phase, worker.seen = part, True, SeenIndexes(part)
             await self._phase(pairs, "prepare", lambda part: part)
             start_ns = time.perf_counter_ns() + START_AHEAD_NS
             for worker, _ in pairs:
@@ -165,7 +165,7 @@ class WorkerPool:
         if kind == "records":
             records, worker.sent, worker.in_flight = value
             for record in records:
-                worker.seen.add((record.warmup, record.index))
+                worker.seen.add(record.warmup, record.index)
                 self.counters.count(record)
                 self._sink(record)
             self.counters.sent = sum(w.sent for w in self._workers)
@@ -197,7 +197,7 @@ class WorkerPool:
                 )
                 self.counters.count(record)
                 self._sink(record)
-            worker.lost_step_requests = sum(1 for warmup, _ in worker.seen | set(missing) if not warmup)
+            worker.lost_step_requests = worker.seen.step_records + sum(1 for warmup, _ in missing if not warmup)
             logger.warning("%s died (%s); %d unfinished requests counted as %s",
                            self.transport.describe(worker.number), why, len(missing), WORKER_LOST)
             self.counters.in_flight = sum(w.in_flight for w in self._workers if w.alive)

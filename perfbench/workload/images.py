@@ -3,8 +3,8 @@ or the files of ``--image-dir``, sent as data URLs in OpenAI ``image_url`` conte
 request's user message, after its text part:
 ``{"type": "text", ...}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,..."}}``.
 
-Everything is encoded once, before the run (workload.prepare_requests); the send path only writes
-the bodies. Sizes (``--image-size``) are ``WxH`` (``512x512``) or a comma-separated choice
+Every image is encoded once, before the run (benchmark/prepare.py); the send path only writes
+bodies built before they are due. Sizes (``--image-size``) are ``WxH`` (``512x512``) or a comma-separated choice
 (``256x256,512x512``): each image draws one, each equally likely (in a scenario file a string or a
 list). ``--image-format`` is png (default; lossless, compression level 1) or jpeg (quality 90).
 
@@ -16,7 +16,8 @@ no free hits) and the same seed gives the same bytes. Files of ``--image-dir`` (
 i*N .. i*N+N-1 (round the folder), each with the type its first bytes say.
 
 Encoded images cost memory in every body: at most MAX_DISTINCT_IMAGES images and
-IMAGE_BYTES_BUDGET bytes of them are made; the requests past that reuse the earlier bodies in turn.
+IMAGE_BYTES_BUDGET bytes of them are made; the requests past that reuse the earlier images in turn
+(beside their own synthetic prompts, which never repeat).
 """
 
 from __future__ import annotations

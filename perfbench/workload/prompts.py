@@ -8,7 +8,8 @@ File formats, told apart by extension (``.txt``, ``.jsonl``, ``.json``) or else 
   (``{"conversations": [{"from": "human", "value": ...}, {"from": "gpt", ...}]}``), whose first
   human turn is the prompt. Conversations without a human turn are skipped, as peers do.
 
-Synthetic prompts are random words from a fixed English list. With a tokenizer each prompt has
+Synthetic prompts are random words from a fixed English list, prompt k of a run made from
+(seed, k) alone, so none repeats however long the run. With a tokenizer each prompt has
 *exactly* the sampled number of tokens (counted without special tokens, see tokens.py). Without
 one, the length is a word count, so ``input_tokens`` is None: approximate for a real model, exact
 for the built-in mock, which counts words.
@@ -245,6 +246,67 @@ def _turn(turn: Any, where: str) -> tuple[str, str]:
 # --------------------------------------------------------------------------- synthetic
 
 
+# Separate random streams of one --seed: a request's prompt, a shared prefix (each stream keyed by
+# its number as well, so prompt k is made from (seed, k) alone).
+_PROMPT_STREAM = 0
+_PREFIX_STREAM = 1
+
+
+class SyntheticPrompts:
+    """The run's synthetic prompts: prompt ``k`` is made from ``(seed, k)`` alone, so no two requests
+    of a run send the same prompt however long it runs, and any process makes the same prompt ``k``.
+
+    Each prompt's length is drawn from ``input_tokens`` (and its ``max_tokens`` from
+    ``output_tokens`` when given) with its own random stream, then filled with random words: with
+    ``tokenizer`` exactly its length in tokens, without in words (``input_tokens`` is then None).
+    Prompt ``k`` belongs to group ``k % prefix_groups`` and starts with that group's
+    ``shared_prefix_tokens``-token prefix (for prefix-cache studies); its total length stays exact,
+    and the rest is its own, so prompts share nothing by accident.
+
+    Raises:
+        ConfigError: a prompt could be no longer than the shared prefix, or bad settings.
+    """
+
+    def __init__(self, input_tokens: LengthDistribution, *, tokenizer: Tokenizer | None, seed: int = 0,
+                 shared_prefix_tokens: int = 0, prefix_groups: int = 1,
+                 output_tokens: LengthDistribution | None = None) -> None:
+        if prefix_groups < 1 or shared_prefix_tokens < 0 or seed < 0:
+            raise ConfigError(
+                f"bad synthetic prompt settings (seed={seed}, prefix_groups={prefix_groups}, "
+                f"shared_prefix_tokens={shared_prefix_tokens}); use seed >= 0, groups >= 1, prefix >= 0"
+            )
+        if shared_prefix_tokens and input_tokens.low <= shared_prefix_tokens:
+            raise ConfigError(
+                f"input length {input_tokens} can be {input_tokens.low} tokens, not more than the shared prefix "
+                f"of {shared_prefix_tokens}; raise the input length (or its minimum, normal:MEAN,STD,MIN) or shorten the prefix"
+            )
+        self.input_tokens = input_tokens
+        self.output_tokens = output_tokens
+        self.tokenizer = tokenizer
+        self.seed = seed
+        self.shared_prefix_tokens = shared_prefix_tokens
+        self.prefix_groups = prefix_groups
+        self._prefixes: dict[int, str] = {}  # group -> its prefix, made on first use
+
+    def __getitem__(self, k: int) -> Prompt:
+        rng = np.random.default_rng((self.seed, _PROMPT_STREAM, k))
+        length = int(self.input_tokens.sample(1, rng)[0])
+        max_tokens = int(self.output_tokens.sample(1, rng)[0]) if self.output_tokens is not None else None
+        head = self._prefix(k % self.prefix_groups) if self.shared_prefix_tokens else ""
+        if self.tokenizer is None:  # words: drawn in one go (a third of the time of the word stream)
+            own = " ".join(map(WORDS.__getitem__, rng.integers(0, len(WORDS), length - len(head.split())).tolist()))
+            text = f"{head} {own}" if head else own
+        else:
+            text = exact_text(self.tokenizer, head, word_stream(rng), length)
+        return Prompt(text, None, length if self.tokenizer is not None else None, max_tokens)
+
+    def _prefix(self, group: int) -> str:
+        if group not in self._prefixes:
+            words = word_stream(np.random.default_rng((self.seed, _PREFIX_STREAM, group)))
+            self._prefixes[group] = exact_text(self.tokenizer, "", words, self.shared_prefix_tokens)
+        return self._prefixes[group]
+
+
 def synthetic_prompts(
     count: int,
     input_tokens: LengthDistribution,
@@ -255,48 +317,16 @@ def synthetic_prompts(
     prefix_groups: int = 1,
     output_tokens: LengthDistribution | None = None,
 ) -> list[Prompt]:
-    """``count`` prompts of random words with lengths drawn from ``input_tokens``.
-
-    With ``tokenizer`` every prompt has exactly its sampled length in tokens; without, in words
-    (``input_tokens`` is then None). Prompt ``i`` belongs to group ``i % prefix_groups`` and starts
-    with that group's ``shared_prefix_tokens``-token prefix (for prefix-cache studies); its total
-    length stays exact, and the rest of every prompt is its own, so prompts share nothing by accident.
-    Same seed, same prompts.
+    """The first ``count`` prompts of ``SyntheticPrompts`` with these settings (same seed, same prompts).
 
     Raises:
         ConfigError: a prompt could be no longer than the shared prefix, or bad counts.
     """
-    if count < 0 or prefix_groups < 1 or shared_prefix_tokens < 0:
-        raise ConfigError(
-            f"bad synthetic prompt settings (count={count}, prefix_groups={prefix_groups}, "
-            f"shared_prefix_tokens={shared_prefix_tokens}); use count >= 0, groups >= 1, prefix >= 0"
-        )
-    if shared_prefix_tokens and input_tokens.low <= shared_prefix_tokens:
-        raise ConfigError(
-            f"input length {input_tokens} can be {input_tokens.low} tokens, not more than the shared prefix "
-            f"of {shared_prefix_tokens}; raise the input length (or its minimum, normal:MEAN,STD,MIN) or shorten the prefix"
-        )
-    rng = np.random.default_rng(seed)
-    lengths = input_tokens.sample(count, rng)
-    max_tokens = output_tokens.sample(count, rng) if output_tokens is not None else None
-    words = word_stream(rng)
-    prefixes = [
-        exact_text(tokenizer, "", words, shared_prefix_tokens) if shared_prefix_tokens else ""
-        for _ in range(prefix_groups if shared_prefix_tokens else 0)
-    ]
-    prompts = []
-    for i, length in enumerate(lengths.tolist()):
-        head = prefixes[i % prefix_groups] if prefixes else ""
-        text = exact_text(tokenizer, head, words, length)
-        prompts.append(
-            Prompt(
-                text,
-                None,
-                length if tokenizer is not None else None,
-                int(max_tokens[i]) if max_tokens is not None else None,
-            )
-        )
-    return prompts
+    if count < 0:
+        raise ConfigError(f"bad synthetic prompt count {count}; use count >= 0")
+    prompts = SyntheticPrompts(input_tokens, tokenizer=tokenizer, seed=seed, shared_prefix_tokens=shared_prefix_tokens,
+                               prefix_groups=prefix_groups, output_tokens=output_tokens)
+    return [prompts[k] for k in range(count)]
 
 
 def word_stream(rng: np.random.Generator) -> Iterator[str]:

@@ -6,6 +6,10 @@ prompt grows as it would in production and prefix caches are exercised. Turn k+1
 turn k's answer ended plus a think time (``--think-time``), which is its t0 (DESIGN's timing rule:
 the scheduled time, so client lag shows as queue time).
 
+Synthetic sessions never repeat: session s's conversation, its turns' lengths and its think times
+are made from (seed, s) alone. A conversations file's conversations are taken in turn, cycled
+when the run has more sessions than the file has conversations.
+
 This module holds what a session sends; the engine (perfbench/engine/engine.py) runs sessions.
 """
 
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +27,9 @@ import numpy as np
 
 from perfbench.core.errors import ConfigError
 from perfbench.workload.lengths import LengthDistribution
-from perfbench.workload.lengths import DATASET_LENGTHS
 from perfbench.core.errors import BadValue
-from perfbench.workload.prompts import HUMAN_SPEAKERS, Prompt, synthetic_prompts
-from perfbench.workload.tokens import Tokenizer
+from perfbench.workload.lengths import DATASET_LENGTHS
+from perfbench.workload.prompts import HUMAN_SPEAKERS, Prompt, SyntheticPrompts
 
 MAX_TURNS = 1_000  # turns of one session, at most
 
@@ -214,17 +218,35 @@ def conversation_of(entry: Any, where: str) -> Conversation:
     return Conversation(tuple(turns), tuple(system))
 
 
-def synthetic_conversations(count: int, turns: LengthDistribution, input_tokens: LengthDistribution, *,
-                            tokenizer: Tokenizer | None, seed: int) -> list[Conversation]:
-    """``count`` conversations of random words: ``turns`` user turns each, every turn ``input_tokens`` long."""
-    rng = np.random.default_rng(seed + 3)
-    turn_counts = [min(int(n), MAX_TURNS) for n in turns.sample(count, rng)]
-    prompts = synthetic_prompts(sum(turn_counts), input_tokens, tokenizer=tokenizer, seed=seed)
-    conversations, start = [], 0
-    for n in turn_counts:
-        conversations.append(Conversation(tuple(p.text for p in prompts[start:start + n])))
-        start += n
-    return conversations
+# Random streams of one --seed beside the prompts' (prompts.py): sessions' turn counts, think times.
+_TURNS_STREAM = 3
+_THINK_STREAM = 4
+_TURN_BLOCK = 1024  # sessions whose turn counts are drawn together (a step's expected requests add up many)
+_CACHED_SESSIONS = 4096  # synthetic conversations and think times kept made, most recent first
+
+
+class SyntheticConversations:
+    """Session ``s``'s conversation, made from ``(seed, s)`` alone: its number of turns drawn from
+    ``turns``, turn ``j`` being synthetic prompt ``s * MAX_TURNS + j`` of ``prompts`` (its own
+    words and lengths, and output length when ``prompts`` has ``output_tokens``), so no session
+    repeats another's turns however many a run has."""
+
+    def __init__(self, turns: LengthDistribution, prompts: SyntheticPrompts) -> None:
+        self.turns = turns
+        self.prompts = prompts
+        self._block: tuple[int, list[int]] = (-1, [])  # the turn counts of the block last asked for
+
+    def turn_count(self, number: int) -> int:
+        block = number // _TURN_BLOCK
+        if self._block[0] != block:
+            rng = np.random.default_rng((self.prompts.seed, _TURNS_STREAM, block))
+            self._block = (block, [min(int(n), MAX_TURNS) for n in self.turns.sample(_TURN_BLOCK, rng)])
+        return self._block[1][number % _TURN_BLOCK]
+
+    def __getitem__(self, number: int) -> Conversation:
+        prompts = [self.prompts[number * MAX_TURNS + turn] for turn in range(self.turn_count(number))]
+        lengths = tuple(p.max_tokens for p in prompts if p.max_tokens is not None)
+        return Conversation(tuple(p.text for p in prompts), (), lengths)
 
 
 def with_output_lengths(conversations: list[Conversation], lengths: LengthDistribution, seed: int) -> list[Conversation]:
@@ -243,24 +265,71 @@ def with_output_lengths(conversations: list[Conversation], lengths: LengthDistri
 BodyBuilder = Callable[[Prompt, int | None], tuple[bytes, int | None]]  # (messages as a Prompt, exact length) -> (body, input tokens)
 
 
-@dataclass(frozen=True)
 class SessionWorkload:
-    """The sessions of a run: conversations (cycled), think times, and how a turn's body is built."""
+    """The sessions of a run: what session ``number`` says (synthetic conversations that never
+    repeat, or a file's in turn), its think times, and how a turn's body is built."""
 
-    conversations: Sequence[Conversation]
-    think_s: Sequence[Sequence[float]]  # think_s[c][k]: seconds before turn k of conversation c (k >= 1; [0] unused)
-    build: BodyBuilder
+    def __init__(self, conversations: Sequence[Conversation] | SyntheticConversations, think: ThinkTime, seed: int,
+                 build: BodyBuilder) -> None:
+        self.conversations = conversations
+        self.think = think
+        self.seed = seed
+        self.build = build
+        self._made: OrderedDict[int, tuple[Conversation, tuple[float, ...]]] = OrderedDict()  # number -> (script, think s)
+        self._first_turns: list[int] = []  # a file's conversations: where each one's turns start, counted over all of them
+        if not isinstance(conversations, SyntheticConversations):
+            total = 0
+            for conversation in conversations:
+                self._first_turns.append(total)
+                total += len(conversation.user_turns)
+
+    @property
+    def file_turns(self) -> int | None:
+        """A file's conversations: their user turns, all counted (``prompt_key`` numbers them); None: synthetic."""
+        if isinstance(self.conversations, SyntheticConversations):
+            return None
+        return sum(len(conversation.user_turns) for conversation in self.conversations)
+
+    def _script(self, number: int) -> tuple[Conversation, tuple[float, ...]]:
+        made = self._made.get(number)
+        if made is None:
+            if isinstance(self.conversations, SyntheticConversations):
+                conversation = self.conversations[number]
+            else:
+                conversation = self.conversations[number % len(self.conversations)]
+            rng = np.random.default_rng((self.seed, _THINK_STREAM, number))  # each session its own pauses
+            made = (conversation, tuple(self.think.sample_s(len(conversation.user_turns), rng).tolist()))
+            self._made[number] = made
+            if len(self._made) > _CACHED_SESSIONS:
+                self._made.popitem(last=False)
+        else:
+            self._made.move_to_end(number)
+        return made
 
     def conversation(self, number: int) -> Conversation:
-        """Session ``number``'s script (sessions cycle through the conversations)."""
-        return self.conversations[number % len(self.conversations)]
+        """Session ``number``'s script."""
+        return self._script(number)[0]
+
+    def turn_count(self, number: int) -> int:
+        """User turns of session ``number`` (without making a synthetic one's text)."""
+        if isinstance(self.conversations, SyntheticConversations):
+            return self.conversations.turn_count(number)
+        return len(self.conversations[number % len(self.conversations)].user_turns)
 
     def think_ns(self, number: int, turn: int) -> int:
-        return round(self.think_s[number % len(self.conversations)][turn] * 1e9)
+        """The pause before turn ``turn`` (>= 1) of session ``number``."""
+        return round(self._script(number)[1][turn] * 1e9)
 
     def turns(self, first: int, count: int) -> int:
         """Requests that sessions ``first .. first+count-1`` send when every turn succeeds."""
-        return sum(len(self.conversation(first + k).user_turns) for k in range(count))
+        return sum(self.turn_count(first + k) for k in range(count))
+
+    def prompt_key(self, number: int, turn: int) -> int | None:
+        """Which of a file's user turns turn ``turn`` of session ``number`` sends (numbered over the
+        whole file); None for synthetic sessions, whose turns are all their own."""
+        if not self._first_turns:
+            return None
+        return self._first_turns[number % len(self._first_turns)] + turn
 
     def body(self, number: int, turn: int, history: Sequence[dict]) -> tuple[bytes, int | None]:
         """Turn ``turn`` of session ``number``'s body (``history`` ends with this turn's user message)."""
@@ -269,9 +338,7 @@ class SessionWorkload:
         return self.build(Prompt(None, tuple(history), None), exact)
 
 
-def session_workload(conversations: list[Conversation], think_time: str | None, seed: int, build: BodyBuilder) -> SessionWorkload:
-    """The run's sessions, think times drawn once (same seed, same pauses)."""
-    think = ThinkTime.parse(think_time or "0")
-    rng = np.random.default_rng(seed + 4)
-    think_s = [tuple(think.sample_s(len(c.user_turns), rng).tolist()) for c in conversations]
-    return SessionWorkload(tuple(conversations), tuple(think_s), build)
+def session_workload(conversations: Sequence[Conversation] | SyntheticConversations, think_time: str | None, seed: int,
+                     build: BodyBuilder) -> SessionWorkload:
+    """The run's sessions; each session's think times are drawn from (seed, session) (same seed, same pauses)."""
+    return SessionWorkload(conversations, ThinkTime.parse(think_time or "0"), seed, build)
