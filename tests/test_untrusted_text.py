@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from raw_server import RawServer, chat_answer, error_response, sse_response
 
 REPO = Path(__file__).resolve().parent.parent
@@ -86,3 +88,121 @@ def test_a_pre_flight_error_echoing_the_key_across_the_cut_leaves_no_trace_on_st
         assert run.returncode == 3, run.stderr
         assert "pre-flight request failed (http_500): HTTP 500: xxxx" in run.stderr
         assert KEY[:6] not in run.stdout + run.stderr, run.stderr
+
+
+# ---------------------------------------------------------------- 2. no server text reaches the terminal raw
+
+# What a hostile server may put in its words: a window title (OSC 0), a clipboard write (OSC 52),
+# a hyperlink (OSC 8), a cleared screen (CSI 2J), a carriage return, a direction override.
+ESCAPES = "\x1b]0;pwned\x07 \x1b]52;c;ZXZpbA==\x07 \x1b]8;;http://evil.example/\x1b\\link\x1b]8;;\x1b\\ \x1b[2J \rover \u202eright"
+RAW = ("\x1b", "\x07", "\r", "\u202e")  # none of these may be printed or written to report.html
+
+
+def _raw_in(text: str) -> list[str]:
+    return [repr(c) for c in RAW if c in text]
+
+
+def escapes_in_every_error(index: int, headers: dict[str, str]) -> bytes:
+    if index % 2:
+        return error_response(500, f"overloaded {ESCAPES} done")
+    return sse_response({"error": {"message": f"stream broke {ESCAPES} done"}})
+
+
+def test_escape_sequences_from_a_server_are_shown_escaped_on_the_terminal_stderr_and_report(tmp_path):
+    run_dir = tmp_path / "run"
+    with RawServer(escapes_in_every_error) as server:
+        run = perfbench(tmp_path, "--url", server.url, "-n", "6", "-c", "2", "--no-preflight", "--no-live",
+                        "--no-telemetry", "--output-dir", str(run_dir), "--store", str(tmp_path / "store.sqlite"))
+        preflight = perfbench(tmp_path, "--url", server.url, "-n", "1", "--no-live", "--no-telemetry",
+                              "--output-dir", str(tmp_path / "pre"), "--store", str(tmp_path / "store.sqlite"))
+    assert run.returncode == 3 and "every request failed" in run.stderr, run.stderr  # the server's words on stderr
+    assert preflight.returncode == 3 and "pre-flight request failed" in preflight.stderr, preflight.stderr
+    report = (run_dir / "report.html").read_text(encoding="utf-8")
+    for name, text in (("stdout", run.stdout), ("stderr", run.stderr), ("pre-flight stderr", preflight.stderr),
+                       ("report.html", report)):
+        assert _raw_in(text) == [], (name, text[-1500:])
+        assert r"\x1b]0;pwned\x07" in text, (name, text[-1500:])  # shown, as text
+    assert r"\x1b]52;c;ZXZpbA==\x07" in run.stdout and r"\x1b[2J" in run.stdout and r"\u202eright" in run.stdout
+    # The files keep the server's words as data (JSON escapes them); only display neutralises them.
+    assert "\\u001b]0;pwned\\u0007" in (run_dir / "requests.jsonl").read_text()
+
+
+def test_control_characters_in_the_history_store_and_tags_are_shown_escaped(tmp_path):
+    store = str(tmp_path / "store.sqlite")
+    with RawServer(lambda index, headers: chat_answer(finish_reason=f"stop{ESCAPES}")) as server:
+        run = perfbench(tmp_path, "--url", server.url, "-n", "2", "--no-live", "--no-telemetry", "--no-plots",
+                        "--model", f"m{ESCAPES}", "--tag", f"k=v{ESCAPES}", "--output-dir", str(tmp_path / "run"), "--store", store)
+    assert run.returncode == 0, run.stderr
+    listing = perfbench(tmp_path, "history", "--store", store)
+    trend = perfbench(tmp_path, "history", "--store", store, "--metric", "ttft_ms.p50")
+    tagged = perfbench(tmp_path, "history", "tag", str(tmp_path / "run"), f"k2=w{ESCAPES}", "--store", store)
+    for name, done in (("run", run), ("history", listing), ("trend", trend), ("tag", tagged)):
+        assert done.returncode == 0, (name, done.stderr)
+        assert _raw_in(done.stdout + done.stderr) == [], (name, done.stdout[-2000:])
+    assert r"m\x1b]0;pwned\x07" in run.stdout  # the model in the summary's title
+    assert r"stop\x1b]0;pwned\x07" in run.stdout  # the server's finish reason
+    assert r"m\x1b]0;pwned\x07" in listing.stdout and r"m\x1b]0;pwned\x07" in trend.stdout  # the stored model
+    assert r"w\x1b]0;pwned\x07" in tagged.stdout
+
+
+# ---------------------------------------------------------------- 3. rich markup in data is text
+
+MARKUP = "[/bold][red]m:smile:"  # a closing tag rich cannot match (MarkupError), a colour, an emoji code
+
+
+def _run(tmp_path: Path, url: str, *flags: str) -> int:
+    from perfbench.commands.main import main
+
+    return main(["--url", url, "-n", "2", "--no-live", "--no-telemetry", "--store", str(tmp_path / "store.sqlite"), *flags])
+
+
+def _flags(case: str, tmp_path: Path) -> tuple[list[str], str]:
+    """The flags that put MARKUP into the run, and the folder the run writes."""
+    run_dir = tmp_path / "run"
+    if case == "output dir":
+        run_dir = tmp_path / f"run{MARKUP}"
+        return ["--output-dir", str(run_dir)], str(run_dir)
+    flags = {"model": ["--model", MARKUP], "url": [], "finish reason": []}[case]
+    return [*flags, "--output-dir", str(run_dir), "--no-plots"], str(run_dir)
+
+
+@pytest.mark.parametrize("case", ["model", "url", "finish reason", "output dir"])
+def test_markup_in_a_flag_or_from_the_server_is_printed_as_text(tmp_path, capsys, case):
+    finish = MARKUP if case == "finish reason" else "stop"
+    with RawServer(lambda index, headers: chat_answer(finish_reason=finish)) as server:
+        url = server.url + (f"?note={MARKUP}" if case == "url" else "")
+        flags, run_dir = _flags(case, tmp_path)
+        assert _run(tmp_path, url, *flags) == 0
+    out = capsys.readouterr().out
+    assert MARKUP in out, out[-3000:]  # as it was given: not read as markup, no emoji
+    assert "😄" not in out
+    if case == "output dir":
+        assert f"Report: {run_dir}/report.html" in out
+
+
+@pytest.mark.parametrize("field", ["model", "tag"])
+def test_markup_in_the_history_store_is_printed_as_text(tmp_path, capsys, monkeypatch, field):
+    from perfbench.commands.main import main
+
+    monkeypatch.setenv("COLUMNS", "400")  # every column shown
+    store = str(tmp_path / "store.sqlite")
+    flags = ["--model", MARKUP] if field == "model" else ["--tag", f"k={MARKUP}"]
+    with RawServer(lambda index, headers: chat_answer()) as server:
+        assert _run(tmp_path, server.url, *flags, "--output-dir", str(tmp_path / "run"), "--no-plots") == 0
+    capsys.readouterr()
+    for argv in (["history", "--store", store], ["history", "--store", store, "--metric", "ttft_ms.p50"]):
+        assert main(argv) == 0, argv
+        out = capsys.readouterr().out
+        assert MARKUP in out, (argv, out[-3000:])
+
+
+def test_markup_in_the_folders_of_compared_runs_is_printed_as_text(tmp_path, capsys, monkeypatch):
+    from perfbench.commands.main import main
+
+    monkeypatch.setenv("COLUMNS", "400")  # the long folder names on one line each
+    run_dir = tmp_path / f"run{MARKUP}"
+    with RawServer(lambda index, headers: chat_answer()) as server:
+        assert _run(tmp_path, server.url, "--output-dir", str(run_dir), "--no-plots") == 0
+    capsys.readouterr()
+    assert main(["compare", str(run_dir), str(run_dir)]) == 0
+    assert f"base: {run_dir}" in capsys.readouterr().out

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from perfbench.core.cliutil import OneLineArgumentParser
 from perfbench.core.errors import PerfbenchError
+from perfbench.core.printable import printable
 from perfbench.report.plots._across_steps import capacity_figure, percentiles_figure
 from perfbench.report.plots._baseline import BASELINE_METRICS, MatchedStep, baseline_figure, step_distributions
 from perfbench.report.plots._history import TrendLine, TrendPanel, trend_figure
@@ -113,10 +114,10 @@ def main(argv: Sequence[str]) -> int:
         args = parser.parse_args(list(argv))
         written = write_plots(args.run_dir)
     except PerfbenchError as exc:
-        print(f"perfbench: error: {exc}", file=sys.stderr)
+        print(f"perfbench: error: {printable(str(exc))}", file=sys.stderr)
         return exc.exit_code
     for path in written:
-        print(path)
+        print(printable(str(path)))
     if not written:
-        print(f"{args.run_dir}: nothing to plot (no steps, no requests)")
+        print(f"{printable(str(args.run_dir))}: nothing to plot (no steps, no requests)")
     return 0
