@@ -145,6 +145,25 @@ def test_control_characters_in_the_history_store_and_tags_are_shown_escaped(tmp_
     assert r"w\x1b]0;pwned\x07" in tagged.stdout
 
 
+@pytest.mark.parametrize("source", ["--slo", "--prompts", "scenario"])
+def test_a_flag_or_file_value_shown_back_in_a_one_line_error_is_escaped(tmp_path, capsys, source):
+    from perfbench.commands.main import main
+
+    value = "x\x1b]0;pwned\x07\r\u202e"
+    if source == "--slo":
+        argv = ["--slo", f"{value}=5"]
+    elif source == "--prompts":
+        argv = ["--prompts", str(tmp_path / f"prompts{value}.txt")]  # a path (a file name) that is not there
+    else:
+        scenario = tmp_path / "scenario.yaml"
+        scenario.write_text('slo: "x\\e]0;pwned\\a\\r=5"\n', encoding="utf-8")  # YAML escapes: the file holds only text
+        argv = ["--scenario", str(scenario)]
+    assert main([*argv, "-n", "1", "--no-live", "--output-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith("perfbench: error: "), err
+    assert _raw_in(err) == [] and r"x\x1b]0;pwned\x07" in err, err
+
+
 # ---------------------------------------------------------------- 3. rich markup in data is text
 
 MARKUP = "[/bold][red]m:smile:"  # a closing tag rich cannot match (MarkupError), a colour, an emoji code
