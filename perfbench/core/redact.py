@@ -117,10 +117,17 @@ def excerpt(text: str, secrets: Sequence[str], limit: int = ERROR_TEXT_CHARS) ->
 
 def _mask_secret_start(line: str, secrets: Sequence[str]) -> str:
     """``line`` with the longest beginning of a secret it ends in (``SHORTEST_SECRET_PREFIX`` or more characters) masked."""
-    longest = 0
+    cut_at = len(line)
     for secret in secrets:
-        for size in range(len(secret) - 1, max(longest, SHORTEST_SECRET_PREFIX - 1), -1):
-            if line.endswith(secret[:size]):
-                longest = size
+        head = secret[:SHORTEST_SECRET_PREFIX]
+        if len(head) < SHORTEST_SECRET_PREFIX:
+            continue
+        # A beginning that ends the line starts with ``head`` within the last len(secret) - 1 characters;
+        # the first such place that the secret continues to the end is the longest.
+        at = line.find(head, max(0, len(line) - len(secret) + 1))
+        while 0 <= at < cut_at:
+            if secret.startswith(line[at:]):
+                cut_at = at
                 break
-    return line[: len(line) - longest] + MASK if longest else line
+            at = line.find(head, at + 1)
+    return line[:cut_at] + MASK if cut_at < len(line) else line

@@ -116,6 +116,7 @@ class AnswerReader:
     def __init__(self, target: "Target", tokenizer: Tokenizer | None = None) -> None:
         self.target = target
         self.tokenizer = tokenizer
+        self._finish_reasons: dict[str, str | None] = {}  # a server's finish reason -> as recorded (they repeat: "stop")
 
     def record(self, exchange: Exchange) -> RequestRecord:
         """Every outcome becomes a record, whatever the server sent."""
@@ -161,7 +162,7 @@ class AnswerReader:
         output_tokens, source = self._output_tokens(content)
         # The server's words, cut once and with the run's secrets masked before the cut.
         error = excerpt(failure[1], self.target.secrets) if failure else None
-        finish_reason = excerpt(content.finish_reason, self.target.secrets, FINISH_REASON_CHARS) if content.finish_reason else None
+        finish_reason = self._finish_reason(content.finish_reason) if content.finish_reason else None
         record = RequestRecord(
             step=step,
             index=index,
@@ -177,12 +178,23 @@ class AnswerReader:
             input_tokens=content.prompt_tokens if content.prompt_tokens is not None else request.input_tokens,
             output_tokens=output_tokens,
             token_source=source,
-            finish_reason=finish_reason or None,
+            finish_reason=finish_reason,
             request_bytes=len(request.body),
             session=session,
             turn=turn,
         )
         return record, "".join(content.output_text) if session is not None else ""
+
+    def _finish_reason(self, said: str) -> str | None:
+        """The server's finish reason as recorded: shortened, secrets masked (``excerpt``); remembered, as
+        the same few words end every answer (a server naming a new one each time fills no more than 256)."""
+        known = self._finish_reasons.get(said, "")
+        if known != "":
+            return known
+        shown = excerpt(said, self.target.secrets, FINISH_REASON_CHARS) or None
+        if len(self._finish_reasons) < 256:
+            self._finish_reasons[said] = shown
+        return shown
 
     def _package_tokens(self, output_tokens: int | None, content: StreamContent) -> tuple[int, ...]:
         if not output_tokens:
