@@ -225,3 +225,11 @@ def test_markup_in_the_folders_of_compared_runs_is_printed_as_text(tmp_path, cap
     capsys.readouterr()
     assert main(["compare", str(run_dir), str(run_dir)]) == 0
     assert f"base: {run_dir}" in capsys.readouterr().out
+
+
+def test_a_dollar_formula_in_the_model_name_is_drawn_as_written_in_the_plots(tmp_path, capsys):
+    # matplotlib reads $...$ as mathtext: "\foo{" is no formula and raised while the plots were saved
+    run_dir = tmp_path / "run"
+    with RawServer(lambda index, headers: chat_answer()) as server:
+        assert _run(tmp_path, server.url, "--model", r"$\foo{$", "--output-dir", str(run_dir)) == 0
+    assert (run_dir / "plots" / "percentiles.png").exists() and (run_dir / "report.html").exists()

@@ -43,6 +43,12 @@ def _steps(info: RunInfo) -> str:
 
 def plot_trend(trend: Sequence[tuple[RunInfo, float | None]], metric: str, path: Path) -> None:
     """A PNG of the metric over the runs, one point per run, labelled by start date."""
+    from perfbench.report.plots import literal_text
+
+    literal_text(_plot_trend)(trend, metric, path)  # the store's dates are drawn as written, never as mathtext
+
+
+def _plot_trend(trend: Sequence[tuple[RunInfo, float | None]], metric: str, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
