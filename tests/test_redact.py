@@ -139,3 +139,36 @@ def test_url_credentials_reach_the_server_and_no_output_holds_them(tmp_path):
     for path in [*tmp_path.rglob("*")]:
         if path.is_file():
             assert _leaks(path.read_bytes()) == [], path
+
+
+# ---------------------------------------------------------------- a server's text cut: masked first, then cut
+
+from perfbench.core.redact import ERROR_TEXT_CHARS, excerpt  # noqa: E402
+
+CUT_KEY = "sk-Zq7Secret0123456789"
+
+
+@pytest.mark.parametrize("start", range(ERROR_TEXT_CHARS - len(CUT_KEY) - 10, ERROR_TEXT_CHARS + 11))
+def test_a_key_across_the_cut_leaves_no_beginning_of_itself(start):
+    # The key at every place around the cut (300): wholly before it, across it, just after it.
+    text = "x" * start + CUT_KEY + "y" * 400
+    shown = excerpt(text, (CUT_KEY,))
+    assert CUT_KEY[:6] not in shown, shown[-40:]
+    assert len(shown) <= ERROR_TEXT_CHARS + 1 and shown.endswith("…")
+    if start + len(CUT_KEY) <= ERROR_TEXT_CHARS:
+        assert MASK in shown  # masked where it was
+    assert shown.startswith("x" * min(start, 200))  # the text before the key is kept
+
+
+def test_a_text_cut_before_it_came_here_loses_a_key_beginning_at_its_end():
+    # e.g. an error body read up to its byte bound: the cut is at the text's end, not ours
+    assert excerpt("bad key " + CUT_KEY[:9], (CUT_KEY,)) == "bad key ***"
+    assert excerpt("bad key " + CUT_KEY[:5], (CUT_KEY,)) == "bad key " + CUT_KEY[:5]  # 5 characters say nothing
+    assert excerpt("bad key " + CUT_KEY, (CUT_KEY,)) == "bad key ***"
+
+
+def test_an_excerpt_is_one_line_and_reads_a_bounded_part_of_a_huge_text():
+    assert excerpt("a\n\n b\tc", ()) == "a b c"
+    spaced = " " * 5000 + CUT_KEY  # collapsed it is short, but the read bound cuts the key
+    assert CUT_KEY[:6] not in excerpt(spaced, (CUT_KEY,))
+    assert excerpt("z" * 10**7, (), 40) == "z" * 40 + "…"

@@ -424,6 +424,16 @@ def test_non_utf8_output_dir_in_a_real_subprocess(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("flag", ["--output-dir", "--store", "--junit"])
+def test_a_path_past_the_file_systems_limit_is_one_line_naming_the_flag(tmp_path, flag):
+    """Each name fits (200 bytes), the whole path does not (over 4,096 bytes): refused before the run."""
+    too_long = str(tmp_path) + ("/" + "d" * 200) * 21
+    result = _subprocess("--number", "1", "--no-live", "--no-plots", flag, too_long)
+    line = _assert_one_line_error(result.returncode, result.stderr.decode(), f"choose a shorter {flag}")
+    assert "bytes long" in line and len(line) < 400, line  # the path is not printed whole
+    assert not list(tmp_path.iterdir())
+
+
 def test_non_utf8_subcommand_argument_is_one_line():
     result = _subprocess(b"report", b"/tmp/\xff-missing")
     _assert_one_line_error(result.returncode, result.stderr.decode("utf-8", "replace"), "not valid UTF-8")

@@ -83,9 +83,9 @@ def optional_str(value: Any, where: str) -> str:
 
 
 def shown(value: Any) -> str:
-    """A short, one-line rendering of a value for an error text."""
-    text = json.dumps(value, ensure_ascii=False, default=str) if not isinstance(value, float) else repr(value)
-    return text if len(text) <= 40 else text[:40] + "…"
+    """A value as JSON for an error text, whole: the record's error is cut once, with the run's
+    secrets masked before the cut (``redact.excerpt``); a cut here could leave a key's beginning."""
+    return json.dumps(value, ensure_ascii=False, default=str) if not isinstance(value, float) else repr(value)
 
 
 def token_count(usage: dict[str, Any], key: str) -> int | None:
@@ -143,7 +143,7 @@ def whole_answer(
     content = StreamContent()
     obj = decode_json(body)
     if not isinstance(obj, dict):
-        content.malformed = body[:200].decode("utf-8", "replace")
+        content.malformed = body.decode("utf-8", "replace")  # whole: cut once, secrets masked first (answers.py)
         return content
     error = failure(obj)
     if error is not None:

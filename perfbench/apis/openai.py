@@ -200,7 +200,7 @@ def _read_event(
     obj = _decode(data)
     if not isinstance(obj, dict):
         if content.malformed is None:
-            content.malformed = data[:200].decode("utf-8", "replace")
+            content.malformed = data.decode("utf-8", "replace")  # whole: cut once, secrets masked first (answers.py)
         return None
     if event_type == "error" or obj.get("error") is not None or obj.get("object") == "error":
         if content.error is None:
@@ -241,7 +241,7 @@ def _read_usage_and_text(adapter: _ChoicesApi, obj: dict[str, Any], content: Str
         raise InvalidEvent(f"choices[0] is {_shown(choices[0])}, not an object")
     finish_reason = choices[0].get("finish_reason")
     if isinstance(finish_reason, str) and finish_reason:
-        content.finish_reason = finish_reason[:40]  # a server's word, kept short: it goes on every line
+        content.finish_reason = finish_reason  # whole: shortened once, secrets masked first (answers.py)
     return usage, adapter.output_text(choices[0])
 
 

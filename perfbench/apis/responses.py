@@ -64,7 +64,7 @@ class OpenAIResponses:
             obj = decode_json(data)
             if not isinstance(obj, dict):
                 if content.malformed is None:
-                    content.malformed = data[:200].decode("utf-8", "replace")
+                    content.malformed = data.decode("utf-8", "replace")  # whole: cut once, secrets masked first (answers.py)
                 continue
             event_type = obj.get("type", types[index] if types is not None else None)
             try:
@@ -130,7 +130,7 @@ def _finish_reason(response: dict[str, Any]) -> str | None:
         return "length"
     for word in (reason, status):
         if isinstance(word, str) and word:
-            return word[:40]
+            return word  # whole: shortened once, secrets masked first (answers.py)
     return None
 
 

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from perfbench.core.errors import ConfigError
+from perfbench.core.printable import printable
+from perfbench.report.shown import data_text
 from perfbench.results.runfiles import COMPARISON_FILE, OutputError, write_comparison, write_summary
 
 
@@ -56,7 +58,7 @@ class FinishContext:
 
 
 def _error(message: str) -> None:
-    print(f"perfbench: error: {message}", file=sys.stderr)
+    print(f"perfbench: error: {printable(message)}", file=sys.stderr)  # it may quote a server's words
 
 
 def _record_identity(ctx: FinishContext) -> None:
@@ -69,7 +71,7 @@ def _record_identity(ctx: FinishContext) -> None:
     try:
         write_summary(ctx.run_dir, ctx.outcome.summary)
     except OutputError as exc:  # the summary without it is still whole (written aside, then renamed)
-        ctx.console.print(f"[yellow]summary.json keeps no identity ({exc}); comparisons recompute it from the config.[/]")
+        ctx.console.print(data_text(f"summary.json keeps no identity ({exc}); comparisons recompute it from the config.", "yellow"))
 
 
 def _compare_with_baseline(ctx: FinishContext) -> None:
@@ -99,7 +101,7 @@ def _compare_with_baseline(ctx: FinishContext) -> None:
     render_comparison(ctx.comparison, ctx.console)
     write_comparison(ctx.run_dir / COMPARISON_FILE, ctx.comparison.to_dict())
     if ctx.comparison.regressed:
-        ctx.console.print(f"[bold red]Regression against the baseline {ctx.baseline_dir}.[/]")
+        ctx.console.print(data_text(f"Regression against the baseline {ctx.baseline_dir}.", "bold red"))
         ctx.exit_code = 1
 
 
@@ -117,7 +119,7 @@ def _junit(ctx: FinishContext) -> None:
 
     try:
         write_junit(Path(ctx.config.junit), comparison=ctx.comparison, steps=() if ctx.config.search else ctx.steps)
-        ctx.console.print(f"JUnit: {ctx.config.junit}")
+        ctx.console.print(data_text(f"JUnit: {ctx.config.junit}"))
     except OSError as exc:  # e.g. the disk went read-only during the run: keep the run's other outputs
         _error(f"cannot write --junit {ctx.config.junit} ({exc.strerror or exc}); the run's files are kept, choose a writable path")
         ctx.fail(2)
@@ -135,7 +137,7 @@ def _reports(ctx: FinishContext) -> None:
     # The trend's earlier runs are read here (this run is recorded after, by _history): the page only renders.
     history = earlier_runs_at(Path(ctx.config.store) if ctx.config.store else default_store_path(), ctx.outcome.summary, ctx.run_dir)
     report = write_html_report(ctx.run_dir, comparison=ctx.comparison, history=history)
-    ctx.console.print(f"Report: {report}")
+    ctx.console.print(data_text(f"Report: {report}"))
 
 
 def _history(ctx: FinishContext) -> None:
@@ -149,9 +151,9 @@ def _history(ctx: FinishContext) -> None:
         from perfbench.telemetry.gpu import local_gpu_info
 
         run_id = open_store(ctx.config).record_run(ctx.run_dir, tags, local_gpu_info)
-        ctx.console.print(f"Recorded in the run history as {run_id}")
+        ctx.console.print(data_text(f"Recorded in the run history as {run_id}"))
     except Exception as exc:  # the history is a convenience: never lose a finished run over it
-        ctx.console.print(f"[yellow]Could not record the run in the history ({exc}); use --store PATH.[/]")
+        ctx.console.print(data_text(f"Could not record the run in the history ({exc}); use --store PATH.", "yellow"))
 
 
 # requests.parquet is written by a child interpreter: pyarrow costs ~90 MB once loaded, which would
@@ -180,7 +182,7 @@ def _exports(ctx: FinishContext) -> None:
     elif done.returncode == 2:  # e.g. the disk filled: one line, exit 2, the other files kept
         raise OutputError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "cannot write requests.parquet")
     elif done.returncode != 3:  # 3: no pyarrow, nothing to write
-        ctx.console.print(f"[yellow]requests.parquet not written: {(done.stderr.strip().splitlines() or ['?'])[-1]}[/]")
+        ctx.console.print(data_text(f"requests.parquet not written: {(done.stderr.strip().splitlines() or ['?'])[-1]}", "yellow"))
     from perfbench.results.exports import exporter
 
     for name in ctx.config.export:
@@ -195,9 +197,9 @@ def finish_run(config: Any, outcome: Any, console: Any, baseline_dir: Path | Non
     ctx = FinishContext(config, outcome, console, baseline_dir)
     for stage in STAGES:
         stage(ctx)
-    console.print(f"Files: {ctx.run_dir}/ ({', '.join(ctx.files)})")
+    console.print(data_text(f"Files: {ctx.run_dir}/ ({', '.join(ctx.files)})"))
     if outcome.interrupted:
-        console.print(f"[yellow]Interrupted ({outcome.stopped_by or 'Ctrl-C'}): the summary covers the requests that finished.[/]")
+        console.print(data_text(f"Interrupted ({outcome.stopped_by or 'Ctrl-C'}): the summary covers the requests that finished.", "yellow"))
         return 130 if ctx.exit_code == 0 else ctx.exit_code
     from perfbench.benchmark.run_state import every_request_failed
 

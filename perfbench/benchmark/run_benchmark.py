@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 from perfbench.core.errors import ConfigError
 from perfbench.benchmark.finish import finish_run, open_store
+from perfbench.report.shown import data_text
 from perfbench.results.runfiles import step_label
 
 SIMULATED_DEMO = {"concurrency": "8", "number": "100"}  # a run with no target and no load: about 9 s against the mock
@@ -89,12 +90,12 @@ def run_benchmark(config: Any, console: Any) -> BenchmarkResult:
                 start_local_server(
                     config.model, engine=config.engine, log_path=run_dir / "server.log", engine_args=config.engine_args,
                     device=config.device, dtype=config.dtype, max_batch_size=config.max_batch_size,
-                    on_progress=lambda line: console.print(f"[dim]server: {line}[/]"),
+                    on_progress=lambda line: console.print(data_text(f"server: {line}", "dim")),  # the server's own words
                 )
             )
             endpoint, _ = resolve_url(server.base_url, config.api)
             model = server.model_name
-            console.print(f"Local {config.engine} server for {config.model} ready at {server.base_url} (log: {run_dir / 'server.log'})")
+            console.print(data_text(f"Local {config.engine} server for {config.model} ready at {server.base_url} (log: {run_dir / 'server.log'})"))
         if not config.simulated and model != config.model:
             config = replace(config, model=model)  # the local server's served name goes into requests
 

@@ -11,6 +11,7 @@ from typing import Any, Iterator, Sequence
 
 from perfbench.core.cliutil import OneLineArgumentParser
 from perfbench.core.errors import ConfigError, PerfbenchError
+from perfbench.core.printable import printable
 from perfbench.results.identity import RunIdentity, run_identity
 from perfbench.results.store import parse_tags
 from perfbench.metrics import DISTRIBUTIONS, METRICS, RATE, STATISTICS, metric_of
@@ -42,6 +43,12 @@ def _steps(info: RunInfo) -> str:
 
 def plot_trend(trend: Sequence[tuple[RunInfo, float | None]], metric: str, path: Path) -> None:
     """A PNG of the metric over the runs, one point per run, labelled by start date."""
+    from perfbench.report.plots import literal_text
+
+    literal_text(_plot_trend)(trend, metric, path)  # the store's dates are drawn as written, never as mathtext
+
+
+def _plot_trend(trend: Sequence[tuple[RunInfo, float | None]], metric: str, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -133,15 +140,20 @@ def _manage(command: str, argv: list[str]) -> int:
             info = store.remove_tags(run_id, [item.partition("=")[0] for item in args.items])  # K=V names its key too
         else:
             info = store.remove(run_id)
-            print(f"removed {info.run_id} from {args.store}; its folder {info.run_dir} is kept")
+            print(printable(f"removed {info.run_id} from {args.store}; its folder {info.run_dir} is kept"))
             return 0
-    print(f"{info.run_id}: {_tags(info) or 'no tags'}")
+    print(printable(f"{info.run_id}: {_tags(info) or 'no tags'}"))  # tags are the user's, kept in the store
     return 0
 
 
 def _list(argv: list[str]) -> tuple[Any, str | None]:
-    """The table of runs, or of one metric's trend (and the PNG's path, when one was asked for)."""
+    """The table of runs, or of one metric's trend (and the PNG's path, when one was asked for).
+
+    Every title and cell is the store's data (a model name, a tag, a URL): shown through
+    ``data_text``, never read as markup, control characters escaped."""
     from rich.table import Table
+
+    from perfbench.report.shown import data_text
 
     parser = OneLineArgumentParser(prog="perfbench history", description="List recorded runs or a metric's trend; "
                                    "manage them with `perfbench history tag|untag|rm RUN ...`.")
@@ -170,7 +182,7 @@ def _list(argv: list[str]) -> tuple[Any, str | None]:
             of = f", identity {identity.describe() if isinstance(identity, RunIdentity) else identity}"
         if metric is None:
             runs = store.list_runs(tag=tag, limit=args.limit, identity=identity)
-            table = Table(title=f"perfbench runs ({args.store}{of})")
+            table = Table(title=data_text(f"perfbench runs ({args.store}{of})"))
             table.add_column("run id", no_wrap=True, min_width=23)  # ids are copied into --baseline
             table.add_column("identity", no_wrap=True)  # hashes are copied into --identity
             for column in ("started (UTC)", "model", "target", "steps", "GPU", "version", "tags"):
@@ -178,12 +190,13 @@ def _list(argv: list[str]) -> tuple[Any, str | None]:
             for info in runs:
                 # redact_url: a run stored before URLs were redacted must not show its password here either
                 target = "simulated" if info.simulated else redact_url(info.target_url or "")
-                table.add_row(info.run_id, info.identity.hash, info.started_at, info.model or "", target, _steps(info),
-                              info.gpu_name or "", info.perfbench_version or "", _tags(info))
+                cells = (info.run_id, info.identity.hash, info.started_at, info.model or "", target, _steps(info),
+                         info.gpu_name or "", info.perfbench_version or "", _tags(info))
+                table.add_row(*map(data_text, cells))
             return table, None
         trend = store.metric_trend(metric, tag=tag, concurrency=args.concurrency, identity=identity)[-args.limit :]
     step = f"concurrency {args.concurrency}" if args.concurrency else "first step"
-    table = Table(title=f"{metric} ({step}{of})")
+    table = Table(title=data_text(f"{metric} ({step}{of})"))
     table.add_column("run id", no_wrap=True, min_width=23)
     for column in ("started (UTC)", "model", metric, "change", "tags"):
         table.add_column(column, justify="right" if column in (metric, "change") else "left")
@@ -192,8 +205,8 @@ def _list(argv: list[str]) -> tuple[Any, str | None]:
         change = ""
         if value is not None and previous:
             change = f"{(value / previous - 1) * 100:+.1f}%"
-        table.add_row(info.run_id, info.started_at, info.model or "",
-                      "-" if value is None else f"{value:,.2f}", change, _tags(info))
+        table.add_row(data_text(info.run_id), data_text(info.started_at), data_text(info.model or ""),
+                      "-" if value is None else f"{value:,.2f}", change, data_text(_tags(info)))
         previous = value if value is not None else previous
     if args.plot:
         plot_trend(trend, metric, args.plot)
@@ -241,7 +254,7 @@ def main(argv: list[str]) -> int:
             return _manage(argv[0], list(argv[1:]))
         table, note = _list(list(argv))
     except PerfbenchError as exc:
-        Console(stderr=True).print(f"perfbench: error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        Console(stderr=True).print(f"perfbench: error: {printable(str(exc))}", markup=False, emoji=False, highlight=False, soft_wrap=True)
         return exc.exit_code
     console = Console()
     table, dropped = _fitted(console, table)
@@ -250,5 +263,5 @@ def main(argv: list[str]) -> int:
         console.print(f"(not shown at {console.width} columns: {', '.join(dropped)}; a wider terminal shows them)",
                       markup=False, highlight=False, style="dim")
     if note:
-        console.print(note, markup=False, highlight=False)
+        console.print(printable(note), markup=False, emoji=False, highlight=False)
     return 0

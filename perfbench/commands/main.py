@@ -102,18 +102,21 @@ def run_main(argv: Sequence[str]) -> int:
 _run_secrets: tuple[str, ...] = ()  # this run's secrets (redact.run_secrets), masked in every line perfbench prints
 
 
-def _redacted(text: str) -> str:
+def _shown(text: str) -> str:
+    """A line for stderr: the run's secrets masked, control characters escaped (it may quote a server or a file)."""
+    from perfbench.core.printable import printable
     from perfbench.core.redact import redact_text
 
-    return redact_text(text, _run_secrets)
+    return printable(redact_text(text, _run_secrets))
 
 
 class _SecretFilter(logging.Filter):
-    """Masks the run's secrets in every log line (a warning may quote the target's URL or an error text)."""
+    """Masks the run's secrets in every log line (a warning may quote the target's URL or an error text)
+    and escapes its control characters (or a server's words in it)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        masked = _redacted(message)
+        masked = _shown(message)
         if masked != message:
             record.msg, record.args = masked, ()
         return True
@@ -159,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PerfbenchError as exc:
         if debug:
             raise
-        print(f"perfbench: error: {_redacted(str(exc))}", file=sys.stderr)
+        print(f"perfbench: error: {_shown(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("perfbench: interrupted", file=sys.stderr)
@@ -169,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if debug or exc.errno not in OUTPUT_ERRNOS:
             raise
-        print(f"perfbench: error: {output_error(exc.filename or 'an output file', exc)}", file=sys.stderr)
+        print(f"perfbench: error: {_shown(str(output_error(exc.filename or 'an output file', exc)))}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         os._exit(1)

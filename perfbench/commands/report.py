@@ -9,6 +9,7 @@ from pathlib import Path
 
 from perfbench.core.cliutil import OneLineArgumentParser
 from perfbench.core.errors import PerfbenchError
+from perfbench.core.printable import printable
 from perfbench.results.runfiles import read_summary
 
 
@@ -39,7 +40,7 @@ def main(argv: list[str]) -> int:
         history = earlier_runs_at(args.store or default_store_path(), summary, args.run_dir)
         path = write_html_report(args.run_dir, comparison=comparison, history=history)
     except PerfbenchError as exc:
-        print(f"perfbench: error: {exc}", file=sys.stderr)
+        print(f"perfbench: error: {printable(str(exc))}", file=sys.stderr)
         return exc.exit_code
-    print(f"report: {path}")
+    print(f"report: {printable(str(path))}")
     return 0

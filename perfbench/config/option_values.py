@@ -319,13 +319,35 @@ def parse_headers(values: list[str] | Mapping[str, str] | None) -> dict[str, str
 
 
 
+# Room left in a path for what perfbench puts after it: a file in --output-dir ("/requests.parquet",
+# a plot's name, a file written aside and renamed), SQLite's "-journal" beside --store.
+_PATH_ROOM_BYTES = 64
+
+
+def _path_max_bytes() -> int:
+    """The longest path the file system opens (PATH_MAX, the ending NUL counted): 4096 on Linux."""
+    try:
+        return int(os.pathconf("/", "PC_PATH_MAX"))
+    except (OSError, ValueError, AttributeError):  # no pathconf (Windows) or no such limit
+        return 4096
+
+
 def check_path_text(path: str, flag: str) -> None:
-    """ConfigError for a path the file system cannot hold: NUL bytes, a name over 255 bytes."""
+    """ConfigError for a path the file system cannot hold: NUL bytes, a name over 255 bytes, a path
+    that (made absolute, with room for the files perfbench writes in or beside it) is past PATH_MAX."""
     if "\x00" in path:
         raise ConfigError(f"{flag} contains a NUL byte; give a plain path")
     for part in path.replace(os.sep, "/").split("/"):
         if len(os.fsencode(part)) > 255:
             raise ConfigError(f"{flag}: the name {part[:40]}... is longer than 255 bytes; choose a shorter name")
+    try:
+        full = os.path.abspath(path)  # what the run's files and the history store end up naming
+    except OSError:  # the working directory is gone: the path as given
+        full = path
+    size, limit = len(os.fsencode(full)), _path_max_bytes() - _PATH_ROOM_BYTES
+    if size > limit:
+        raise ConfigError(f"{flag} is {size:,} bytes long as a full path (from {shown_text(full[:40])}); the file system "
+                          f"opens paths of up to {limit + _PATH_ROOM_BYTES:,} bytes, files inside included; choose a shorter {flag}")
 
 
 def check_extra_body(extra: Any) -> None:

@@ -3,13 +3,15 @@
 perfbench knows its secrets (the API key, header values, a URL's password and secret-looking
 query values); ``redact_text`` replaces each of them wherever it appears, so a server that
 echoes the key in its error text does not get it written to requests.jsonl or the terminal.
+A server's text is shortened only by ``excerpt``, which masks before it cuts and also masks a
+secret's beginning left at the cut (a key echoed across the cut would otherwise show its start).
 """
 
 from __future__ import annotations
 
 import base64
 import re
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 from urllib.parse import parse_qsl, unquote, unquote_plus, urlencode, urlsplit, urlunsplit
 
 MASK = "***"
@@ -17,6 +19,8 @@ MASK = "***"
 _SECRET_QUERY_KEY = re.compile(r"(key|token|secret|pass|pwd|auth|sig|credential|session)", re.IGNORECASE)
 _USERINFO = re.compile(r"(//)[^/?#]*@")  # the userinfo of a URL that urlsplit cannot parse
 _SHORTEST_SECRET = 4  # shorter values (e.g. a header "1") would mask ordinary text
+SHORTEST_SECRET_PREFIX = 6  # a secret's beginning this long or longer, left at a cut, is masked too
+ERROR_TEXT_CHARS = 300  # a record's error text, at most (plus "…")
 
 
 def _redact_pairs(text: str) -> str:
@@ -88,3 +92,42 @@ def redact_text(text: str, secrets: Iterable[str]) -> str:
         if secret in text:
             text = text.replace(secret, MASK)
     return text
+
+
+def excerpt(text: str, secrets: Sequence[str], limit: int = ERROR_TEXT_CHARS) -> str:
+    """``text`` (a server's words) as one line of at most ``limit`` characters, secrets masked.
+
+    Every cut of a server's text goes through here: each of ``secrets`` is masked and the
+    whitespace collapsed *before* the cut, and a beginning of a secret
+    (``SHORTEST_SECRET_PREFIX`` characters or more) that the line then ends in is masked too, so
+    neither ``sk-SECRE…`` nor, with the cut one character later, the whole key is shown. That
+    holds for a cut made before (a body read up to a bound), which is why the line's end is
+    checked even when nothing is cut here. A cut line ends in "…". Only the first ``4 * limit``
+    characters (and a secret's length) are read: a huge text costs no more than a short one, and
+    that bound is a cut like the other.
+    """
+    window = text[: 4 * limit + max(map(len, secrets), default=0)]
+    cut = len(window) < len(text)
+    line = redact_text(" ".join(redact_text(window, secrets).split()), secrets)
+    if len(line) > limit:
+        line, cut = line[:limit], True
+    line = _mask_secret_start(line, secrets)
+    return line + "…" if cut else line
+
+
+def _mask_secret_start(line: str, secrets: Sequence[str]) -> str:
+    """``line`` with the longest beginning of a secret it ends in (``SHORTEST_SECRET_PREFIX`` or more characters) masked."""
+    cut_at = len(line)
+    for secret in secrets:
+        head = secret[:SHORTEST_SECRET_PREFIX]
+        if len(head) < SHORTEST_SECRET_PREFIX:
+            continue
+        # A beginning that ends the line starts with ``head`` within the last len(secret) - 1 characters;
+        # the first such place that the secret continues to the end is the longest.
+        at = line.find(head, max(0, len(line) - len(secret) + 1))
+        while 0 <= at < cut_at:
+            if secret.startswith(line[at:]):
+                cut_at = at
+                break
+            at = line.find(head, at + 1)
+    return line[:cut_at] + MASK if cut_at < len(line) else line

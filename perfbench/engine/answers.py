@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, NamedTuple, Sequence
 from perfbench.results import records as R
 from perfbench.apis import StreamContent
 from perfbench.results.records import RequestRecord
-from perfbench.core.redact import redact_text
+from perfbench.core.redact import excerpt
 from perfbench.engine.sse import RecordedEvents, parse_recorded
 from perfbench.workload.tokens import Tokenizer
 
@@ -70,9 +70,16 @@ def too_large(max_response_bytes: int, line_limit: int, whole: bool) -> tuple[st
     return (R.RESPONSE_TOO_LARGE, f"response cut: one line ran past {line_limit} bytes without a line end")
 
 
+FINISH_REASON_CHARS = 40  # a server's finish reason, at most: it goes on every line of requests.jsonl
+
+
 def error_text(body: bytes, location: str | None) -> str:
     """The server's own words from an error answer: its JSON message when there is one, else the text
-    (and where a redirect's ``location`` points)."""
+    (and where a redirect's location points).
+
+    Not shortened here: the record's error is cut once, secrets masked first (redact.excerpt).
+    The body comes last, so a body cut by the read bound ends the text, where excerpt looks
+    for a secret's beginning left by a cut."""
     text = one_line(body)
     try:
         obj = json.loads(body)
@@ -85,7 +92,7 @@ def error_text(body: bytes, location: str | None) -> str:
             message = "; ".join(str(m.get("msg", m)) if isinstance(m, dict) else str(m) for m in message)
         if message:
             text = one_line(str(message).encode())
-    return f"{text} (redirect to {one_line(location.encode(), 100)})" if location else text
+    return f"redirect to {one_line(location.encode())}: {text}" if location else text
 
 
 def is_json(content_type: str) -> bool:
@@ -98,9 +105,9 @@ def is_event_stream(content_type: str) -> bool:
     return not content_type or content_type.split(";")[0].strip().lower() == "text/event-stream"
 
 
-def one_line(body: bytes, limit: int = 300) -> str:
-    text = " ".join(body.decode("utf-8", "replace").split())
-    return text[:limit] + ("…" if len(text) > limit else "")
+def one_line(body: bytes) -> str:
+    """``body`` as text on one line (runs of whitespace as one space), whole: only ``redact.excerpt`` cuts."""
+    return " ".join(body.decode("utf-8", "replace").split())
 
 
 class AnswerReader:
@@ -109,6 +116,7 @@ class AnswerReader:
     def __init__(self, target: "Target", tokenizer: Tokenizer | None = None) -> None:
         self.target = target
         self.tokenizer = tokenizer
+        self._finish_reasons: dict[str, str | None] = {}  # a server's finish reason -> as recorded (they repeat: "stop")
 
     def record(self, exchange: Exchange) -> RequestRecord:
         """Every outcome becomes a record, whatever the server sent."""
@@ -139,11 +147,11 @@ class AnswerReader:
                 content = api.interpret_events(events.data, events.types)
         if failure is None:
             if content.error is not None:
-                failure = (R.ERROR_EVENT, f"error event: {one_line(content.error.encode())}")
+                failure = (R.ERROR_EVENT, f"error event: {content.error}")
             elif content.invalid is not None:
-                failure = (R.BAD_RESPONSE, f"unexpected event: {one_line(content.invalid.encode())}")
+                failure = (R.BAD_RESPONSE, f"unexpected event: {content.invalid}")
             elif content.malformed is not None:
-                failure = (R.BAD_RESPONSE, f"event is not JSON: {one_line(content.malformed.encode())}")
+                failure = (R.BAD_RESPONSE, f"event is not JSON: {content.malformed}")
             elif content.items is not None and content.items != request.inputs:
                 failure = (R.BAD_RESPONSE, f"{content.items} embeddings in the answer for {request.inputs} inputs")
             elif api.produces_output and not content.output_events:
@@ -152,7 +160,9 @@ class AnswerReader:
                 failure = (R.NO_OUTPUT, "the answer was empty")
         package_times = tuple([stream.read_ns[events.completed_by[i]] for i in content.output_events]) if events else ()
         output_tokens, source = self._output_tokens(content)
-        error = redact_text(failure[1], self.target.secrets) if failure else None
+        # The server's words, cut once and with the run's secrets masked before the cut.
+        error = excerpt(failure[1], self.target.secrets) if failure else None
+        finish_reason = self._finish_reason(content.finish_reason) if content.finish_reason else None
         record = RequestRecord(
             step=step,
             index=index,
@@ -168,12 +178,23 @@ class AnswerReader:
             input_tokens=content.prompt_tokens if content.prompt_tokens is not None else request.input_tokens,
             output_tokens=output_tokens,
             token_source=source,
-            finish_reason=content.finish_reason,
+            finish_reason=finish_reason,
             request_bytes=len(request.body),
             session=session,
             turn=turn,
         )
         return record, "".join(content.output_text) if session is not None else ""
+
+    def _finish_reason(self, said: str) -> str | None:
+        """The server's finish reason as recorded: shortened, secrets masked (``excerpt``); remembered, as
+        the same few words end every answer (a server naming a new one each time fills no more than 256)."""
+        known = self._finish_reasons.get(said, "")
+        if known != "":
+            return known
+        shown = excerpt(said, self.target.secrets, FINISH_REASON_CHARS) or None
+        if len(self._finish_reasons) < 256:
+            self._finish_reasons[said] = shown
+        return shown
 
     def _package_tokens(self, output_tokens: int | None, content: StreamContent) -> tuple[int, ...]:
         if not output_tokens:

@@ -1,10 +1,14 @@
-"""The side-by-side table of a comparison on the terminal (``perfbench compare`` and a run's ``--baseline``)."""
+"""The side-by-side table of a comparison on the terminal (``perfbench compare`` and a run's ``--baseline``).
+
+The runs' folders, step labels, metric names and differences come from their files: each is shown
+through ``data_text`` (never markup, no control character)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from perfbench.compare._model import Comparison, format_value
+from perfbench.report.shown import data_text
 
 
 def render_comparison(comparison: Comparison, console: Any) -> None:
@@ -13,13 +17,14 @@ def render_comparison(comparison: Comparison, console: Any) -> None:
     Red: significantly worse; green: significantly better; plain: within noise.
     """
     from rich.table import Table
+    from rich.text import Text
 
     title = f"perfbench compare ({comparison.confidence:.0%} CI, bootstrap by request)"
     if comparison.client_bound:  # a change in such a step may be the client's, not the server's
         title += f" — CLIENT-BOUND steps: {', '.join(comparison.client_bound)}"
     table = Table(
         title=title,
-        caption=f"base: {comparison.base_dir}\nnew:  {comparison.new_dir}",
+        caption=Text("\n").join([data_text(f"base: {comparison.base_dir}"), data_text(f"new:  {comparison.new_dir}")]),
     )
     for header, justify in (
         ("step", "left"), ("metric", "left"), ("base", "right"), ("new", "right"),
@@ -43,23 +48,20 @@ def render_comparison(comparison: Comparison, console: Any) -> None:
             verdict = "[yellow]no data[/]"
         else:
             verdict = "ok" if not (row.significant and row.worse) else "ok (within limit)"
-        table.add_row(row.step, row.metric, format_value(row.base), format_value(row.new), change, ci, limit, verdict)
+        table.add_row(data_text(row.step), data_text(row.metric), format_value(row.base), format_value(row.new), change, ci, limit, verdict)
     console.print(table)
-    if comparison.mismatch:
-        from rich.markup import escape
-
-        differ = escape("; ".join(comparison.mismatch))  # values are the user's (--extra-body), never markup
-        console.print(f"[bold yellow]Not like for like (--allow-mismatch): the runs differ in {differ}[/]", highlight=False)
+    if comparison.mismatch:  # values are the user's (--extra-body)
+        console.print(data_text(f"Not like for like (--allow-mismatch): the runs differ in {'; '.join(comparison.mismatch)}", "bold yellow"))
     for step in comparison.unmatched_steps:
-        console.print(f"[yellow]step only in the {step}; not compared[/]")
+        console.print(data_text(f"step only in the {step}; not compared", "yellow"))
     unchecked = [row for row in comparison.rows if row.unchecked]
     if unchecked:
-        console.print(f"[yellow]{len(unchecked)} check(s) not made, too few samples behind the percentile "
-                      f"(e.g. {unchecked[0].step} {unchecked[0].metric}: {unchecked[0].unchecked})[/]", highlight=False)
+        console.print(data_text(f"{len(unchecked)} check(s) not made, too few samples behind the percentile "
+                                f"(e.g. {unchecked[0].step} {unchecked[0].metric}: {unchecked[0].unchecked})", "yellow"))
     regressed = [row for row in comparison.rows if row.regressed]
     if regressed:
         console.print(f"[bold red]{len(regressed)} regression(s):[/]")
         for row in regressed:
-            console.print(f"  {row.describe()}", markup=False, highlight=False)
+            console.print(data_text(f"  {row.describe()}"))
     else:
         console.print("[green]no regression[/]")

@@ -1,6 +1,9 @@
 """The terminal: a live progress line while requests run, and the summary tables at the end.
 
 Tables are built from the same STEP dicts that summary.json holds, so screen and files agree.
+Every value in them that is not a number formatted here (the URL, the model, a step's label, a
+finish reason, a server's error text) is shown through ``data_text``: never markup, no control
+character.
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from perfbench.core.printable import printable
 from perfbench.engine.engine import UNCAPPED
 from perfbench.engine.live import LiveCounters
 from perfbench.metrics import CLIENT_FIX, DISTRIBUTIONS, METRICS, METRICS_BY_KEY, RATE, Metric, client_bound_reasons
+from perfbench.report.shown import data_text
 from perfbench.results.runfiles import step_label
 
 
@@ -109,14 +114,14 @@ def shorten(text: str, width: int) -> str:
 
 
 def overview_table(steps: Sequence[Mapping[str, Any]], *, title: str) -> Table:
-    table = Table(title=title, title_justify="left", header_style="bold")
+    table = Table(title=data_text(title), title_justify="left", header_style="bold")
     table.add_column("Metric")
     for step in steps:
-        table.add_column(step_label(step), justify="right")
+        table.add_column(data_text(step_label(step)), justify="right")
     for label, show in _overview_rows():
         cells = [show(s) for s in steps]
         if any(cell != "-" for cell in cells):  # a metric no step has (TTFT of embeddings) is not shown
-            table.add_row(label, *cells)
+            table.add_row(label, *map(data_text, cells))  # e.g. a server's finish reasons
     return table
 
 
@@ -125,7 +130,7 @@ _STATS_BY_PRIORITY = ("p50", "p99", "mean", "max", "p90", "min", "p95", "std")
 
 
 def percentile_table(step: Mapping[str, Any], *, title: str, stats: Sequence[str] = _STATS) -> Table:
-    table = Table(title=title, title_justify="left", header_style="bold")
+    table = Table(title=data_text(title), title_justify="left", header_style="bold")
     table.add_column("Metric")
     table.add_column("count", justify="right")
     for stat in stats:
@@ -156,12 +161,12 @@ def failures_table(steps: Sequence[Mapping[str, Any]]) -> Table | None:
     table = Table(title="Failed requests by reason", title_justify="left", header_style="bold red")
     table.add_column("Reason")
     for step in steps:
-        table.add_column(step_label(step), justify="right")
+        table.add_column(data_text(step_label(step)), justify="right")
     table.add_column("Sample error", overflow="fold")
     for reason in reasons:
         sample = next((s["failure_examples"][reason] for s in steps if (s.get("failure_examples") or {}).get(reason)), None)
-        # Text: the server's words are shown as they are, never read as rich markup.
-        table.add_row(reason, *(_num((s.get("failure_reasons") or {}).get(reason, 0)) for s in steps), Text(sample or "-"))
+        # data_text: the server's words are shown as text, never read as rich markup or acted on by the terminal.
+        table.add_row(data_text(reason), *(_num((s.get("failure_reasons") or {}).get(reason, 0)) for s in steps), data_text(sample or "-"))
     return table
 
 
@@ -178,7 +183,7 @@ def slo_table(steps: Sequence[Mapping[str, Any]]) -> Table | None:
         for result in step.get("slo_results") or ():
             ok = result["passed"]
             table.add_row(
-                step_label(step), result["name"], _num(result["limit_ms"]), _num(result["value_ms"]),
+                data_text(step_label(step)), data_text(result["name"]), _num(result["limit_ms"]), _num(result["value_ms"]),
                 Text("pass", style="green") if ok else Text("FAIL", style="bold red"),
             )
     return table
@@ -189,7 +194,7 @@ def turns_table(step: Mapping[str, Any], *, title: str) -> Table | None:
     turns = step.get("by_turn") or ()
     if not turns:
         return None
-    table = Table(title=title, title_justify="left", header_style="bold")
+    table = Table(title=data_text(title), title_justify="left", header_style="bold")
     for name in ("Turn", "ok / done", "TTFT p50", "TTFT p99", "Latency p50", "Input tokens"):
         table.add_column(name, justify="right")
     for turn in turns:
@@ -217,7 +222,7 @@ def client_warning(steps: Sequence[Mapping[str, Any]]) -> Text | None:
 def search_line(search: Mapping[str, Any]) -> Text:
     """The max-load search's answer in one line: the highest passing load, the knee, and why it stopped
     where that makes the answer a lower bound (the client could not drive more, or the server saturated)."""
-    line = Text.assemble(("Max-load search", "bold"), f" ({search['dimension']}): highest passing load ",
+    line = Text.assemble(("Max-load search", "bold"), data_text(f" ({search['dimension']}): highest passing load "),
                          (_num(search.get("max_passing")), "bold"), f", knee {_num(search.get('knee'))}")
     reason = search.get("stop_reason")
     if reason == "client_bound":
@@ -234,8 +239,9 @@ def render_summary(console: Console, summary: Mapping[str, Any]) -> None:
     """Print the summary tables of a summary.json dict."""
     steps = summary["steps"]
     target = summary["target"]
-    label = "SIMULATED (built-in mock server)" if target.get("simulated") else str(target.get("url"))
-    rest = f" — {target.get('api')}" + (f" — model {target['model']}" if target.get("model") else "")
+    # printable before shortening: an escaped control character is wider than the character
+    label = "SIMULATED (built-in mock server)" if target.get("simulated") else printable(str(target.get("url")))
+    rest = printable(f" — {target.get('api')}" + (f" — model {target['model']}" if target.get("model") else ""))
     if summary.get("interrupted"):
         rest += " — INTERRUPTED (finished requests only)"
 

@@ -32,7 +32,7 @@ from perfbench.report.html._sections import (
     turns_section,
 )
 from perfbench.report.html._top import alarm_section, headline_section, verdict_section
-from perfbench.report.plots import run_title
+from perfbench.report.plots import literal_text, run_title
 from perfbench.report.verdict import failure_reasons, judge, ordered_steps
 from perfbench.results.runfiles import COMPARISON_FILE, TELEMETRY_FILE, iter_request_lines, read_comparison, read_summary
 
@@ -93,6 +93,7 @@ def _saved_comparison(run_dir: Path) -> Comparison | None:
         return None
 
 
+@literal_text  # its figures (baseline, history) draw data as written
 def write_html_report(
     run_dir: Path, *, comparison: Comparison | None = None, history: Sequence[HistoryRun] = ()
 ) -> Path:

@@ -7,6 +7,8 @@ import base64
 import html
 from typing import Any, Iterable, Sequence
 
+from perfbench.core.printable import printable
+
 CSS = """
 :root { --fg:#1f2933; --muted:#616e7c; --line:#e4e7eb; --bg:#f7f8fa; --accent:#2563eb;
         --bad:#b91c1c; --bad-bg:#fde8e8; --good:#047857; --good-bg:#def7ec; --warn:#92400e; --warn-bg:#fef3c7; }
@@ -67,8 +69,9 @@ STATE_WORD = {"pass": "pass", "warn": "warning", "fail": "FAIL"}
 
 
 def e(value: Any) -> str:
-    """Escaped text of any value (None shows as a dash)."""
-    return "-" if value is None else html.escape(str(value), quote=True)
+    """Escaped text of any value (None shows as a dash): HTML-escaped, and its control characters
+    written as escapes (``\x1b``), so a server's escape sequence cannot act on a terminal showing the file."""
+    return "-" if value is None else html.escape(printable(str(value), lines=True), quote=True)
 
 
 def num(value: Any, digits: int = 2) -> str:

@@ -34,7 +34,9 @@ from typing import TYPE_CHECKING, Sequence
 
 from perfbench.core.cliutil import OneLineArgumentParser
 from perfbench.core.errors import PerfbenchError
+from perfbench.core.printable import printable
 from perfbench.report.plots._across_steps import capacity_figure, percentiles_figure
+from perfbench.report.plots._drawing import literal_text
 from perfbench.report.plots._baseline import BASELINE_METRICS, MatchedStep, baseline_figure, step_distributions
 from perfbench.report.plots._history import TrendLine, TrendPanel, trend_figure
 from perfbench.report.plots._inputs import knee_of, read_requests, read_slos, read_steps, run_title
@@ -53,7 +55,7 @@ _DPI = 110
 
 __all__ = [
     "BASELINE_METRICS", "MatchedStep", "TrendLine", "TrendPanel", "baseline_figure", "main", "png_bytes", "run_title",
-    "step_distributions", "trend_figure", "write_plots",
+    "literal_text", "step_distributions", "trend_figure", "write_plots",
 ]  # fmt: skip
 
 
@@ -64,6 +66,7 @@ def png_bytes(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
+@literal_text
 def write_plots(run_dir: Path) -> list[Path]:
     """Write the run's plots into ``run_dir/plots/``; returns the files written.
 
@@ -113,10 +116,10 @@ def main(argv: Sequence[str]) -> int:
         args = parser.parse_args(list(argv))
         written = write_plots(args.run_dir)
     except PerfbenchError as exc:
-        print(f"perfbench: error: {exc}", file=sys.stderr)
+        print(f"perfbench: error: {printable(str(exc))}", file=sys.stderr)
         return exc.exit_code
     for path in written:
-        print(path)
+        print(printable(str(path)))
     if not written:
-        print(f"{args.run_dir}: nothing to plot (no steps, no requests)")
+        print(f"{printable(str(args.run_dir))}: nothing to plot (no steps, no requests)")
     return 0

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable
+import functools
+from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
 
 import numpy as np
 
@@ -18,6 +19,23 @@ SLO_COLOR = "#d62728"
 KNEE_COLOR = "#ff7f0e"
 PCT_STYLES = {"p50": ("-", "o"), "p90": (":", "^"), "p99": ("--", "s")}
 _MAX_CDF_POINTS = 5_000  # points of a CDF line: its steps at evenly spaced ranks, min and max included
+_Drawing = TypeVar("_Drawing", bound=Callable[..., Any])
+
+
+def literal_text(draw: _Drawing) -> _Drawing:
+    """``draw`` with every text it makes or saves taken as written: a ``$`` in a model name, a run's
+    folder or a step label read from a file is no mathtext (a bad formula would raise while saving)."""
+
+    @functools.wraps(draw)
+    def drawn(*args: Any, **kwargs: Any) -> Any:
+        import matplotlib
+
+        with matplotlib.rc_context({"text.parse_math": False}):
+            return draw(*args, **kwargs)
+
+    return drawn  # type: ignore[return-value]
+
+
 _MAX_MARKERS = 100_000  # scatter/tick markers drawn per series; past it every k-th (a million markers look the same, cost seconds)
 
 
