@@ -11,9 +11,9 @@ from perfbench.core.errors import ConfigError
 # Series that would swamp the samples without telling a timeline anything.
 _SKIPPED_SUFFIXES = ("_bucket", "_created")
 # The series a run keeps from each scrape: what the summary (queue and KV-cache gauges) and the
-# telemetry plot (requests running/waiting, cache usage, generated tokens) read, for vLLM, TGI,
+# telemetry plot (requests running/waiting, cache usage, generated and prompt tokens) read, for vLLM, TGI,
 # SGLang and similar names. Matched against the metric's name.
-KEPT_SERIES = re.compile(r"running|waiting|pending|swapped|queue|cache_usage|kv_cache|generation_tokens", re.IGNORECASE)
+KEPT_SERIES = re.compile(r"running|waiting|pending|swapped|queue|cache_usage|kv_cache|generation_tokens|prompt_tokens", re.IGNORECASE)
 
 
 def metrics_url_for(target_url: str) -> str:
