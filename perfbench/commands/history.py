@@ -11,6 +11,7 @@ from typing import Any, Iterator, Sequence
 
 from perfbench.core.cliutil import OneLineArgumentParser
 from perfbench.core.errors import ConfigError, PerfbenchError
+from perfbench.core.numbers import format_number
 from perfbench.results.identity import RunIdentity, run_identity
 from perfbench.results.store import parse_tags
 from perfbench.metrics import DISTRIBUTIONS, METRICS, RATE, STATISTICS, metric_of
@@ -193,7 +194,7 @@ def _list(argv: list[str]) -> tuple[Any, str | None]:
         if value is not None and previous:
             change = f"{(value / previous - 1) * 100:+.1f}%"
         table.add_row(info.run_id, info.started_at, info.model or "",
-                      "-" if value is None else f"{value:,.2f}", change, _tags(info))
+                      format_number(value), change, _tags(info))
         previous = value if value is not None else previous
     if args.plot:
         plot_trend(trend, metric, args.plot)

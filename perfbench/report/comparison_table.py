@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from perfbench.compare._model import Comparison, format_value
+from perfbench.compare._model import Comparison
+from perfbench.core.numbers import format_number
 
 
 def render_comparison(comparison: Comparison, console: Any) -> None:
@@ -40,7 +41,7 @@ def render_comparison(comparison: Comparison, console: Any) -> None:
             verdict = "[yellow]no data[/]"
         else:
             verdict = "ok" if not (row.significant and row.worse) else "ok (within limit)"
-        table.add_row(row.step, row.metric, format_value(row.base), format_value(row.new), change, ci, limit, verdict)
+        table.add_row(row.step, row.metric, format_number(row.base), format_number(row.new), change, ci, limit, verdict)
     console.print(table)
     if comparison.mismatch:
         from rich.markup import escape

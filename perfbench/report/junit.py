@@ -12,6 +12,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from perfbench.core.numbers import format_number
 from perfbench.metrics import SLO_METRICS
 from perfbench.results.runfiles import step_label
 
@@ -53,7 +54,7 @@ def _slo_suite(root: ET.Element, cases: Sequence[tuple[Mapping[str, Any], Mappin
         load = step_label(step)
         unit = SLO_METRICS[str(result.get("name")).partition("_")[0]].unit  # the limited metric's unit (registry)
         case = ET.SubElement(suite, "testcase", classname=_classname(load), name=f"{result.get('name')} <= {limit_ms:g} {unit}")
-        shown = f"{value_ms:.2f} {unit}" if isinstance(value_ms, (int, float)) and math.isfinite(value_ms) else "no value"
+        shown = format_number(value_ms, unit) if isinstance(value_ms, (int, float)) and math.isfinite(value_ms) else "no value"
         text = f"{load} {result.get('name')}: {shown}, limit {limit_ms:g} {unit}"
         if result.get("passed"):
             ET.SubElement(case, "system-out").text = text

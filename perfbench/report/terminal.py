@@ -14,23 +14,16 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from perfbench.core.numbers import format_number
 from perfbench.engine.engine import UNCAPPED
 from perfbench.engine.live import LiveCounters
 from perfbench.metrics import DISTRIBUTIONS, METRICS, METRICS_BY_KEY, RATE, Metric
 from perfbench.results.runfiles import step_label
 
 
-def _num(value: Any, digits: int = 2) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return f"{value:,.{digits}f}"
-
-
-def _stat(step: Mapping[str, Any], key: str, stat: str = "mean", digits: int = 2) -> str:
+def _stat(step: Mapping[str, Any], key: str, stat: str = "mean") -> str:
     stats = step.get(key) or {}
-    return _num(stats.get(stat), digits)
+    return format_number(stats.get(stat))
 
 
 _COUNTS: tuple[tuple[str, str], ...] = (
@@ -55,11 +48,10 @@ def _title(metric: Metric, stat: str | None = None) -> str:
 
 
 def _overview_rows() -> list[tuple[str, Any]]:
-    rows: list[tuple[str, Any]] = [(label, lambda s, k=key: _num(s.get(k))) for label, key in _COUNTS]
+    rows: list[tuple[str, Any]] = [(label, lambda s, k=key: format_number(s.get(k))) for label, key in _COUNTS]
     for metric in METRICS:
         if metric.kind == RATE:
-            digits = 3 if metric.unit == "req/s" else 2
-            rows.append((_title(metric), lambda s, k=metric.key, d=digits: _num(s.get(k), d)))
+            rows.append((_title(metric), lambda s, k=metric.key: format_number(s.get(k))))
     for key, stat in _HEADLINE_STATS:
         rows.append((_title(METRICS_BY_KEY[key], stat), lambda s, k=key, st=stat: _stat(s, k, st)))
     rows.append(("Token counts from", lambda s: ", ".join(s.get("token_sources") or {}) or "-"))
@@ -127,7 +119,7 @@ def percentile_table(step: Mapping[str, Any], *, title: str, stats: Sequence[str
         values = step.get(metric.key) or {}
         if values.get("count"):  # what applies: an embeddings run has no TTFT, ITL, TPOT rows
             label = metric.label if metric.unit in ("tokens", "packages") else metric.title
-            table.add_row(label, _num(values.get("count")), *(_num(values.get(s)) for s in stats))
+            table.add_row(label, format_number(values.get("count")), *(format_number(values.get(s)) for s in stats))
     return table
 
 
@@ -154,7 +146,7 @@ def failures_table(steps: Sequence[Mapping[str, Any]]) -> Table | None:
     for reason in reasons:
         sample = next((s["failure_examples"][reason] for s in steps if (s.get("failure_examples") or {}).get(reason)), None)
         # Text: the server's words are shown as they are, never read as rich markup.
-        table.add_row(reason, *(_num((s.get("failure_reasons") or {}).get(reason, 0)) for s in steps), Text(sample or "-"))
+        table.add_row(reason, *(format_number((s.get("failure_reasons") or {}).get(reason, 0)) for s in steps), Text(sample or "-"))
     return table
 
 
@@ -171,7 +163,7 @@ def slo_table(steps: Sequence[Mapping[str, Any]]) -> Table | None:
         for result in step.get("slo_results") or ():
             ok = result["passed"]
             table.add_row(
-                step_label(step), result["name"], _num(result["limit_ms"]), _num(result["value_ms"]),
+                step_label(step), result["name"], f"{result['limit_ms']:g}", format_number(result["value_ms"]),
                 Text("pass", style="green") if ok else Text("FAIL", style="bold red"),
             )
     return table
@@ -188,8 +180,8 @@ def turns_table(step: Mapping[str, Any], *, title: str) -> Table | None:
     for turn in turns:
         table.add_row(
             str(turn["turn"]), f"{turn['requests_succeeded']} / {turn['requests_completed']}",
-            _num(turn["ttft_ms"].get("p50")), _num(turn["ttft_ms"].get("p99")), _num(turn["latency_ms"].get("p50")),
-            _num(turn["input_tokens_per_request"].get("mean"), 1),
+            format_number(turn["ttft_ms"].get("p50")), format_number(turn["ttft_ms"].get("p99")), format_number(turn["latency_ms"].get("p50")),
+            format_number(turn["input_tokens_per_request"].get("mean")),
         )
     return table
 
@@ -230,8 +222,13 @@ def render_summary(console: Console, summary: Mapping[str, Any]) -> None:
     if search:
         console.print(
             f"[bold]Max-load search[/] ({search['dimension']}): highest passing load "
-            f"[bold]{_num(search.get('max_passing'))}[/], knee {_num(search.get('knee'))}"
+            f"[bold]{_load(search.get('max_passing'))}[/], knee {_load(search.get('knee'))}"
         )
+
+
+def _load(load: Any) -> str:
+    """A load as the user gives one (``8``, ``12.5``): not a measurement."""
+    return "-" if load is None else f"{load:g}"
 
 
 class LiveDisplay:
@@ -281,7 +278,7 @@ class LiveDisplay:
         itl = _percentiles(c.recent_itl_ms, ("p99", 99))
         tok_s = (c.output_tokens - self._step_tokens_at_start) / elapsed
         counts = Text.assemble(f"in flight {c.in_flight:,}  ok {c.succeeded:,}  ", (failed, "red" if c.failed else ""))
-        speed = Text(f"TTFT {ttft}  ITL {itl}  out {tok_s:,.0f} tok/s")
+        speed = Text(f"TTFT {ttft}  ITL {itl}  out {format_number(tok_s, 'tok/s')}")
         return Group(top, counts, speed)
 
     @property
@@ -319,4 +316,4 @@ def _percentiles(values: Any, *wanted: tuple[str, float]) -> str:
     import numpy as np
 
     points = np.percentile(samples, [q for _, q in wanted])
-    return " / ".join(f"{name} {point:,.1f}" for (name, _), point in zip(wanted, points)) + " ms"
+    return " / ".join(f"{name} {format_number(float(point))}" for (name, _), point in zip(wanted, points)) + " ms"

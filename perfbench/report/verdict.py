@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from perfbench.compare import Comparison, MetricComparison
+from perfbench.core.numbers import format_number
 from perfbench.metrics import METRICS, RATE, SLO_METRICS, Metric, metric_of
 from perfbench.results.runfiles import step_label
 
@@ -80,21 +81,6 @@ def headline_numbers() -> tuple[Headline, ...]:
     )
 
 
-def format_quantity(value: float | None, unit: str = "") -> str:
-    """``12.3 ms``, ``1,234 tok/s``, ``0.452 req/s``: enough digits to read, never a float's tail."""
-    if value is None:
-        return "-"
-    if abs(value) >= 1000:
-        text = f"{value:,.0f}"
-    elif abs(value) >= 100:
-        text = f"{value:.1f}"
-    elif abs(value) >= 1 or value == 0:
-        text = f"{value:.2f}"
-    else:
-        text = f"{value:.3g}"
-    return f"{text} {unit}" if unit else text
-
-
 def ordered_steps(summary: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """The steps as a reader compares them: a search's probes by load (they ran out of order while
     bisecting), a ladder as it ran."""
@@ -135,7 +121,7 @@ def metric_name(spec: str) -> tuple[str, str]:
 def describe_change(row: MetricComparison, confidence: float) -> str:
     """``c=4 TTFT p99: 12.1 ms -> 25.3 ms, +109.1 % (95 % CI +80.2 to +130.0 %), limit +10 %``."""
     name, unit = metric_name(row.metric)
-    text = f"{row.step} {name}: {format_quantity(row.base, unit)} → {format_quantity(row.new, unit)}"
+    text = f"{row.step} {name}: {format_number(row.base, unit)} → {format_number(row.new, unit)}"
     if row.change_pct is not None:
         text += f", {row.change_pct:+.1f} %"
     if row.ci_low_pct is not None and row.ci_high_pct is not None:
@@ -212,7 +198,7 @@ def _slo_check(steps: Sequence[Mapping[str, Any]]) -> Check | None:
         for result in step["slo_results"]:
             if not result.get("passed"):
                 value = result.get("value_ms")
-                measured = "no value (no request succeeded)" if value is None else format_quantity(value, "ms")
+                measured = "no value (no request succeeded)" if value is None else format_number(value, "ms")
                 details.append(f"{step_label(step)}: {slo_name(result['name'])} {measured}, limit {result['limit_ms']:g} ms")
     return Check("SLOs", FAIL, f"{len(missed)} of {len(judged)} steps missed their SLOs.", tuple(details))
 

@@ -7,6 +7,8 @@ import base64
 import html
 from typing import Any, Iterable, Sequence
 
+from perfbench.core.numbers import format_number
+
 CSS = """
 :root { --fg:#1f2933; --muted:#616e7c; --line:#e4e7eb; --bg:#f7f8fa; --accent:#2563eb;
         --bad:#b91c1c; --bad-bg:#fde8e8; --good:#047857; --good-bg:#def7ec; --warn:#92400e; --warn-bg:#fef3c7; }
@@ -71,13 +73,11 @@ def e(value: Any) -> str:
     return "-" if value is None else html.escape(str(value), quote=True)
 
 
-def num(value: Any, digits: int = 2) -> str:
-    """A number for a table cell: thousands grouped, ``digits`` decimals below 1000; anything else escaped."""
+def num(value: Any) -> str:
+    """A number for a table cell, as perfbench prints numbers everywhere (``perfbench.core.numbers``); anything else escaped."""
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return e(value)
-    if abs(value) >= 1000:
-        return f"{value:,.0f}"
-    return f"{value:,.{digits}f}"
+    return format_number(value)
 
 
 def state_of(passed: bool | None) -> str:

@@ -48,7 +48,7 @@ def alarm_section(reasons: Sequence[FailureReason], total_failed: int, total: in
     if not reasons:
         return ""
     rows = [
-        [f'<code class="nowrap">{e(r.reason)}</code>', num(r.count, 0), e(", ".join(r.steps)),
+        [f'<code class="nowrap">{e(r.reason)}</code>', num(r.count), e(", ".join(r.steps)),
          f"<code>{e(r.sample)}</code>" if r.sample else '<span class="muted">no error text</span>']
         for r in reasons[:top]
     ]
@@ -83,7 +83,7 @@ def headline_section(steps: Sequence[Mapping[str, Any]], comparison: Comparison 
         if all(v is None for v in values):  # what applies: an embeddings run has no TTFT
             continue
         digits = 3 if headline.metric.unit == "req/s" else 2
-        cells = [num(v, digits) + _change(rows_by.get((step_label(s), headline.spec))) for s, v in zip(steps, values)]
+        cells = [num(v) + _change(rows_by.get((step_label(s), headline.spec))) for s, v in zip(steps, values)]
         rows.append([e(f"{headline.name} ({headline.metric.unit})"), *cells])
     if not rows:
         return ""
