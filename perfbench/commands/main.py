@@ -1,7 +1,8 @@
 """The command line: argument parsing, wiring of the stages, one-line errors and exit codes.
 
-Exit codes: 0 run completed (failed requests included), 1 a regression check failed,
-2 bad usage or configuration, 3 the target could not be reached or a local server failed.
+Exit codes (DESIGN.md): 0 run completed and passed (failed requests included), 1 a check of the
+run's verdict failed (perfbench.analysis.verdict), 2 bad usage or configuration, 3 the target could
+not be reached, a local server failed or every request failed, 130 interrupted.
 Heavy modules are imported only after parsing, so ``perfbench --help`` answers at once.
 """
 

@@ -14,6 +14,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from perfbench.analysis.verdict import FAIL, PASS, WARN, Verdict
 from perfbench.core.numbers import format_number
 from perfbench.engine.engine import UNCAPPED
 from perfbench.engine.live import LiveCounters
@@ -224,6 +225,27 @@ def render_summary(console: Console, summary: Mapping[str, Any]) -> None:
             f"[bold]Max-load search[/] ({search['dimension']}): highest passing load "
             f"[bold]{_load(search.get('max_passing'))}[/], knee {_load(search.get('knee'))}"
         )
+
+
+_MARKS = {PASS: ("ok", "green"), WARN: ("warn", "yellow"), FAIL: ("FAIL", "bold red")}
+_DETAILS = 5  # lines under a check; report.html and the tables above list them all
+
+
+def render_verdict(console: Console, verdict: Verdict) -> None:
+    """The run's verdict (perfbench.analysis.verdict), as the exit code, report.html and JUnit give
+    it: PASSED or FAILED, then each check with its reason and, under one that did not pass, why."""
+    console.print(Text.assemble(("Verdict: ", "bold"), (verdict.word, "bold green" if verdict.passed else "bold red")))
+    for check in verdict.checks:
+        mark, style = _MARKS[check.state]
+        # Text, not markup: a reason may quote a server's error or a user's model name.
+        console.print(Text.assemble("  ", (f"{mark:<4}", style), f" {check.name}: {check.reason}"))
+        if check.state != PASS:
+            for detail in check.details[:_DETAILS]:
+                console.print(Text(f"         {detail}"))
+            if len(check.details) > _DETAILS:
+                console.print(Text(f"         and {len(check.details) - _DETAILS} more", style="dim"))
+    for note in verdict.notes:
+        console.print(Text(note, style="dim"))
 
 
 def _load(load: Any) -> str:

@@ -32,8 +32,8 @@ def verdict_section(verdict: Verdict) -> str:
         if len(check.details) > MAX_DETAILS:  # the verdict stays one screen; the sections below list them all
             details += f'<li class="muted">and {len(check.details) - MAX_DETAILS} more, in the sections below</li>'
         items.append(
-            f'<li class="{check.state}" data-check="{e(check.name)}">{badge(check.state)} <b>{e(check.name)}</b>: '
-            f"{e(check.text)}{f'<ul>{details}</ul>' if details else ''}</li>"
+            f'<li class="{check.state}" data-check="{e(check.name)}" data-kind="{e(check.kind)}">{badge(check.state)} '
+            f"<b>{e(check.name)}</b>: {e(check.reason)}{f'<ul>{details}</ul>' if details else ''}</li>"
         )
     notes = "".join(f'<p class="muted">{e(n)}</p>' for n in verdict.notes)
     return (
