@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from typing import Any, NoReturn, Sequence
 
@@ -144,7 +143,13 @@ def _check_utf8(argv: Sequence[str]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    from perfbench.core.cliutil import closed_pipes_ignored
+
+    with closed_pipes_ignored():  # `perfbench ... | head`: the run still writes its files and exits with its own code
+        return _main(list(sys.argv[1:] if argv is None else argv))
+
+
+def _main(argv: list[str]) -> int:
     debug = "--debug" in argv
     try:
         _check_utf8(argv)
@@ -172,8 +177,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"perfbench: error: {output_error(exc.filename or 'an output file', exc)}", file=sys.stderr)
         return 2
-    except BrokenPipeError:
-        os._exit(1)
 
 
 if __name__ == "__main__":
