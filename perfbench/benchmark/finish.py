@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from perfbench.core.cliutil import print_error
 from perfbench.core.errors import ConfigError
 from perfbench.results.runfiles import COMPARISON_FILE, OutputError, write_comparison, write_summary
 
@@ -58,10 +59,6 @@ class FinishContext:
         return self.outcome.summary["steps"]
 
 
-def _error(message: str) -> None:
-    print(f"perfbench: error: {message}", file=sys.stderr)
-
-
 def _record_identity(ctx: FinishContext) -> None:
     from perfbench.results.identity import run_identity
 
@@ -95,7 +92,7 @@ def _compare_with_baseline(ctx: FinishContext) -> None:
         ctx.baseline_dir = None
         return
     except ConfigError as exc:  # e.g. another identity, no step in common: say so, but keep the run's report and history
-        _error(str(exc))
+        print_error(str(exc))
         ctx.baseline_error = str(exc)  # a failed check of the verdict (exit 2)
         ctx.baseline_dir = None
         return
@@ -124,7 +121,7 @@ def _junit(ctx: FinishContext) -> None:
         write_junit(Path(ctx.config.junit), comparison=ctx.comparison, steps=ctx.steps, verdict=ctx.verdict)
         ctx.console.print(f"JUnit: {ctx.config.junit}")
     except OSError as exc:  # e.g. the disk went read-only during the run: keep the run's other outputs
-        _error(f"cannot write --junit {ctx.config.junit} ({exc.strerror or exc}); the run's files are kept, choose a writable path")
+        print_error(f"cannot write --junit {ctx.config.junit} ({exc.strerror or exc}); the run's files are kept, choose a writable path")
         ctx.output_error = True
 
 
@@ -213,5 +210,5 @@ def finish_run(config: Any, outcome: Any, console: Any, baseline_dir: Path | Non
     render_verdict(console, ctx.verdict)
     code = run_exit_code(ctx.verdict, interrupted=outcome.interrupted, output_error=ctx.output_error)
     if code == EXIT_ALL_FAILED:  # the last line: after summary.json and the report are written
-        _error(every_request_failed(ctx.steps) or "every request failed")
+        print_error(every_request_failed(ctx.steps) or "every request failed")
     return code

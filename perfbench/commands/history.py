@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from perfbench.core.cliutil import OneLineArgumentParser
+from perfbench.core.cliutil import OneLineArgumentParser, print_error
 from perfbench.core.errors import ConfigError, PerfbenchError
 from perfbench.core.numbers import format_number
 from perfbench.results.identity import RunIdentity, run_identity
@@ -242,7 +242,7 @@ def main(argv: list[str]) -> int:
             return _manage(argv[0], list(argv[1:]))
         table, note = _list(list(argv))
     except PerfbenchError as exc:
-        Console(stderr=True).print(f"perfbench: error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        print_error(str(exc))
         return exc.exit_code
     console = Console()
     table, dropped = _fitted(console, table)

@@ -13,6 +13,7 @@ import logging
 import sys
 from typing import Any, NoReturn, Sequence
 
+from perfbench.core.cliutil import print_error
 from perfbench.core.version import __version__
 from perfbench.core.errors import ConfigError, PerfbenchError
 from perfbench.config.options import COMMAND_LINE_ONLY, GROUPS, OPTIONS
@@ -165,7 +166,7 @@ def _main(argv: list[str]) -> int:
     except PerfbenchError as exc:
         if debug:
             raise
-        print(f"perfbench: error: {_redacted(str(exc))}", file=sys.stderr)
+        print_error(_redacted(str(exc)))
         return exc.exit_code
     except KeyboardInterrupt:
         print("perfbench: interrupted", file=sys.stderr)
@@ -175,7 +176,7 @@ def _main(argv: list[str]) -> int:
 
         if debug or exc.errno not in OUTPUT_ERRNOS:
             raise
-        print(f"perfbench: error: {output_error(exc.filename or 'an output file', exc)}", file=sys.stderr)
+        print_error(str(output_error(exc.filename or "an output file", exc)))
         return 2
 
 

@@ -14,6 +14,12 @@ from typing import Any, Iterator, NoReturn, TextIO
 from perfbench.core.errors import ConfigError
 
 
+def print_error(message: str) -> None:
+    """``perfbench: error: <message>`` on stderr: how every command says, in one line, what stopped it
+    (a message names the fix; the caller has masked any secret in it)."""
+    print(f"perfbench: error: {message}", file=sys.stderr)
+
+
 class OneLineArgumentParser(argparse.ArgumentParser):
     """argparse whose usage errors raise ConfigError instead of printing usage text and exiting.
 

@@ -82,7 +82,6 @@ def headline_section(steps: Sequence[Mapping[str, Any]], comparison: Comparison 
         values = [step_metric(step, headline.spec) for step in steps]
         if all(v is None for v in values):  # what applies: an embeddings run has no TTFT
             continue
-        digits = 3 if headline.metric.unit == "req/s" else 2
         cells = [num(v) + _change(rows_by.get((step_label(s), headline.spec))) for s, v in zip(steps, values)]
         rows.append([e(f"{headline.name} ({headline.metric.unit})"), *cells])
     if not rows:
