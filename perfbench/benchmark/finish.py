@@ -15,6 +15,7 @@ it in ``STAGES`` where it belongs.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,12 +149,13 @@ def _history(ctx: FinishContext) -> None:
         # "check=pass" marks a run whose verdict passed, its baseline met (or none there yet): `--baseline
         # tag:check=pass` is the last good run.
         tags["check"] = "pass" if ctx.verdict.passed else "fail"
-    try:
-        from perfbench.telemetry.gpu import local_gpu_info
+    from perfbench.telemetry.gpu import local_gpu_info
 
-        run_id = open_store(ctx.config).record_run(ctx.run_dir, tags, local_gpu_info)
+    try:
+        with open_store(ctx.config) as store:
+            run_id = store.record_run(ctx.run_dir, tags, local_gpu_info)
         ctx.console.print(f"Recorded in the run history as {run_id}")
-    except Exception as exc:  # the history is a convenience: never lose a finished run over it
+    except (ConfigError, OSError, sqlite3.Error) as exc:  # the history is a convenience: never lose a finished run over it
         ctx.console.print(f"[yellow]Could not record the run in the history ({exc}); use --store PATH.[/]")
 
 

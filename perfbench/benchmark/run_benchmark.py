@@ -168,7 +168,8 @@ def _resolve_baseline(config: Any) -> Path | None:
     from perfbench.results.store import NoBaselineYet, resolve_baseline
 
     try:
-        return resolve_baseline(config.baseline, open_store(config))
+        with open_store(config) as store:
+            return resolve_baseline(config.baseline, store)
     except NoBaselineYet as exc:  # a nightly job's first night: this run becomes the first baseline
         logging.getLogger(__name__).warning("%s; running without a comparison", exc)
         return None

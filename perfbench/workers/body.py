@@ -12,6 +12,7 @@ once its reply is in.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import queue
 import time
@@ -22,6 +23,8 @@ from perfbench.engine.engine import Engine, make_session
 from perfbench.engine.plan import PreparedRequest
 from perfbench.engine.live import LiveCounters
 from perfbench.results.records import RequestRecord
+
+log = logging.getLogger(__name__)
 
 BATCH_RECORDS = 512  # records per message, at most
 BATCH_WAIT_S = 0.02  # a record waits at most this long for its batch (the live display stays current)
@@ -122,7 +125,8 @@ class WorkerBody:
             value = await work
         except asyncio.CancelledError:
             value = None  # stopped: the records of what ended were handed over already
-        except Exception as exc:  # noqa: BLE001 - told to the parent, which counts this worker lost
+        except Exception as exc:  # noqa: BLE001 - told to the parent, which counts this worker lost; the run goes on
+            log.debug("worker phase failed", exc_info=True)
             self.outbox.reply("error", f"{type(exc).__name__}: {exc}")
             return
         self.outbox.reply(reply, value)
