@@ -44,6 +44,7 @@ from typing import Any, Mapping, Sequence
 from perfbench.compare import Comparison, MetricComparison
 from perfbench.core.numbers import format_number
 from perfbench.metrics import SLO_METRICS, metric_of
+from perfbench.metrics.slo import split_name
 from perfbench.results.runfiles import step_label
 
 PASS, WARN, FAIL = "pass", "warn", "fail"  # a check's state, worst last
@@ -177,7 +178,7 @@ def format_load(dimension: str, load: float | None) -> str:
 
 def slo_name(name: str) -> str:
     """``ttft_p99`` as a person reads it: ``TTFT p99`` (names from the registry)."""
-    metric, _, stat = name.partition("_")
+    metric, stat = split_name(name)
     known = SLO_METRICS.get(metric)
     return f"{known.label} {stat}" if known else name
 

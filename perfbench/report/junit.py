@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from perfbench.core.numbers import format_number
 from perfbench.metrics import SLO_METRICS
+from perfbench.metrics.slo import split_name
 from perfbench.results.runfiles import step_label
 
 if TYPE_CHECKING:  # only the types: writing the file needs neither package's code
@@ -75,7 +76,7 @@ def _slo_suite(root: ET.Element, cases: Sequence[tuple[Mapping[str, Any], Mappin
     for step, result in cases:
         limit_ms, value_ms = result.get("limit_ms"), result.get("value_ms")
         load = step_label(step)
-        unit = SLO_METRICS[str(result.get("name")).partition("_")[0]].unit  # the limited metric's unit (registry)
+        unit = SLO_METRICS[split_name(str(result.get("name")))[0]].unit  # the limited metric's unit (registry)
         case = ET.SubElement(suite, "testcase", classname=_classname(load), name=f"{result.get('name')} <= {limit_ms:g} {unit}")
         shown = format_number(value_ms, unit) if isinstance(value_ms, (int, float)) and math.isfinite(value_ms) else "no value"
         text = f"{load} {result.get('name')}: {shown}, limit {limit_ms:g} {unit}"
