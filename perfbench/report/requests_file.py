@@ -11,16 +11,18 @@ import os
 from pathlib import Path
 from typing import Any
 
-from perfbench.results.records import RequestRecord
+from perfbench.results.records import REQUEST_LINE, RequestRecord
 from perfbench.results.runfiles import output_error
 
 
 def request_line(record: RequestRecord, run_start_ns: int) -> dict[str, Any]:
-    """requests.jsonl's line for ``record``: its fields plus TTFT and latency as perfbench.metrics defines them."""
+    """requests.jsonl's line for ``record`` (REQUEST_LINE): its fields, then the derived ones (TTFT and
+    latency) as perfbench.metrics defines them."""
     from perfbench.metrics import request_times_ms  # numpy: not for the CLI's start, which imports finish and so this
 
     line = record.to_json(run_start_ns)
-    line.update(request_times_ms(record))
+    derived = request_times_ms(record)
+    line.update((field.name, derived[field.name]) for field in REQUEST_LINE if field.write is None)
     return line
 
 
