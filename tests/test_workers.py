@@ -66,6 +66,22 @@ def test_duration_bound_slices_interleave_their_indexes() -> None:
     assert [p.concurrency for p in parts] == [2, 1, 1]
 
 
+def test_a_lost_slice_owes_the_arrivals_of_the_schedule_the_engine_sends_by() -> None:
+    """One schedule per step (StepPlan.arrival_offsets_s): what a lost open-loop slice still owed is
+    counted from the very due times its engine sends by, a trace's included (not a rate's schedule
+    made again beside it)."""
+    from perfbench.workers.slicing import unfinished
+
+    trace = StepPlan(step=0, concurrency=8, number=None, duration_s=10.0, rate_req_s=1.0,
+                     offsets_s=(0.0, 0.1, 0.2, 0.3, 0.4))  # a trace's five due times, whatever its mean rate
+    parts = split_step(trace, 2)
+    assert [list(p.arrival_indexes(len(p.arrival_offsets_s()))) for p in parts] == [[0, 2, 4], [1, 3]]
+    assert unfinished(parts[0], True, set(), 0) == [(False, 0), (False, 2), (False, 4)]
+    assert unfinished(parts[1], False, {(False, 1)}, 0) == [(False, 3)]
+    rated = StepPlan(step=0, concurrency=8, number=30, duration_s=None, rate_req_s=5.0, seed=3)
+    assert list(rated.arrival_offsets_s()) == list(split_step(rated, 3)[2].arrival_offsets_s())  # every slice: one schedule
+
+
 def _run(tmp_path: Path, name: str, *flags: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     out = tmp_path / name
     assert main([*flags, *QUIET, "--output-dir", str(out)]) == 0
