@@ -212,7 +212,7 @@ def search_sentence(search: Mapping[str, Any], *, subject: bool = True) -> str:
     dimension = str(search.get("dimension") or "concurrency")
     best, knee = search.get("max_passing"), search.get("knee")
     probes = search.get("probes") or []
-    loads = [p.get("load") for p in probes if isinstance(p, Mapping) and isinstance(p.get("load"), (int, float))]
+    loads: list[float] = [p["load"] for p in probes if isinstance(p, Mapping) and isinstance(p.get("load"), (int, float))]
     reason = search.get("stop_reason")
     unit = "" if dimension == "concurrency" else " req/s"
     tried = f" ({len(loads)} probes from {min(loads):g} to {max(loads):g}{unit})" if loads else ""
@@ -350,7 +350,7 @@ def judge(summary: Mapping[str, Any], comparison: Comparison | None = None, *, b
     """The run's verdict from its summary.json and, when it was checked against a baseline, the
     comparison (or, when that comparison was refused, why)."""
     steps = summary.get("steps") or []
-    config = summary.get("config") if isinstance(summary.get("config"), Mapping) else {}
+    config: Mapping[str, Any] = summary["config"] if isinstance(summary.get("config"), Mapping) else {}
     search = summary.get("search")
     checks: list[Check] = []
     if isinstance(search, Mapping) or config.get("search"):
