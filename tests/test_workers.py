@@ -11,7 +11,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from perfbench.servers.mock import MockConfig, MockInThread
 from perfbench.results.records import WORKER_LOST
 from perfbench.workers import WorkerPool, WorkerSetup, split_step
 from perfbench.workers.processes import ProcessTransport
+from tests.mock_client import mock_process
 from tests.test_signals import alive, children, interrupted_run_lines, kill_if_alive, line_count, wait_until
 
 QUIET = ["--no-live", "--no-plots", "--no-telemetry"]
@@ -216,28 +216,8 @@ def test_sigterm_stops_every_worker_and_keeps_every_finished_record(tmp_path: Pa
 def test_large_batches_cross_the_pipe_whole(tmp_path: Path) -> None:
     """Batches of hundreds of 256-package records are megabytes: a pipe read must wait for the whole
     message (under uvloop a watched descriptor is non-blocking, and a read of it failed half-way)."""
-    port = _free_port()
-    mock = subprocess.Popen([sys.executable, "-m", "perfbench", "mock", "--port", str(port), "--ttft-ms", "0", "--itl-ms", "0",
-                             "--output-tokens", "256"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # its own process: fast
-    try:
-        wait_until(lambda: _listening(port) or mock.poll() is not None, 30, "the mock to listen")
-        summary, lines = _run(tmp_path, "big", "--url", f"http://127.0.0.1:{port}", "-c", "64", "-n", "1500", "--workers", "2")
-    finally:
-        mock.terminate()
-        mock.wait(10)
+    with mock_process("--ttft-ms", "0", "--itl-ms", "0", "--output-tokens", "256") as mock:  # its own process: fast
+        summary, lines = _run(tmp_path, "big", "--url", mock.base_url, "-c", "64", "-n", "1500", "--workers", "2")
     assert summary["steps"][0]["requests_succeeded"] == 1500, summary["steps"][0]["failure_reasons"]
     assert len(lines) == 1500 and {line["packages"] for line in lines} == {256}
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-        return True
-    except OSError:
-        return False
