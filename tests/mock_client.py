@@ -1,10 +1,22 @@
-"""A raw aiohttp client for the mock's tests: every read stamped, named SSE events split by hand."""
+"""The mock for tests: a raw aiohttp client (every read stamped, named SSE events split by hand), and
+``perfbench mock`` in a process of its own (``mock_process``), the one way tests start it."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Iterator
 
 import aiohttp
 import pytest
@@ -12,6 +24,7 @@ import pytest
 from perfbench.servers.mock import MockConfig, MockServer
 
 MS = 1_000_000  # ns per ms
+REPO = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -115,3 +128,58 @@ async def mock():
 async def session():
     async with aiohttp.ClientSession() as s:
         yield s
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (the system's pick, released at once)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class MockProcess:
+    """A running ``perfbench mock``: its base URL and its process."""
+
+    base_url: str  # http://127.0.0.1:PORT
+    process: subprocess.Popen[str]
+    _stderr: IO[str]
+
+    def stop(self) -> int:
+        """Ctrl-C, as a user stops it; its exit code (killed after 10 s)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        return self.process.returncode
+
+    def stderr(self) -> str:
+        """What it wrote to stderr so far."""
+        self._stderr.seek(0)
+        return self._stderr.read()
+
+
+@contextmanager
+def mock_process(*args: str, timeout_s: float = 30.0) -> Iterator[MockProcess]:
+    """``perfbench mock ARGS`` in a process of its own (its timing shares nothing with the test's
+    interpreter), on a port the system picks: yields it once it listens (it prints its URL then);
+    stopped with Ctrl-C after. Fails the test, with the mock's stderr, when it does not start in time."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+    with tempfile.TemporaryFile("w+") as stderr:
+        process = subprocess.Popen([sys.executable, "-m", "perfbench", "mock", "--port", "0", *args], cwd=REPO, env=env,
+                                   stdout=subprocess.PIPE, stderr=stderr, text=True)
+        mock = MockProcess("", process, stderr)
+        try:
+            ready, _, _ = select.select([process.stdout], [], [], timeout_s)
+            line = process.stdout.readline() if ready else ""
+            found = re.search(r"http://127\.0\.0\.1:\d+", line)
+            if found is None:
+                mock.stop()
+                pytest.fail(f"perfbench mock gave no URL within {timeout_s:g} s (it said {line!r}): {mock.stderr()[-2000:]}")
+            mock.base_url = found.group(0)
+            yield mock
+        finally:
+            mock.stop()

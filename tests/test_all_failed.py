@@ -9,7 +9,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from perfbench.benchmark.run_state import every_request_failed
+from perfbench.analysis import every_request_failed
 
 PERFBENCH = [sys.executable, "-m", "perfbench"]
 

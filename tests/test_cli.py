@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import pytest
 
 from perfbench.commands.main import main
 from perfbench.servers.mock import MockConfig, MockInThread
+from tests.mock_client import free_port, mock_process
 
 PERFBENCH = [sys.executable, "-m", "perfbench"]
 
@@ -153,9 +153,7 @@ def test_bad_input_is_one_line_exit_2(args, fix, tmp_path):
 
 
 def test_unreachable_target_exits_3_quickly(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     start = time.monotonic()
     result = cli("--url", f"http://127.0.0.1:{port}", "-n", "5", "--output-dir", str(tmp_path / "r"))
     assert result.returncode == 3
@@ -182,21 +180,9 @@ def test_client_run_imports_neither_torch_nor_vllm(mock_url, tmp_path):
 
 
 def test_ctrl_c_keeps_every_finished_record(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mock = subprocess.Popen([*PERFBENCH, "mock", "--port", str(port), "--ttft-ms", "5", "--itl-ms", "10"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+    with mock_process("--ttft-ms", "5", "--itl-ms", "10") as mock:
         out = tmp_path / "run"
-        run = subprocess.Popen([*PERFBENCH, "--url", f"http://127.0.0.1:{port}", "-c", "4", "-n", "10000", "--max-tokens", "10",
+        run = subprocess.Popen([*PERFBENCH, "--url", mock.base_url, "-c", "4", "-n", "10000", "--max-tokens", "10",
                                 "--no-live", "--no-plots", "--no-telemetry", "--output-dir", str(out)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         jsonl = out / "requests.jsonl"
@@ -207,9 +193,6 @@ def test_ctrl_c_keeps_every_finished_record(tmp_path):
         time.sleep(0.01)
         run.send_signal(signal.SIGINT)  # an impatient second Ctrl-C must not cost the summary
         stdout, stderr = run.communicate(timeout=30)
-    finally:
-        mock.send_signal(signal.SIGINT)
-        mock.wait(timeout=10)
     assert run.returncode == 130, stderr
     lines = read_lines(out / "requests.jsonl")
     summary = json.loads((out / "summary.json").read_text())

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import resource
-import signal
-import socket
 import subprocess
 import sys
-import time
 
 import pytest
+
+from tests.mock_client import mock_process
 
 PERFBENCH = [sys.executable, "-m", "perfbench"]
 DEAD_URL = "http://127.0.0.1:9/v1/chat/completions"  # never reached: the check comes first
@@ -52,29 +51,13 @@ def test_a_load_beyond_the_hard_limit_is_refused_in_one_line(args, message, tmp_
 
 def test_the_soft_limit_is_raised_when_the_hard_one_allows(tmp_path):
     """400 streams at once with a soft limit of 256: without raising it most would fail (EMFILE)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mock = subprocess.Popen([*PERFBENCH, "mock", "--port", str(port), "--ttft-ms", "500", "--itl-ms", "5"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the mock did not start"
-                time.sleep(0.1)
+    with mock_process("--ttft-ms", "500", "--itl-ms", "5") as mock:
         out = tmp_path / "run"
         result = subprocess.run(
-            [*PERFBENCH, "--url", f"http://127.0.0.1:{port}", "-c", "400", "-n", "400", "--max-tokens", "2",
+            [*PERFBENCH, "--url", mock.base_url, "-c", "400", "-n", "400", "--max-tokens", "2",
              "--no-live", "--no-plots", "--no-telemetry", "--output-dir", str(out)],
             capture_output=True, text=True, timeout=120, preexec_fn=with_open_files(256, 4096),
         )  # fmt: skip
-    finally:
-        mock.send_signal(signal.SIGINT)
-        mock.wait(timeout=10)
     assert result.returncode == 0, result.stderr
     step = json.loads((out / "summary.json").read_text())["steps"][0]
     assert step["requests_succeeded"] == 400, step["failure_reasons"]

@@ -38,7 +38,7 @@ def test_a_step_shows_progress_eta_failures_and_running_percentiles() -> None:
         lines = _lines(display, console)
     assert lines[0].startswith("step 2 of 5 (c=8)") and "100/200" in lines[0] and "ETA" in lines[0]
     assert "in flight 8" in lines[1] and "ok 99" in lines[1] and "failed 1 (http_429)" in lines[1]
-    assert "TTFT p50 54.0 / p99 59.0 ms" in lines[2] and "ITL p99 5.0 ms" in lines[2]
+    assert "TTFT p50 54.00 / p99 59.00 ms" in lines[2] and "ITL p99 5.00 ms" in lines[2]
     assert all(len(line) <= 80 for line in lines)
 
 

@@ -9,15 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
 import time
 import urllib.request
 from collections import Counter
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -25,7 +20,7 @@ import pytest
 from perfbench.core.errors import ConfigError, TargetError
 from perfbench.servers.mock import MockConfig, MockInThread, MockRequestLog, main
 from perfbench.core.mock_config import FAULT_KINDS, FaultSchedule
-from tests.mock_client import MS, Reply, mock, post, session  # noqa: F401 (fixtures)
+from tests.mock_client import MS, Reply, mock, mock_process, post, session  # noqa: F401 (fixtures)
 from usage_errors import assert_one_line_usage_error
 
 CHAT = "/v1/chat/completions"
@@ -525,23 +520,11 @@ def test_config_validation(kwargs):
 
 def test_main_serves_until_ctrl_c():
     """`perfbench mock` in a real process: one line with the URL, serves, Ctrl-C exits 0."""
-    root = Path(__file__).resolve().parents[1]
-    code = "import sys; from perfbench.servers.mock import main; sys.exit(main(sys.argv[1:]))"
-    proc = subprocess.Popen([sys.executable, "-c", code, "--port", "0", "--ttft-ms", "1", "--output-tokens", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root,
-                            env={**os.environ, "PYTHONPATH": str(root)})  # fmt: skip
-    try:
-        line = proc.stdout.readline()
-        url = re.search(r"http://127\.0\.0\.1:\d+", line).group(0)
-        with urllib.request.urlopen(url + "/health", timeout=10) as resp:
+    with mock_process("--ttft-ms", "1", "--output-tokens", "2") as mock:
+        with urllib.request.urlopen(mock.base_url + "/health", timeout=10) as resp:
             assert resp.status == 200
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=10) == 0
-        assert proc.stdout.read() == "" and "Traceback" not in proc.stderr.read()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
+        assert mock.stop() == 0
+        assert mock.process.stdout.read() == "" and "Traceback" not in mock.stderr()
 
 
 # ---------------------------------------------------------------------------- load

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -190,3 +191,32 @@ def test_no_requests_no_parquet(tmp_path: Path) -> None:
     from perfbench.report.tables import write_requests_parquet
 
     assert write_requests_parquet(tmp_path) is None and not (tmp_path / "requests.parquet").exists()
+
+
+def test_the_request_line_is_declared_once(tmp_path: Path) -> None:
+    """requests.jsonl's fields (perfbench.results.records.REQUEST_LINE) are what the writer writes, in
+    order, what the reader reads back (a record read back writes the same line) and what
+    requests.parquet holds, with the declared types: session and turn in a session run too."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    from perfbench.commands.main import main
+    from perfbench.report.requests_file import request_line
+    from perfbench.results.records import REQUEST_LINE
+    from perfbench.results.runfiles import read_records, read_request_lines
+
+    out = tmp_path / "sessions"
+    assert main(["--mock", "ttft_ms=1,itl_ms=0", "--turns", "3", "-c", "2", "-n", "4", "--max-tokens", "3",
+                 "--no-live", "--no-telemetry", "--no-plots", "--output-dir", str(out)]) == 0
+    declared = [field.name for field in REQUEST_LINE]
+    lines = read_request_lines(out)
+    assert len(lines) == 12 and all(list(line) == declared for line in lines)
+    assert [request_line(record, 0) for record in read_records(out)] == lines
+    table = pq.read_table(out / "requests.parquet")
+    arrow = {"int": "int64", "float": "double", "bool": "bool", "str": "string", "list[float]": "list<double>",
+             "list[int]": "list<int64>"}
+
+    def kind(t: Any) -> str:
+        return f"list<{t.value_type}>" if hasattr(t, "value_type") else str(t)
+
+    assert [(f.name, kind(f.type)) for f in table.schema] == [(field.name, arrow[field.type]) for field in REQUEST_LINE]
+    assert table.column("session").to_pylist() == [line["session"] for line in lines]
+    assert table.column("turn").to_pylist() == [line["turn"] for line in lines] and set(table.column("turn").to_pylist()) == {0, 1, 2}

@@ -104,3 +104,32 @@ def test_to_mapping_round_trips():
     slos = parse_slos("ttft=500,tpot_p99=50,itl_p99.9=80")
     assert slos.to_mapping() == {"ttft": 500.0, "tpot_p99": 50.0, "itl_p99.9": 80.0}
     assert Slos.from_mapping(slos.to_mapping()) == slos
+
+
+def test_the_slo_metrics_are_the_registrys_alone(monkeypatch, tmp_path) -> None:
+    """--slo's names, the per-request and step checks, the page's and JUnit's names all read
+    perfbench.metrics.SLO_METRICS: a metric put there is limited everywhere, with no other list to edit."""
+    import xml.etree.ElementTree as ET
+
+    from perfbench.analysis import slo_name
+    from perfbench.metrics import METRICS_BY_KEY, SLO_METRICS, summarize_step
+    from perfbench.report.junit import write_junit
+    from perfbench.results.records import OK, RequestRecord
+
+    monkeypatch.setitem(SLO_METRICS, "queue", METRICS_BY_KEY["queue_ms"])
+    slos = parse_slos("queue=3,queue_p50=2,ttft_p50=1000")
+    assert slos.per_request_ms == {"queue": 3.0} and slos.step_limits[0] == StepLimit("queue", "p50", 2.0)
+    ms = 1_000_000
+    # Queue (sent - scheduled) 1, 2 and 4 ms; each request's one package at 10 ms.
+    records = [RequestRecord(0, i, False, OK, 200, None, 0, q * ms, 10 * ms, (10 * ms,), (1,), 3, 1, "usage")
+               for i, q in enumerate((1, 2, 4))]
+    step = summarize_step(records, concurrency=1, rate_req_s=None, requests_expected=3, slos=slos)
+    queue = next(r for r in step.slo_results if r.name == "queue_p50")
+    assert (queue.value_ms, queue.passed) == (pytest.approx(2.0), True)
+    assert step.goodput_req_s == pytest.approx(2 / step.duration_s)  # the 4 ms request misses queue=3
+    assert slo_name("queue_p50") == "Queue p50"
+    write_junit(tmp_path / "junit.xml", steps=[step.to_dict()])
+    names = [case.get("name") for case in ET.parse(tmp_path / "junit.xml").getroot().iter("testcase")]
+    assert names[0] == "queue_p50 <= 2 ms"
+    with pytest.raises(ConfigError, match="use ttft, tpot, itl, latency or queue,"):
+        parse_slos("nosuch=1")

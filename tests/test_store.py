@@ -172,3 +172,34 @@ def test_history_cli(tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch:
 def test_history_usage_errors_are_one_line_exit_2() -> None:
     assert_one_line_usage_error("history", "--limit", "x", expect="--limit: invalid int value")
     assert_one_line_usage_error("history", "extra", expect="unrecognized arguments: extra")
+
+
+def test_every_store_the_commands_open_is_closed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run with --baseline (resolved before, compared and recorded after), report, compare and history
+    each open the store: every one they open is closed again (an open SQLite handle holds a file
+    descriptor and, until closed, may hold back what it wrote)."""
+    from perfbench.commands.main import main
+
+    opened: list[RunStore] = []
+    closed: list[RunStore] = []
+    real_init, real_close = RunStore.__init__, RunStore.close
+
+    def init(self: RunStore, path: Path) -> None:
+        real_init(self, path)
+        opened.append(self)
+
+    def close(self: RunStore) -> None:
+        closed.append(self)
+        real_close(self)
+
+    monkeypatch.setattr(RunStore, "__init__", init)
+    monkeypatch.setattr(RunStore, "close", close)
+    store = ["--store", str(tmp_path / "history.sqlite")]
+    run = ["--mock", "ttft_ms=1,itl_ms=0", "-c", "2", "-n", "6", "--max-tokens", "2", "--no-live", "--no-telemetry", *store]
+    assert main([*run, "--output-dir", str(tmp_path / "a")]) == 0
+    assert main([*run, "--baseline", "last", "--threshold", "ttft_ms.p50=+1000%", "--output-dir", str(tmp_path / "b")]) == 0
+    assert main(["report", str(tmp_path / "b"), "--baseline", "last", *store]) == 0
+    assert main(["compare", "last", str(tmp_path / "b"), *store]) in (0, 1)
+    assert main(["history", *store]) == 0
+    assert main(["history", "tag", str(tmp_path / "a"), "check=pass", *store]) == 0
+    assert len(opened) >= 8 and {id(s) for s in opened} <= {id(s) for s in closed}

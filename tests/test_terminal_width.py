@@ -8,6 +8,7 @@ import re
 import pytest
 from rich.console import Console
 
+from perfbench.core.numbers import format_number
 from perfbench.metrics import summarize_step
 from perfbench.results.records import OK, RequestRecord
 from perfbench.report.terminal import render_summary
@@ -45,7 +46,7 @@ def test_eight_steps_and_a_long_url_fit_without_cutting_a_number(width: int) -> 
         assert label in text
     assert "None" not in text
     largest = max(step["latency_ms"]["max"] for step in steps)
-    assert f"{largest:,.2f}" in text  # the largest latency, whole
+    assert format_number(largest) in text  # the largest latency, whole
 
 
 def test_a_wide_terminal_shows_every_statistic_and_the_whole_url() -> None:

@@ -11,7 +11,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from perfbench.servers.mock import MockConfig, MockInThread
 from perfbench.results.records import WORKER_LOST
 from perfbench.workers import WorkerPool, WorkerSetup, split_step
 from perfbench.workers.processes import ProcessTransport
+from tests.mock_client import mock_process
 from tests.test_signals import alive, children, interrupted_run_lines, kill_if_alive, line_count, wait_until
 
 QUIET = ["--no-live", "--no-plots", "--no-telemetry"]
@@ -96,6 +96,22 @@ def test_a_slices_records_are_counted_not_kept(plan: StepPlan) -> None:
     else:
         last = max(i for warm, i in kept if not warm)
         assert owed == [(False, last + k * stride) for k in range(1, 4)]
+def test_a_lost_slice_owes_the_arrivals_of_the_schedule_the_engine_sends_by() -> None:
+    """One schedule per step (StepPlan.arrival_offsets_s): what a lost open-loop slice still owed is
+    counted from the very due times its engine sends by, a trace's included (not a rate's schedule
+    made again beside it)."""
+    from perfbench.workers.slicing import SeenIndexes, unfinished
+
+    trace = StepPlan(step=0, concurrency=8, number=None, duration_s=10.0, rate_req_s=1.0,
+                     offsets_s=(0.0, 0.1, 0.2, 0.3, 0.4))  # a trace's five due times, whatever its mean rate
+    parts = split_step(trace, 2)
+    assert [list(p.arrival_indexes(len(p.arrival_offsets_s()))) for p in parts] == [[0, 2, 4], [1, 3]]
+    assert unfinished(parts[0], True, SeenIndexes(parts[0]), 0) == [(False, 0), (False, 2), (False, 4)]
+    seen = SeenIndexes(parts[1])
+    seen.add(False, 1)
+    assert unfinished(parts[1], False, seen, 0) == [(False, 3)]
+    rated = StepPlan(step=0, concurrency=8, number=30, duration_s=None, rate_req_s=5.0, seed=3)
+    assert list(rated.arrival_offsets_s()) == list(split_step(rated, 3)[2].arrival_offsets_s())  # every slice: one schedule
 
 
 def _run(tmp_path: Path, name: str, *flags: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -255,28 +271,8 @@ def test_sigterm_stops_every_worker_and_keeps_every_finished_record(tmp_path: Pa
 def test_large_batches_cross_the_pipe_whole(tmp_path: Path) -> None:
     """Batches of hundreds of 256-package records are megabytes: a pipe read must wait for the whole
     message (under uvloop a watched descriptor is non-blocking, and a read of it failed half-way)."""
-    port = _free_port()
-    mock = subprocess.Popen([sys.executable, "-m", "perfbench", "mock", "--port", str(port), "--ttft-ms", "0", "--itl-ms", "0",
-                             "--output-tokens", "256"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # its own process: fast
-    try:
-        wait_until(lambda: _listening(port) or mock.poll() is not None, 30, "the mock to listen")
-        summary, lines = _run(tmp_path, "big", "--url", f"http://127.0.0.1:{port}", "-c", "64", "-n", "1500", "--workers", "2")
-    finally:
-        mock.terminate()
-        mock.wait(10)
+    with mock_process("--ttft-ms", "0", "--itl-ms", "0", "--output-tokens", "256") as mock:  # its own process: fast
+        summary, lines = _run(tmp_path, "big", "--url", mock.base_url, "-c", "64", "-n", "1500", "--workers", "2")
     assert summary["steps"][0]["requests_succeeded"] == 1500, summary["steps"][0]["failure_reasons"]
     assert len(lines) == 1500 and {line["packages"] for line in lines} == {256}
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-        return True
-    except OSError:
-        return False

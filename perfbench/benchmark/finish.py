@@ -2,26 +2,32 @@
 
     prepare -> run steps (perfbench.benchmark.runner.execute) -> finish (here)
 
-Stages, in order: the run's identity (into summary.json), the baseline comparison, the SLO verdict,
-JUnit, plots and report.html, the run history, exports (requests.parquet, and each ``--export``
-format). Each reads the run's files (never the engine) and may set the exit code; a failing
-convenience (history, JUnit) never costs the run's other outputs. The CLI only calls ``finish_run``
-and returns its exit code. To add a stage: write ``def _stage(ctx) -> None`` and put it in
-``STAGES`` where it belongs.
+Stages, in order: the run's identity (into summary.json), the baseline comparison, the run's
+verdict (perfbench.analysis.verdict: computed once, into summary.json and onto the terminal), JUnit,
+plots and report.html, the run history (its ``check=`` tag), exports (requests.parquet, and each
+``--export`` format). Each reads the run's files (never the engine); whether the run passed is the
+verdict's alone: JUnit, report.html, the history tag and the exit code are derived from it. A
+failing convenience (history, JUnit) never costs the run's other outputs. The CLI only calls
+``finish_run`` and returns its exit code. To add a stage: write ``def _stage(ctx) -> None`` and put
+it in ``STAGES`` where it belongs.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
+from perfbench.core.cliutil import print_error
 from perfbench.core.errors import ConfigError
-from perfbench.core.printable import printable
 from perfbench.report.shown import data_text
 from perfbench.results.runfiles import COMPARISON_FILE, OutputError, write_comparison, write_summary
+
+if TYPE_CHECKING:  # the verdict (numpy, compare) is imported when a run finishes, not when the CLI starts
+    from perfbench.analysis.verdict import Verdict
 
 
 def open_store(config: Any) -> Any:
@@ -41,7 +47,9 @@ class FinishContext:
     baseline_dir: Path | None  # the resolved --baseline, if any
     identity: Any = None  # the run's perfbench.results.identity.RunIdentity, set by the first stage
     comparison: Any = None  # set by the comparison stage
-    exit_code: int = 0
+    baseline_error: str | None = None  # why the baseline could not be compared with, set by the comparison stage
+    verdict: Verdict | None = None  # the run's verdict, set by the verdict stage
+    output_error: bool = False  # a file asked for (--junit) could not be written: exit 2 when the verdict passed
     files: list[str] = field(default_factory=lambda: ["summary.json", "summary.csv", "requests.jsonl"])
 
     @property
@@ -51,14 +59,6 @@ class FinishContext:
     @property
     def steps(self) -> list[dict[str, Any]]:
         return self.outcome.summary["steps"]
-
-    def fail(self, code: int) -> None:
-        """Keep the first non-zero exit code."""
-        self.exit_code = self.exit_code or code
-
-
-def _error(message: str) -> None:
-    print(f"perfbench: error: {printable(message)}", file=sys.stderr)  # it may quote a server's words
 
 
 def _record_identity(ctx: FinishContext) -> None:
@@ -94,22 +94,24 @@ def _compare_with_baseline(ctx: FinishContext) -> None:
         ctx.baseline_dir = None
         return
     except ConfigError as exc:  # e.g. another identity, no step in common: say so, but keep the run's report and history
-        _error(str(exc))
-        ctx.exit_code = 2
+        print_error(str(exc))
+        ctx.baseline_error = str(exc)  # a failed check of the verdict (exit 2)
         ctx.baseline_dir = None
         return
     render_comparison(ctx.comparison, ctx.console)
     write_comparison(ctx.run_dir / COMPARISON_FILE, ctx.comparison.to_dict())
-    if ctx.comparison.regressed:
-        ctx.console.print(data_text(f"Regression against the baseline {ctx.baseline_dir}.", "bold red"))
-        ctx.exit_code = 1
 
 
-def _slo_verdict(ctx: FinishContext) -> None:
-    failed = [s for s in ctx.steps if s.get("slo_passed") is False]
-    if failed and not ctx.config.search:  # a search's failing probes are its method, not a failure
-        ctx.console.print(f"[bold red]{len(failed)} step(s) missed their SLOs.[/]")
-        ctx.fail(1)
+def _verdict(ctx: FinishContext) -> None:
+    """The run's verdict, once, into summary.json beside the numbers it judges (the terminal shows it last)."""
+    from perfbench.analysis.verdict import judge
+
+    ctx.verdict = judge(ctx.outcome.summary, ctx.comparison, baseline_error=ctx.baseline_error)
+    ctx.outcome.summary["verdict"] = ctx.verdict.to_dict()
+    try:
+        write_summary(ctx.run_dir, ctx.outcome.summary)
+    except OutputError as exc:  # the summary without it is still whole (written aside, then renamed)
+        ctx.console.print(f"[yellow]summary.json keeps no verdict ({exc}); report.html and the exit code still give it.[/]")
 
 
 def _junit(ctx: FinishContext) -> None:
@@ -118,11 +120,11 @@ def _junit(ctx: FinishContext) -> None:
     from perfbench.report.junit import write_junit
 
     try:
-        write_junit(Path(ctx.config.junit), comparison=ctx.comparison, steps=() if ctx.config.search else ctx.steps)
+        write_junit(Path(ctx.config.junit), comparison=ctx.comparison, steps=ctx.steps, verdict=ctx.verdict)
         ctx.console.print(data_text(f"JUnit: {ctx.config.junit}"))
     except OSError as exc:  # e.g. the disk went read-only during the run: keep the run's other outputs
-        _error(f"cannot write --junit {ctx.config.junit} ({exc.strerror or exc}); the run's files are kept, choose a writable path")
-        ctx.fail(2)
+        print_error(f"cannot write --junit {ctx.config.junit} ({exc.strerror or exc}); the run's files are kept, choose a writable path")
+        ctx.output_error = True
 
 
 def _reports(ctx: FinishContext) -> None:
@@ -136,7 +138,7 @@ def _reports(ctx: FinishContext) -> None:
     write_plots(ctx.run_dir)
     # The trend's earlier runs are read here (this run is recorded after, by _history): the page only renders.
     history = earlier_runs_at(Path(ctx.config.store) if ctx.config.store else default_store_path(), ctx.outcome.summary, ctx.run_dir)
-    report = write_html_report(ctx.run_dir, comparison=ctx.comparison, history=history)
+    report = write_html_report(ctx.run_dir, comparison=ctx.comparison, history=history, verdict=ctx.verdict)
     ctx.console.print(data_text(f"Report: {report}"))
 
 
@@ -144,15 +146,17 @@ def _history(ctx: FinishContext) -> None:
     if ctx.outcome.interrupted or not ctx.steps:
         return
     tags = dict(ctx.config.tags)
-    if ctx.config.baseline and ctx.exit_code != 2:
-        # "check=pass" marks a run that met its baseline (or had none yet): `--baseline tag:check=pass` is the last good run.
-        tags["check"] = "fail" if ctx.exit_code else "pass"
-    try:
-        from perfbench.telemetry.gpu import local_gpu_info
+    if ctx.config.baseline and ctx.verdict is not None:
+        # "check=pass" marks a run whose verdict passed, its baseline met (or none there yet): `--baseline
+        # tag:check=pass` is the last good run.
+        tags["check"] = "pass" if ctx.verdict.passed else "fail"
+    from perfbench.telemetry.gpu import local_gpu_info
 
-        run_id = open_store(ctx.config).record_run(ctx.run_dir, tags, local_gpu_info)
+    try:
+        with open_store(ctx.config) as store:
+            run_id = store.record_run(ctx.run_dir, tags, local_gpu_info)
         ctx.console.print(data_text(f"Recorded in the run history as {run_id}"))
-    except Exception as exc:  # the history is a convenience: never lose a finished run over it
+    except (ConfigError, OSError, sqlite3.Error) as exc:  # the history is a convenience: never lose a finished run over it
         ctx.console.print(data_text(f"Could not record the run in the history ({exc}); use --store PATH.", "yellow"))
 
 
@@ -189,22 +193,25 @@ def _exports(ctx: FinishContext) -> None:
         ctx.files += [path.name for path in exporter(name)(ctx.run_dir, ctx.outcome.summary)]
 
 
-STAGES: tuple[Callable[[FinishContext], None], ...] = (_record_identity, _compare_with_baseline, _slo_verdict, _junit, _reports, _history, _exports)
+STAGES: tuple[Callable[[FinishContext], None], ...] = (
+    _record_identity, _compare_with_baseline, _verdict, _junit, _reports, _history, _exports,
+)
 
 
 def finish_run(config: Any, outcome: Any, console: Any, baseline_dir: Path | None) -> int:
-    """Run every finishing stage; return the run's exit code (DESIGN.md: 0, 1, 2, 3 or 130)."""
+    """Run every finishing stage; return the run's exit code (DESIGN.md: 0, 1, 2, 3 or 130), the verdict's."""
+    from perfbench.analysis.verdict import EXIT_ALL_FAILED, every_request_failed, run_exit_code
+    from perfbench.report.terminal import render_verdict
+
     ctx = FinishContext(config, outcome, console, baseline_dir)
     for stage in STAGES:
         stage(ctx)
     console.print(data_text(f"Files: {ctx.run_dir}/ ({', '.join(ctx.files)})"))
     if outcome.interrupted:
         console.print(data_text(f"Interrupted ({outcome.stopped_by or 'Ctrl-C'}): the summary covers the requests that finished.", "yellow"))
-        return 130 if ctx.exit_code == 0 else ctx.exit_code
-    from perfbench.benchmark.run_state import every_request_failed
-
-    all_failed = every_request_failed(ctx.steps)
-    if all_failed is not None:  # exit 3, after summary.json and the report are written
-        _error(all_failed)
-        return 3
-    return ctx.exit_code
+    assert ctx.verdict is not None
+    render_verdict(console, ctx.verdict)
+    code = run_exit_code(ctx.verdict, interrupted=outcome.interrupted, output_error=ctx.output_error)
+    if code == EXIT_ALL_FAILED:  # the last line: after summary.json and the report are written
+        print_error(every_request_failed(ctx.steps) or "every request failed")
+    return code

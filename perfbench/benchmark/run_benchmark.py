@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from perfbench.core.errors import ConfigError
+from perfbench.core.numbers import format_number
 from perfbench.benchmark.finish import finish_run, open_store
 from perfbench.report.shown import data_text
 from perfbench.results.runfiles import step_label
@@ -107,7 +108,7 @@ def run_benchmark(config: Any, console: Any) -> BenchmarkResult:
             if not display.active:
                 console.print(
                     f"step done ({step_label(summary.to_dict())}): "
-                    f"{summary.requests_succeeded} ok, {summary.requests_failed} failed in {summary.duration_s or 0:.2f} s"
+                    f"{summary.requests_succeeded} ok, {summary.requests_failed} failed in {format_number(summary.duration_s or 0.0, 's')}"
                 )
 
         telemetry = _telemetry_factory(config, endpoint) if config.telemetry else None
@@ -168,7 +169,8 @@ def _resolve_baseline(config: Any) -> Path | None:
     from perfbench.results.store import NoBaselineYet, resolve_baseline
 
     try:
-        return resolve_baseline(config.baseline, open_store(config))
+        with open_store(config) as store:
+            return resolve_baseline(config.baseline, store)
     except NoBaselineYet as exc:  # a nightly job's first night: this run becomes the first baseline
         logging.getLogger(__name__).warning("%s; running without a comparison", exc)
         return None

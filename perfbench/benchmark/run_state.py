@@ -1,4 +1,4 @@
-"""What a run has produced so far (counts, the steps' summaries) and the verdict when nothing succeeded.
+"""What a run has produced so far (counts, the steps' summaries).
 
 Held apart from the run itself so an interrupted ``asyncio.run`` leaves it intact: the summary of
 what finished is always written from here.
@@ -9,7 +9,7 @@ from __future__ import annotations
 from array import array
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable
 
 from perfbench.config.run_config import LoadStep, RunConfig
 from perfbench.metrics import StepAccumulator, StepSummary
@@ -127,20 +127,3 @@ def summarize_step(config: RunConfig, state: RunState, index: int, load: LoadSte
 def summarize(config: RunConfig, state: RunState) -> list[StepSummary]:
     """Every step's summary: those that finished as summarised then, an interrupted one from what finished."""
     return [summarize_step(config, state, index, load, expected) for index, load, expected in state.steps]
-
-
-def every_request_failed(steps: Sequence[Mapping[str, Any]]) -> str | None:
-    """When requests finished and not one of any step succeeded: the line saying why, naming the
-    most common reason, its count and its first error text
-    (``every request failed: http_404 (100): HTTP 404: no such model``); else None."""
-    if not steps or any(step.get("requests_succeeded") for step in steps):
-        return None
-    counts: Counter[str] = Counter()
-    for step in steps:
-        counts.update(step.get("failure_reasons") or {})
-    if not counts:
-        return None  # nothing finished: nothing failed either
-    reason, count = min(counts.items(), key=lambda item: (-item[1], item[0]))  # a tie: the first name
-    text = next((s["failure_examples"][reason] for s in steps if (s.get("failure_examples") or {}).get(reason)), None)
-    sample = f": {' '.join(str(text).split())}" if text else ""
-    return f"every request failed: {reason} ({count}){sample}"

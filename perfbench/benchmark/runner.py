@@ -17,7 +17,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from perfbench.core.version import __version__
 from perfbench.engine import event_loop
@@ -43,6 +43,9 @@ from perfbench.core.signals import CTRL_C, RunStopper, hold_signals, stop_on_sig
 from perfbench.workload.tokens import Tokenizer
 from perfbench.workers import WorkerPool, WorkerSetup, worker_pool
 from perfbench.benchmark.prepare import prepare_workload, replay_of, request_headers
+
+if TYPE_CHECKING:
+    from perfbench.telemetry.sampler import TelemetrySampler
 
 logger = logging.getLogger(__name__)
 
@@ -295,7 +298,7 @@ def execute(
 
     state = RunState(reader=RecordReader(writer.path), flush_records=flush_records, prompts=PromptTally(
         workload.prompts_source, workload.cycle, workload.sessions.prompt_key if workload.sessions is not None else None))
-    sampler_box: list[Any] = []
+    sampler: TelemetrySampler | None = None  # the run's telemetry, once started: written out with the summary
 
     def sink(record: RequestRecord) -> None:
         state.add(record)
@@ -305,14 +308,15 @@ def execute(
             write_failed(exc)
 
     async def main() -> None:
+        nonlocal sampler
         stopper.attach()
         load = drive(config, target, workload.requests, state, sink, counters, tokenizer, on_step_start, on_step_done,
                      workload.sessions)
         if telemetry is None:
             await load
             return
-        async with telemetry(run_start_ns) as sampler:
-            sampler_box.append(sampler)
+        async with telemetry(run_start_ns) as started:
+            sampler = started
             await load
 
     interrupted = False
@@ -337,8 +341,7 @@ def execute(
                     write_failed(exc)
                 steps = summarize(config, state)
                 extra: dict[str, Any] = {"run_start_unix_s": time.time() - (time.perf_counter_ns() - run_start_ns) / 1e9}
-                if sampler_box:
-                    sampler = sampler_box[0]
+                if sampler is not None:
                     try:
                         sampler.write(run_dir / "telemetry.jsonl")
                     except OSError as exc:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from perfbench.core.cliutil import OneLineArgumentParser, check_writable_file
+from perfbench.core.cliutil import OneLineArgumentParser, check_writable_file, print_error
 from perfbench.compare._bootstrap import CONFIDENCE
 from perfbench.compare._runs import compare_runs, resolve_base
 from perfbench.compare._thresholds import DEFAULT_THRESHOLDS, parse_thresholds
 from perfbench.core.errors import ConfigError, PerfbenchError
-from perfbench.core.printable import printable
 from perfbench.report.comparison_table import render_comparison
 from perfbench.results.runfiles import write_comparison
 
@@ -55,7 +54,7 @@ def main(argv: list[str]) -> int:
         comparison = compare_runs(base_dir, args.new, thresholds, seed=args.seed, confidence=args.confidence,
                                   allow_mismatch=args.allow_mismatch)
     except PerfbenchError as exc:
-        Console(stderr=True).print(f"perfbench: error: {printable(str(exc))}", markup=False, emoji=False, highlight=False, soft_wrap=True)
+        print_error(str(exc))
         return exc.exit_code
     render_comparison(comparison, console)
     if args.junit:

@@ -9,8 +9,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from perfbench.core.cliutil import OneLineArgumentParser
+from perfbench.core.cliutil import OneLineArgumentParser, print_error
 from perfbench.core.errors import ConfigError, PerfbenchError
+from perfbench.core.numbers import format_number
 from perfbench.core.printable import printable
 from perfbench.results.identity import RunIdentity, run_identity
 from perfbench.results.store import parse_tags
@@ -206,7 +207,7 @@ def _list(argv: list[str]) -> tuple[Any, str | None]:
         if value is not None and previous:
             change = f"{(value / previous - 1) * 100:+.1f}%"
         table.add_row(data_text(info.run_id), data_text(info.started_at), data_text(info.model or ""),
-                      "-" if value is None else f"{value:,.2f}", change, data_text(_tags(info)))
+                      format_number(value), change, data_text(_tags(info)))
         previous = value if value is not None else previous
     if args.plot:
         plot_trend(trend, metric, args.plot)
@@ -254,7 +255,7 @@ def main(argv: list[str]) -> int:
             return _manage(argv[0], list(argv[1:]))
         table, note = _list(list(argv))
     except PerfbenchError as exc:
-        Console(stderr=True).print(f"perfbench: error: {printable(str(exc))}", markup=False, emoji=False, highlight=False, soft_wrap=True)
+        print_error(str(exc))
         return exc.exit_code
     console = Console()
     table, dropped = _fitted(console, table)

@@ -1,7 +1,8 @@
 """The command line: argument parsing, wiring of the stages, one-line errors and exit codes.
 
-Exit codes: 0 run completed (failed requests included), 1 a regression check failed,
-2 bad usage or configuration, 3 the target could not be reached or a local server failed.
+Exit codes (DESIGN.md): 0 run completed and passed (failed requests included), 1 a check of the
+run's verdict failed (perfbench.analysis.verdict), 2 bad usage or configuration, 3 the target could
+not be reached, a local server failed or every request failed, 130 interrupted.
 Heavy modules are imported only after parsing, so ``perfbench --help`` answers at once.
 """
 
@@ -9,10 +10,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from typing import Any, NoReturn, Sequence
 
+from perfbench.core.cliutil import print_error
 from perfbench.core.version import __version__
 from perfbench.core.errors import ConfigError, PerfbenchError
 from perfbench.config.options import COMMAND_LINE_ONLY, GROUPS, OPTIONS
@@ -146,7 +147,13 @@ def _check_utf8(argv: Sequence[str]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    from perfbench.core.cliutil import closed_pipes_ignored
+
+    with closed_pipes_ignored():  # `perfbench ... | head`: the run still writes its files and exits with its own code
+        return _main(list(sys.argv[1:] if argv is None else argv))
+
+
+def _main(argv: list[str]) -> int:
     debug = "--debug" in argv
     try:
         _check_utf8(argv)
@@ -162,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PerfbenchError as exc:
         if debug:
             raise
-        print(f"perfbench: error: {_shown(str(exc))}", file=sys.stderr)
+        print_error(_shown(str(exc)))
         return exc.exit_code
     except KeyboardInterrupt:
         print("perfbench: interrupted", file=sys.stderr)
@@ -172,10 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if debug or exc.errno not in OUTPUT_ERRNOS:
             raise
-        print(f"perfbench: error: {_shown(str(output_error(exc.filename or 'an output file', exc)))}", file=sys.stderr)
+        print_error(str(output_error(exc.filename or "an output file", exc)))
         return 2
-    except BrokenPipeError:
-        os._exit(1)
 
 
 if __name__ == "__main__":

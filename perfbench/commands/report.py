@@ -4,10 +4,9 @@ and handed to the page builder, which only renders."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-from perfbench.core.cliutil import OneLineArgumentParser
+from perfbench.core.cliutil import OneLineArgumentParser, print_error
 from perfbench.core.errors import PerfbenchError
 from perfbench.core.printable import printable
 from perfbench.results.runfiles import read_summary
@@ -40,7 +39,7 @@ def main(argv: list[str]) -> int:
         history = earlier_runs_at(args.store or default_store_path(), summary, args.run_dir)
         path = write_html_report(args.run_dir, comparison=comparison, history=history)
     except PerfbenchError as exc:
-        print(f"perfbench: error: {printable(str(exc))}", file=sys.stderr)
+        print_error(str(exc))
         return exc.exit_code
     print(f"report: {printable(str(path))}")
     return 0

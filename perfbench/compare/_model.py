@@ -8,6 +8,7 @@ from typing import Any, Mapping
 
 from perfbench.compare._bootstrap import CONFIDENCE
 from perfbench.compare._thresholds import Threshold, higher_is_better
+from perfbench.core.numbers import format_number
 from perfbench.results.runfiles import COMPARISON_SCHEMA
 
 
@@ -45,7 +46,7 @@ class MetricComparison:
         if self.unchecked:
             limit += f", not checked: {self.unchecked}"
         return (
-            f"{self.step} {self.metric}: {format_value(self.base)} -> {format_value(self.new)}, "
+            f"{self.step} {self.metric}: {format_number(self.base)} -> {format_number(self.new)}, "
             f"{self.change_pct:+.1f}%{ci}{limit}"
         )
 
@@ -99,9 +100,3 @@ class Comparison:
         )
 
 
-def format_value(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if value == 0 or abs(value) >= 100:
-        return f"{value:,.1f}"
-    return f"{value:.3g}" if abs(value) < 1 else f"{value:.2f}"

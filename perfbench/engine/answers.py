@@ -8,6 +8,7 @@ the bytes are, the result is a record, never an exception.
 from __future__ import annotations
 
 import json
+import logging
 import zlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple, Sequence
@@ -18,6 +19,8 @@ from perfbench.results.records import RequestRecord
 from perfbench.core.redact import excerpt
 from perfbench.engine.sse import RecordedEvents, parse_recorded
 from perfbench.workload.tokens import Tokenizer
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from perfbench.engine.plan import PreparedRequest, Target
@@ -126,7 +129,8 @@ class AnswerReader:
         """The record and the answer's output text (a session's next turn sends it back as history)."""
         try:
             return self._interpret(exchange, session, turn)
-        except Exception as exc:  # a bug of ours must cost one request, never the run
+        except Exception as exc:  # noqa: BLE001 - kept broad: a bug of ours must cost one request, never the run
+            log.debug("interpreting request %d of step %d failed", exchange.index, exchange.step, exc_info=True)
             failure = (R.BAD_RESPONSE, f"perfbench could not interpret this answer ({type(exc).__name__}: {exc}); please report it")
             return self._interpret(exchange._replace(failure=failure, stream=ReadStream()), session, turn)
 

@@ -31,7 +31,6 @@ from perfbench.engine.plan import PreparedRequest, StepPlan, Target
 from perfbench.engine.request_source import RequestSource, as_source
 from perfbench.engine.transport import HttpTransport
 from perfbench.results.records import RequestRecord
-from perfbench.workload.schedule import arrival_offsets_s
 from perfbench.workload.tokens import Tokenizer
 
 if TYPE_CHECKING:
@@ -106,17 +105,7 @@ class Engine:
 
     async def run_load(self, plan: StepPlan) -> int:
         """The step itself, from ``plan.start_ns`` (waited for) or now; returns the requests it scheduled."""
-        offsets = plan.offsets_s
-        if offsets is None and plan.rate_req_s is not None:  # computed before the clock starts: the first arrival is due at once
-            offsets = arrival_offsets_s(
-                rate_req_s=plan.rate_req_s,
-                count=plan.number,
-                duration_s=None if plan.number is not None else plan.duration_s,
-                arrivals=plan.arrivals,
-                burstiness=plan.burstiness,
-                ramp_up_s=plan.ramp_up_s,
-                seed=plan.seed,
-            )
+        offsets = plan.arrival_offsets_s()  # computed before the clock starts: the first arrival is due at once
         meter = ClientMeter()
         self.client_reading = None
         try:
@@ -128,7 +117,7 @@ class Engine:
             if self._sessions is not None:
                 return await self._run_sessions(plan, start_ns, offsets)
             if offsets is not None:
-                indexes = range(plan.arrival_slice, len(offsets), plan.arrival_slices)
+                indexes = plan.arrival_indexes(len(offsets))
                 self.counters.start_step(plan.step, len(indexes), concurrency=plan.concurrency, rate_req_s=plan.rate_req_s)
                 await self._feeding(self._open_loop(plan, start_ns, indexes, offsets))
                 await self._finisher.drain()

@@ -52,7 +52,7 @@ async def gather_or_cancel(aws: Sequence[Any]) -> None:
     tasks = [asyncio.ensure_future(a) for a in aws]
     try:
         await asyncio.gather(*tasks)
-    except BaseException:
+    except BaseException:  # cleanup, then re-raised: hides nothing
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 from perfbench.apis import ApiAdapter
+from perfbench.workload.schedule import arrival_offsets_s
 
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 2**20  # --max-response-bytes
 
@@ -55,3 +57,21 @@ class StepPlan:
     arrival_slice: int = 0  # open loop: this slice sends arrivals arrival_slice::arrival_slices of the schedule
     arrival_slices: int = 1
     offsets_s: tuple[float, ...] | None = None  # open loop: these due times (a trace's) instead of generated ones
+
+    def arrival_offsets_s(self) -> Sequence[float] | None:
+        """Open loop: every arrival's due time, s from the step's start (a trace's own, else the rate's
+        schedule; the same in every slice, so it is computed, not sent); None for a closed loop. The
+        one place a step's schedule is made: the engine sends by it, a worker pool counts what a lost
+        slice still owed by it."""
+        if self.offsets_s is not None:
+            return self.offsets_s
+        if self.rate_req_s is None:
+            return None
+        return arrival_offsets_s(
+            rate_req_s=self.rate_req_s, count=self.number, duration_s=None if self.number is not None else self.duration_s,
+            arrivals=self.arrivals, burstiness=self.burstiness, ramp_up_s=self.ramp_up_s, seed=self.seed,
+        )
+
+    def arrival_indexes(self, arrivals: int) -> range:
+        """Which of a schedule's ``arrivals`` this slice sends: every ``arrival_slices``-th from ``arrival_slice``."""
+        return range(self.arrival_slice, arrivals, self.arrival_slices)

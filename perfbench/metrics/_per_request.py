@@ -218,10 +218,10 @@ def itl_ms(record: RequestRecord) -> np.ndarray:
     return itl_per_token(Columns.of([record]))[0]
 
 
-def requests_times_ms(records: Sequence[RequestRecord]) -> tuple[list[float | None], list[float | None]]:
+def requests_times_ms(records: Sequence[RequestRecord]) -> dict[str, list[float | None]]:
     """``ttft_ms`` and ``latency_ms`` of each request (None where they do not apply), from one column build."""
     c = Columns.of(records)
-    return _optional_floats(ttft_column(c)), _optional_floats(latency_column(c))
+    return {"ttft_ms": _optional_floats(ttft_column(c)), "latency_ms": _optional_floats(latency_column(c))}
 
 
 def _optional_floats(column: np.ndarray) -> list[float | None]:

@@ -41,7 +41,11 @@ class Metric:
     compared: bool = False  # perfbench compare shows it (with a bootstrap CI)
     column: Callable[[Columns], np.ndarray] | None = None  # a per-request metric: one value per record (NaN: none)
     samples: Callable[[Columns], tuple[np.ndarray, np.ndarray]] | None = None  # a pooled one: (values, owner record)
-    slo_name: str | None = None  # its name in --slo ("ttft"), for the metrics an SLO may limit (slo.METRICS)
+
+    @property
+    def slo_name(self) -> str | None:
+        """Its name in ``--slo`` (``ttft``) when an SLO may limit it (``SLO_METRICS``), else None."""
+        return next((name for name, (key, _) in _SLOS.items() if key == self.key), None)
 
     @property
     def title(self) -> str:
@@ -76,13 +80,13 @@ _FALL_5 = (("", -5.0),)
 
 METRICS: tuple[Metric, ...] = (
     Metric("latency_ms", "Latency", "ms", DISTRIBUTION, "t_last - t0 (a non-streamed answer: its last byte - t0)",
-           thresholds=_P50_P99, compared=True, column=latency_column, slo_name="latency"),
+           thresholds=_P50_P99, compared=True, column=latency_column),
     Metric("ttft_ms", "TTFT", "ms", DISTRIBUTION, "t_first - t0: time to the first output package",
-           thresholds=_P50_P99, compared=True, column=ttft_column, slo_name="ttft"),
+           thresholds=_P50_P99, compared=True, column=ttft_column),
     Metric("tpot_ms", "TPOT", "ms", DISTRIBUTION, "(t_last - t_first) / (n_out - 1) per request",
-           thresholds=_P50_P99, compared=True, column=tpot_column, slo_name="tpot"),
+           thresholds=_P50_P99, compared=True, column=tpot_column),
     Metric("itl_ms", "ITL", "ms", DISTRIBUTION, "gaps between output packages shared over their tokens, pooled",
-           thresholds=_P50_P99, compared=True, samples=itl_samples, slo_name="itl"),
+           thresholds=_P50_P99, compared=True, samples=itl_samples),
     Metric("inter_package_ms", "Inter-package gap", "ms", DISTRIBUTION,
            "plain gaps between output packages, pooled (vLLM's, EvalScope's and AIPerf's 'ITL')", compared=True,
            samples=inter_package_samples),
@@ -112,7 +116,16 @@ METRICS: tuple[Metric, ...] = (
 )  # fmt: skip
 METRICS_BY_KEY: dict[str, Metric] = {m.key: m for m in METRICS}
 DISTRIBUTIONS: tuple[Metric, ...] = tuple(m for m in METRICS if m.kind == DISTRIBUTION)
-SLO_METRICS: dict[str, Metric] = {m.slo_name: m for m in METRICS if m.slo_name}  # --slo's names: "ttft" -> TTFT
+
+# The metrics an SLO may limit, declared once, in a request's order (its first token, each token,
+# the whole answer): {its name in --slo: (the metric's key, whether a request without a value for it
+# meets a per-request limit on it)}. A request has no TPOT below 2 output tokens and no ITL below 2
+# token-carrying packages, and meets such a limit; without TTFT or latency it had no output and misses it.
+_SLOS: dict[str, tuple[str, bool]] = {
+    "ttft": ("ttft_ms", False), "tpot": ("tpot_ms", True), "itl": ("itl_ms", True), "latency": ("latency_ms", False),
+}
+SLO_METRICS: dict[str, Metric] = {name: METRICS_BY_KEY[key] for name, (key, _) in _SLOS.items()}  # "ttft" -> TTFT
+SLO_MET_WITHOUT_VALUE: frozenset[str] = frozenset(name for name, (_, met) in _SLOS.items() if met)  # {"tpot", "itl"}
 
 
 def metric_of(spec: str) -> Metric | None:

@@ -18,7 +18,7 @@ import numpy as np
 from perfbench.metrics._by_turn import TurnAccumulator
 from perfbench.metrics._client import ClientCheck, SendFit, achieved_rate_req_s, check_client, same_read_counts
 from perfbench.metrics._per_request import Columns, itl_per_token
-from perfbench.metrics._registry import DISTRIBUTIONS
+from perfbench.metrics._registry import DISTRIBUTIONS, SLO_MET_WITHOUT_VALUE, SLO_METRICS, Metric
 from perfbench.metrics._stats import Stats, describe
 from perfbench.results.client_reading import ClientReading
 from perfbench.results.records import RequestRecord
@@ -160,18 +160,18 @@ def _total_tokens(input_tokens: np.ndarray, output_tokens: np.ndarray) -> float 
 
 
 def _good(per_request: Mapping[str, np.ndarray], limits_ms: Mapping[str, float]) -> np.ndarray:
-    """Which requests meet every per-request limit (``value <= limit``).
+    """Which requests meet every per-request limit (``value <= limit``); ``per_request`` holds one
+    value per request for each SLO metric, by its --slo name (``_request_value``).
 
-    ``itl`` is checked on the request's largest per-token ITL. A limit on a metric the request
-    has no value for counts as met for ``tpot`` (``n_out < 2``) and ``itl`` (fewer than two
-    token-carrying packages), and as missed for ``ttft`` and ``latency`` (no output at all).
+    A limit on a metric the request has no value for counts as met for the metrics of
+    SLO_MET_WITHOUT_VALUE (``tpot``: ``n_out < 2``; ``itl``: fewer than two token-carrying
+    packages), and as missed for the others (``ttft``, ``latency``: no output at all).
     """
-    column = {"ttft": "ttft_ms", "latency": "latency_ms", "tpot": "tpot_ms", "itl": "itl_max_ms"}
-    good = np.ones(len(per_request["ttft_ms"]), dtype=bool)
-    for metric, limit_ms in limits_ms.items():
-        values = per_request[column[metric]]
+    good = np.ones(len(next(iter(per_request.values()))), dtype=bool)
+    for name, limit_ms in limits_ms.items():
+        values = per_request[name]
         met = values <= limit_ms  # NaN compares False
-        if metric in ("tpot", "itl"):
+        if name in SLO_MET_WITHOUT_VALUE:
             met |= np.isnan(values)
         good &= met
     return good
@@ -191,6 +191,13 @@ def _check(limit: StepLimit, values: np.ndarray) -> SloResult:
 
 # Besides each distribution, a StepAccumulator keeps each request's largest ITL sample, for the per-request itl SLO.
 _ITL_MAX = "itl_max_ms"
+# A pooled metric (several samples per request) is limited per request by the request's largest sample.
+_POOLED_PER_REQUEST = {"itl_ms": _ITL_MAX}
+
+
+def _request_value(metric: Metric) -> str:
+    """The column holding one value per request of an SLO metric: its own, or a pooled one's largest sample."""
+    return metric.key if metric.column is not None else _POOLED_PER_REQUEST[metric.key]
 
 
 class GrowingArray:
@@ -300,15 +307,10 @@ class StepAccumulator:
         """The step's numbers from everything added so far (DESIGN.md's STEP object); its ``client``
         object from ``client_readings``, the engine's of this step (None without them)."""
         duration_s = _duration_s(self._first_scheduled_ns, self._last_end_ns)
-        per_request = {key: self.column(key) for key in ("ttft_ms", "latency_ms", "tpot_ms")}
-        per_request[_ITL_MAX] = self.column(_ITL_MAX)
+        # Per SLO metric (SLO_METRICS): one value per request for per-request limits, the step's values for step limits.
+        per_request = {name: self.column(_request_value(metric)) for name, metric in SLO_METRICS.items()}
+        distributions = {name: self.column(metric.key) for name, metric in SLO_METRICS.items()}
         input_tokens, output_tokens = self.column("input_tokens_per_request"), self.column("output_tokens_per_request")
-        distributions = {
-            "ttft": per_request["ttft_ms"],
-            "latency": per_request["latency_ms"],
-            "tpot": per_request["tpot_ms"],
-            "itl": self.column("itl_ms"),
-        }
 
         goodput_req_s = None
         slo_results: tuple[SloResult, ...] = ()

@@ -19,16 +19,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from perfbench.core.errors import ConfigError
+from perfbench.metrics._registry import SLO_METRICS
 
-METRICS = ("ttft", "tpot", "itl", "latency")  # the metrics an SLO may name
-_FIX = "use ttft, tpot, itl or latency, optionally with _p99/_mean"
+METRICS = tuple(SLO_METRICS)  # the metrics an SLO may name: the registry's, "ttft", "tpot", "itl", "latency"
+
+
+def _fix() -> str:
+    names = list(SLO_METRICS)  # read when needed: the registry is the one list
+    return f"use {', '.join(names[:-1])} or {names[-1]}, optionally with _p99/_mean"
 
 
 @dataclass(frozen=True, slots=True)
 class StepLimit:
     """A limit on one statistic of a step's distribution: ``stat(metric) <= limit_ms``."""
 
-    metric: str  # one of METRICS
+    metric: str  # its name in --slo, a key of perfbench.metrics.SLO_METRICS
     stat: str  # "mean" or "p<q>" with 0 < q <= 100, e.g. "p99", "p99.9"
     limit_ms: float  # the limit, in ms
 
@@ -45,7 +50,7 @@ class StepLimit:
 
 @dataclass(frozen=True, slots=True)
 class Slos:
-    """All limits of a run. ``per_request_ms`` maps a metric name (METRICS) to its limit."""
+    """All limits of a run. ``per_request_ms`` maps a metric's --slo name (SLO_METRICS) to its limit."""
 
     per_request_ms: Mapping[str, float]  # per-request limits, e.g. {"ttft": 500.0}
     step_limits: tuple[StepLimit, ...]  # step limits, in the order given
@@ -72,6 +77,13 @@ class Slos:
     def to_text(self) -> str:
         """The --slo text that parses back to these limits, one spelling however they were given."""
         return ",".join(f"{key}={limit_ms:g}" for key, limit_ms in self.to_mapping().items())
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """A step limit's name as summary.json keeps it (``ttft_p99``) as (metric, statistic): (``ttft``, ``p99``);
+    a per-request limit's (``ttft``) has no statistic (``""``)."""
+    metric, _, stat = name.partition("_")
+    return metric, stat
 
 
 def parse_slos(text: str) -> Slos:
@@ -110,9 +122,10 @@ def _build(items: list[tuple[str, Any, str]], where: str) -> Slos:
 
 def _parse_key(key: str, item: str, where: str) -> tuple[str, str | None]:
     """``ttft`` -> ("ttft", None); ``ttft_p99`` -> ("ttft", "p99"); ``ttft_mean`` -> ("ttft", "mean")."""
-    metric, sep, stat = key.partition("_")
-    if metric not in METRICS:
-        raise ConfigError(f"{where}: unknown metric '{metric}' in '{item}'; {_FIX}")
+    metric, stat = split_name(key)
+    sep = "_" in key
+    if metric not in SLO_METRICS:
+        raise ConfigError(f"{where}: unknown metric '{metric}' in '{item}'; {_fix()}")
     if not sep:
         return metric, None
     if stat == "mean":

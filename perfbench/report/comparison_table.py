@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from perfbench.compare._model import Comparison, format_value
+from perfbench.compare._model import Comparison
+from perfbench.core.numbers import format_number
 from perfbench.report.shown import data_text
 
 
@@ -48,7 +49,7 @@ def render_comparison(comparison: Comparison, console: Any) -> None:
             verdict = "[yellow]no data[/]"
         else:
             verdict = "ok" if not (row.significant and row.worse) else "ok (within limit)"
-        table.add_row(data_text(row.step), data_text(row.metric), format_value(row.base), format_value(row.new), change, ci, limit, verdict)
+        table.add_row(data_text(row.step), data_text(row.metric), format_number(row.base), format_number(row.new), change, ci, limit, verdict)
     console.print(table)
     if comparison.mismatch:  # values are the user's (--extra-body)
         console.print(data_text(f"Not like for like (--allow-mismatch): the runs differ in {'; '.join(comparison.mismatch)}", "bold yellow"))

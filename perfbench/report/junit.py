@@ -1,8 +1,12 @@
 """Write perfbench's checks as JUnit XML, so CI systems show them as tests.
 
-One ``<testsuites>`` holds a suite per kind of check: ``perfbench.metrics.slo`` (the step limits of
-``--slo``, one testcase per step and limit) and ``perfbench.compare`` (the threshold checks
-of a comparison with a baseline, one testcase per step and metric).
+One ``<testsuites>`` holds a suite per kind of check: ``perfbench.slo`` (the step limits of
+``--slo``, one testcase per step and limit; with the run's verdict, only when it judged them: a
+search's probes are its method, not checks), ``perfbench.compare`` (the threshold checks of a
+comparison with a baseline, one testcase per step and metric) and ``perfbench.verdict`` (each other
+failed check of the run's verdict, ``perfbench.analysis.verdict``: every request failed, a search in
+which no load passed, ``--max-failure-rate`` passed, a baseline that could not be compared). So the
+file holds a failure exactly when the run's verdict failed.
 """
 
 from __future__ import annotations
@@ -12,29 +16,50 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from perfbench.core.numbers import format_number
 from perfbench.metrics import SLO_METRICS
+from perfbench.metrics.slo import split_name
 from perfbench.results.runfiles import step_label
 
-if TYPE_CHECKING:  # only the type: compare's CLI writes JUnit, so a runtime import would be a cycle
+if TYPE_CHECKING:  # only the types: writing the file needs neither package's code
+    from perfbench.analysis import Check, Verdict
     from perfbench.compare import Comparison
 
 
 def write_junit(
-    path: Path, *, comparison: Comparison | None = None, steps: Sequence[Mapping[str, Any]] = ()
+    path: Path, *, comparison: Comparison | None = None, steps: Sequence[Mapping[str, Any]] = (),
+    verdict: Verdict | None = None,
 ) -> None:
-    """Write the checks to ``path``: the SLO results of ``steps`` (summary.json STEP dicts) and
-    the threshold checks of ``comparison``; a kind with nothing to check gets no suite."""
+    """Write the checks to ``path``: the run's ``verdict``, the SLO results of ``steps`` (summary.json
+    STEP dicts; with a verdict, only when it judged them) and the threshold checks of ``comparison``;
+    a kind with nothing to check gets no suite."""
     root = ET.Element("testsuites", name="perfbench")
+    if verdict is not None and verdict.check("slo") is None:
+        steps = ()
     slo_cases = [(step, result) for step in steps for result in step.get("slo_results") or ()]
     if slo_cases:
         _slo_suite(root, slo_cases)
     if comparison is not None:
         _comparison_suite(root, comparison)
+    if verdict is not None:
+        told = {"slo": bool(slo_cases), "regression": comparison is not None}  # checks with testcases of their own
+        _verdict_suite(root, [check for check in verdict.failed if not told.get(check.kind)])
     for key in ("tests", "failures", "errors", "skipped"):
         root.set(key, str(sum(int(suite.get(key, "0")) for suite in root)))
     ET.indent(root)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+
+
+def _verdict_suite(root: ET.Element, failed: Sequence[Check]) -> None:
+    """One failing testcase per failed check of the verdict (named as the verdict names it); none: no suite."""
+    if not failed:
+        return
+    suite = ET.SubElement(root, "testsuite", name="perfbench.verdict", tests=str(len(failed)),
+                          failures=str(len(failed)), errors="0", skipped="0")
+    for check in failed:
+        case = ET.SubElement(suite, "testcase", classname="perfbench.verdict", name=check.name)
+        ET.SubElement(case, "failure", message=check.reason, type=check.kind).text = "\n".join((check.reason, *check.details))
 
 
 def _classname(label: str) -> str:
@@ -51,9 +76,9 @@ def _slo_suite(root: ET.Element, cases: Sequence[tuple[Mapping[str, Any], Mappin
     for step, result in cases:
         limit_ms, value_ms = result.get("limit_ms"), result.get("value_ms")
         load = step_label(step)
-        unit = SLO_METRICS[str(result.get("name")).partition("_")[0]].unit  # the limited metric's unit (registry)
+        unit = SLO_METRICS[split_name(str(result.get("name")))[0]].unit  # the limited metric's unit (registry)
         case = ET.SubElement(suite, "testcase", classname=_classname(load), name=f"{result.get('name')} <= {limit_ms:g} {unit}")
-        shown = f"{value_ms:.2f} {unit}" if isinstance(value_ms, (int, float)) and math.isfinite(value_ms) else "no value"
+        shown = format_number(value_ms, unit) if isinstance(value_ms, (int, float)) and math.isfinite(value_ms) else "no value"
         text = f"{load} {result.get('name')}: {shown}, limit {limit_ms:g} {unit}"
         if result.get("passed"):
             ET.SubElement(case, "system-out").text = text

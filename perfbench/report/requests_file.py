@@ -16,25 +16,27 @@ from typing import Any, Callable, Sequence
 
 import orjson
 
-from perfbench.results.records import RequestRecord
+from perfbench.results.records import REQUEST_LINE, RequestRecord
 from perfbench.results.runfiles import OutputError, output_error
 
 MAX_BATCH_RECORDS = 4096  # a batch is written at once past this many records, without waiting for the turn's end
 
 
 def request_lines(records: Sequence[RequestRecord], run_start_ns: int) -> list[dict[str, Any]]:
-    """requests.jsonl's lines for ``records``: their fields plus TTFT and latency as perfbench.metrics defines them."""
+    """requests.jsonl's lines for records (REQUEST_LINE): their fields, then the derived ones (TTFT and
+    latency) as perfbench.metrics defines them, computed for all the records at once."""
     from perfbench.metrics import requests_times_ms  # numpy: not for the CLI's start, which imports finish and so this
 
     lines = [record.to_json(run_start_ns) for record in records]
-    for line, ttft_ms, latency_ms in zip(lines, *requests_times_ms(records)):
-        line["ttft_ms"] = ttft_ms
-        line["latency_ms"] = latency_ms
+    derived = requests_times_ms(records)
+    for name in (field.name for field in REQUEST_LINE if field.write is None):
+        for line, value in zip(lines, derived[name]):
+            line[name] = value
     return lines
 
 
 def request_line(record: RequestRecord, run_start_ns: int) -> dict[str, Any]:
-    """The line of one record (see ``request_lines``)."""
+    """The line of one record (see request_lines)."""
     return request_lines([record], run_start_ns)[0]
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from perfbench.metrics import STATISTICS
+from perfbench.results.records import REQUEST_LINE_TYPES
 from perfbench.results.runfiles import iter_request_line_chunks, output_error, write_summary
 
 log = logging.getLogger(__name__)
@@ -60,15 +61,6 @@ def write_summary_csv(path: Path, steps: Sequence[Mapping[str, Any]]) -> None:
         writer.writerows(rows)
 
 
-# requests.jsonl's fields (DESIGN.md) as Arrow types, so every chunk of a long run is written
-# with one schema (a chunk whose errors are all null must not make `error` a null column).
-_PARQUET_TYPES = {
-    "step": "int64", "index": "int64", "warmup": "bool", "status": "string", "http_status": "int64",
-    "error": "string", "scheduled_s": "float64", "sent_s": "float64", "end_s": "float64", "ttft_ms": "float64",
-    "latency_ms": "float64", "queue_ms": "float64", "input_tokens": "int64", "output_tokens": "int64",
-    "token_source": "string", "packages": "int64", "package_times_ms": "list<float64>", "package_tokens": "list<int64>",
-    "finish_reason": "string", "request_bytes": "int64",
-}  # fmt: skip
 _PARQUET_LINES = 2_000  # lines converted at once
 _PARQUET_ROW_GROUP = 50_000  # rows per row group
 
@@ -88,19 +80,21 @@ def write_requests_parquet(run_dir: Path) -> Path | None:
     except ImportError:
         return None
 
-    arrow_types = {"int64": pa.int64(), "bool": pa.bool_(), "string": pa.string(), "float64": pa.float64(),
-                   "list<float64>": pa.list_(pa.float64()), "list<int64>": pa.list_(pa.int64())}  # fmt: skip
+    # requests.jsonl's declared types (REQUEST_LINE) as Arrow's, so every chunk of a long run is written
+    # with one schema (a chunk whose errors are all null must not make `error` a null column).
+    arrow_types = {"int": pa.int64(), "bool": pa.bool_(), "str": pa.string(), "float": pa.float64(),
+                   "list[float]": pa.list_(pa.float64()), "list[int]": pa.list_(pa.int64())}  # fmt: skip
     path = run_dir / PARQUET_FILE
     writer = None
     batches: list[Any] = []  # converted lines not yet written: columnar, a fraction of their dicts' size
     try:
         for chunk in iter_request_line_chunks(run_dir, _PARQUET_LINES):
             if writer is None:
-                # Known fields typed; any other field as the first chunk shows it (all null: text).
+                # Declared fields typed; any other (a newer file's) as the first chunk shows it (all null: text).
                 fields = []
                 for name in dict.fromkeys(key for line in chunk for key in line):
-                    if name in _PARQUET_TYPES:
-                        fields.append(pa.field(name, arrow_types[_PARQUET_TYPES[name]]))
+                    if name in REQUEST_LINE_TYPES:
+                        fields.append(pa.field(name, arrow_types[REQUEST_LINE_TYPES[name]]))
                     else:
                         inferred = pa.array([line.get(name) for line in chunk]).type
                         fields.append(pa.field(name, pa.string() if pa.types.is_null(inferred) else inferred))

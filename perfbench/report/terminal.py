@@ -17,6 +17,8 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from perfbench.analysis.verdict import FAIL, PASS, WARN, Verdict
+from perfbench.core.numbers import format_number
 from perfbench.core.printable import printable
 from perfbench.engine.engine import UNCAPPED
 from perfbench.engine.live import LiveCounters
@@ -25,17 +27,9 @@ from perfbench.report.shown import data_text
 from perfbench.results.runfiles import step_label
 
 
-def _num(value: Any, digits: int = 2) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return f"{value:,.{digits}f}"
-
-
-def _stat(step: Mapping[str, Any], key: str, stat: str = "mean", digits: int = 2) -> str:
+def _stat(step: Mapping[str, Any], key: str, stat: str = "mean") -> str:
     stats = step.get(key) or {}
-    return _num(stats.get(stat), digits)
+    return format_number(stats.get(stat))
 
 
 _COUNTS: tuple[tuple[str, str], ...] = (
@@ -60,11 +54,10 @@ def _title(metric: Metric, stat: str | None = None) -> str:
 
 
 def _overview_rows() -> list[tuple[str, Any]]:
-    rows: list[tuple[str, Any]] = [(label, lambda s, k=key: _num(s.get(k))) for label, key in _COUNTS]
+    rows: list[tuple[str, Any]] = [(label, lambda s, k=key: format_number(s.get(k))) for label, key in _COUNTS]
     for metric in METRICS:
         if metric.kind == RATE:
-            digits = 3 if metric.unit == "req/s" else 2
-            rows.append((_title(metric), lambda s, k=metric.key, d=digits: _num(s.get(k), d)))
+            rows.append((_title(metric), lambda s, k=metric.key: format_number(s.get(k))))
     for key, stat in _HEADLINE_STATS:
         rows.append((_title(METRICS_BY_KEY[key], stat), lambda s, k=key, st=stat: _stat(s, k, st)))
     rows.append(("Token counts from", lambda s: ", ".join(s.get("token_sources") or {}) or "-"))
@@ -139,7 +132,7 @@ def percentile_table(step: Mapping[str, Any], *, title: str, stats: Sequence[str
         values = step.get(metric.key) or {}
         if values.get("count"):  # what applies: an embeddings run has no TTFT, ITL, TPOT rows
             label = metric.label if metric.unit in ("tokens", "packages") else metric.title
-            table.add_row(label, _num(values.get("count")), *(_num(values.get(s)) for s in stats))
+            table.add_row(label, format_number(values.get("count")), *(format_number(values.get(s)) for s in stats))
     return table
 
 
@@ -166,7 +159,7 @@ def failures_table(steps: Sequence[Mapping[str, Any]]) -> Table | None:
     for reason in reasons:
         sample = next((s["failure_examples"][reason] for s in steps if (s.get("failure_examples") or {}).get(reason)), None)
         # data_text: the server's words are shown as text, never read as rich markup or acted on by the terminal.
-        table.add_row(data_text(reason), *(_num((s.get("failure_reasons") or {}).get(reason, 0)) for s in steps), data_text(sample or "-"))
+        table.add_row(data_text(reason), *(format_number((s.get("failure_reasons") or {}).get(reason, 0)) for s in steps), data_text(sample or "-"))
     return table
 
 
@@ -183,7 +176,7 @@ def slo_table(steps: Sequence[Mapping[str, Any]]) -> Table | None:
         for result in step.get("slo_results") or ():
             ok = result["passed"]
             table.add_row(
-                data_text(step_label(step)), data_text(result["name"]), _num(result["limit_ms"]), _num(result["value_ms"]),
+                data_text(step_label(step)), data_text(result["name"]), f"{result['limit_ms']:g}", format_number(result["value_ms"]),
                 Text("pass", style="green") if ok else Text("FAIL", style="bold red"),
             )
     return table
@@ -200,8 +193,8 @@ def turns_table(step: Mapping[str, Any], *, title: str) -> Table | None:
     for turn in turns:
         table.add_row(
             str(turn["turn"]), f"{turn['requests_succeeded']} / {turn['requests_completed']}",
-            _num(turn["ttft_ms"].get("p50")), _num(turn["ttft_ms"].get("p99")), _num(turn["latency_ms"].get("p50")),
-            _num(turn["input_tokens_per_request"].get("mean"), 1),
+            format_number(turn["ttft_ms"].get("p50")), format_number(turn["ttft_ms"].get("p99")), format_number(turn["latency_ms"].get("p50")),
+            format_number(turn["input_tokens_per_request"].get("mean")),
         )
     return table
 
@@ -223,7 +216,7 @@ def search_line(search: Mapping[str, Any]) -> Text:
     """The max-load search's answer in one line: the highest passing load, the knee, and why it stopped
     where that makes the answer a lower bound (the client could not drive more, or the server saturated)."""
     line = Text.assemble(("Max-load search", "bold"), data_text(f" ({search['dimension']}): highest passing load "),
-                         (_num(search.get("max_passing")), "bold"), f", knee {_num(search.get('knee'))}")
+                         (_load(search.get("max_passing")), "bold"), f", knee {_load(search.get('knee'))}")
     reason = search.get("stop_reason")
     if reason == "client_bound":
         loads = [p.get("load") for p in search.get("probes") or () if isinstance(p, Mapping) and p.get("client_bound")]
@@ -291,6 +284,32 @@ def prompts_repeated(summary: Mapping[str, Any]) -> str | None:
             "Give more prompts, or synthetic ones (--input-tokens), which never repeat.")
 
 
+_MARKS = {PASS: ("ok", "green"), WARN: ("warn", "yellow"), FAIL: ("FAIL", "bold red")}
+_DETAILS = 5  # lines under a check; report.html and the tables above list them all
+
+
+def render_verdict(console: Console, verdict: Verdict) -> None:
+    """The run's verdict (perfbench.analysis.verdict), as the exit code, report.html and JUnit give
+    it: PASSED or FAILED, then each check with its reason and, under one that did not pass, why."""
+    console.print(Text.assemble(("Verdict: ", "bold"), (verdict.word, "bold green" if verdict.passed else "bold red")))
+    for check in verdict.checks:
+        mark, style = _MARKS[check.state]
+        # Text, not markup: a reason may quote a server's error or a user's model name.
+        console.print(Text.assemble("  ", (f"{mark:<4}", style), f" {check.name}: {check.reason}"))
+        if check.state != PASS:
+            for detail in check.details[:_DETAILS]:
+                console.print(Text(f"         {detail}"))
+            if len(check.details) > _DETAILS:
+                console.print(Text(f"         and {len(check.details) - _DETAILS} more", style="dim"))
+    for note in verdict.notes:
+        console.print(Text(note, style="dim"))
+
+
+def _load(load: Any) -> str:
+    """A load as the user gives one (``8``, ``12.5``): not a measurement."""
+    return "-" if load is None else f"{load:g}"
+
+
 class LiveDisplay:
     """A dashboard refreshed 4 times a second from the engine's counters (no per-package work):
     the step (or search probe) and its load, a progress bar with ETA, requests in flight, ok and
@@ -338,7 +357,7 @@ class LiveDisplay:
         itl = _percentiles(c.recent_itl_ms, ("p99", 99))
         tok_s = (c.output_tokens - self._step_tokens_at_start) / elapsed
         counts = Text.assemble(f"in flight {c.in_flight:,}  ok {c.succeeded:,}  ", (failed, "red" if c.failed else ""))
-        speed = Text(f"TTFT {ttft}  ITL {itl}  out {tok_s:,.0f} tok/s")
+        speed = Text(f"TTFT {ttft}  ITL {itl}  out {format_number(tok_s, 'tok/s')}")
         return Group(top, counts, speed)
 
     @property
@@ -376,4 +395,4 @@ def _percentiles(values: Any, *wanted: tuple[str, float]) -> str:
     import numpy as np
 
     points = np.percentile(samples, [q for _, q in wanted])
-    return " / ".join(f"{name} {point:,.1f}" for (name, _), point in zip(wanted, points)) + " ms"
+    return " / ".join(f"{name} {format_number(float(point))}" for (name, _), point in zip(wanted, points)) + " ms"

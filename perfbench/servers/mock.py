@@ -106,7 +106,7 @@ class MockInThread:
         try:
             starting = asyncio.run_coroutine_threadsafe(self.server.start(self._host, self._port), loop)
             self.base_url = starting.result(timeout=30)
-        except BaseException:
+        except BaseException:  # cleanup, then re-raised: hides nothing
             self._close_loop()
             raise
         return self

@@ -71,16 +71,17 @@ def nvml_source() -> GpuSource | None:
     global _warned
     try:
         import pynvml
-
-        pynvml.nvmlInit()
-        source = NvmlSource(pynvml)
-        if source.sample():
-            return source
-        reason = "no NVIDIA GPU found"
     except ImportError:
         reason = "no NVIDIA GPU found (nvidia-ml-py not installed: pip install 'perfbench[gpu]')"
-    except Exception as exc:  # NVMLError and friends: no driver, no device
-        reason = f"no NVIDIA GPU found ({exc})"
+    else:
+        try:
+            pynvml.nvmlInit()
+            source = NvmlSource(pynvml)
+            if source.sample():
+                return source
+            reason = "no NVIDIA GPU found"
+        except pynvml.NVMLError as exc:  # every NVML failure (no driver, no library, no device) is one
+            reason = f"no NVIDIA GPU found ({exc})"
     if not _warned:
         log.warning("%s; GPU telemetry off", reason)
         _warned = True
@@ -91,9 +92,11 @@ def local_gpu_info() -> tuple[str | None, str | None]:
     """(name of GPU 0, driver version) of this machine, (None, None) without NVML."""
     try:
         import pynvml
-
+    except ImportError:
+        return None, None
+    try:
         pynvml.nvmlInit()
         handle = pynvml.nvmlDeviceGetHandleByIndex(0)
         return _text(pynvml.nvmlDeviceGetName(handle)), _text(pynvml.nvmlSystemGetDriverVersion())
-    except Exception:  # no pynvml, no driver, no GPU: nothing to record
+    except pynvml.NVMLError:  # no driver, no GPU: nothing to record
         return None, None

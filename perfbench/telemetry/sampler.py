@@ -97,8 +97,9 @@ class TelemetrySampler:
         t_s = self._t_s()
         try:
             readings = await asyncio.to_thread(gpu.sample)
-        except Exception as exc:  # a driver hiccup must not fail the run
+        except Exception as exc:  # noqa: BLE001 - kept broad: any GpuSource (NVML, a fake) failing must not fail the run
             log.warning("GPU telemetry failed (%s); GPU telemetry off for the rest of the run", exc)
+            log.debug("GPU sample failed", exc_info=True)
             self.gpu = None
             return
         for reading in readings:

@@ -12,6 +12,7 @@ once its reply is in.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import queue
 import time
@@ -25,6 +26,8 @@ from perfbench.engine.live import LiveCounters
 from perfbench.engine.transport import HttpTransport
 from perfbench.engine.transport_factory import make_transport
 from perfbench.results.records import RequestRecord
+
+log = logging.getLogger(__name__)
 
 BATCH_RECORDS = 512  # records per message, at most
 BATCH_WAIT_S = 0.02  # a record waits at most this long for its batch (the live display stays current)
@@ -126,7 +129,8 @@ class WorkerBody:
             value = await work
         except asyncio.CancelledError:
             value = None  # stopped: the records of what ended were handed over already
-        except Exception as exc:  # noqa: BLE001 - told to the parent, which counts this worker lost
+        except Exception as exc:  # noqa: BLE001 - told to the parent, which counts this worker lost; the run goes on
+            log.debug("worker phase failed", exc_info=True)
             self.outbox.reply("error", f"{type(exc).__name__}: {exc}")
             return
         if reply == "done" and self._engine is not None and self._engine.client_reading is not None:

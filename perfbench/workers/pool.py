@@ -83,7 +83,7 @@ class WorkerPool:
     async def __aenter__(self) -> "WorkerPool":
         try:
             infos = await self.transport.open(self.deliver)
-        except BaseException:
+        except BaseException:  # cleanup, then re-raised: hides nothing
             await self.transport.close()
             raise
         for number, info in enumerate(infos):

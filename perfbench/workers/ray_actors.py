@@ -72,7 +72,8 @@ def connect(address: str, cpus: int) -> tuple[Any, bool]:
             ray.init(address="local", num_cpus=cpus, include_dashboard=False, _node_ip_address="127.0.0.1", **quiet)
         else:
             ray.init(address=address, **quiet)
-    except Exception as exc:  # noqa: BLE001 - Ray says "cannot connect" with several exception types
+    except Exception as exc:  # noqa: BLE001 - Ray says "cannot connect" with several exception types: one line (exit 3)
+        logging.getLogger(__name__).debug("ray.init failed", exc_info=True)
         hint = ("start a cluster ('ray start --head') or use --ray local" if address == "auto"
                 else "check the address and that the cluster is up")
         raise TargetError(f"--ray {address}: cannot connect to Ray ({_first_line(exc)}); {hint}") from None

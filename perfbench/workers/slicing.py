@@ -12,7 +12,6 @@ from dataclasses import replace
 from typing import Sequence
 
 from perfbench.engine.plan import StepPlan
-from perfbench.workload.schedule import arrival_offsets_s
 
 def _divide(total: int, weights: Sequence[int]) -> list[int]:
     """``total`` in whole shares proportional to ``weights`` (largest remainder), adding up to ``total``."""
@@ -63,13 +62,10 @@ def split_step(plan: StepPlan, slices: int) -> list[StepPlan]:
 
 
 def slice_indexes(plan: StepPlan) -> range:
-    """The arrival indexes an open-loop slice sends."""
-    offsets = arrival_offsets_s(
-        rate_req_s=plan.rate_req_s or 1.0, count=plan.number,
-        duration_s=None if plan.number is not None else plan.duration_s,
-        arrivals=plan.arrivals, burstiness=plan.burstiness, ramp_up_s=plan.ramp_up_s, seed=plan.seed,
-    )
-    return range(plan.arrival_slice, len(offsets), plan.arrival_slices)
+    """The arrival indexes an open-loop slice sends: its share of the plan's one schedule."""
+    offsets = plan.arrival_offsets_s()
+    assert offsets is not None, "an open-loop plan"
+    return plan.arrival_indexes(len(offsets))
 
 
 class _Lane:

@@ -27,12 +27,15 @@ import difflib
 import hashlib
 import importlib.util
 import json
+import logging
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from perfbench.core.errors import ConfigError
+
+log = logging.getLogger(__name__)
 from perfbench.core.errors import shown_text
 from perfbench.workload.prompts import ASSISTANT_SPEAKERS, HUMAN_SPEAKERS, Prompt, _messages, _sharegpt
 
@@ -151,11 +154,13 @@ def _open(datasets: Any, source: str) -> Any:
             return datasets.load_dataset(builder, data_files=str(path))
     except ConfigError:
         raise
-    except Exception as exc:  # datasets raises many kinds (ValueError, FileNotFoundError, pyarrow's, ...)
+    except Exception as exc:  # noqa: BLE001 - datasets raises many kinds (ValueError, FileNotFoundError, pyarrow's, ...): one line, not a traceback
+        log.debug("loading dataset %s failed", source, exc_info=True)
         raise ConfigError(f"--dataset {shown_text(source)}: {_one_line(exc)}; check the dataset's files") from None
     try:
         return datasets.load_dataset(source)  # a name: the local cache only, the hub being offline
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - as above: whatever datasets raises for a name it cannot load
+        log.debug("loading dataset %s by name failed", source, exc_info=True)
         raise ConfigError(f"--dataset {shown_text(source)} is no local folder or file, and not in the local Hugging Face "
                           f"cache ({_one_line(exc)}); perfbench never downloads: load it once online, or give a path") from None
 

@@ -150,7 +150,8 @@ def load_tokenizer(name_or_path: str) -> Tokenizer:
             return FileTokenizer(directory, name_or_path)
         except ImportError:
             raise ConfigError(f"--tokenizer needs the tokenizers package; {_INSTALL_HINT}") from None
-        except Exception as e:  # a corrupt tokenizer.json raises the tokenizers library's own exception
+        except Exception as e:  # noqa: BLE001 - the tokenizers library raises a bare Exception for a corrupt file
+            log.debug("loading tokenizer %r failed", name_or_path, exc_info=True)
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise ConfigError(
                 f"cannot load tokenizer {name_or_path!r} ({reason}); pass a directory with valid tokenizer files"
@@ -167,7 +168,8 @@ def load_tokenizer(name_or_path: str) -> Tokenizer:
     except (OSError, ValueError) as e:  # what transformers raises for missing files / unknown names
         log.debug("loading tokenizer %r failed: %s", name_or_path, e)
         raise ConfigError(not_found) from None
-    except Exception as e:  # a corrupt tokenizer.json raises the tokenizers library's own exception
+    except Exception as e:  # noqa: BLE001 - the tokenizers library raises a bare Exception for a corrupt file
+        log.debug("loading tokenizer %r failed", name_or_path, exc_info=True)
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ConfigError(
             f"cannot load tokenizer {name_or_path!r} ({reason}); pass a directory with tokenizer files (--tokenizer PATH)"

@@ -7,7 +7,7 @@ is fetched: the style is inline, images are ``data:`` URIs, there is no script. 
 text that came from the user or the server (prompts, errors, tags, model names, config values)
 goes through ``html.escape``.
 
-Top to bottom: the verdict (``perfbench.report.verdict``) and the alarm when requests failed, the
+Top to bottom: the verdict (``perfbench.analysis.verdict``) and the alarm when requests failed, the
 headline numbers, the SLOs per step, the search, the baseline comparison, the history, every
 step's numbers, the plots, the failures, the telemetry and the environment.
 
@@ -33,7 +33,7 @@ from perfbench.report.html._sections import (
 )
 from perfbench.report.html._top import alarm_section, headline_section, verdict_section
 from perfbench.report.plots import literal_text, run_title
-from perfbench.report.verdict import failure_reasons, judge, ordered_steps
+from perfbench.report.verdict import Verdict, failure_reasons, judge, ordered_steps, saved_verdict
 from perfbench.results.runfiles import COMPARISON_FILE, TELEMETRY_FILE, iter_request_lines, read_comparison, read_summary
 
 __all__ = ["HistoryRun", "write_html_report"]
@@ -95,22 +95,29 @@ def _saved_comparison(run_dir: Path) -> Comparison | None:
 
 @literal_text  # its figures (baseline, history) draw data as written
 def write_html_report(
-    run_dir: Path, *, comparison: Comparison | None = None, history: Sequence[HistoryRun] = ()
+    run_dir: Path, *, comparison: Comparison | None = None, history: Sequence[HistoryRun] = (),
+    verdict: Verdict | None = None,
 ) -> Path:
     """Write ``run_dir/report.html`` and return its path.
 
     ``comparison`` is shown as given; without one, the run folder's own comparison.json (written
     when the run was checked against its baseline) is shown, so a rebuilt report keeps its verdict.
     ``history``: earlier runs of the same identity, for the trend (no section without them).
+    ``verdict``: the run's (perfbench.analysis.verdict), shown as given; without one, the verdict
+    summary.json holds, unless a new ``comparison`` was handed in (then the run is judged anew
+    against it, as summary.json's verdict was not); a summary without a verdict is judged here.
     This only renders: no comparison is computed and no store is opened here.
     """
     run_dir = Path(run_dir)
     summary = read_summary(run_dir)
     facts = _request_facts(run_dir, summary)
+    if verdict is None and comparison is None:
+        verdict = saved_verdict(summary)
     if comparison is None:
         comparison = _saved_comparison(run_dir)
     steps = summary.get("steps") or []
-    verdict = judge(summary, comparison)
+    if verdict is None:
+        verdict = judge(summary, comparison)
     target = summary.get("target") or {}
     title = run_title(summary, run_dir)  # the figures' titles, as the run's own plots name it
     simulated = ' <span class="badge sim">simulated</span>' if target.get("simulated") else ""

@@ -8,6 +8,7 @@ import html
 from typing import Any, Iterable, Sequence
 
 from perfbench.core.printable import printable
+from perfbench.core.numbers import format_number
 
 CSS = """
 :root { --fg:#1f2933; --muted:#616e7c; --line:#e4e7eb; --bg:#f7f8fa; --accent:#2563eb;
@@ -74,13 +75,11 @@ def e(value: Any) -> str:
     return "-" if value is None else html.escape(printable(str(value), lines=True), quote=True)
 
 
-def num(value: Any, digits: int = 2) -> str:
-    """A number for a table cell: thousands grouped, ``digits`` decimals below 1000; anything else escaped."""
+def num(value: Any) -> str:
+    """A number for a table cell, as perfbench prints numbers everywhere (``perfbench.core.numbers``); anything else escaped."""
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return e(value)
-    if abs(value) >= 1000:
-        return f"{value:,.0f}"
-    return f"{value:,.{digits}f}"
+    return format_number(value)
 
 
 def state_of(passed: bool | None) -> str:

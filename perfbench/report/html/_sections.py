@@ -36,7 +36,7 @@ def slo_section(summary: Mapping[str, Any]) -> str:
         for result in step.get("slo_results") or ():
             state = state_of(result.get("passed"))
             value = result.get("value_ms")
-            rows.append([e(step_label(step)), e(slo_name(str(result.get("name")))), num(result.get("limit_ms")),
+            rows.append([e(step_label(step)), e(slo_name(str(result.get("name")))), e(f"{result.get('limit_ms'):g}"),
                          "no value" if value is None else num(value), badge(state)])
     per_request = _per_request_limits(summary)
     if not rows and not per_request:
@@ -51,7 +51,7 @@ def slo_section(summary: Mapping[str, Any]) -> str:
         for step in steps:
             goodput, throughput = step.get("goodput_req_s"), step.get("request_throughput_req_s")
             share = f" ({goodput / throughput:.0%} of succeeded requests)" if goodput is not None and throughput else ""
-            good.append([e(step_label(step)), num(goodput, 3) + e(share)])
+            good.append([e(step_label(step)), num(goodput) + e(share)])
         parts.append(f"<h3>Per-request limits: {e(limits)}</h3>"
                      + table(["step", "goodput req/s (requests meeting every limit)"], good, [False, True], attrs=' class="fit"'))
     return "".join(parts) + "</section>"
@@ -62,7 +62,7 @@ def search_section(search: Mapping[str, Any]) -> str:
     it measured the client, not the server)."""
     dimension = str(search.get("dimension") or "concurrency")
     probes = [p for p in search.get("probes") or [] if isinstance(p, Mapping)]
-    rows = [[num(i + 1, 0), e(format_load(dimension, p.get("load"))),
+    rows = [[num(i + 1), e(format_load(dimension, p.get("load"))),
              badge("warn", "client-bound") if p.get("client_bound") else badge(state_of(p.get("passed")))]
             for i, p in enumerate(probes)]
     return (f'<section id="search"><h2>Max-load search</h2><p id="search-sentence">{e(search_sentence(search))}</p>'
@@ -100,7 +100,7 @@ def steps_section(summary: Mapping[str, Any]) -> str:
     ]
     for metric in METRICS:  # what applies: metrics no step has (an embeddings run's TTFT) get no row
         if metric.kind == RATE and any(s.get(metric.key) is not None for s in steps):
-            rows.append([e(metric.title), *(num(s.get(metric.key), 3 if metric.unit == "req/s" else 2) for s in steps)])
+            rows.append([e(metric.title), *(num(s.get(metric.key)) for s in steps)])
     for metric in DISTRIBUTIONS:
         if not any((s.get(metric.key) or {}).get("count") for s in steps):
             continue
@@ -126,7 +126,7 @@ def turns_section(summary: Mapping[str, Any]) -> str:
     for step in steps:
         rows = [[e(t["turn"]), f"{e(t['requests_succeeded'])} / {e(t['requests_completed'])}",
                  num(t["ttft_ms"].get("p50")), num(t["ttft_ms"].get("p99")), num(t["latency_ms"].get("p50")),
-                 num(t["input_tokens_per_request"].get("mean"), 1)] for t in step["by_turn"]]
+                 num(t["input_tokens_per_request"].get("mean"))] for t in step["by_turn"]]
         if len(steps) > 1:
             parts.append(f"<h3>{e(step_label(step))}</h3>")
         parts.append(table(["turn", "ok / done", "TTFT p50 (ms)", "TTFT p99 (ms)", "latency p50 (ms)", "input tokens (mean)"],
@@ -168,12 +168,12 @@ def telemetry_section(run_dir: Path, output_tokens: int) -> str:
     if t["gpu_count"]:
         rows = [
             ("GPUs", f"{e(t['gpu_count'])} × {e(t['gpu_name'])} (driver {e(t['gpu_driver'])})"),
-            ("energy", f"{num(t['energy_j'], 1)} J ({e(t['energy_source'])})"),
-            ("energy per output token", f"{num(t['j_per_output_token'], 4)} J"),
-            ("output tokens per joule", num(t["output_tokens_per_j"], 3)),
-            ("mean GPU utilisation", f"{num(t['gpu_util_mean_pct'], 1)} %"),
-            ("mean power", f"{num(t['gpu_power_mean_w'], 1)} W"),
-            ("peak memory", f"{num(t['gpu_mem_peak_mib'], 0)} of {num(t['gpu_mem_total_mib'], 0)} MiB"),
+            ("energy", f"{num(t['energy_j'])} J ({e(t['energy_source'])})"),
+            ("energy per output token", f"{num(t['j_per_output_token'])} J"),
+            ("output tokens per joule", num(t["output_tokens_per_j"])),
+            ("mean GPU utilisation", f"{num(t['gpu_util_mean_pct'])} %"),
+            ("mean power", f"{num(t['gpu_power_mean_w'])} W"),
+            ("peak memory", f"{num(t['gpu_mem_peak_mib'])} of {num(t['gpu_mem_total_mib'])} MiB"),
         ]
         parts.append("<h3>GPU</h3><dl>" + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in rows) + "</dl>")
     else:

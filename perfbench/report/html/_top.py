@@ -32,8 +32,8 @@ def verdict_section(verdict: Verdict) -> str:
         if len(check.details) > MAX_DETAILS:  # the verdict stays one screen; the sections below list them all
             details += f'<li class="muted">and {len(check.details) - MAX_DETAILS} more, in the sections below</li>'
         items.append(
-            f'<li class="{check.state}" data-check="{e(check.name)}">{badge(check.state)} <b>{e(check.name)}</b>: '
-            f"{e(check.text)}{f'<ul>{details}</ul>' if details else ''}</li>"
+            f'<li class="{check.state}" data-check="{e(check.name)}" data-kind="{e(check.kind)}">{badge(check.state)} '
+            f"<b>{e(check.name)}</b>: {e(check.reason)}{f'<ul>{details}</ul>' if details else ''}</li>"
         )
     notes = "".join(f'<p class="muted">{e(n)}</p>' for n in verdict.notes)
     return (
@@ -48,7 +48,7 @@ def alarm_section(reasons: Sequence[FailureReason], total_failed: int, total: in
     if not reasons:
         return ""
     rows = [
-        [f'<code class="nowrap">{e(r.reason)}</code>', num(r.count, 0), e(", ".join(r.steps)),
+        [f'<code class="nowrap">{e(r.reason)}</code>', num(r.count), e(", ".join(r.steps)),
          f"<code>{e(r.sample)}</code>" if r.sample else '<span class="muted">no error text</span>']
         for r in reasons[:top]
     ]
@@ -82,8 +82,7 @@ def headline_section(steps: Sequence[Mapping[str, Any]], comparison: Comparison 
         values = [step_metric(step, headline.spec) for step in steps]
         if all(v is None for v in values):  # what applies: an embeddings run has no TTFT
             continue
-        digits = 3 if headline.metric.unit == "req/s" else 2
-        cells = [num(v, digits) + _change(rows_by.get((step_label(s), headline.spec))) for s, v in zip(steps, values)]
+        cells = [num(v) + _change(rows_by.get((step_label(s), headline.spec))) for s, v in zip(steps, values)]
         rows.append([e(f"{headline.name} ({headline.metric.unit})"), *cells])
     if not rows:
         return ""

@@ -28,11 +28,10 @@ from __future__ import annotations
 
 import io
 import logging
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from perfbench.core.cliutil import OneLineArgumentParser
+from perfbench.core.cliutil import OneLineArgumentParser, print_error
 from perfbench.core.errors import PerfbenchError
 from perfbench.core.printable import printable
 from perfbench.report.plots._across_steps import capacity_figure, percentiles_figure
@@ -116,7 +115,7 @@ def main(argv: Sequence[str]) -> int:
         args = parser.parse_args(list(argv))
         written = write_plots(args.run_dir)
     except PerfbenchError as exc:
-        print(f"perfbench: error: {printable(str(exc))}", file=sys.stderr)
+        print_error(str(exc))
         return exc.exit_code
     for path in written:
         print(printable(str(path)))

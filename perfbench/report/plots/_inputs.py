@@ -16,6 +16,7 @@ from perfbench.core.errors import ConfigError
 from perfbench.results.records import RequestRecord
 from perfbench.results.runfiles import iter_record_chunks, step_label
 from perfbench.metrics.knee import find_knee
+from perfbench.metrics.slo import split_name
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ class Step:
 class Limit:
     """A step-limit SLO, e.g. ttft_p99 <= 500 ms."""
 
-    metric: str  # "ttft", "tpot", "itl", "latency"
+    metric: str  # its name in --slo: a key of perfbench.metrics.SLO_METRICS
     stat: str  # "p99", "mean", ...
     limit_ms: float
 
@@ -72,7 +73,7 @@ def read_slos(summary: dict[str, Any]) -> tuple[list[Limit], dict[str, float]]:
     limits: dict[str, Limit] = {}
     for step in summary["steps"]:
         for result in step.get("slo_results") or ():
-            metric, _, stat = str(result.get("name", "")).partition("_")
+            metric, stat = split_name(str(result.get("name", "")))
             if stat and isinstance(result.get("limit_ms"), (int, float)):
                 limits.setdefault(result["name"], Limit(metric, stat, float(result["limit_ms"])))
     per_request: dict[str, float] = {}
