@@ -549,3 +549,17 @@ def test_the_registry_names_every_metric_an_slo_may_limit():
 
     assert sorted(SLO_METRICS) == sorted(slo.METRICS)
     assert {m.unit for m in SLO_METRICS.values()} == {"ms"}  # SLO limits are in ms
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(records(), max_size=25), st.lists(st.booleans(), max_size=25))
+def test_the_request_lines_times_are_the_columns_formulas(recs, without_packages):
+    # requests.jsonl's ttft_ms and latency_ms come from a per-record path (no arrays): the same values
+    # as the columns the statistics use, for answers with packages and without (embeddings, failures).
+    from perfbench.metrics import per_request_ms, requests_times_ms
+
+    recs = [dataclasses.replace(r, package_times_ns=(), package_tokens=()) if drop else r
+            for r, drop in zip(recs, without_packages + [False] * len(recs))]
+    lines, columns = requests_times_ms(recs), per_request_ms(recs)
+    for key in ("ttft_ms", "latency_ms"):
+        assert lines[key] == [None if math.isnan(v) else v for v in columns[key].tolist()], key

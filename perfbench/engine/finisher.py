@@ -9,7 +9,11 @@ from typing import Callable
 from perfbench.engine.answers import Exchange
 from perfbench.results.records import RequestRecord
 
-MAX_FINISH_BACKLOG = 256  # ended requests waiting for their records, at most (each holds its answer's bytes)
+# Ended requests waiting for their records, at most, and the answer bytes they hold: a closed-loop
+# wave of 1,024 streams ending together stays queued (finished between reads, not in the way of the
+# next wave's sends), while memory stays bounded however fast requests end.
+MAX_FINISH_BACKLOG = 4096
+MAX_FINISH_BACKLOG_BYTES = 64 * 2**20
 
 
 class Finisher:
@@ -24,15 +28,17 @@ class Finisher:
     def __init__(self, finish: Callable[[Exchange | RequestRecord], None]) -> None:
         self._finish = finish
         self._queue: deque[Exchange | RequestRecord] = deque()
+        self._queued_bytes = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     def put(self, ended: Exchange | RequestRecord) -> None:
         self._queue.append(ended)
+        self._queued_bytes += _bytes_of(ended)
         # Requests can end faster than one a loop turn is finished (a zero-delay server): past a
         # bound, finish on the spot, so the backlog of unparsed answers (memory) never grows with the run.
-        while len(self._queue) > MAX_FINISH_BACKLOG:
-            self._finish(self._queue.popleft())
+        while len(self._queue) > MAX_FINISH_BACKLOG or self._queued_bytes > MAX_FINISH_BACKLOG_BYTES:
+            self._finish_next()
         self._wake.set()
         if self._task is None or self._task.done():
             self._task = asyncio.ensure_future(self._run())
@@ -40,7 +46,7 @@ class Finisher:
     async def _run(self) -> None:
         while True:
             while self._queue:
-                self._finish(self._queue.popleft())
+                self._finish_next()
                 await asyncio.sleep(0)  # let ready reads and sends run before the next one
             self._wake.clear()
             await self._wake.wait()
@@ -56,7 +62,17 @@ class Finisher:
     def finish_all(self) -> None:
         """Finish what is queued now, without yielding (a cancelled step, Ctrl-C), and stop the task."""
         while self._queue:
-            self._finish(self._queue.popleft())
+            self._finish_next()
         if self._task is not None:
             self._task.cancel()
             self._task = None
+
+    def _finish_next(self) -> None:
+        ended = self._queue.popleft()
+        self._queued_bytes -= _bytes_of(ended)
+        self._finish(ended)
+
+
+def _bytes_of(ended: Exchange | RequestRecord) -> int:
+    """The answer bytes an ended request holds until its record is built."""
+    return sum(map(len, ended.stream.chunks)) if isinstance(ended, Exchange) else 0

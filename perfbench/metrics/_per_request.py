@@ -219,13 +219,20 @@ def itl_ms(record: RequestRecord) -> np.ndarray:
 
 
 def requests_times_ms(records: Sequence[RequestRecord]) -> dict[str, list[float | None]]:
-    """``ttft_ms`` and ``latency_ms`` of each request (None where they do not apply), from one column build."""
-    c = Columns.of(records)
-    return {"ttft_ms": _optional_floats(ttft_column(c)), "latency_ms": _optional_floats(latency_column(c))}
-
-
-def _optional_floats(column: np.ndarray) -> list[float | None]:
-    return [None if math.isnan(value) else value for value in column.tolist()]
+    """``ttft_ms`` and ``latency_ms`` of each request (None where they do not apply): ``ttft_column``'s
+    and ``latency_column``'s formulas for one record at a time, with no array built (requests.jsonl
+    gets them for every request as it finishes; a test holds them equal to the columns)."""
+    ttft: list[float | None] = []
+    latency: list[float | None] = []
+    for record in records:
+        t0, times = record.scheduled_ns, record.package_times_ns
+        if times:
+            ttft.append((times[0] - t0) / _NS_PER_MS)
+            latency.append((times[-1] - t0) / _NS_PER_MS)
+        else:
+            ttft.append(None)
+            latency.append((record.end_ns - t0) / _NS_PER_MS if record.ok else None)
+    return {"ttft_ms": ttft, "latency_ms": latency}
 
 
 def inter_package_ms(record: RequestRecord) -> np.ndarray:
