@@ -250,6 +250,8 @@ def _turn(turn: Any, where: str) -> tuple[str, str]:
 # its number as well, so prompt k is made from (seed, k) alone).
 _PROMPT_STREAM = 0
 _PREFIX_STREAM = 1
+_PROMPT_BLOCK_STREAM = 2
+PROMPT_BLOCK = 256  # synthetic prompts (in words) made at once
 
 
 class SyntheticPrompts:
@@ -287,18 +289,39 @@ class SyntheticPrompts:
         self.shared_prefix_tokens = shared_prefix_tokens
         self.prefix_groups = prefix_groups
         self._prefixes: dict[int, str] = {}  # group -> its prefix, made on first use
+        self._block: tuple[int, list[Prompt]] | None = None  # the last block of prompts made (they are asked for in order)
 
     def __getitem__(self, k: int) -> Prompt:
-        rng = np.random.default_rng((self.seed, _PROMPT_STREAM, k))
-        length = int(self.input_tokens.sample(1, rng)[0])
-        max_tokens = int(self.output_tokens.sample(1, rng)[0]) if self.output_tokens is not None else None
-        head = self._prefix(k % self.prefix_groups) if self.shared_prefix_tokens else ""
-        if self.tokenizer is None:  # words: drawn in one go (a third of the time of the word stream)
-            own = " ".join(map(WORDS.__getitem__, rng.integers(0, len(WORDS), length - len(head.split())).tolist()))
-            text = f"{head} {own}" if head else own
-        else:
-            text = exact_text(self.tokenizer, head, word_stream(rng), length)
-        return Prompt(text, None, length if self.tokenizer is not None else None, max_tokens)
+        if self.tokenizer is not None:  # exact token lengths: one prompt at a time (the tokenizer is the cost)
+            rng = np.random.default_rng((self.seed, _PROMPT_STREAM, k))
+            length, max_tokens = self._lengths(1, rng)
+            head = self._prefix(k % self.prefix_groups) if self.shared_prefix_tokens else ""
+            return Prompt(exact_text(self.tokenizer, head, word_stream(rng), length[0]), None, length[0], max_tokens[0])
+        block, at = divmod(k, PROMPT_BLOCK)
+        if self._block is None or self._block[0] != block:
+            self._block = (block, self._make_block(block))
+        return self._block[1][at]
+
+    def _lengths(self, n: int, rng: np.random.Generator) -> tuple[list[int], list[int | None]]:
+        lengths = self.input_tokens.sample(n, rng).tolist()
+        max_tokens = self.output_tokens.sample(n, rng).tolist() if self.output_tokens is not None else [None] * n
+        return lengths, max_tokens
+
+    def _make_block(self, block: int) -> list[Prompt]:
+        """Prompts ``block * PROMPT_BLOCK`` onwards, in words, from one random stream of their own: a
+        numpy generator costs more to seed than a prompt costs to draw, so a block shares one."""
+        rng = np.random.default_rng((self.seed, _PROMPT_BLOCK_STREAM, block))
+        lengths, max_tokens = self._lengths(PROMPT_BLOCK, rng)
+        first = block * PROMPT_BLOCK
+        heads = [self._prefix((first + i) % self.prefix_groups) if self.shared_prefix_tokens else "" for i in range(PROMPT_BLOCK)]
+        own = [length - len(head.split()) for length, head in zip(lengths, heads)]
+        words = list(map(WORDS.__getitem__, rng.integers(0, len(WORDS), sum(own)).tolist()))
+        prompts, at = [], 0
+        for head, count, max_out in zip(heads, own, max_tokens):
+            text = " ".join(words[at:at + count])
+            at += count
+            prompts.append(Prompt(f"{head} {text}" if head else text, None, None, max_out))
+        return prompts
 
     def _prefix(self, group: int) -> str:
         if group not in self._prefixes:
