@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from client_overhead import mock_process  # the benchmarks share one way to start the mock (run from benchmarks/)
+from perfbench.servers.mock import MockConfig, MockProcess
 
 SKIP_SHARE = 0.10  # the first tenth of the step is start-up (allocator, connections): left out of the slope
 BEHIND_QUEUE_MS = 100.0  # a queue-time p99 above this: the client could not keep the rate
@@ -88,7 +88,8 @@ def soak(minutes: float, rate: float, concurrency: int | None, max_tokens: int, 
     run_dir = work / "run"
     env = {**os.environ, "XDG_DATA_HOME": str(work / "xdg")}  # the run history goes to the soak's folder, not the user's
     duration_s = minutes * 60
-    with mock_process("--ttft-ms", "0", "--itl-ms", "0") as url:
+    with MockProcess(MockConfig(ttft_ms=0, itl_ms=0)) as mock:
+        url = mock.base_url
         command = [
             sys.executable, "-m", "perfbench", "--url", url, "--rate", f"{rate:g}", "--duration", f"{duration_s:g}",
             "--max-tokens", str(max_tokens), "--input-tokens", "fixed:16", "--no-live", "--no-plots",

@@ -1,6 +1,6 @@
 """How perfbench scales with --workers: chunks/s, accuracy and CPU per process, 1 vs N workers.
 
-The server is load_accuracy.py's stamping server in its own process: it writes ONE SSE EVENT PER
+The server is accuracy.py's stamping server in its own process: it writes ONE SSE EVENT PER
 WRITE (as real inference servers do) at absolute deadlines and stamps every write. perfbench runs
 as a user runs it (``python -m perfbench --url ... --workers N``), closed loop, and its figures
 are compared with the server's stamps. Rounds alternate the worker counts, so each count sees the
@@ -31,10 +31,10 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-_spec = importlib.util.spec_from_file_location("load_accuracy", HERE / "load_accuracy.py")
+_spec = importlib.util.spec_from_file_location("accuracy", HERE / "accuracy.py")
 assert _spec and _spec.loader
-load_accuracy = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(load_accuracy)
+accuracy = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(accuracy)
 
 TICKS_S = os.sysconf("SC_CLK_TCK")
 
@@ -66,8 +66,8 @@ def _workers(pid: int) -> list[int]:
 
 
 def one_run(args: argparse.Namespace, workers: int) -> dict[str, float]:
-    server = load_accuracy.StampingServer(args.ttft_ms, args.itl_ms)
     out = Path(tempfile.mkdtemp(prefix="perfbench-scale-"))
+    server = accuracy.StampingServer(args.ttft_ms, args.itl_ms, out)
     try:
         run = subprocess.Popen(
             [sys.executable, "-m", "perfbench", "--url", f"http://127.0.0.1:{server.port}/v1/chat/completions", "--model", "m",
@@ -88,7 +88,7 @@ def one_run(args: argparse.Namespace, workers: int) -> dict[str, float]:
     finally:
         stamps = server.stop()
     step = json.loads((out / "run" / "summary.json").read_text())["steps"][0]
-    truth = load_accuracy._server_view(stamps)
+    truth = accuracy._view(accuracy._server_rows(stamps))
     span_s = (max(t[-1] for t in stamps) - min(t[0] for t in stamps)) / 1e9
     packages = step["packages_per_request"]["mean"] * step["requests_succeeded"]
     worker_cpu = sorted((s for pid, s in cpu.items() if pid != run.pid), reverse=True)
